@@ -1,0 +1,218 @@
+"""The project config, `zimo.yaml`, as typed pydantic models.
+
+Every section is validated up front; an error names the yaml key, what is wrong and the fix,
+in one line (``ConfigError``, exit code 2). Sections owned by other modules (curate, train, …)
+are their own pydantic models, imported here so one schema covers the whole file.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from zimo.data.curate_config import CurateConfig
+from zimo.errors import ConfigError
+from zimo.train.config import TrainConfig
+
+CONFIG_NAME = "zimo.yaml"
+
+
+class Section(BaseModel):
+    """Base for config sections: unknown keys are errors (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(Section):
+    """Where the project's input data is and how to read it."""
+
+    path: str = Field(description="file or folder, relative to the project directory")
+    format: Literal["auto", "tsv", "csv", "jsonl", "json", "parquet"] = "auto"
+    text_field: str = "text"
+    label_field: str | None = "label"
+    header: bool = True
+    origin: Literal["human", "teacher", "synthetic", "log"] = "human"
+    generator: str | None = None
+    license: str | None = None
+    source_url: str | None = None
+    # For instruction data (alpaca style: instruction/input/output) the fields to map.
+    instruction_field: str | None = None
+    input_field: str | None = None
+    output_field: str | None = None
+
+
+class SplitConfig(Section):
+    """Seeded, stratified train/dev/test split."""
+
+    dev: float = Field(0.1, ge=0.0, lt=0.9)
+    test: float = Field(0.1, gt=0.0, lt=0.9)
+    seed: int = 13
+    stratify: bool = True
+
+    @model_validator(mode="after")
+    def _fractions(self) -> SplitConfig:
+        if self.dev + self.test >= 0.95:
+            raise ValueError("dev + test must leave data to train on (sum < 0.95)")
+        return self
+
+
+class LabelEvalConfig(Section):
+    """Evaluation of label tasks (classification)."""
+
+    systems: list[Literal["finetuned", "base_zero_shot", "tfidf_logreg"]] = [
+        "finetuned",
+        "base_zero_shot",
+        "tfidf_logreg",
+    ]
+    max_test_rows: int | None = Field(None, ge=1, description="cap the test rows scored by LMs")
+    batch_size: int = Field(16, ge=1)
+    machine_price_per_hour: float = Field(
+        0.10, ge=0, description="price of the local machine, for cost per 1k requests"
+    )
+
+
+class ProjectConfig(Section):
+    name: str
+    task: Literal["label", "chat", "generate"] = "label"
+    description: str | None = None
+    labels: list[str] | None = Field(None, description="label set, required for task: label")
+    positive_label: str | None = Field(
+        None, description="the label whose F1 is the headline number (e.g. spam)"
+    )
+    instruction: str | None = Field(None, description="what the model is asked to do")
+    data: DataConfig
+    curate: CurateConfig = CurateConfig()
+    split: SplitConfig = SplitConfig()
+    train: TrainConfig = TrainConfig()
+    eval: LabelEvalConfig = LabelEvalConfig()
+    # Sections of later stages are accepted as mappings and validated by their own modules.
+    synth: dict[str, Any] | None = None
+    teacher: dict[str, Any] | None = None
+    guard: dict[str, Any] | None = None
+    route: dict[str, Any] | None = None
+    export: dict[str, Any] | None = None
+    serve: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _labels(self) -> ProjectConfig:
+        if self.task == "label":
+            if not self.labels or len(self.labels) < 2:
+                raise ValueError("task: label needs `labels:` with at least two labels")
+            if len(set(self.labels)) != len(self.labels):
+                raise ValueError("`labels:` has duplicates")
+            if self.positive_label is not None and self.positive_label not in self.labels:
+                raise ValueError(
+                    f"positive_label {self.positive_label!r} is not one of labels {self.labels}"
+                )
+        return self
+
+
+class Project:
+    """A project directory with its parsed config."""
+
+    def __init__(self, root: Path, config: ProjectConfig):
+        self.root = root
+        self.config = config
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def data_path(self) -> Path:
+        return (self.root / self.config.data.path).resolve()
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A section as plain JSON-able data (what artifact ids hash)."""
+        value = getattr(self.config, name)
+        if isinstance(value, BaseModel):
+            return value.model_dump(mode="json")
+        return value if value is not None else {}
+
+
+def _known_keys(model: Any, loc: tuple) -> list[str]:
+    """Field names allowed at a location, for 'did you mean' hints."""
+    current = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", {})
+        if part not in fields:
+            return []
+        ann = fields[part].annotation
+        current = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if current is None:
+            return []
+    return list(getattr(current, "model_fields", {}).keys())
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        known = _known_keys(ProjectConfig, loc)
+        guess = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f"did you mean '{guess[0]}'?" if guess else f"allowed keys: {', '.join(known)}"
+        return f"unknown key '{key}' in {CONFIG_NAME}; {hint}"
+    if kind == "missing":
+        return f"missing key '{key}' in {CONFIG_NAME}; add it (see examples/sms-fraud/zimo.yaml)"
+    got = err.get("input")
+    got_s = f" (got {got!r})" if got is not None and not isinstance(got, dict | list) else ""
+    if kind == "value_error":
+        msg = msg.removeprefix("Value error, ")
+        where = f"'{key}'" if loc else CONFIG_NAME
+        return f"{where} in {CONFIG_NAME}: {msg}"
+    return f"'{key}' in {CONFIG_NAME}: {msg.lower()}{got_s}; fix the value"
+
+
+def parse_config(raw: Any, where: str = CONFIG_NAME) -> ProjectConfig:
+    if raw is None:
+        raise ConfigError(f"{where} is empty", "add at least `name:`, `task:` and `data:`")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping of keys", "see examples/sms-fraud/zimo.yaml")
+    try:
+        return ProjectConfig.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors(include_url=False)[0]
+        more = e.error_count() - 1
+        text = _describe(first)
+        if more:
+            text += f" (and {more} more problem{'s' if more > 1 else ''})"
+        raise ConfigError(text) from None
+
+
+def load_project(path: str | Path) -> Project:
+    """Read and validate ``<path>/zimo.yaml`` (or a path to the yaml file itself)."""
+    p = Path(path)
+    if p.is_file() and p.suffix in (".yaml", ".yml"):
+        cfg_path, root = p, p.parent
+    else:
+        root, cfg_path = p, p / CONFIG_NAME
+    if not root.exists():
+        raise ConfigError(
+            f"project directory {str(root)!r} does not exist",
+            "check the path, or create one with `zimo init DIR`",
+        )
+    if not cfg_path.is_file():
+        raise ConfigError(
+            f"no {CONFIG_NAME} in {str(root)!r}",
+            f"create one with `zimo init {root}` or pass the project folder that holds it",
+        )
+    try:
+        text = cfg_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{cfg_path} is not UTF-8 text", "save it as UTF-8") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(
+            f"{cfg_path} is not valid YAML{where}: {problem}", "fix the YAML syntax there"
+        ) from None
+    return Project(root.resolve(), parse_config(raw, str(cfg_path)))

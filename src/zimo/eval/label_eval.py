@@ -1,0 +1,249 @@
+"""Evaluation of label tasks: the sub-model side by side with the untuned base model
+(zero-shot, same prompt) and a classical baseline (TF-IDF + logistic regression).
+
+Every system yields class probabilities for the same test rows, so the same metrics apply:
+accuracy, macro-F1, per-class F1, confusion, calibration (ECE), latency and cost.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+from zimo.workspace import write_json_atomic
+
+
+def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
+    """ECE of the top-class confidence with equal-width bins (Guo et al. 2017)."""
+    conf = proba.max(axis=1)
+    correct = (proba.argmax(axis=1) == y).astype(float)
+    edges = np.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(ece)
+
+
+def label_metrics(
+    y_true: np.ndarray, proba: np.ndarray, labels: list[str], positive: str | None
+) -> dict[str, Any]:
+    pred = proba.argmax(axis=1)
+    idx = list(range(len(labels)))
+    per = f1_score(y_true, pred, labels=idx, average=None, zero_division=0)
+    out: dict[str, Any] = {
+        "accuracy": float(accuracy_score(y_true, pred)),
+        "macro_f1": float(f1_score(y_true, pred, labels=idx, average="macro", zero_division=0)),
+        "per_class_f1": {lab: float(v) for lab, v in zip(labels, per, strict=True)},
+        "confusion": confusion_matrix(y_true, pred, labels=idx).tolist(),
+        "ece": expected_calibration_error(y_true, proba),
+    }
+    if positive:
+        out[f"{positive}_f1"] = out["per_class_f1"][positive]
+    return out
+
+
+def tfidf_logreg(train_texts, train_y, test_texts, seed: int = 0):
+    """The classical baseline: word 1-2-grams + char 2-5-grams TF-IDF, logistic regression."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline, make_union
+
+    model = make_pipeline(
+        make_union(
+            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
+        ),
+        LogisticRegression(max_iter=2000, C=10.0, class_weight="balanced", random_state=seed),
+    )
+    t0 = time.perf_counter()
+    model.fit(train_texts, train_y)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    proba = model.predict_proba(test_texts)
+    batch_s = time.perf_counter() - t0
+    single = []
+    for t in test_texts[:32]:
+        t1 = time.perf_counter()
+        model.predict_proba([t])
+        single.append(time.perf_counter() - t1)
+    return model, proba, {"fit_s": fit_s, "batch_s": batch_s, "single_s": single}
+
+
+def _latency(single: list[float], batch_s: float, n: int, price_per_hour: float) -> dict:
+    per_req = batch_s / max(n, 1)
+    return {
+        "latency_ms_p50": float(np.percentile(single, 50) * 1000) if single else None,
+        "latency_ms_p95": float(np.percentile(single, 95) * 1000) if single else None,
+        "throughput_rps": float(n / batch_s) if batch_s > 0 else None,
+        # Local compute priced by machine time: batched seconds per request × price.
+        "cost_per_1k": float(per_req * 1000 * price_per_hour / 3600),
+    }
+
+
+def _lm_systems(project, train_dir: Path, texts: list[str], systems: list[str], console):
+    """Probabilities from the fine-tuned adapter and from the same base with it disabled."""
+    import torch
+    from peft import PeftModel
+
+    from zimo.infer.label import LabelScorer
+    from zimo.models import load_causal_lm
+
+    cfg = project.config
+    meta = json.loads((train_dir / "zimo_model.json").read_text(encoding="utf-8"))
+    model, tok = load_causal_lm(meta["base"])
+    if meta.get("adapter"):
+        model = PeftModel.from_pretrained(model, str(train_dir / meta["adapter"]))
+    model.eval()
+    bs = cfg.eval.batch_size
+    out: dict[str, tuple[np.ndarray, dict]] = {}
+    order = [s for s in ("finetuned", "base_zero_shot") if s in systems]
+    with Progress(
+        TextColumn("  {task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        for name in order:
+            scorer = LabelScorer(model, tok, cfg.labels, cfg.instruction)
+            task = progress.add_task(f"eval {name}", total=len(texts))
+
+            def run(batch_texts, _task=task):
+                return scorer.predict_proba(batch_texts, batch_size=bs)
+
+            ctx = (
+                model.disable_adapter()
+                if name == "base_zero_shot" and meta.get("adapter")
+                else _null()
+            )
+            with ctx, torch.inference_mode():
+                t0 = time.perf_counter()
+                parts = []
+                for i in range(0, len(texts), bs * 4):
+                    parts.append(run(texts[i : i + bs * 4]))
+                    progress.update(task, advance=len(texts[i : i + bs * 4]))
+                batch_s = time.perf_counter() - t0
+                single = []
+                for t in texts[:16]:
+                    t1 = time.perf_counter()
+                    run([t])
+                    single.append(time.perf_counter() - t1)
+            out[name] = (np.concatenate(parts), {"batch_s": batch_s, "single_s": single})
+    return out
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def evaluate_label_project(
+    project, train: list[dict], test: list[dict], train_dir: Path, out_dir: Path, console=None
+) -> dict[str, Any]:
+    """Score every configured system on the test split; write metrics.json and report.html."""
+    console = console or Console(stderr=True)
+    cfg = project.config
+    labels = cfg.labels
+    lab_idx = {lab: i for i, lab in enumerate(labels)}
+    if cfg.eval.max_test_rows and len(test) > cfg.eval.max_test_rows:
+        rng = np.random.default_rng(cfg.split.seed)
+        keep = sorted(rng.choice(len(test), cfg.eval.max_test_rows, replace=False))
+        test = [test[i] for i in keep]
+    texts = [r["text"] for r in test]
+    y = np.array([lab_idx[r["label"]] for r in test])
+    price = cfg.eval.machine_price_per_hour
+    overlap = len({r["text"] for r in train} & set(texts))
+    systems: dict[str, dict[str, Any]] = {}
+    probas: dict[str, np.ndarray] = {}
+    if "tfidf_logreg" in cfg.eval.systems:
+        _, proba, t = tfidf_logreg(
+            [r["text"] for r in train],
+            [lab_idx[r["label"]] for r in train],
+            texts,
+            seed=cfg.split.seed,
+        )
+        probas["tfidf_logreg"] = proba
+        systems["tfidf_logreg"] = {
+            **label_metrics(y, proba, labels, cfg.positive_label),
+            **_latency(t["single_s"], t["batch_s"], len(texts), price),
+        }
+    lm = [s for s in cfg.eval.systems if s in ("finetuned", "base_zero_shot")]
+    if lm:
+        for name, (proba, t) in _lm_systems(project, train_dir, texts, lm, console).items():
+            probas[name] = proba
+            systems[name] = {
+                **label_metrics(y, proba, labels, cfg.positive_label),
+                **_latency(t["single_s"], t["batch_s"], len(texts), price),
+            }
+    order = [s for s in ("finetuned", "base_zero_shot", "tfidf_logreg") if s in systems]
+    head_keys = ["accuracy", "macro_f1", "ece", "latency_ms_p50", "cost_per_1k"]
+    if cfg.positive_label:
+        head_keys.insert(0, f"{cfg.positive_label}_f1")
+    headline = {s: {k: systems[s][k] for k in head_keys} for s in order}
+    disagreements = []
+    if len(probas) > 1:
+        preds = {s: probas[s].argmax(1) for s in order}
+        for i in range(len(texts)):
+            answers = {s: labels[int(preds[s][i])] for s in order}
+            if len(set(answers.values())) > 1:
+                disagreements.append({"text": texts[i], "gold": labels[int(y[i])], **answers})
+    result = {
+        "task": "label",
+        "labels": labels,
+        "positive_label": cfg.positive_label,
+        "test_rows": len(texts),
+        "train_test_overlap": overlap,
+        "systems": {s: systems[s] for s in order},
+        "headline": headline,
+        "disagreements": disagreements[:50],
+        "assumptions": {
+            "machine_price_per_hour": price,
+            "cost": "local systems: batched seconds per request × machine price per hour",
+            "latency": "single-request wall time on this machine, first 16/32 test rows",
+        },
+    }
+    if overlap:
+        console.print(f"  [yellow]warning: {overlap} test texts also appear in train[/yellow]")
+    write_json_atomic(out_dir / "metrics.json", result)
+    from zimo.eval.report import write_label_report
+
+    write_label_report(out_dir / "report.html", project, result, train_dir)
+    _print_table(console, result)
+    return result
+
+
+def _print_table(console: Console, result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    head = result["headline"]
+    if not head:
+        return
+    keys = list(next(iter(head.values())).keys())
+    table = Table(title="evaluation on the test split", title_justify="left")
+    table.add_column("system")
+    for k in keys:
+        table.add_column(k, justify="right")
+    for s, vals in head.items():
+        table.add_row(s, *[_fmt(vals[k]) for k in keys])
+    console.print(table)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)

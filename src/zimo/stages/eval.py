@@ -1,0 +1,27 @@
+"""eval: compare the sub-model with the untuned base and a classical baseline; write the report."""
+
+from __future__ import annotations
+
+from zimo.build import StageContext, StageResult
+from zimo.dataset_io import read_records
+from zimo.errors import DataError
+
+
+def run(ctx: StageContext) -> StageResult:
+    cfg = ctx.project.config
+    split = ctx.input("split")
+    train, test = read_records(split / "train.parquet"), read_records(split / "test.parquet")
+    if not test:
+        raise DataError("the test split is empty", "raise `split.test` in zimo.yaml")
+    if cfg.task == "label":
+        from zimo.eval.label_eval import evaluate_label_project
+
+        result = evaluate_label_project(ctx.project, train, test, ctx.input("train"), ctx.work,
+                                        console=ctx.console)
+    else:
+        from zimo.eval.generate_eval import evaluate_generate_project
+
+        result = evaluate_generate_project(ctx.project, train, test, ctx.input("train"),
+                                           ctx.work, console=ctx.console)
+    ctx.console.print(f"  report: {ctx.workspace.artifact_dir('eval', ctx.artifact) / 'report.html'}")
+    return StageResult(rows={"test_rows": len(test)}, summary={"headline": result["headline"]})

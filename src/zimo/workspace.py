@@ -1,0 +1,239 @@
+"""A project's workspace: content-addressed artifacts and a SQLite registry of runs.
+
+Layout under ``<project>/.zimo/``::
+
+    artifacts/<stage>/<artifact_id>/   finished outputs + manifest.json (never modified)
+    work/<stage>-<artifact_id>/        a stage in progress (kept after a crash, so it resumes)
+    registry.sqlite                    runs: stage, artifact, state, times, error (WAL)
+
+An artifact appears only by renaming a finished work folder into ``artifacts/``, so an
+interrupted stage never leaves a half-written artifact behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from zimo import __version__
+from zimo.records import now_iso
+
+WORKSPACE_DIR = ".zimo"
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def hash_obj(obj: Any, n: int = 16) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n]
+
+
+def hash_path(path: Path) -> str:
+    """Content hash of a file or folder (sorted walk). Large files hash size + mtime only."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        st = f.stat()
+        rel = f.name if f == path else str(f.relative_to(path))
+        h.update(f"{rel}\0{st.st_size}\0".encode())
+        if st.st_size > 256 * 1024 * 1024:
+            h.update(str(st.st_mtime_ns).encode())
+            continue
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON via temp file + rename so readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, ensure_ascii=False, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def git_version() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# Registry schema changes are appended as numbered migrations (as simonw/llm does), so an
+# old workspace keeps working after an upgrade.
+MIGRATIONS: list[str] = [
+    """CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        stage TEXT NOT NULL,
+        artifact TEXT NOT NULL,
+        state TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        seconds REAL,
+        error TEXT,
+        summary TEXT
+    )""",
+    "CREATE INDEX runs_stage ON runs(stage, id)",
+]
+
+
+class Registry:
+    """SQLite registry of stage runs (WAL, so the dashboard can read while a build writes)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._migrate()
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.path, timeout=30)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.row_factory = sqlite3.Row
+            yield con
+            con.commit()
+        finally:
+            con.close()
+
+    def _migrate(self) -> None:
+        with self.connect() as con:
+            con.execute("CREATE TABLE IF NOT EXISTS _migrations (n INTEGER PRIMARY KEY)")
+            done = {r[0] for r in con.execute("SELECT n FROM _migrations")}
+            for n, sql in enumerate(MIGRATIONS):
+                if n not in done:
+                    con.execute(sql)
+                    con.execute("INSERT INTO _migrations (n) VALUES (?)", (n,))
+
+    def start(self, stage: str, artifact: str) -> int:
+        with self.connect() as con:
+            cur = con.execute(
+                "INSERT INTO runs (stage, artifact, state, started_at) VALUES (?,?,?,?)",
+                (stage, artifact, "running", now_iso()),
+            )
+            return int(cur.lastrowid)
+
+    def finish(
+        self, run_id: int, state: str, seconds: float, error: str | None = None, summary=None
+    ) -> None:
+        with self.connect() as con:
+            con.execute(
+                "UPDATE runs SET state=?, finished_at=?, seconds=?, error=?, summary=? WHERE id=?",
+                (state, now_iso(), seconds, error, canonical_json(summary or {}), run_id),
+            )
+
+    def runs(self, stage: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        with self.connect() as con:
+            if stage:
+                rows = con.execute(
+                    "SELECT * FROM runs WHERE stage=? ORDER BY id DESC LIMIT ?", (stage, limit)
+                )
+            else:
+                rows = con.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+            return [dict(r) for r in rows]
+
+    def last_run(self, stage: str) -> dict[str, Any] | None:
+        rows = self.runs(stage, limit=1)
+        return rows[0] if rows else None
+
+
+class Workspace:
+    """Artifacts of one project, addressed by stage name and artifact id."""
+
+    def __init__(self, project_root: Path):
+        self.root = Path(project_root) / WORKSPACE_DIR
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.registry = Registry(self.root / "registry.sqlite")
+
+    def artifact_dir(self, stage: str, artifact_id: str) -> Path:
+        return self.root / "artifacts" / stage / artifact_id
+
+    def exists(self, stage: str, artifact_id: str) -> bool:
+        return (self.artifact_dir(stage, artifact_id) / "manifest.json").is_file()
+
+    def work_dir(self, stage: str, artifact_id: str) -> Path:
+        d = self.root / "work" / f"{stage}-{artifact_id}"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def manifest(self, stage: str, artifact_id: str) -> dict[str, Any] | None:
+        p = self.artifact_dir(stage, artifact_id) / "manifest.json"
+        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+
+    def artifacts(self, stage: str) -> list[str]:
+        d = self.root / "artifacts" / stage
+        if not d.is_dir():
+            return []
+        found = [p for p in d.iterdir() if (p / "manifest.json").is_file()]
+        return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+    def commit(
+        self,
+        stage: str,
+        artifact_id: str,
+        work: Path,
+        *,
+        inputs: dict[str, str],
+        config: Any,
+        rows: dict[str, int] | None = None,
+        summary: dict[str, Any] | None = None,
+    ) -> Path:
+        """Write the manifest and move the finished work folder into place atomically."""
+        manifest = {
+            "stage": stage,
+            "artifact": artifact_id,
+            "inputs": inputs,
+            "config": config,
+            "code_version": {"zimo": __version__, "git": git_version()},
+            "created": now_iso(),
+            "rows": rows or {},
+            "summary": summary or {},
+            "files": sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file()),
+        }
+        write_json_atomic(work / "manifest.json", manifest)
+        final = self.artifact_dir(stage, artifact_id)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():  # a forced rerun replaces the old artifact
+            trash = final.with_name(f".{artifact_id}.old.{int(time.time() * 1000)}")
+            os.replace(final, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.replace(work, final)
+        return final

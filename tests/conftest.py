@@ -1,0 +1,14 @@
+"""Shared fixtures (helpers live in project_fixtures.py so test modules can import them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from project_fixtures import make_tiny_project
+
+
+@pytest.fixture
+def tiny_project(tmp_path: Path) -> Path:
+    """A small labelled project on real SMS rows (60 ham, 30 spam)."""
+    return make_tiny_project(tmp_path)
