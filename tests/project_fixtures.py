@@ -17,7 +17,9 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def run_zimo(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_zimo(
+    *args: str, cwd: Path | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """Run the installed `zimo` entry point as a user would."""
     exe = Path(sys.executable).parent / "zimo"
     return subprocess.run(
@@ -61,9 +63,9 @@ eval:
 """
 
 
-
-
-def make_tiny_project(root: Path, n_ham: int = 60, n_spam: int = 30, yaml_text: str = SMALL_YAML) -> Path:
+def make_tiny_project(
+    root: Path, n_ham: int = 60, n_spam: int = 30, yaml_text: str = SMALL_YAML
+) -> Path:
     """A small labelled project on real SMS rows."""
     (root / "data").mkdir(parents=True, exist_ok=True)
     (root / "data" / "sms.tsv").write_text(sms_subset(n_ham, n_spam), encoding="utf-8")

@@ -15,7 +15,9 @@ def test_tsv_bad_rows_are_quarantined(tmp_path):
         "fraud\tsend money\nham\ta\ttab\tinside\n".encode()
         + b"ham\t\xff\xfe broken bytes\n"
     )
-    recs, rejects, info = read_table(f, text_field="SMS", label_field="Label", labels=["ham", "spam"])
+    recs, rejects, info = read_table(
+        f, text_field="SMS", label_field="Label", labels=["ham", "spam"]
+    )
     assert [r["label"] for r in recs] == ["ham", "spam", "ham"]
     assert recs[2]["text"] == "a\ttab\tinside"  # extra tabs belong to the text column
     reasons = sorted(r["reject_reason"] for r in rejects)
@@ -30,7 +32,9 @@ def test_gb18030_file_is_decoded(tmp_path):
     f = tmp_path / "zh.tsv"
     rows = "Label\tSMS\n" + "".join(f"ham\t今天下午三点开会，第{i}号会议室\n" for i in range(20))
     f.write_bytes(rows.encode("gb18030"))
-    recs, rejects, info = read_table(f, text_field="SMS", label_field="Label", labels=["ham", "spam"])
+    recs, rejects, info = read_table(
+        f, text_field="SMS", label_field="Label", labels=["ham", "spam"]
+    )
     assert len(recs) == 20 and not rejects
     assert recs[0]["text"].startswith("今天下午")
 
@@ -61,8 +65,13 @@ def test_jsonl_and_instruction_fields(tmp_path):
         encoding="utf-8",
     )
     recs, rejects, _ = read_table(
-        f, instruction_field="instruction", input_field="input", output_field="output",
-        label_field=None, origin="teacher", generator="gpt-4",
+        f,
+        instruction_field="instruction",
+        input_field="input",
+        output_field="output",
+        label_field=None,
+        origin="teacher",
+        generator="gpt-4",
     )
     assert recs[0]["messages"][1]["content"] == "你好"
     assert recs[0]["meta"]["origin"] == "teacher" and recs[0]["meta"]["generator"] == "gpt-4"

@@ -23,6 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 app = typer.Typer(
     name="zimo",
@@ -43,6 +44,24 @@ def _main(
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
     STATE["debug"] = debug
+    _quiet_libraries()
+
+
+def _quiet_libraries() -> None:
+    """Our own progress bars replace the libraries' tqdm bars and warnings."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    for name in ("transformers", "peft", "torch", "sentence_transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
 
 
 @app.command()
@@ -177,7 +196,9 @@ def init(
     from zimo.templates import write_template
 
     path = write_template(directory, template)
-    out.print(f"created {path}; put your data in {directory / 'data'} and run `zimo build {directory}`")
+    out.print(
+        f"created {path}; put your data in {directory / 'data'} and run `zimo build {directory}`"
+    )
 
 
 # Subcommands owned by the stage packages; each package exposes register(app).
@@ -210,7 +231,9 @@ def main() -> None:
     except ZimoError as e:
         if STATE["debug"]:
             raise
-        console.print(f"[bold red]error:[/bold red] {e.one_line()}", highlight=False, soft_wrap=True)
+        console.print(
+            f"[bold red]error:[/bold red] {e.one_line()}", highlight=False, soft_wrap=True
+        )
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         console.print("interrupted; nothing half-written was kept — run the same command to resume")

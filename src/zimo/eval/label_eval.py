@@ -115,11 +115,19 @@ def _lm_systems(project, train_dir: Path, texts: list[str], systems: list[str], 
         transient=True,
     ) as progress:
         for name in order:
-            scorer = LabelScorer(model, tok, cfg.labels, cfg.instruction)
+            task = _label_task(train_dir, cfg)
+            scorer = LabelScorer(
+                model,
+                tok,
+                cfg.labels,
+                task["instruction"],
+                system=task["system"],
+                max_text_tokens=task.get("max_text_tokens") or 256,
+            )
             task = progress.add_task(f"eval {name}", total=len(texts))
 
-            def run(batch_texts, _task=task):
-                return scorer.predict_proba(batch_texts, batch_size=bs)
+            def run(batch_texts, _scorer=scorer):
+                return _scorer.predict_proba(batch_texts, batch_size=bs)
 
             ctx = (
                 model.disable_adapter()
@@ -140,6 +148,19 @@ def _lm_systems(project, train_dir: Path, texts: list[str], systems: list[str], 
                     single.append(time.perf_counter() - t1)
             out[name] = (np.concatenate(parts), {"batch_s": batch_s, "single_s": single})
     return out
+
+
+def _label_task(train_dir: Path, cfg) -> dict:
+    """The exact prompt the adapter was trained with, so zero-shot and fine-tuned see the same."""
+    from zimo.prompts import DEFAULT_SYSTEM
+
+    p = train_dir / "label_task.json"
+    if p.is_file():
+        return json.loads(p.read_text(encoding="utf-8"))
+    return {
+        "instruction": cfg.train.instruction or cfg.instruction,
+        "system": cfg.train.system or DEFAULT_SYSTEM,
+    }
 
 
 class _null:

@@ -18,8 +18,9 @@ def run(ctx: StageContext) -> StageResult:
     write_records(ctx.work / "curated.parquet", kept)
     write_records(ctx.work / "rejects.parquet", rejects)
     stats = result.stats_dict()
-    write_json_atomic(ctx.work / "report.json", {"steps": stats, "kept": len(kept),
-                                                  "rejected": len(rejects)})
+    write_json_atomic(
+        ctx.work / "report.json", {"steps": stats, "kept": len(kept), "rejected": len(rejects)}
+    )
     try:  # the HTML report is a nicety: never fail the stage for it
         from zimo.data.report import write_report
 

@@ -16,12 +16,16 @@ def run(ctx: StageContext) -> StageResult:
     if cfg.task == "label":
         from zimo.eval.label_eval import evaluate_label_project
 
-        result = evaluate_label_project(ctx.project, train, test, ctx.input("train"), ctx.work,
-                                        console=ctx.console)
+        result = evaluate_label_project(
+            ctx.project, train, test, ctx.input("train"), ctx.work, console=ctx.console
+        )
     else:
         from zimo.eval.generate_eval import evaluate_generate_project
 
-        result = evaluate_generate_project(ctx.project, train, test, ctx.input("train"),
-                                           ctx.work, console=ctx.console)
-    ctx.console.print(f"  report: {ctx.workspace.artifact_dir('eval', ctx.artifact) / 'report.html'}")
+        result = evaluate_generate_project(
+            ctx.project, train, test, ctx.input("train"), ctx.work, console=ctx.console
+        )
+    ctx.console.print(
+        f"  report: {ctx.workspace.artifact_dir('eval', ctx.artifact) / 'report.html'}"
+    )
     return StageResult(rows={"test_rows": len(test)}, summary={"headline": result["headline"]})

@@ -11,11 +11,20 @@ def run(ctx: StageContext) -> StageResult:
     cfg = ctx.project.config
     d = cfg.data
     path = ctx.project.data_path()
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")) \
-        if path.is_dir() else [path]
+    files = (
+        sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if path.is_dir()
+        else [path]
+    )
     records, rejects, infos = [], [], []
     for f in files:
-        if path.is_dir() and f.suffix.lower() not in (".tsv", ".csv", ".jsonl", ".json", ".parquet"):
+        if path.is_dir() and f.suffix.lower() not in (
+            ".tsv",
+            ".csv",
+            ".jsonl",
+            ".json",
+            ".parquet",
+        ):
             continue
         recs, rejs, info = read_table(
             f,
@@ -30,7 +39,8 @@ def run(ctx: StageContext) -> StageResult:
             instruction_field=d.instruction_field,
             input_field=d.input_field,
             output_field=d.output_field,
-            source_name=str(f.relative_to(ctx.project.root)) if f.is_relative_to(ctx.project.root)
+            source_name=str(f.relative_to(ctx.project.root))
+            if f.is_relative_to(ctx.project.root)
             else f.name,
         )
         records += recs

@@ -1,0 +1,9 @@
+"""The web dashboard (`/ui`): projects, datasets, runs, models, gateway traffic and keys.
+
+Server-rendered shells (Jinja2) plus one small bundled script that reads the JSON endpoints
+under ``/ui/api`` — the same endpoints scripts can use. No CDN: everything ships in the package.
+"""
+
+from zimo.web.ui import mount_ui
+
+__all__ = ["mount_ui"]
