@@ -56,14 +56,22 @@ class Stage:
 
 def stages_for(project: Project) -> list[Stage]:
     """The DAG for a project's task, in topological order."""
-    from zimo.stages import eval as eval_stage
-    from zimo.stages import ingest, split, train
     from zimo.stages import curate as curate_stage
+    from zimo.stages import eval as eval_stage
+    from zimo.stages import ingest, split, synth, train
 
+    cfg = project.config
+    split_deps = ["curate"]
     dag = [
         Stage("ingest", [], ["data", "labels", "task"], "1", ingest.run, "read the data files"),
         Stage("curate", ["ingest"], ["curate"], "1", curate_stage.run, "clean and dedup"),
-        Stage("split", ["curate"], ["split"], "1", split.run, "train/dev/test split"),
+    ]
+    if cfg.synth is not None:
+        teacher_keys = ["synth", "teacher", "labels"]
+        dag.append(Stage("synth", ["curate"], teacher_keys, "1", synth.run, "teacher data"))
+        split_deps = ["curate", "synth"]
+    dag += [
+        Stage("split", split_deps, ["split"], "1", split.run, "train/dev/test split"),
         Stage(
             "train",
             ["split"],
@@ -220,7 +228,12 @@ def status(project_dir: str | Path) -> dict[str, Any]:
     if eval_dir and (eval_dir / "metrics.json").is_file():
         data = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
         metrics["eval"] = data.get("headline", {})
-    return {"project": project.name, "task": project.config.task, "stages": stages, "metrics": metrics}
+    return {
+        "project": project.name,
+        "task": project.config.task,
+        "stages": stages,
+        "metrics": metrics,
+    }
 
 
 def _latest_artifact(ws: Workspace, stage: str, current: str | None) -> Path | None:

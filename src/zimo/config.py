@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from zimo.data.curate_config import CurateConfig
 from zimo.errors import ConfigError
+from zimo.synth.config import SynthConfig, TeacherConfig
 from zimo.train.config import TrainConfig
 
 CONFIG_NAME = "zimo.yaml"
@@ -90,8 +91,8 @@ class ProjectConfig(Section):
     train: TrainConfig = TrainConfig()
     eval: LabelEvalConfig = LabelEvalConfig()
     # Sections of later stages are accepted as mappings and validated by their own modules.
-    synth: dict[str, Any] | None = None
-    teacher: dict[str, Any] | None = None
+    synth: SynthConfig | None = None
+    teacher: TeacherConfig | None = None
     guard: dict[str, Any] | None = None
     route: dict[str, Any] | None = None
     export: dict[str, Any] | None = None

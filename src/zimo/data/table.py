@@ -192,6 +192,7 @@ def read_table(
     input_field: str | None = None,
     output_field: str | None = None,
     source_name: str | None = None,
+    allow_unlabeled: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """Read one table into (records, rejects, info). ``labels`` enforces the label set."""
     path = Path(path)
@@ -240,15 +241,21 @@ def read_table(
         label = None
         if label_field and allowed is not None:
             value = row.get(label_field)
-            if value is None:
+            if allow_unlabeled and (value is None or not str(value).strip()):
+                value = None
+                allowed_none = True
+            else:
+                allowed_none = False
+            if value is None and not allowed_none:
                 rejects.append(_reject(offset, rawline, f"missing label {label_field!r}", source))
                 continue
-            key = str(value).strip().lower()
-            if key not in allowed:
-                reason = f"label {str(value)!r} is not in the declared labels {labels}"
-                rejects.append(_reject(offset, rawline, reason, source))
-                continue
-            label = allowed[key]
+            if value is not None:
+                key = str(value).strip().lower()
+                if key not in allowed:
+                    reason = f"label {str(value)!r} is not in the declared labels {labels}"
+                    rejects.append(_reject(offset, rawline, reason, source))
+                    continue
+                label = allowed[key]
         rec = make_record(
             text,
             source=source,

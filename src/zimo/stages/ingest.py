@@ -39,6 +39,8 @@ def run(ctx: StageContext) -> StageResult:
             instruction_field=d.instruction_field,
             input_field=d.input_field,
             output_field=d.output_field,
+            # rows without a label are kept when a teacher will label them
+            allow_unlabeled=cfg.synth is not None and cfg.synth.mode == "label",
             source_name=str(f.relative_to(ctx.project.root))
             if f.is_relative_to(ctx.project.root)
             else f.name,

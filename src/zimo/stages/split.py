@@ -11,6 +11,10 @@ from zimo.dataset_io import read_records, write_records
 
 def run(ctx: StageContext) -> StageResult:
     records = read_records(ctx.input("curate") / "curated.parquet")
+    if "synth" in ctx.inputs:
+        records = _with_teacher_data(
+            records, read_records(ctx.input("synth") / "data.parquet"), ctx.project.config.task
+        )
     cfg = ctx.project.config.split
     parts = split_records(records, dev=cfg.dev, test=cfg.test, seed=cfg.seed, stratify=cfg.stratify)
     rows = {}
@@ -19,3 +23,14 @@ def run(ctx: StageContext) -> StageResult:
         rows[name] = write_records(ctx.work / f"{name}.parquet", recs)
         mix[name] = dict(Counter(str(r.get("label")) for r in recs))
     return StageResult(rows=rows, summary={"labels": mix})
+
+
+def _with_teacher_data(curated: list[dict], synth: list[dict], task: str) -> list[dict]:
+    """Teacher records join the curated ones. A label task keeps only labelled rows; a teacher
+    label fills in a curated row that had none (same id), it never overrides a human label."""
+    if task == "label":
+        by_id = {r["id"]: r for r in synth}
+        merged = [r if r.get("label") else by_id.pop(r["id"], r) for r in curated]
+        merged += list(by_id.values())
+        return [r for r in merged if r.get("label")]
+    return curated + synth

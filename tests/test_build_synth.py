@@ -1,0 +1,45 @@
+"""The synth stage inside `zimo build`: a real local teacher labels the unlabelled rows."""
+
+from __future__ import annotations
+
+from fake_openai import FakeOpenAI, last_user_text
+from project_fixtures import SMALL_YAML, sms_subset
+
+from zimo.build import build
+from zimo.dataset_io import read_records
+from zimo.workspace import Workspace
+
+
+def _teacher(body):
+    text = last_user_text(body).lower()
+    spammy = any(w in text for w in ("free", "win", "prize", "claim", "txt", "call", "urgent"))
+    return '{"label": "spam"}' if spammy else '{"label": "ham"}'
+
+
+def test_teacher_labels_unlabelled_rows_and_rerun_costs_nothing(tmp_path, monkeypatch):
+    rows = sms_subset(40, 20).splitlines()
+    unlabelled = [("\t" + r.split("\t", 1)[1]) for r in sms_subset(50, 25).splitlines()[41:51]]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "sms.tsv").write_text("\n".join(rows + unlabelled) + "\n", "utf-8")
+    monkeypatch.setenv("TEACHER_KEY", "sk-test")
+    with FakeOpenAI(_teacher, api_key="sk-test") as srv:
+        yaml = SMALL_YAML + (
+            f"teacher: {{base_url: '{srv.base_url}', model: '{srv.model}',"
+            " api_key_env: TEACHER_KEY, price_in_per_1k: 0.001, price_out_per_1k: 0.002}\n"
+            "synth: {mode: label}\n"
+        )
+        (tmp_path / "zimo.yaml").write_text(yaml, "utf-8")
+        rep = build(tmp_path, target="split")
+        assert rep["ran"] == ["ingest", "curate", "synth", "split"]
+        calls = srv.count("/v1/chat/completions")
+        assert calls >= 10
+        ws = Workspace(tmp_path)
+        split = ws.artifact_dir("split", rep["ids"]["split"])
+        recs = sum((read_records(split / f"{p}.parquet") for p in ("train", "dev", "test")), [])
+        teacher = [r for r in recs if r["meta"]["origin"] == "teacher"]
+        assert len(teacher) == 10 and all(r["label"] in ("ham", "spam") for r in teacher)
+        assert all(r["meta"]["generator"] == srv.model for r in teacher)
+        assert len(recs) == 70
+        # A forced rerun of synth answers from the cache: the teacher sees no new request.
+        build(tmp_path, target="split", force=["synth"])
+        assert srv.count("/v1/chat/completions") == calls
