@@ -1,0 +1,1 @@
+"""Dedup steps: exact (normalised hash) and near-duplicate (MinHash-LSH)."""

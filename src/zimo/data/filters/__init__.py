@@ -1,0 +1,1 @@
+"""Filters: curation steps that keep or drop a record with a reason."""

@@ -1,0 +1,1 @@
+"""Formatters: curation steps that change text (one small class per module)."""
