@@ -60,6 +60,7 @@ train:
   batch_size: 4
 eval:
   systems: [finetuned, base_zero_shot, tfidf_logreg]
+  latency_samples: 2
 """
 
 

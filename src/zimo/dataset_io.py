@@ -25,8 +25,10 @@ def _table(records: list[dict[str, Any]]) -> pa.Table:
         # Mixed types inside nested fields (say an offset that is a number here, a string
         # there): keep every field, serialising the nested columns as JSON text.
         flat = [
-            {k: json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v
-             for k, v in r.items()}
+            {
+                k: json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v
+                for k, v in r.items()
+            }
             for r in records
         ]
         return pa.Table.from_pylist(flat)

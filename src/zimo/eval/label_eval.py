@@ -51,7 +51,7 @@ def label_metrics(
     return out
 
 
-def tfidf_logreg(train_texts, train_y, test_texts, seed: int = 0):
+def tfidf_logreg(train_texts, train_y, test_texts, seed: int = 0, latency_samples: int = 32):
     """The classical baseline: word 1-2-grams + char 2-5-grams TF-IDF, logistic regression."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -71,7 +71,7 @@ def tfidf_logreg(train_texts, train_y, test_texts, seed: int = 0):
     proba = model.predict_proba(test_texts)
     batch_s = time.perf_counter() - t0
     single = []
-    for t in test_texts[:32]:
+    for t in test_texts[:latency_samples]:
         t1 = time.perf_counter()
         model.predict_proba([t])
         single.append(time.perf_counter() - t1)
@@ -142,7 +142,7 @@ def _lm_systems(project, train_dir: Path, texts: list[str], systems: list[str], 
                     progress.update(task, advance=len(texts[i : i + bs * 4]))
                 batch_s = time.perf_counter() - t0
                 single = []
-                for t in texts[:16]:
+                for t in texts[: cfg.eval.latency_samples]:
                     t1 = time.perf_counter()
                     run([t])
                     single.append(time.perf_counter() - t1)
