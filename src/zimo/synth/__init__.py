@@ -10,9 +10,27 @@ Modes as functions: :func:`zimo.synth.self_instruct.self_instruct`,
 :func:`zimo.synth.distill.distill`.
 """
 
+from typing import Any
+
 from zimo.synth.config import SynthConfig, TeacherConfig
-from zimo.synth.run import run_synth
-from zimo.synth.teacher import ChatRequest, Teacher, TeacherFatal, TeacherResult
+
+_LAZY = {
+    "run_synth": "zimo.synth.run",
+    "ChatRequest": "zimo.synth.teacher",
+    "Teacher": "zimo.synth.teacher",
+    "TeacherFatal": "zimo.synth.teacher",
+    "TeacherResult": "zimo.synth.teacher",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so reading zimo.yaml (which imports the config models) never imports openai.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(name)
+
 
 __all__ = [
     "ChatRequest",
