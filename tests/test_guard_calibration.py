@@ -1,0 +1,109 @@
+"""Thresholds for a target false-positive rate, and calibration files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from zimo.errors import ConfigError, ZimoError
+from zimo.guard.calibration import (
+    build_calibration,
+    load_calibration,
+    save_calibration,
+    threshold_for_fpr,
+    threshold_from,
+    tpr_at_fpr,
+)
+from zimo.guard.lm_stats import length_sorted_batches
+
+
+@pytest.mark.parametrize("fpr", [0.01, 0.05, 0.2])
+def test_threshold_keeps_false_positive_rate(fpr):
+    human = np.random.default_rng(0).normal(size=1000)
+    thr = threshold_for_fpr(human, fpr)
+    assert (human > thr).mean() <= fpr
+    assert (human >= thr).mean() > fpr - 0.002  # and not far stricter than needed
+
+
+def test_tpr_at_fpr_on_separable_and_overlapping_data():
+    y = np.array([0] * 100 + [1] * 100)
+    assert tpr_at_fpr(np.r_[np.zeros(100), np.ones(100)] + y * 0, y, 0.01) == 1.0
+    rng = np.random.default_rng(1)
+    s = np.r_[rng.normal(size=100), rng.normal(1, 1, size=100)]
+    assert 0.0 < tpr_at_fpr(s, y, 0.05) < 1.0
+
+
+def test_calibration_round_trip(tmp_path):
+    rng = np.random.default_rng(2)
+    y = np.array([0] * 300 + [1] * 300)
+    s = np.r_[rng.normal(size=300), rng.normal(2, 1, size=300)]
+    n_tok = np.r_[np.full(290, 100), np.full(10, 5), np.full(300, 100)]
+    cal = build_calibration(
+        {"loglik": s}, y, n_tok, model="m", token_budget=64, min_tokens=10, target_fpr=0.05
+    )
+    assert cal["n_human"] == 290  # short texts are left out of the calibration
+    path = save_calibration(cal, tmp_path / "cal.json")
+    back = load_calibration("m", path)
+    assert threshold_from(back, "loglik", 0.05) == pytest.approx(
+        cal["scores"]["loglik"]["threshold"]
+    )
+    # Another FPR is read off the stored human quantiles.
+    assert threshold_from(back, "loglik", 0.2) < threshold_from(back, "loglik", 0.05)
+    with pytest.raises(ConfigError):
+        threshold_from(back, "logrank", 0.05)
+    with pytest.raises(ZimoError, match="no guard calibration"):
+        load_calibration("nope", tmp_path / "missing.json")
+
+
+def test_length_sorted_batches_cover_every_index_once_and_respect_token_cap():
+    lengths = [5, 300, 20, 21, 300, 7, 100, 99]
+    b = length_sorted_batches(lengths, batch_size=3, max_batch_tokens=400)
+    assert sorted(i for x in b for i in x) == list(range(len(lengths)))
+    for x in b:
+        assert len(x) <= 3
+        assert max(lengths[i] for i in x) * len(x) <= 400 or len(x) == 1
+    # Similar lengths end up together: the two 300-token docs do not share with the 5/7 ones.
+    assert {1, 4} & set(b[0]) and not {0, 5} & set(b[0])
+
+
+def _fake_stats(rng, n_docs: int, machine: bool):
+    from zimo.guard.lm_stats import TokenStats
+
+    out = []
+    for _ in range(n_docs):
+        n = int(rng.integers(40, 120))
+        shift = 1.0 if machine else 0.0
+        logrank = np.abs(rng.normal(2.0 - shift, 1.0, n)).astype(np.float32)
+        logp = (-logrank - rng.random(n)).astype(np.float32)
+        mu = (logp - rng.normal(0.3 * shift, 0.2, n)).astype(np.float32)
+        out.append(
+            TokenStats(n, logp=logp, logrank=logrank, mu=mu, var=np.full(n, 1.0, np.float32))
+        )
+    return out
+
+
+def test_calibrate_from_stats_fits_every_score_and_the_combined_model():
+    from zimo.guard.calibrate import calibrate_from_stats
+    from zimo.guard.scores import FEATURES, SIMPLE_SCORES, combined_scores, feature_matrix
+
+    rng = np.random.default_rng(3)
+    stats = _fake_stats(rng, 150, False) + _fake_stats(rng, 150, True)
+    y = [0] * 150 + [1] * 150
+    cal = calibrate_from_stats(
+        stats, y, model="m", token_budget=128, min_tokens=10, target_fpr=0.05
+    )
+    assert set(cal["scores"]) == {*SIMPLE_SCORES, "combined"}
+    comb = cal["scores"]["combined"]
+    assert comb["model"]["features"] == list(FEATURES)
+    s = combined_scores(feature_matrix(stats), comb["model"])
+    assert (s[:150] > comb["threshold"]).mean() <= 0.05
+    assert comb["dev_tpr_at_target"] > 0.5  # the planted shift is easy to find
+
+
+def test_shipped_calibration_matches_the_current_features():
+    from zimo.guard.scores import FEATURES, SIMPLE_SCORES
+
+    cal = load_calibration("gecko-zh")
+    assert cal["scores"]["combined"]["model"]["features"] == list(FEATURES)
+    assert set(SIMPLE_SCORES) <= set(cal["scores"])
+    assert cal["target_fpr"] == 0.01 and cal["token_budget"] == 256

@@ -1,0 +1,113 @@
+"""The detector on the real embedded gecko-zh model: one-pass stats equal the plain reference,
+scores point the right way, short texts are never flagged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from zimo.guard import GuardConfig
+from zimo.guard.detect import Detector, load_scorer, pick_model
+from zimo.guard.lm_stats import compute_token_stats, reference_token_stats, tokenize
+from zimo.guard.scores import FEATURES, SIMPLE_SCORES, feature_matrix, needs_for, simple_score
+
+TEXTS = [
+    "脂肪肝患者和正常人一样每天都要吃水果，只是量和品种稍微要调整，一般选含糖量比较低的水果。",
+    "如果您的宝宝反复感冒咳嗽，我建议您尽快带宝宝去看医生。",
+    "好的",
+    "扁桃体变红可能是感染的症状，可能需要抗生素治疗。在看医生之前，您可以让宝宝多喝水，保持环境"
+    "清新，并给宝宝适当的药物来缓解咳嗽和感冒症状。",
+]
+
+
+@pytest.fixture(scope="module")
+def gecko_zh():
+    return load_scorer("gecko-zh")
+
+
+def test_pick_model_by_script():
+    assert pick_model("这是一段中文文本") == "gecko-zh"
+    assert pick_model("This is English text.") == "gecko"
+    assert pick_model("") == "gecko"
+    assert (
+        pick_model("中央研究院天文及天文物理研究所 (Institute of Astronomy and Astrophysics)")
+        == "gecko-zh"
+    )
+
+
+def test_batched_one_pass_equals_reference(gecko_zh):
+    model, tok = gecko_zh
+    ids = tokenize([TEXTS[0], TEXTS[2]], tok, token_budget=12)
+    assert all(len(x) <= 13 for x in ids) and ids[0][0] == tok.bos_token_id
+    assert len(ids[0]) > len(ids[1])
+    fast = compute_token_stats(model, ids, batch_size=2)  # padding inside a batch
+    for x, f in zip(ids, fast, strict=True):
+        ref = reference_token_stats(model, x)
+        assert f.n_tokens == ref.n_tokens == len(x) - 1
+        np.testing.assert_allclose(f.logp, ref.logp, atol=2e-3)
+        np.testing.assert_allclose(f.mu, ref.mu, atol=2e-3)
+        np.testing.assert_allclose(f.var, ref.var, rtol=2e-2, atol=2e-3)
+        # Comparison-count rank equals the argsort position (up to exact ties).
+        assert np.abs(f.logrank - ref.logrank).max() < 0.7
+        assert (np.abs(f.logrank - ref.logrank) < 1e-4).mean() > 0.9
+
+
+def test_only_needed_statistics_are_computed(gecko_zh):
+    model, tok = gecko_zh
+    (s,) = compute_token_stats(model, tokenize(TEXTS[:1], tok, 16), need=needs_for("logrank"))
+    assert s.logrank is not None and s.logp is None and s.mu is None and s.var is None
+
+
+@pytest.mark.slow
+def test_bf16_path_stays_close(gecko_zh):
+    model, tok = gecko_zh
+    ids = tokenize(TEXTS[:2], tok, 24)
+    a = compute_token_stats(model, ids)
+    b = compute_token_stats(model, ids, dtype=torch.bfloat16)
+    for x, z in zip(a, b, strict=True):
+        assert abs(x.logp.mean() - z.logp.mean()) < 0.15
+        assert abs(x.logrank.mean() - z.logrank.mean()) < 0.3
+
+
+@pytest.mark.slow
+def test_scores_point_towards_machine_text(gecko_zh):
+    """Greedy model output must look more machine-written than the same characters shuffled."""
+    model, tok = gecko_zh
+    enc = tok("问：脂肪肝患者能吃水果吗？\n答：", return_tensors="pt")
+    with torch.inference_mode():
+        out = model.generate(**enc, do_sample=False, max_new_tokens=40)
+    machine = tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    chars = list(machine)
+    np.random.default_rng(0).shuffle(chars)
+    shuffled = "".join(chars)
+    stats = compute_token_stats(model, tokenize([machine, shuffled], tok, 64))
+    for name in ("loglik", "logrank", "fast_detectgpt", "binoculars"):
+        m, h = (simple_score(name, s) for s in stats)
+        assert m > h, name
+    X = feature_matrix(stats)
+    assert X.shape == (2, len(FEATURES)) and not np.isnan(X).any()
+
+
+def test_detector_flags_nothing_below_min_tokens(gecko_zh):
+    det = Detector(
+        GuardConfig(
+            model="gecko-zh",
+            score="loglik",
+            threshold=-100.0,
+            min_tokens=20,
+            token_budget=32,
+            bf16="off",
+        )
+    )
+    res = det.score(["好的", TEXTS[3], ""])
+    assert [r.trusted for r in res] == [False, True, False]
+    assert [r.flag for r in res] == [False, True, False]  # threshold -100: everything scores above
+    assert np.isnan(res[2].score) and res[1].model == "gecko-zh"
+
+
+def test_every_simple_score_is_finite(gecko_zh):
+    model, tok = gecko_zh
+    (s,) = compute_token_stats(model, tokenize(TEXTS[3:], tok, 32))
+    for name in SIMPLE_SCORES:
+        assert np.isfinite(simple_score(name, s)), name
