@@ -70,11 +70,17 @@ def stages_for(project: Project) -> list[Stage]:
         teacher_keys = ["synth", "teacher", "labels"]
         dag.append(Stage("synth", ["curate"], teacher_keys, "1", synth.run, "teacher data"))
         split_deps = ["curate", "synth"]
+    dag.append(Stage("split", split_deps, ["split"], "1", split.run, "train/dev/test split"))
+    train_deps = ["split"]
+    if cfg.guard is not None:
+        from zimo.stages import guard
+
+        dag.append(Stage("guard", ["split"], ["guard"], "1", guard.run, "training-mix guard"))
+        train_deps = ["split", "guard"]
     dag += [
-        Stage("split", split_deps, ["split"], "1", split.run, "train/dev/test split"),
         Stage(
             "train",
-            ["split"],
+            train_deps,
             ["train", "labels", "instruction", "task"],
             "1",
             train.run,

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from zimo.data.curate_config import CurateConfig
 from zimo.errors import ConfigError
+from zimo.guard.config import GuardConfig
 from zimo.synth.config import SynthConfig, TeacherConfig
 from zimo.train.config import TrainConfig
 
@@ -94,7 +95,7 @@ class ProjectConfig(Section):
     # Sections of later stages are accepted as mappings and validated by their own modules.
     synth: SynthConfig | None = None
     teacher: TeacherConfig | None = None
-    guard: dict[str, Any] | None = None
+    guard: GuardConfig | None = None
     route: dict[str, Any] | None = None
     export: dict[str, Any] | None = None
     serve: dict[str, Any] | None = None

@@ -16,7 +16,9 @@ MODEL_META = "zimo_model.json"
 
 def run(ctx: StageContext) -> StageResult:
     cfg = ctx.project.config
-    train = read_records(ctx.input("split") / "train.parquet")
+    # With a guard stage, train on its capped training mix instead of the raw train split.
+    source = ctx.input("guard") if "guard" in ctx.inputs else ctx.input("split")
+    train = read_records(source / "train.parquet")
     dev = read_records(ctx.input("split") / "dev.parquet")
     if not train:
         raise DataError("the train split is empty", "add data or lower `split.test`/`split.dev`")
