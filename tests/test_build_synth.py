@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fake_openai import FakeOpenAI, last_user_text
 from project_fixtures import SMALL_YAML, sms_subset
-
 from zimo.build import build
 from zimo.dataset_io import read_records
 from zimo.workspace import Workspace
@@ -43,3 +42,30 @@ def test_teacher_labels_unlabelled_rows_and_rerun_costs_nothing(tmp_path, monkey
         # A forced rerun of synth answers from the cache: the teacher sees no new request.
         build(tmp_path, target="split", force=["synth"])
         assert srv.count("/v1/chat/completions") == calls
+
+
+def test_guard_caps_teacher_share_of_training_mix(tmp_path, monkeypatch):
+    rows = sms_subset(40, 20).splitlines()
+    unlabelled = [("\t" + r.split("\t", 1)[1]) for r in sms_subset(70, 35).splitlines()[41:71]]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "sms.tsv").write_text("\n".join(rows + unlabelled) + "\n", "utf-8")
+    monkeypatch.setenv("TEACHER_KEY", "sk-test")
+    with FakeOpenAI(_teacher, api_key="sk-test") as srv:
+        yaml = SMALL_YAML + (
+            f"teacher: {{base_url: '{srv.base_url}', model: '{srv.model}',"
+            " api_key_env: TEACHER_KEY}\n"
+            "synth: {mode: label}\n"
+            "guard: {max_synthetic_share: 0.2, policy: accumulate}\n"
+        )
+        (tmp_path / "zimo.yaml").write_text(yaml, "utf-8")
+        rep = build(tmp_path, target="guard")
+    assert rep["ran"] == ["ingest", "curate", "synth", "split", "guard"]
+    ws = Workspace(tmp_path)
+    g = ws.artifact_dir("guard", rep["ids"]["guard"])
+    mix = read_records(g / "train.parquet")
+    teacher = [r for r in mix if r["meta"]["origin"] == "teacher"]
+    human = [r for r in mix if r["meta"]["origin"] == "human"]
+    assert human and len(teacher) / len(mix) <= 0.2 + 1e-9
+    left = read_records(g / "rejects.parquet")
+    assert left and all("max_synthetic_share" in r["reject_reason"] for r in left)
+    assert all("guard_score" in r for r in mix)

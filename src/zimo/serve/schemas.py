@@ -1,0 +1,136 @@
+"""Request bodies of the OpenAI-compatible endpoints, validated with pydantic.
+
+Unknown fields are accepted and ignored (clients send ``user``, ``seed``, penalties…), as
+OpenAI-compatible servers do; wrong types and out-of-range values are 400 errors that name the
+parameter.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from zimo.serve.errors import APIError
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class TextPart(_Lenient):
+    type: str = "text"
+    text: str | None = None
+
+
+class ChatMessage(_Lenient):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text or "" for p in self.content if p.type == "text")
+
+
+class StreamOptions(_Lenient):
+    include_usage: bool = False
+
+
+class ResponseFormat(_Lenient):
+    type: Literal["text", "json_object", "json_schema"] = "text"
+
+
+class _Sampling(_Lenient):
+    model: str = Field(min_length=1, max_length=256)
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    n: int | None = Field(None, ge=1, le=128)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    seed: int | None = None
+    # vLLM-compatible extension: keep generating through end-of-sequence (benchmarks).
+    ignore_eos: bool = False
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v: Any) -> Any:
+        if isinstance(v, list) and len(v) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return v
+
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else [s for s in self.stop if s]
+
+
+class ChatRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: ResponseFormat | None = None
+
+    def wanted_max_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str]
+    logprobs: int | None = Field(None, ge=0, le=5)
+    echo: bool = False
+    suffix: str | None = None
+
+    def wanted_max_tokens(self) -> int | None:
+        return self.max_tokens
+
+
+class EmbeddingRequest(_Lenient):
+    model: str = Field(min_length=1, max_length=256)
+    input: str | list[str]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+
+
+def parse_json(raw: bytes) -> Any:
+    """The JSON value of a body, or a 400 in OpenAI format."""
+    if not raw.strip():
+        raise APIError(400, "We could not parse the JSON body of your request: the body is empty.")
+    try:
+        value = json.loads(raw.decode("utf-8"))  # strict UTF-8: no invalid bytes get through
+        # JSON escapes can still carry lone surrogates (\ud800), which no tokenizer accepts.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        return value
+    except (json.JSONDecodeError, UnicodeError) as e:
+        raise APIError(
+            400,
+            f"We could not parse the JSON body of your request ({e}). "
+            "The body must be valid JSON in UTF-8.",
+        ) from None
+    except RecursionError:
+        raise APIError(400, "The JSON body of your request is nested too deeply.") from None
+
+
+def validate(model: type[BaseModel], data: Any) -> Any:
+    """``model.model_validate(data)`` with the first problem as a 400 that names the param."""
+    if not isinstance(data, dict):
+        raise APIError(400, "The request body must be a JSON object.")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        loc = ".".join(str(p) for p in err["loc"]) or None
+        got = err.get("input")
+        got_s = "" if isinstance(got, dict | list) else f" (got {got!r:.80})"
+        more = e.error_count() - 1
+        tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise APIError(
+            400, f"Invalid value for '{loc}': {err['msg']}{got_s}{tail}", param=loc
+        ) from None
