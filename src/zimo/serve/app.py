@@ -211,6 +211,9 @@ def create_app(
         )
     _errors(app)
     _routes(app)
+    from zimo.web import mount_ui  # the dashboard at /ui, on the same app and state
+
+    mount_ui(app)
     return app
 
 

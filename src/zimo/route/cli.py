@@ -1,0 +1,93 @@
+"""CLI: ``zimo route fit <project>`` and ``zimo route eval <project>`` (thin over the library).
+
+Both read the project's ``route:`` section; the outcome data comes from ``route.outcomes`` or
+``--outcomes``. The fitted router goes to ``<project>/.zimo/route/`` unless ``--out`` says
+otherwise (the lead may move it into the workspace's artifact store).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from zimo.errors import ConfigError
+
+
+def _load(project: Path, outcomes: Path | None):
+    from zimo.config import load_project
+    from zimo.route.config import parse_route_config
+    from zimo.route.outcomes import load_outcome_csvs
+
+    proj = load_project(project)
+    cfg = parse_route_config(proj.config.route)
+    src = outcomes or (Path(proj.root) / cfg.outcomes if cfg.outcomes else None)
+    if src is None:
+        raise ConfigError(
+            "no outcome data for the router",
+            "set route.outcomes in zimo.yaml or pass --outcomes <csv or folder>",
+        )
+    return proj, cfg, load_outcome_csvs(src, cfg.tier_names)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``route`` command group (``fit``, ``eval``) to ``app``."""
+    route_app = typer.Typer(help="Learn and evaluate the router for model 'auto'.")
+    app.add_typer(route_app, name="route")
+
+    @route_app.command("fit")
+    def fit_cmd(
+        project: Path = typer.Argument(..., help="project folder with zimo.yaml"),
+        outcomes: Path | None = typer.Option(None, help="outcome CSV / folder (prompt,<tier>...)"),
+        out: Path | None = typer.Option(None, help="where to save the router"),
+    ) -> None:
+        """Fit the router on outcome data and calibrate it to route.target."""
+        from rich.console import Console
+
+        from zimo.route.router import fit_router
+
+        proj, cfg, data = _load(project, outcomes)
+        out_dir = out or Path(proj.root) / ".zimo" / "route"
+        router = fit_router(
+            data, cfg, out_dir, embed_cache_path=out_dir / "embeddings.sqlite", progress=True
+        )
+        p = router.meta["calibration"]
+        cx = router.meta["cross_fitted"]
+        Console().print(
+            f"router [bold]{cfg.router.kind}[/] saved to {out_dir}: threshold "
+            f"{router.threshold:.4f}; held-out quality {p['quality_ratio']:.3f} of "
+            f"{cfg.tiers[-1].name}, cost {p['cost_per_1k']:.4g}/1k, shares "
+            f"{dict(zip(cfg.tier_names, [round(s, 3) for s in p['share']], strict=True))}; "
+            f"APGR {cx['apgr']:.3f}, CPT(50%) {cx['cpt50']:.3f}"
+        )
+
+    @route_app.command("eval")
+    def eval_cmd(
+        project: Path = typer.Argument(..., help="project folder with zimo.yaml"),
+        outcomes: Path | None = typer.Option(None, help="held-out outcome CSV / folder"),
+        router_dir: Path | None = typer.Option(None, "--router", help="fitted router folder"),
+        out: Path | None = typer.Option(None, help="where to write eval.json and curve.png"),
+    ) -> None:
+        """Evaluate the fitted router: APGR, CPT(50%/80%), random and oracle, the curve plot."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from zimo.route.router import Router, evaluate_router
+
+        proj, cfg, data = _load(project, outcomes)
+        rdir = router_dir or Path(proj.root) / ".zimo" / "route"
+        router = Router.load(rdir, embed_cache_path=rdir / "embeddings.sqlite")
+        res = evaluate_router(router, data, out or rdir)
+        table = Table(title=f"router on {len(data)} prompts")
+        for col in ("router", "APGR", "CPT(50%)", "CPT(80%)"):
+            table.add_column(col)
+        for name in ("router", "random", "oracle"):
+            m = res[name]
+            table.add_row(name, f"{m['apgr']:.3f}", f"{m['cpt50']:.3f}", f"{m['cpt80']:.3f}")
+        con = Console()
+        con.print(table)
+        op = res["operating_point"]
+        con.print(
+            f"at the calibrated threshold: quality {op['quality_ratio']:.3f} of the strongest, "
+            f"cost {op['cost_per_1k']:.4g}/1k, shares {op['share']}; plot: {(out or rdir)}/curve.png"
+        )
