@@ -193,6 +193,10 @@ def create_app(
                 log.info("model %s ready", name)
         if st.registry is not None:
             st.registry.start_watching()
+        if projects:
+            from zimo.serve.auto import install_auto
+
+            await asyncio.to_thread(install_auto, st, list(projects))
         try:
             yield
         finally:
