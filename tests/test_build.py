@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from project_fixtures import run_zimo
-
 from zimo.build import build, status
 from zimo.dataset_io import read_records
 from zimo.workspace import Workspace

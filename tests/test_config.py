@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from project_fixtures import SMALL_YAML, run_zimo
 from zimo.config import load_project
 from zimo.errors import ConfigError
-
-from project_fixtures import SMALL_YAML, run_zimo
 
 
 def _write(tmp_path: Path, text: str) -> Path:

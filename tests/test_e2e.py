@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 from project_fixtures import run_zimo
-
 from zimo.workspace import Workspace
 
 

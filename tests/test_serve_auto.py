@@ -4,6 +4,7 @@ response and the request log say which tier answered and whether it escalated.""
 from __future__ import annotations
 
 import openai
+
 from fake_openai import FakeOpenAI
 from project_fixtures import run_zimo
 from route_fixtures import small_outcome_dir

@@ -11,9 +11,8 @@ from zimo.errors import DataError, ZimoError
 def test_tsv_bad_rows_are_quarantined(tmp_path):
     f = tmp_path / "d.tsv"
     f.write_bytes(
-        "Label\tSMS\nham\thello there\nspam\tWIN a prize now\nno tab here\n"
-        "fraud\tsend money\nham\ta\ttab\tinside\n".encode()
-        + b"ham\t\xff\xfe broken bytes\n"
+        b"Label\tSMS\nham\thello there\nspam\tWIN a prize now\nno tab here\n"
+        b"fraud\tsend money\nham\ta\ttab\tinside\n" + b"ham\t\xff\xfe broken bytes\n"
     )
     recs, rejects, info = read_table(
         f, text_field="SMS", label_field="Label", labels=["ham", "spam"]
