@@ -88,6 +88,19 @@ def stages_for(project: Project) -> list[Stage]:
         ),
         Stage("eval", ["split", "train"], ["eval"], "1", eval_stage.run, "evaluate and report"),
     ]
+    if cfg.export is not None:
+        from zimo.export import stage as export_stage
+
+        dag.append(
+            Stage(
+                "export",
+                ["split", "train", "eval"],
+                ["export"],
+                "1",
+                export_stage.run,
+                "export and verify",
+            )  # fmt: skip
+        )
     return dag
 
 

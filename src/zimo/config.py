@@ -101,6 +101,31 @@ class ProjectConfig(Section):
     serve: dict[str, Any] | None = None
 
     @model_validator(mode="after")
+    def _other_sections(self) -> ProjectConfig:
+        # Sections owned by heavier modules are validated by them (one-line ConfigError naming
+        # the key), here at load time so a typo fails before any stage runs.
+        if self.export is not None:
+            from zimo.export.project import export_config
+
+            export_config(self.export)
+        if self.route is not None:
+            from zimo.route.config import parse_route_config
+
+            parse_route_config(self.route)
+        if self.serve is not None:
+            from zimo.serve.config import ServeConfig
+
+            try:
+                ServeConfig.model_validate(self.serve)
+            except ValidationError as e:
+                err = e.errors(include_url=False)[0]
+                key = "serve." + ".".join(str(x) for x in err["loc"])
+                raise ConfigError(
+                    f"'{key}' in {CONFIG_NAME}: {err['msg'].lower()}", "fix the value"
+                ) from None
+        return self
+
+    @model_validator(mode="after")
     def _labels(self) -> ProjectConfig:
         if self.task == "label":
             if not self.labels or len(self.labels) < 2:
