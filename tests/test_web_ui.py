@@ -129,6 +129,8 @@ def test_pages_build_playground_and_keys(server, browser):
     page.click("#key-form button")
     admin = page.wait_for_selector("[data-testid=new-key]").inner_text()
     assert httpx.get(server.url + "/ui/api/keys").status_code == 401
+    page.goto(server.url + "/ui/keys")  # the server now has keys: the page asks for one
+    page.wait_for_selector("#notice:has-text('admin API key')")
     page.fill("#admin-key", admin)
     page.click("#login button")
     page.wait_for_selector("#keys table")

@@ -227,7 +227,12 @@ _register_plugins()
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
+        # typer turns Ctrl-C into an exit code of 130 instead of raising KeyboardInterrupt.
+        if rc == 130:
+            raise KeyboardInterrupt
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except ZimoError as e:
         if STATE["debug"]:
             raise
