@@ -208,6 +208,7 @@ _PLUGINS = [
     "zimo.serve.cli",
     "zimo.export.cli",
     "zimo.guard.cli",
+    "zimo.eval.cli",
 ]
 
 

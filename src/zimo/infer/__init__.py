@@ -1,0 +1,5 @@
+"""Inference and scoring with a base model or base + adapter."""
+
+from zimo.infer.label import LabelScorer
+
+__all__ = ["LabelScorer"]

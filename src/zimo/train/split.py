@@ -1,0 +1,101 @@
+"""Run a decoder-only model in two parts: frozen lower layers, then trainable upper layers.
+
+Why: with LoRA on the top N layers only, the lower layers never change, so their output can be
+computed without autograd (and, across epochs, cached) and backward stops at the first trained
+layer. Logits are computed only at the positions the loss needs (a label answer is 1-3 tokens
+of a ~70-token row; the 49k-vocab head over every position is a large share of a step).
+
+The body of a Hugging Face decoder (``LlamaModel``, ``Qwen2Model``, ``Gemma3TextModel``, ...)
+runs ``self.layers`` in order and applies ``self.norm`` at the end. We call that same body with
+``self.layers`` temporarily swapped for a slice (and the norm for an identity on the lower
+part), so masks, rotary embeddings and per-layer attention types stay the model's own code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class DecoderParts:
+    """Handles on the pieces of a causal LM (unwrapped from PEFT)."""
+
+    lm: nn.Module  # the *ForCausalLM
+    body: nn.Module  # the decoder stack (has .layers and .norm)
+    head: nn.Module  # lm_head
+    n_layers: int
+    softcap: float | None
+
+
+def decoder_parts(model: nn.Module) -> DecoderParts:
+    """Find body/head of ``model`` (a causal LM, possibly wrapped in a ``PeftModel``)."""
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = lm.get_decoder() if hasattr(lm, "get_decoder") else getattr(lm, "model", None)
+    if body is None or not hasattr(body, "layers") or not hasattr(body, "norm"):
+        raise TypeError(f"{type(lm).__name__} is not a decoder with .layers and .norm")
+    return DecoderParts(
+        lm=lm,
+        body=body,
+        head=lm.get_output_embeddings(),
+        n_layers=len(body.layers),
+        softcap=getattr(lm.config, "final_logit_softcapping", None),
+    )
+
+
+@contextmanager
+def _only_layers(parts: DecoderParts, idx: Sequence[int], final_norm: bool) -> Iterator[None]:
+    body, cfg = parts.body, parts.body.config
+    layers, norm = body.layers, body.norm
+    types = getattr(cfg, "layer_types", None)
+    try:
+        body.layers = nn.ModuleList([layers[i] for i in idx])
+        if types is not None:
+            cfg.layer_types = [types[i] for i in idx]
+        if not final_norm:
+            body.norm = nn.Identity()
+        yield
+    finally:
+        body.layers, body.norm = layers, norm
+        if types is not None:
+            cfg.layer_types = types
+
+
+def run_layers(
+    parts: DecoderParts,
+    idx: Sequence[int],
+    *,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    input_ids: torch.Tensor | None = None,
+    hidden: torch.Tensor | None = None,
+    final_norm: bool,
+) -> torch.Tensor:
+    """Hidden states after decoder layers ``idx`` (from token ids or from earlier hidden states).
+
+    With ``final_norm`` the body's final norm is applied (as before the LM head).
+    """
+    if not idx:  # nothing to run: embeddings (or the given hidden states) pass through
+        h = parts.body.embed_tokens(input_ids) if hidden is None else hidden
+        return parts.body.norm(h) if final_norm else h
+    with _only_layers(parts, idx, final_norm):
+        out = parts.body(
+            input_ids=input_ids if hidden is None else None,
+            inputs_embeds=hidden,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+        )
+    return out.last_hidden_state
+
+
+def head_logits(parts: DecoderParts, hidden: torch.Tensor) -> torch.Tensor:
+    """LM-head logits for already-normed hidden states (any leading shape)."""
+    logits = parts.head(hidden)
+    if parts.softcap:
+        logits = torch.tanh(logits / parts.softcap) * parts.softcap
+    return logits

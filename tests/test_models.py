@@ -1,0 +1,154 @@
+"""Model registry: presets, one-time GGUF conversion, loading, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import pytest
+
+from models_fixtures import gecko
+from zimo import models
+from zimo.errors import ZimoError
+
+
+def test_list_presets_shape():
+    rows = {r["name"]: r for r in models.list_presets()}
+    assert {"gecko", "gecko-zh", "otter", "bison"} <= set(rows)
+    for r in rows.values():
+        assert set(r) >= {"name", "description", "size", "embedded", "available"}
+    assert rows["gecko"]["embedded"] and rows["gecko"]["available"]
+    assert not rows["otter"]["embedded"]
+
+
+def test_gecko_converted_folder_is_clean_hf_model():
+    folder = models.resolve_model_dir("gecko")
+    assert (folder / "model.safetensors").is_file()
+    cfg = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in cfg  # Trainer refuses models that carry it
+    assert cfg["model_type"] == "llama"
+    tok_files = {p.name for p in folder.iterdir()}
+    assert "tokenizer.json" in tok_files
+    # the chat template survives the conversion
+    template = (
+        (folder / "chat_template.jinja").read_text()
+        if (folder / "chat_template.jinja").is_file()
+        else json.loads((folder / "tokenizer_config.json").read_text())["chat_template"]
+    )
+    assert "<|im_start|>" in template
+    # a second call is a no-op returning the same folder
+    assert models.resolve_model_dir("gecko") == folder
+
+
+def test_gecko_greedy_answer_is_sane():
+    model, tok = gecko()
+    msgs = [
+        {"role": "system", "content": "You are a concise assistant."},
+        {"role": "user", "content": "What is the capital of France? Answer in one word."},
+    ]
+    enc = tok.apply_chat_template(
+        msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    out = model.generate(**enc, max_new_tokens=8, do_sample=False)
+    answer = tok.decode(out[0][enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert "Paris" in answer
+
+
+def test_local_folder_works_as_base():
+    folder = models.resolve_model_dir("gecko")
+    assert models.resolve_model_dir(str(folder)) == folder
+
+
+def test_otter_without_weights_says_how(monkeypatch, tmp_path):
+    monkeypatch.delenv("ZIMO_OTTER", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty hub cache
+    with pytest.raises(ZimoError) as e:
+        models.resolve_model_dir("otter")
+    assert "ZIMO_OTTER" in e.value.one_line()
+    monkeypatch.setenv("ZIMO_OTTER", str(tmp_path / "nope"))
+    with pytest.raises(ZimoError) as e:
+        models.resolve_model_dir("otter")
+    assert "never downloads" in e.value.one_line()
+
+
+def test_otter_from_env_folder(monkeypatch):
+    folder = models.resolve_model_dir("gecko")
+    monkeypatch.setenv("ZIMO_OTTER", str(folder))
+    assert models.resolve_model_dir("otter") == folder
+    assert {r["name"]: r for r in models.list_presets()}["otter"]["available"]
+
+
+@pytest.mark.parametrize("spec", ["/no/such/model", "no-such-preset"])
+def test_missing_base_is_one_clear_error(spec):
+    with pytest.raises(ZimoError) as e:
+        models.resolve_model_dir(spec)
+    assert "does not exist" in e.value.one_line()
+
+
+def test_uncached_hub_id_never_downloads(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(ZimoError) as e:
+        models.resolve_model_dir("someorg/some-model-that-is-not-cached")
+    assert "never downloads" in e.value.one_line()
+
+
+def test_folder_without_config_is_rejected(tmp_path):
+    with pytest.raises(ZimoError, match="config.json"):
+        models.resolve_model_dir(tmp_path)
+
+
+def _slow_build(target: str, counter: str) -> None:
+    def build(tmp: Path) -> None:
+        with open(counter, "a") as f:
+            f.write("x")
+        time.sleep(0.5)
+        (tmp / "weights.bin").write_bytes(b"123")
+
+    models._build_once(Path(target), build)
+
+
+def test_build_once_is_atomic_and_single_under_concurrency(tmp_path):
+    target, counter = tmp_path / "models" / "m", tmp_path / "count"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_slow_build, args=(str(target), str(counter))) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs)
+    assert counter.read_text() == "x"  # converted exactly once
+    assert (target / "weights.bin").read_bytes() == b"123"
+    assert not list(target.parent.glob(".m.tmp-*"))
+
+
+def test_failed_build_leaves_nothing(tmp_path):
+    target = tmp_path / "models" / "broken"
+
+    def build(tmp: Path) -> None:
+        (tmp / "half").write_text("partial")
+        raise RuntimeError("killed mid-conversion")
+
+    with pytest.raises(RuntimeError):
+        models._build_once(target, build)
+    assert not target.exists()
+    assert not list(target.parent.glob(".broken.tmp-*"))
+
+
+def test_models_cli_json():
+    import typer
+    from typer.testing import CliRunner
+
+    from zimo.train.cli import register
+
+    app = typer.Typer()
+    register(app)
+
+    @app.command()
+    def _other() -> None:  # typer needs two commands to keep subcommand names
+        pass
+
+    res = CliRunner().invoke(app, ["models", "--json"])
+    assert res.exit_code == 0
+    assert [r["name"] for r in json.loads(res.output)][:2] == ["gecko", "gecko-zh"]
