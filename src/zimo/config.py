@@ -73,6 +73,10 @@ class LabelEvalConfig(Section):
     max_test_rows: int | None = Field(None, ge=1, description="cap the test rows scored by LMs")
     batch_size: int = Field(16, ge=1)
     latency_samples: int = Field(16, ge=0, description="single-row requests timed per system")
+    decision: Literal["dev_threshold", "argmax"] = Field(
+        "dev_threshold",
+        description="dev_threshold: tune the positive label's threshold on the dev split",
+    )
     machine_price_per_hour: float = Field(
         0.10, ge=0, description="price of the local machine, for cost per 1k requests"
     )

@@ -33,10 +33,41 @@ def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10)
     return float(ece)
 
 
-def label_metrics(
-    y_true: np.ndarray, proba: np.ndarray, labels: list[str], positive: str | None
-) -> dict[str, Any]:
+def dev_threshold(y_dev: np.ndarray, p_dev: np.ndarray, pos: int) -> float | None:
+    """The threshold on P(positive) that maximises the positive class's F1 on the dev split
+    (ties: the one closest to 0.5). None when dev has no positive row to calibrate on."""
+    truth = y_dev == pos
+    if not truth.any() or len(y_dev) < 10:
+        return None
+    p = p_dev[:, pos]
+    best, best_t = -1.0, 0.5
+    for t in np.unique(np.concatenate([p, [0.5]])):
+        pred = p >= t
+        tp = float((pred & truth).sum())
+        f1 = 2 * tp / max(pred.sum() + truth.sum(), 1)
+        if f1 > best + 1e-12 or (abs(f1 - best) <= 1e-12 and abs(t - 0.5) < abs(best_t - 0.5)):
+            best, best_t = f1, float(t)
+    return best_t
+
+
+def decide(proba: np.ndarray, pos: int | None, threshold: float | None) -> np.ndarray:
+    """Predicted class per row: argmax, or for a calibrated positive class, P(pos) ≥ t."""
     pred = proba.argmax(axis=1)
+    if pos is None or threshold is None:
+        return pred
+    rest = proba.copy()
+    rest[:, pos] = -1.0
+    return np.where(proba[:, pos] >= threshold, pos, rest.argmax(axis=1))
+
+
+def label_metrics(
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    labels: list[str],
+    positive: str | None,
+    pred: np.ndarray | None = None,
+) -> dict[str, Any]:
+    pred = proba.argmax(axis=1) if pred is None else pred
     idx = list(range(len(labels)))
     per = f1_score(y_true, pred, labels=idx, average=None, zero_division=0)
     out: dict[str, Any] = {
@@ -172,9 +203,19 @@ class _null:
 
 
 def evaluate_label_project(
-    project, train: list[dict], test: list[dict], train_dir: Path, out_dir: Path, console=None
+    project,
+    train: list[dict],
+    test: list[dict],
+    train_dir: Path,
+    out_dir: Path,
+    console=None,
+    dev: list[dict] | None = None,
 ) -> dict[str, Any]:
-    """Score every configured system on the test split; write metrics.json and report.html."""
+    """Score every configured system on the test split; write metrics.json and report.html.
+
+    With a ``positive_label`` and ``eval.decision: dev_threshold`` each system's decision
+    threshold on P(positive) is chosen on the dev split (never on test), as a deployed
+    classifier would be tuned."""
     console = console or Console(stderr=True)
     cfg = project.config
     labels = cfg.labels
@@ -185,30 +226,51 @@ def evaluate_label_project(
         test = [test[i] for i in keep]
     texts = [r["text"] for r in test]
     y = np.array([lab_idx[r["label"]] for r in test])
+    dev = [r for r in (dev or []) if r.get("label") in lab_idx]
+    pos = lab_idx[cfg.positive_label] if cfg.positive_label else None
+    calibrate = pos is not None and cfg.eval.decision == "dev_threshold" and len(dev) >= 10
+    dev_texts = [r["text"] for r in dev] if calibrate else []
+    y_dev = np.array([lab_idx[r["label"]] for r in dev]) if calibrate else np.array([])
+    thresholds: dict[str, float | None] = {}
+
+    def scored(name: str, proba_all: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Split test/dev probabilities, fit the dev threshold, return (proba, pred) on test."""
+        proba, p_dev = proba_all[: len(texts)], proba_all[len(texts) :]
+        thresholds[name] = dev_threshold(y_dev, p_dev, pos) if calibrate else None
+        return proba, decide(proba, pos, thresholds[name])
+
     price = cfg.eval.machine_price_per_hour
     overlap = len({r["text"] for r in train} & set(texts))
     systems: dict[str, dict[str, Any]] = {}
     probas: dict[str, np.ndarray] = {}
+    preds: dict[str, np.ndarray] = {}
     if "tfidf_logreg" in cfg.eval.systems:
-        _, proba, t = tfidf_logreg(
+        _, proba_all, t = tfidf_logreg(
             [r["text"] for r in train],
             [lab_idx[r["label"]] for r in train],
-            texts,
+            texts + dev_texts,
             seed=cfg.split.seed,
         )
+        proba, pred = scored("tfidf_logreg", proba_all)
         probas["tfidf_logreg"] = proba
+        preds["tfidf_logreg"] = pred
         systems["tfidf_logreg"] = {
-            **label_metrics(y, proba, labels, cfg.positive_label),
-            **_latency(t["single_s"], t["batch_s"], len(texts), price),
+            **label_metrics(y, proba, labels, cfg.positive_label, pred),
+            **_latency(t["single_s"], t["batch_s"], len(texts) + len(dev_texts), price),
         }
     lm = [s for s in cfg.eval.systems if s in ("finetuned", "base_zero_shot")]
     if lm:
-        for name, (proba, t) in _lm_systems(project, train_dir, texts, lm, console).items():
+        all_texts = texts + dev_texts
+        for name, (proba_all, t) in _lm_systems(project, train_dir, all_texts, lm, console).items():
+            proba, pred = scored(name, proba_all)
             probas[name] = proba
+            preds[name] = pred
             systems[name] = {
-                **label_metrics(y, proba, labels, cfg.positive_label),
-                **_latency(t["single_s"], t["batch_s"], len(texts), price),
+                **label_metrics(y, proba, labels, cfg.positive_label, pred),
+                **_latency(t["single_s"], t["batch_s"], len(all_texts), price),
             }
+    for name, thr in thresholds.items():
+        systems[name]["decision_threshold"] = thr
     order = [s for s in ("finetuned", "base_zero_shot", "tfidf_logreg") if s in systems]
     head_keys = ["accuracy", "macro_f1", "ece", "latency_ms_p50", "cost_per_1k"]
     if cfg.positive_label:
@@ -216,7 +278,6 @@ def evaluate_label_project(
     headline = {s: {k: systems[s][k] for k in head_keys} for s in order}
     disagreements = []
     if len(probas) > 1:
-        preds = {s: probas[s].argmax(1) for s in order}
         for i in range(len(texts)):
             answers = {s: labels[int(preds[s][i])] for s in order}
             if len(set(answers.values())) > 1:
@@ -233,7 +294,13 @@ def evaluate_label_project(
         "assumptions": {
             "machine_price_per_hour": price,
             "cost": "local systems: batched seconds per request × machine price per hour",
-            "latency": "single-request wall time on this machine, first 16/32 test rows",
+            "latency": "single-request wall time on this machine, first test rows",
+            "decision": (
+                f"P({cfg.positive_label}) >= a threshold chosen per system on the dev split "
+                f"({len(dev_texts)} rows) to maximise {cfg.positive_label} F1"
+                if calibrate
+                else "argmax of the label probabilities"
+            ),
         },
     }
     if overlap:

@@ -16,8 +16,10 @@ def run(ctx: StageContext) -> StageResult:
     if cfg.task == "label":
         from zimo.eval.label_eval import evaluate_label_project
 
+        dev = read_records(split / "dev.parquet")
+
         result = evaluate_label_project(
-            ctx.project, train, test, ctx.input("train"), ctx.work, console=ctx.console
+            ctx.project, train, test, ctx.input("train"), ctx.work, console=ctx.console, dev=dev
         )
     else:
         from zimo.eval.generate_eval import evaluate_generate_project
