@@ -151,5 +151,6 @@ def test_pages_build_playground_and_keys(server, browser):
         server.url + "/ui/api/keys", headers={"Authorization": f"Bearer {admin}"}
     ).json()["keys"]
     assert {k["name"]: bool(k["revoked_at"]) for k in keys} == {"admin": False, "app": True}
-    assert not errors, errors
+    # "auth" rejections are expected while the page had no key yet; anything else is a bug.
+    assert not [e for e in errors if e.strip() != "auth"], errors
     json.dumps(keys)  # the JSON API is plain JSON for scripts

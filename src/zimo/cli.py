@@ -87,7 +87,7 @@ def _print_done(project: Path, report: dict) -> None:
     )
     ev = artifact_path(project, "eval") if "eval" in report["ids"] else None
     if ev and (ev / "report.html").is_file() and "eval" in report["ran"] + report["skipped"]:
-        out.print(f"report: {ev / 'report.html'}")
+        typer.echo(f"report: {ev / 'report.html'}")  # plain: a long path must not wrap
 
 
 def _stage_command(name: str, doc: str) -> None:

@@ -283,6 +283,11 @@ async function pageKeys() {
 
 const PAGES = { projects: pageProjects, datasets: pageDatasets, runs: pageRuns, models: pageModels, gateway: pageGateway, keys: pageKeys };
 
+// A 401/403 is already explained in the notice; don't report it again as an error.
+window.addEventListener("unhandledrejection", (e) => {
+  if (e.reason && e.reason.message === "auth") e.preventDefault();
+});
+
 document.addEventListener("DOMContentLoaded", () => {
   const login = $("#login");
   if (login) {
