@@ -15,19 +15,31 @@ def _teacher(body):
     return '{"label": "spam"}' if spammy else '{"label": "ham"}'
 
 
-def test_teacher_labels_unlabelled_rows_and_rerun_costs_nothing(tmp_path, monkeypatch):
+def _labelled_plus_unlabelled(root, n_unlabelled: int) -> None:
+    """60 labelled SMS rows (40 ham, 20 spam) and ``n_unlabelled`` rows with an empty label."""
     rows = sms_subset(40, 20).splitlines()
-    unlabelled = [("\t" + r.split("\t", 1)[1]) for r in sms_subset(50, 25).splitlines()[41:51]]
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "sms.tsv").write_text("\n".join(rows + unlabelled) + "\n", "utf-8")
+    more = sms_subset(40 + n_unlabelled, 20 + n_unlabelled).splitlines()[41 : 41 + n_unlabelled]
+    unlabelled = ["\t" + r.split("\t", 1)[1] for r in more]
+    (root / "data").mkdir()
+    (root / "data" / "sms.tsv").write_text("\n".join(rows + unlabelled) + "\n", "utf-8")
+
+
+def _write_yaml(root, srv, extra: str) -> None:
+    teacher = (
+        f"teacher: {{base_url: '{srv.base_url}', model: '{srv.model}', api_key_env: TEACHER_KEY"
+    )
+    (root / "zimo.yaml").write_text(SMALL_YAML + teacher + extra, "utf-8")
+
+
+def test_teacher_labels_unlabelled_rows_and_rerun_costs_nothing(tmp_path, monkeypatch):
+    _labelled_plus_unlabelled(tmp_path, 10)
     monkeypatch.setenv("TEACHER_KEY", "sk-test")
     with FakeOpenAI(_teacher, api_key="sk-test") as srv:
-        yaml = SMALL_YAML + (
-            f"teacher: {{base_url: '{srv.base_url}', model: '{srv.model}',"
-            " api_key_env: TEACHER_KEY, price_in_per_1k: 0.001, price_out_per_1k: 0.002}\n"
-            "synth: {mode: label}\n"
+        _write_yaml(
+            tmp_path,
+            srv,
+            ", price_in_per_1k: 0.001, price_out_per_1k: 0.002}\nsynth: {mode: label}\n",
         )
-        (tmp_path / "zimo.yaml").write_text(yaml, "utf-8")
         rep = build(tmp_path, target="split")
         assert rep["ran"] == ["ingest", "curate", "synth", "split"]
         calls = srv.count("/v1/chat/completions")
@@ -45,19 +57,14 @@ def test_teacher_labels_unlabelled_rows_and_rerun_costs_nothing(tmp_path, monkey
 
 
 def test_guard_caps_teacher_share_of_training_mix(tmp_path, monkeypatch):
-    rows = sms_subset(40, 20).splitlines()
-    unlabelled = [("\t" + r.split("\t", 1)[1]) for r in sms_subset(70, 35).splitlines()[41:71]]
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "sms.tsv").write_text("\n".join(rows + unlabelled) + "\n", "utf-8")
+    _labelled_plus_unlabelled(tmp_path, 30)
     monkeypatch.setenv("TEACHER_KEY", "sk-test")
     with FakeOpenAI(_teacher, api_key="sk-test") as srv:
-        yaml = SMALL_YAML + (
-            f"teacher: {{base_url: '{srv.base_url}', model: '{srv.model}',"
-            " api_key_env: TEACHER_KEY}\n"
-            "synth: {mode: label}\n"
-            "guard: {max_synthetic_share: 0.2, policy: accumulate}\n"
+        _write_yaml(
+            tmp_path,
+            srv,
+            "}\nsynth: {mode: label}\nguard: {max_synthetic_share: 0.2, policy: accumulate}\n",
         )
-        (tmp_path / "zimo.yaml").write_text(yaml, "utf-8")
         rep = build(tmp_path, target="guard")
     assert rep["ran"] == ["ingest", "curate", "synth", "split", "guard"]
     ws = Workspace(tmp_path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +164,7 @@ def _lm_systems(project, train_dir: Path, texts: list[str], systems: list[str], 
             ctx = (
                 model.disable_adapter()
                 if name == "base_zero_shot" and meta.get("adapter")
-                else _null()
+                else nullcontext()
             )
             with ctx, torch.inference_mode():
                 t0 = time.perf_counter()
@@ -192,14 +193,6 @@ def _label_task(train_dir: Path, cfg) -> dict:
         "instruction": cfg.train.instruction or cfg.instruction,
         "system": cfg.train.system or DEFAULT_SYSTEM,
     }
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def evaluate_label_project(
