@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
+from zimo.infer.label import decide, dev_threshold
 from zimo.workspace import write_json_atomic
 
 
@@ -32,33 +33,6 @@ def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10)
         if m.any():
             ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
     return float(ece)
-
-
-def dev_threshold(y_dev: np.ndarray, p_dev: np.ndarray, pos: int) -> float | None:
-    """The threshold on P(positive) that maximises the positive class's F1 on the dev split
-    (ties: the one closest to 0.5). None when dev has no positive row to calibrate on."""
-    truth = y_dev == pos
-    if not truth.any() or len(y_dev) < 10:
-        return None
-    p = p_dev[:, pos]
-    best, best_t = -1.0, 0.5
-    for t in np.unique(np.concatenate([p, [0.5]])):
-        pred = p >= t
-        tp = float((pred & truth).sum())
-        f1 = 2 * tp / max(pred.sum() + truth.sum(), 1)
-        if f1 > best + 1e-12 or (abs(f1 - best) <= 1e-12 and abs(t - 0.5) < abs(best_t - 0.5)):
-            best, best_t = f1, float(t)
-    return best_t
-
-
-def decide(proba: np.ndarray, pos: int | None, threshold: float | None) -> np.ndarray:
-    """Predicted class per row: argmax, or for a calibrated positive class, P(pos) ≥ t."""
-    pred = proba.argmax(axis=1)
-    if pos is None or threshold is None:
-        return pred
-    rest = proba.copy()
-    rest[:, pos] = -1.0
-    return np.where(proba[:, pos] >= threshold, pos, rest.argmax(axis=1))
 
 
 def label_metrics(
@@ -229,7 +203,13 @@ def evaluate_label_project(
     def scored(name: str, proba_all: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Split test/dev probabilities, fit the dev threshold, return (proba, pred) on test."""
         proba, p_dev = proba_all[: len(texts)], proba_all[len(texts) :]
-        thresholds[name] = dev_threshold(y_dev, p_dev, pos) if calibrate else None
+        stored = _label_task(train_dir, cfg).get("decision_threshold")
+        if calibrate and name == "finetuned" and stored is not None:
+            # The threshold training chose on the same dev split and ships with the sub-model:
+            # evaluate exactly the rule that serving applies.
+            thresholds[name] = float(stored)
+        else:
+            thresholds[name] = dev_threshold(y_dev, p_dev, pos) if calibrate else None
         return proba, decide(proba, pos, thresholds[name])
 
     price = cfg.eval.machine_price_per_hour

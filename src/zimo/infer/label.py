@@ -63,6 +63,44 @@ def left_pad(
     return ids.to(device), mask.to(device), pos.to(device)
 
 
+def decide(proba: np.ndarray, pos: int | None, threshold: float | None) -> np.ndarray:
+    """Predicted class per row: argmax, or, for a calibrated positive class, ``P(pos) >= t``
+    (else the most likely other class). Training, evaluation and serving share this rule."""
+    proba = np.atleast_2d(np.asarray(proba, dtype=np.float64))
+    pred = proba.argmax(axis=1)
+    if pos is None or threshold is None:
+        return pred
+    rest = proba.copy()
+    rest[:, pos] = -1.0
+    return np.where(proba[:, pos] >= threshold, pos, rest.argmax(axis=1))
+
+
+def decide_label(probs: Sequence[float], labels: Sequence[str], meta: dict | None) -> int:
+    """Index of the answer for one request, with the sub-model's dev-tuned threshold if it has
+    one (``positive_label`` + ``decision_threshold`` in its metadata)."""
+    meta = meta or {}
+    pos_label, thr = meta.get("positive_label"), meta.get("decision_threshold")
+    pos = list(labels).index(pos_label) if pos_label in labels and thr is not None else None
+    return int(decide(np.asarray([probs]), pos, thr)[0])
+
+
+def dev_threshold(y_dev: np.ndarray, p_dev: np.ndarray, pos: int) -> float | None:
+    """The threshold on P(positive) that maximises the positive class's F1 on the dev split
+    (ties: the one closest to 0.5). None when dev has too few rows or no positive row."""
+    truth = np.asarray(y_dev) == pos
+    if not truth.any() or len(y_dev) < 10:
+        return None
+    p = np.asarray(p_dev)[:, pos]
+    best, best_t = -1.0, 0.5
+    for t in np.unique(np.concatenate([p, [0.5]])):
+        pred = p >= t
+        tp = float((pred & truth).sum())
+        f1 = 2 * tp / max(pred.sum() + truth.sum(), 1)
+        if f1 > best + 1e-12 or (abs(f1 - best) <= 1e-12 and abs(t - 0.5) < abs(best_t - 0.5)):
+            best, best_t = f1, float(t)
+    return best_t
+
+
 class LabelScorer:
     """Scores texts against a fixed label set with a causal LM (+ optional PEFT adapter)."""
 

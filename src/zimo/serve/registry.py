@@ -45,7 +45,14 @@ def load_submodel(folder: str | Path, name: str | None = None) -> SubModel:
         task_path = folder / LABEL_TASK
         if task_path.is_file():  # the prompt training really used (system, resolved instruction)
             task = json.loads(task_path.read_text(encoding="utf-8"))
-            for k in ("labels", "instruction", "system", "max_text_tokens"):
+            for k in (
+                "labels",
+                "instruction",
+                "system",
+                "max_text_tokens",
+                "positive_label",
+                "decision_threshold",
+            ):
                 if k in task:
                     meta[k] = task[k]
         adapter = meta.get("adapter")

@@ -179,7 +179,10 @@ class LlamaCppBackend(Backend):
             scores.append(total)
         sc = np.array(scores)
         probs = np.exp(sc - np.logaddexp.reduce(sc))
-        best = int(sc.argmax())
+        from zimo.infer.label import decide_label
+
+        sub = self.models.get(job.model)
+        best = decide_label(probs, lp.labels, sub.metadata if sub else None)
         label = lp.labels[best]
         lps = None
         if job.params.logprobs:

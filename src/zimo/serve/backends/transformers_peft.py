@@ -378,7 +378,10 @@ class PeftBackend(Backend):
             sc = torch.tensor(scores, dtype=torch.float64)
             probs = torch.softmax(sc, dim=0).tolist()
             labels = prompts[id(j)].labels
-            best = int(sc.argmax())
+            from zimo.infer.label import decide_label
+
+            sub = self.models.get(j.model)
+            best = decide_label(probs, labels, sub.metadata if sub else None)
             lps = None
             if j.params.logprobs:
                 top = sorted(

@@ -146,7 +146,10 @@ class VllmBackend(Backend):
         probs = [math.exp(s - m) for s in scores]
         total = sum(probs)
         probs = [p / total for p in probs]
-        best = max(range(len(scores)), key=scores.__getitem__)
+        from zimo.infer.label import decide_label
+
+        sub = self.models.get(j.model)
+        best = decide_label(probs, lp.labels, sub.metadata if sub else None)
         j.emit(lp.labels[best])
         return Result(lp.labels[best], "stop", len(j.prompt_ids), len(lp.label_ids[best]),
                       label_probs=dict(zip(lp.labels, probs, strict=True)))  # fmt: skip
