@@ -18,7 +18,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -728,49 +728,76 @@ async def _chat_stream_local(st: ServeState, req: ChatRequest, ctx: _LogCtx) -> 
     except APIError as e:
         ctx.done(None, e.status, None, e.message)
         raise
-    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
-    async def events() -> AsyncIterator[bytes]:
-        cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        parts: list[str] = []
-        finished = False
-        try:
-            yield _sse(_chunk(cid, created, req.model, {"role": "assistant", "content": ""}))
-            async for d in job.iter_deltas():
-                parts.append(d.text)
-                lps = _chat_logprobs(d.logprobs) if req.logprobs and d.logprobs else None
-                yield _sse(_chunk(cid, created, req.model, {"content": d.text}, logprobs=lps))
-            try:
-                res = job.future.result()
-            except Exception as e:
-                status = getattr(e, "status", 500)
-                msg = getattr(e, "message", "the model failed")
-                ctx.done(None, status, "".join(parts), msg)
-                yield _sse(
-                    error_body(msg, "server_error" if status >= 500 else "invalid_request_error")
-                )
-                finished = True
-                return
-            ans = st.answer_from(req.model, res)
-            last = _chunk(cid, created, req.model, {}, finish=ans.finish_reason)
-            last["zimo"] = ctx.zimo(ans)
-            yield _sse(last)
-            if include_usage:
-                u = _chunk(cid, created, req.model, {})
-                u["choices"] = []
-                u["usage"] = _usage(ans.prompt_tokens, ans.completion_tokens)
-                yield _sse(u)
-            yield b"data: [DONE]\n\n"
-            finished = True
-            ctx.done(ans, 200, "".join(parts))
-        finally:
-            if not finished:
-                job.cancel()
-                ctx.done(None, 499, "".join(parts), "client closed the stream")
+    def delta(d) -> dict:
+        lps = _chat_logprobs(d.logprobs) if req.logprobs and d.logprobs else None
+        return _chunk(cid, created, req.model, {"content": d.text}, logprobs=lps)
 
+    head = _chunk(cid, created, req.model, {"role": "assistant", "content": ""})
+    events = _relay(
+        st, req.model, job, ctx, head=[head], delta=delta,
+        tail=lambda ans: _chat_tail(cid, created, req, ans, ctx),
+    )  # fmt: skip
     return StreamingResponse(
-        events(), media_type="text/event-stream", headers=_stream_headers(req.model)
+        events, media_type="text/event-stream", headers=_stream_headers(req.model)
     )
+
+
+def _chat_tail(cid: str, created: int, req: ChatRequest, ans: Answer, ctx: _LogCtx) -> list[dict]:
+    """The closing chunks of a chat stream: finish reason + Zimo's routing info, then usage."""
+    last = _chunk(cid, created, req.model, {}, finish=ans.finish_reason)
+    last["zimo"] = ctx.zimo(ans)
+    out = [last]
+    if req.stream_options and req.stream_options.include_usage:
+        u = _chunk(cid, created, req.model, {})
+        u["choices"], u["usage"] = [], _usage(ans.prompt_tokens, ans.completion_tokens)
+        out.append(u)
+    return out
+
+
+async def _relay(
+    st: ServeState,
+    model: str,
+    job,
+    ctx: _LogCtx,
+    *,
+    head: list[dict],
+    delta: Callable[[Any], dict],
+    tail: Callable[[Answer], list[dict]],
+) -> AsyncIterator[bytes]:
+    """A backend job as server-sent events: ``head``, one chunk per delta, ``tail`` and
+    ``[DONE]``; a failure becomes an error event; a client that goes away cancels the job.
+    Every outcome is logged once."""
+    parts: list[str] = []
+    finished = False
+    try:
+        for h in head:
+            yield _sse(h)
+        async for d in job.iter_deltas():
+            parts.append(d.text)
+            yield _sse(delta(d))
+        try:
+            res = job.future.result()
+        except Exception as e:
+            status = getattr(e, "status", 500)
+            msg = getattr(e, "message", "the model failed")
+            ctx.done(None, status, "".join(parts), msg)
+            yield _sse(
+                error_body(msg, "server_error" if status >= 500 else "invalid_request_error")
+            )
+            finished = True
+            return
+        ans = st.answer_from(model, res)
+        for t in tail(ans):
+            yield _sse(t)
+        yield b"data: [DONE]\n\n"
+        finished = True
+        ctx.done(ans, 200, "".join(parts))
+    finally:
+        if not finished:
+            job.cancel()
+            ctx.done(None, 499, "".join(parts), "client closed the stream")
 
 
 def _stream_answer(req: ChatRequest, ans: Answer, ctx: _LogCtx) -> StreamingResponse:
@@ -779,13 +806,8 @@ def _stream_answer(req: ChatRequest, ans: Answer, ctx: _LogCtx) -> StreamingResp
     async def events() -> AsyncIterator[bytes]:
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         yield _sse(_chunk(cid, created, req.model, {"role": "assistant", "content": ans.text}))
-        last = _chunk(cid, created, req.model, {}, finish=ans.finish_reason)
-        last["zimo"] = ctx.zimo(ans)
-        yield _sse(last)
-        if req.stream_options and req.stream_options.include_usage:
-            u = _chunk(cid, created, req.model, {})
-            u["choices"], u["usage"] = [], _usage(ans.prompt_tokens, ans.completion_tokens)
-            yield _sse(u)
+        for t in _chat_tail(cid, created, req, ans, ctx):
+            yield _sse(t)
         yield b"data: [DONE]\n\n"
         ctx.done(ans, 200, ans.text)
 
@@ -796,41 +818,23 @@ def _stream_answer(req: ChatRequest, ans: Answer, ctx: _LogCtx) -> StreamingResp
 
 
 def _completion_stream(st: ServeState, req: CompletionRequest, job, ctx: _LogCtx):
-    async def events() -> AsyncIterator[bytes]:
-        cid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        parts: list[str] = []
-        finished = False
+    cid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
-        def chunk(text: str, finish=None, lps=None) -> dict:
-            return {"id": cid, "object": "text_completion", "created": created, "model": req.model,
-                    "choices": [{"index": 0, "text": text, "logprobs": lps, "finish_reason": finish}]}  # fmt: skip
+    def chunk(text: str, finish=None, lps=None) -> dict:
+        return {"id": cid, "object": "text_completion", "created": created, "model": req.model,
+                "choices": [{"index": 0, "text": text, "logprobs": lps, "finish_reason": finish}]}  # fmt: skip
 
-        try:
-            async for d in job.iter_deltas():
-                parts.append(d.text)
-                yield _sse(chunk(d.text, lps=_completion_logprobs(d.logprobs)))
-            try:
-                res = job.future.result()
-            except Exception as e:
-                msg = getattr(e, "message", "the model failed")
-                ctx.done(None, getattr(e, "status", 500), "".join(parts), msg)
-                yield _sse(error_body(msg, "server_error"))
-                finished = True
-                return
-            ans = st.answer_from(req.model, res)
-            last = chunk("", finish=ans.finish_reason)
-            last["zimo"] = ctx.zimo(ans)
-            yield _sse(last)
-            yield b"data: [DONE]\n\n"
-            finished = True
-            ctx.done(ans, 200, "".join(parts))
-        finally:
-            if not finished:
-                job.cancel()
-                ctx.done(None, 499, "".join(parts), "client closed the stream")
+    def tail(ans: Answer) -> list[dict]:
+        last = chunk("", finish=ans.finish_reason)
+        last["zimo"] = ctx.zimo(ans)
+        return [last]
 
+    events = _relay(
+        st, req.model, job, ctx, head=[],
+        delta=lambda d: chunk(d.text, lps=_completion_logprobs(d.logprobs)), tail=tail,
+    )  # fmt: skip
     return StreamingResponse(
-        events(), media_type="text/event-stream", headers=_stream_headers(req.model)
+        events, media_type="text/event-stream", headers=_stream_headers(req.model)
     )
 
 

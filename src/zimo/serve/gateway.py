@@ -73,16 +73,8 @@ class Upstream:
         """Non-streaming request; upstream errors come back as :class:`APIError`."""
         try:
             r = await self.client.post(path, json=body, headers=self._headers())
-        except httpx.TimeoutException:
-            raise APIError(
-                504, "the upstream model did not answer in time", code="upstream_timeout"
-            ) from None
         except httpx.HTTPError as e:
-            raise APIError(
-                502,
-                f"cannot reach the upstream model: {type(e).__name__}",
-                code="upstream_unreachable",
-            ) from None
+            raise _transport_error(e) from None
         if r.status_code >= 400:
             raise self._error(r.status_code, r.content)
         try:
@@ -103,16 +95,8 @@ class Upstream:
         req = self.client.build_request("POST", path, json=body, headers=self._headers())
         try:
             resp = await self.client.send(req, stream=True)
-        except httpx.TimeoutException:
-            raise APIError(
-                504, "the upstream model did not answer in time", code="upstream_timeout"
-            ) from None
         except httpx.HTTPError as e:
-            raise APIError(
-                502,
-                f"cannot reach the upstream model: {type(e).__name__}",
-                code="upstream_unreachable",
-            ) from None
+            raise _transport_error(e) from None
         if resp.status_code >= 400:
             raw = await resp.aread()
             await resp.aclose()
@@ -154,3 +138,12 @@ class Upstream:
                 yield f"data: {data}\n\n".encode()
         finally:
             await resp.aclose()
+
+
+def _transport_error(e: Exception) -> APIError:
+    """The client-facing error for an upstream that timed out or could not be reached."""
+    if isinstance(e, httpx.TimeoutException):
+        return APIError(504, "the upstream model did not answer in time", code="upstream_timeout")
+    return APIError(
+        502, f"cannot reach the upstream model: {type(e).__name__}", code="upstream_unreachable"
+    )
