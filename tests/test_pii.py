@@ -98,3 +98,11 @@ def test_step_counts_types_and_marks_records():
 def test_only_selected_types():
     new, _ = redact("13812345678 a@b.cn", ["email"])
     assert new == "13812345678 <EMAIL>"
+
+
+def test_international_prefix_inside_a_longer_number_is_not_a_phone():
+    # "00" in the middle of a tracking/order number is not an international dialling prefix.
+    text = "parcel 7731200447911123456 shipped; call +44 7911 123456 for help"
+    new, counts = redact(text, ["phone"])
+    assert "7731200447911123456" in new
+    assert "+44 7911 123456" not in new and counts.get("phone") == 1

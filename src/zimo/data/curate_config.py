@@ -112,24 +112,15 @@ class SiteBoilerplateSpec(_StepSpec):
         return SiteBoilerplate(self.min_pages, self.min_share, self.formats)
 
 
+# Every kind of personal data the ``pii`` step knows (zimo.data.formatters.pii), all on by default.
+PII_TYPES = ("email", "url", "ip", "cn_id", "bank_card", "cn_mobile", "cn_landline", "phone")
+
+
 class PiiSpec(_StepSpec):
     """Replace personal data with typed placeholders such as ``<PHONE>``."""
 
     step: Literal["pii"] = "pii"
-    types: list[
-        Literal["email", "url", "ip", "cn_id", "bank_card", "cn_mobile", "cn_landline", "phone"]
-    ] = Field(
-        default_factory=lambda: [
-            "email",
-            "url",
-            "ip",
-            "cn_id",
-            "bank_card",
-            "cn_mobile",
-            "cn_landline",
-            "phone",
-        ]
-    )
+    types: list[Literal[PII_TYPES]] = Field(default_factory=lambda: list(PII_TYPES))  # type: ignore[valid-type]
     # Optional: presidio for English person names / addresses (needs spaCy models; off).
     presidio: bool = False
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
+from zimo.data.curate_config import PII_TYPES
 from zimo.data.pipeline import Formatter
 
 PLACEHOLDERS = {
@@ -54,7 +55,7 @@ CN_LANDLINE = re.compile(
     rf"|{_ND}[48]00[ -]?\d{{3}}[ -]?\d{{4}}{_NA}"
 )
 INTL_PHONE = re.compile(
-    rf"(?:\+|00)[1-9]\d{{0,2}}[ -]?(?:\(\d{{1,4}}\)[ -]?)?\d{{2,4}}(?:[ -]?\d{{2,4}}){{1,4}}{_NA}"
+    rf"{_ND}(?:\+|00)[1-9]\d{{0,2}}[ -]?(?:\(\d{{1,4}}\)[ -]?)?\d{{2,4}}(?:[ -]?\d{{2,4}}){{1,4}}{_NA}"
 )
 US_PHONE = re.compile(rf"(?:\(\d{{3}}\) ?|{_ND}\d{{3}}[-.])\d{{3}}[-.]\d{{4}}{_NA}")
 
@@ -177,16 +178,7 @@ class RedactPii(Formatter):
 
     def __init__(self, types: list[str] | None = None, presidio: bool = False) -> None:
         super().__init__()
-        self.types = types or [
-            "email",
-            "url",
-            "ip",
-            "cn_id",
-            "bank_card",
-            "cn_mobile",
-            "cn_landline",
-            "phone",
-        ]
+        self.types = types or list(PII_TYPES)
         self._presidio = _load_presidio() if presidio else None
         self._current: Counter = Counter()
 
