@@ -84,21 +84,41 @@ def decide_label(probs: Sequence[float], labels: Sequence[str], meta: dict | Non
     return int(decide(np.asarray([probs]), pos, thr)[0])
 
 
-def dev_threshold(y_dev: np.ndarray, p_dev: np.ndarray, pos: int) -> float | None:
-    """The threshold on P(positive) that maximises the positive class's F1 on the dev split
-    (ties: the one closest to 0.5). None when dev has too few rows or no positive row."""
+def _best_f1_threshold(truth: np.ndarray, p: np.ndarray) -> float:
+    """The threshold on ``p`` with the highest F1 for ``truth`` (ties: closest to 0.5)."""
+    cand = np.unique(np.concatenate([p, [0.5]]))
+    srt, pos_srt = np.sort(p), np.sort(p[truth])
+    n_pred = len(p) - np.searchsorted(srt, cand, side="left")
+    tp = len(pos_srt) - np.searchsorted(pos_srt, cand, side="left")
+    f1 = 2 * tp / np.maximum(n_pred + truth.sum(), 1)
+    best = np.flatnonzero(f1 >= f1.max() - 1e-12)
+    return float(cand[best[np.argmin(np.abs(cand[best] - 0.5))]])
+
+
+def dev_threshold(
+    y_dev: np.ndarray, p_dev: np.ndarray, pos: int, bootstrap: int = 200, seed: int = 0
+) -> float | None:
+    """The threshold on P(positive) that maximises the positive class's F1 on the dev split.
+
+    A dev split has few positives (a 5% split of the SMS data holds ~34 spam), and the single
+    F1-optimal cut on it jumps with every row: measured on four demo adapters it ranged from
+    0.08 to 0.73 and cost up to 0.02 F1 on test. So the cut is bagged: the median of the
+    F1-optimal thresholds of ``bootstrap`` resamples of dev (deterministic for ``seed``);
+    ``bootstrap=0`` gives the plain optimum. None when dev has < 10 rows or no positive row.
+    """
     truth = np.asarray(y_dev) == pos
-    if not truth.any() or len(y_dev) < 10:
+    if not truth.any() or len(truth) < 10:
         return None
-    p = np.asarray(p_dev)[:, pos]
-    best, best_t = -1.0, 0.5
-    for t in np.unique(np.concatenate([p, [0.5]])):
-        pred = p >= t
-        tp = float((pred & truth).sum())
-        f1 = 2 * tp / max(pred.sum() + truth.sum(), 1)
-        if f1 > best + 1e-12 or (abs(f1 - best) <= 1e-12 and abs(t - 0.5) < abs(best_t - 0.5)):
-            best, best_t = f1, float(t)
-    return best_t
+    p = np.asarray(p_dev, dtype=np.float64)[:, pos]
+    if not bootstrap:
+        return _best_f1_threshold(truth, p)
+    rng = np.random.default_rng(seed)
+    cuts = []
+    for _ in range(bootstrap):
+        i = rng.integers(0, len(p), len(p))
+        if truth[i].any():
+            cuts.append(_best_f1_threshold(truth[i], p[i]))
+    return float(np.median(cuts))
 
 
 class LabelScorer:
