@@ -27,6 +27,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -58,9 +59,19 @@ from zimo.guard.scores import (  # noqa: E402
 
 if "--precompute" not in sys.argv:  # the device mode needs no pydantic / sklearn
     from zimo.guard.calibrate import calibrate_from_stats  # noqa: E402
-    from zimo.guard.calibration import save_calibration, shipped_path, tpr_at_fpr  # noqa: E402
+    from zimo.guard.calibration import (  # noqa: E402
+        load_calibration,
+        save_calibration,
+        shipped_path,
+        tpr_at_fpr,
+    )
     from zimo.guard.config import GuardConfig  # noqa: E402
-    from zimo.guard.detect import Detector, load_scorer  # noqa: E402
+    from zimo.guard.detect import (  # noqa: E402
+        Detector,
+        load_scorer,
+        pick_threads,
+        torch_threads,
+    )
 
 BUCKETS = [(1, 32), (32, 64), (64, 128), (128, 256), (256, 10**9)]
 
@@ -123,12 +134,13 @@ def cached_stats(
             for s in range(0, len(todo), 32):
                 chunk = todo[s : s + 32]
                 m, tok = load_scorer(model)
-                stats = compute_token_stats(
-                    m,
-                    tokenize([texts[i] for i in chunk], tok, det.config.token_budget),
-                    need=ALL_STATS,
-                    batch_size=det.config.batch_size,
-                )
+                with torch_threads(det.threads()):
+                    stats = compute_token_stats(
+                        m,
+                        tokenize([texts[i] for i in chunk], tok, det.config.token_budget),
+                        need=ALL_STATS,
+                        batch_size=det.config.batch_size,
+                    )
                 for i, st in zip(chunk, stats, strict=True):
                     np.savez(
                         folder / f"{_key(texts[i], tag)}.npz", n_tokens=st.n_tokens, **st.to_dict()
@@ -157,10 +169,24 @@ def paraphrase_pool(seed: int = 0) -> list[str]:
     return human
 
 
+# Decoding of each paraphrase probe: (temperature, top_p, top_k, repetition_penalty); top_k
+# None = the model's generation_config. Plain sampling (T=1, no top-p/top-k) was tried as a
+# "less typical for the scorer" variant: Gemma 3 270M then writes fluent-looking text unrelated
+# to the original (difflib ratio 0.05-0.10 to it), i.e. not a paraphrase, so it is not a probe.
+PARA_DECODING = {"default": (0.8, 0.95, None, 1.05)}
+
+
 def generate_paraphrases(
-    model, tok, pool: list[str], n: int, seed: int, batch: int = 8, progress=None
+    model,
+    tok,
+    pool: list[str],
+    n: int,
+    seed: int,
+    batch: int = 8,
+    progress=None,
+    variant: str = "default",
 ) -> list[dict]:
-    """Human answers rewritten by gecko-zh (sampled, temperature 0.8, top-p 0.95).
+    """Human answers rewritten by gecko-zh (sampled; ``PARA_DECODING[variant]``).
 
     Gemma 3 270M is a base model, so the prompt is a two-shot "原文 / 改写" pattern. Outputs that
     copy the original (difflib ratio >= 0.8) or are shorter than 40 characters are dropped.
@@ -182,13 +208,17 @@ def generate_paraphrases(
             ).to(device)
             torch.manual_seed(seed + s)
             with torch.inference_mode():
+                temperature, top_p, top_k, rep = PARA_DECODING[variant]
                 gen = model.generate(
                     **enc,
+                    stop_strings=["\n"],
+                    tokenizer=tok,
                     do_sample=True,
-                    temperature=0.8,
-                    top_p=0.95,
+                    temperature=temperature,
+                    top_p=top_p,
+                    **({} if top_k is None else {"top_k": top_k}),
                     max_new_tokens=200,
-                    repetition_penalty=1.05,
+                    repetition_penalty=rep,
                     pad_token_id=tok.pad_token_id,
                 )
             for orig, ids in zip(chunk, gen[:, enc["input_ids"].shape[1] :], strict=True):
@@ -205,20 +235,27 @@ def generate_paraphrases(
     return out[:n]
 
 
-def paraphrase_probe(n: int, seed: int, console) -> list[dict]:
+def paraphrase_probe(n: int, seed: int, console, variant: str = "default") -> list[dict]:
     """The paraphrase probe set, generated once on this machine (or by --precompute on a
     device machine) and cached in benchmarks/results/cache/."""
-    path = CACHE / f"paraphrase_gecko-zh_{n}_{seed}.jsonl"
+    suffix = "" if variant == "default" else f"_{variant}"
+    path = CACHE / f"paraphrase_gecko-zh{suffix}_{n}_{seed}.jsonl"
     if path.is_file():
         return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+    import torch
     from rich.progress import Progress
 
-    model, tok = load_scorer("gecko-zh")
+    from zimo.hw import cpu_has_fast_bf16
+
+    # Generation only writes the probe texts (scored later in fp32): the bf16 copy is faster.
+    bf16 = cpu_has_fast_bf16()
+    model, tok = load_scorer("gecko-zh", "bf16" if bf16 else "fp32")
     pool = paraphrase_pool(seed)[: int(n * 1.6)]
-    with Progress(console=console) as bar:
-        task = bar.add_task("  paraphrasing with gecko-zh", total=len(pool))
+    amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+    with Progress(console=console) as bar, torch_threads(pick_threads()), amp:
+        task = bar.add_task(f"  paraphrasing with gecko-zh ({variant})", total=len(pool))
         out = generate_paraphrases(
-            model, tok, pool, n, seed, progress=lambda k: bar.advance(task, k)
+            model, tok, pool, n, seed, progress=lambda k: bar.advance(task, k), variant=variant
         )
     path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in out), encoding="utf-8")
     return out
@@ -309,70 +346,118 @@ def import_precomputed(path: Path, tag: str) -> int:
 # ------------------------------------------------------------------------- speed
 
 
-def speed(det: Detector, texts: list[str], labels: list[int], model_name: str, console) -> dict:
-    """Reference (fp32, one at a time, argsort rank) vs Zimo, interleaved in 4 rounds."""
+def _timed(fn):
+    """(result, wall seconds, CPU seconds of this process)."""
+    w, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - w, time.process_time() - c
+
+
+def thread_probe(model, ids: list[int], cores: int) -> dict:
+    """Why more threads can be slower here: one forward pass, 1 thread vs every core."""
     import torch
 
+    from zimo.guard.detect import torch_threads
+
+    x = torch.tensor([ids])
+    out = {"loadavg_before": list(os.getloadavg())}
+    with torch.inference_mode():
+        for n in sorted({1, cores}) * 2:
+            with torch_threads(n):
+                _, w, c = _timed(lambda: model(input_ids=x).logits)
+            out.setdefault(f"threads_{n}", []).append({"wall_s": w, "cpu_s": c})
+    out["tokens"] = len(ids)
+    return out
+
+
+def speed(det: Detector, texts: list[str], labels: list[int], model_name: str, console) -> dict:
+    """Reference (plain transformers fp32, one document at a time: full logits, log_softmax,
+    rank by argsort) vs Zimo's detector (batched, bf16 where it measures faster, only the
+    statistics the score needs), interleaved in 4 rounds on the same documents and the same
+    thread count. Wall and CPU time are both kept: on a shared machine wall time depends on the
+    neighbours, CPU time much less."""
+    import torch
+
+    from zimo.guard.detect import torch_threads
     from zimo.guard.scores import FEATURE_NEEDS
 
     model, tok = load_scorer(model_name)
     ids = tokenize(texts, tok, det.config.token_budget)
+    threads = det.threads()
     use_bf16 = det.uses_bf16(model_name)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    probe = thread_probe(model, ids[0], cores or 1)
     groups = [list(range(i, len(texts), 4)) for i in range(4)]
-    t_ref = t_zimo = 0.0
+    t = {"ref": [0.0, 0.0], "zimo": [0.0, 0.0], "zimo_fp32": [0.0, 0.0]}
     ref: list[TokenStats | None] = [None] * len(texts)
     fast: list[TokenStats | None] = [None] * len(texts)
-    fast_fp32: list[TokenStats | None] = [None] * len(texts)
-    t_fp32 = 0.0
-    for gi, g in enumerate(groups):
-        console.print(f"  speed round {gi + 1}/4 ({len(g)} docs)")
-        t = time.perf_counter()
-        res = compute_token_stats(
-            model,
-            [ids[i] for i in g],
-            need=FEATURE_NEEDS,
-            batch_size=det.config.batch_size,
-            dtype=torch.bfloat16 if use_bf16 else None,
-        )
-        t_zimo += time.perf_counter() - t
-        for i, r in zip(g, res, strict=True):
-            fast[i] = r
-        t = time.perf_counter()
-        for i in g:
-            ref[i] = reference_token_stats(model, ids[i])
-        t_ref += time.perf_counter() - t
-        if use_bf16:  # also Zimo's batched path in fp32, to separate batching from bf16
-            t = time.perf_counter()
-            res = compute_token_stats(
-                model, [ids[i] for i in g], need=FEATURE_NEEDS, batch_size=det.config.batch_size
+    load = [list(os.getloadavg())]
+
+    def add(key, w, c):
+        t[key][0] += w
+        t[key][1] += c
+
+    with torch_threads(threads):
+        for gi, g in enumerate(groups):
+            console.print(f"  speed round {gi + 1}/4 ({len(g)} docs, {threads} threads)")
+            res, w, c = _timed(
+                lambda g=g: compute_token_stats(
+                    model,
+                    [ids[i] for i in g],
+                    need=FEATURE_NEEDS,
+                    batch_size=det.config.batch_size,
+                    dtype=torch.bfloat16 if use_bf16 else None,
+                )
             )
-            t_fp32 += time.perf_counter() - t
+            add("zimo", w, c)
             for i, r in zip(g, res, strict=True):
-                fast_fp32[i] = r
+                fast[i] = r
+            for i in g:
+                ref[i], w, c = _timed(lambda i=i: reference_token_stats(model, ids[i]))
+                add("ref", w, c)
+            if use_bf16:  # Zimo's batched path in fp32 too, to separate batching from bf16
+                _, w, c = _timed(
+                    lambda g=g: compute_token_stats(
+                        model,
+                        [ids[i] for i in g],
+                        need=FEATURE_NEEDS,
+                        batch_size=det.config.batch_size,
+                    )
+                )
+                add("zimo_fp32", w, c)
+            load.append(list(os.getloadavg()))
     n = len(texts)
     n_tok = sum(len(x) - 1 for x in ids)
+
+    def entry(key):
+        w, c = t[key]
+        return {"wall_s": w, "cpu_s": c, "docs_per_s": n / w, "docs_per_cpu_s": n / c}
+
     out = {
         "docs": n,
         "tokens": n_tok,
-        "reference_fp32_one_at_a_time": {"seconds": t_ref, "docs_per_s": n / t_ref},
-        "zimo": {
-            "seconds": t_zimo,
-            "docs_per_s": n / t_zimo,
-            "bf16": use_bf16,
-            "batch_size": det.config.batch_size,
-        },
-        "speedup": t_ref / t_zimo,
+        "threads": threads,
+        "loadavg": load,
+        "thread_probe": probe,
+        "reference_fp32_one_at_a_time": entry("ref"),
+        "zimo": entry("zimo") | {"bf16": use_bf16, "batch_size": det.config.batch_size},
+        "speedup": t["ref"][0] / t["zimo"][0],
+        "speedup_cpu_time": t["ref"][1] / t["zimo"][1],
         "scores": {},
     }
     if use_bf16:
-        out["zimo_fp32_batched"] = {
-            "seconds": t_fp32,
-            "docs_per_s": n / t_fp32,
-            "speedup_vs_reference": t_ref / t_fp32,
+        out["zimo_fp32_batched"] = entry("zimo_fp32") | {
+            "speedup_vs_reference": t["ref"][0] / t["zimo_fp32"][0],
+            "speedup_cpu_time_vs_reference": t["ref"][1] / t["zimo_fp32"][1],
         }
-    for name in SIMPLE_SCORES:
-        a = np.array([simple_score(name, s) for s in ref])
-        b = np.array([simple_score(name, s) for s in fast])
+    for name in [*SIMPLE_SCORES, "combined"]:
+        if name == "combined":
+            cal = load_calibration(model_name)["scores"]["combined"]["model"]
+            a = combined_scores(feature_matrix(ref), cal)
+            b = combined_scores(feature_matrix(fast), cal)
+        else:
+            a = np.array([simple_score(name, s) for s in ref])
+            b = np.array([simple_score(name, s) for s in fast])
         out["scores"][name] = {
             "auroc_reference": auroc(a, labels),
             "auroc_zimo": auroc(b, labels),
@@ -394,6 +479,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--min-tokens", type=int, default=None)
     ap.add_argument("--speed-docs", type=int, default=None)
     ap.add_argument("--paraphrase", type=int, default=None, help="paraphrase probe size (0=off)")
+    ap.add_argument(
+        "--cross", type=int, default=None, help="pairs scored by gecko (other model), 0=off"
+    )
     ap.add_argument("--alpaca", type=int, default=None, help="GPT-4 alpaca_zh probe size (0=off)")
     ap.add_argument("--make-job", type=Path, help="write texts.json for --precompute and exit")
     ap.add_argument("--precompute", type=Path, help="device mode: folder from --make-job + model")
@@ -402,8 +490,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--import-stats", type=Path, help="stats.npz from --precompute into the cache")
     args = ap.parse_args(argv)
     quick = args.quick
-    speed_docs = args.speed_docs if args.speed_docs is not None else (16 if quick else 48)
+    speed_docs = args.speed_docs if args.speed_docs is not None else (8 if quick else 32)
     n_para = args.paraphrase if args.paraphrase is not None else (0 if quick else 150)
+    n_cross = args.cross if args.cross is not None else (0 if quick else 100)
     n_alpaca = args.alpaca if args.alpaca is not None else (40 if quick else 300)
     # Quality statistics are always fp32 (what a plain implementation computes); the speed
     # comparison measures Zimo's runtime choice (bf16 where faster) against it.
@@ -489,6 +578,20 @@ def main(argv: list[str] | None = None) -> dict:
             **{name: auroc(s[m], y[m]) for name, s in scores.items()},
         }
 
+    # What abstaining below a length buys: metrics on the documents kept, and what is left out.
+    abstain = {}
+    for lo in (1, 32, 48, 64, 96, 128):
+        keep = n_tok >= lo
+        abstain[str(lo)] = {
+            "kept": int(keep.sum()),
+            "excluded": int((~keep).sum()),
+            "excluded_machine": int((~keep & (y == 1)).sum()),
+            **{
+                name: metrics(scores[name][keep], y[keep])
+                for name in ("logrank", "combined (out-of-fold)")
+            },
+        }
+
     # Fit the shipped combined model on the whole dev file (documents >= min_tokens).
     comb = fit_combined(X[long], y[long])
     probes = {}
@@ -503,6 +606,8 @@ def main(argv: list[str] | None = None) -> dict:
             "paraphrases written by gecko-zh itself, the scorer model: easier than text from "
             "an unseen paraphraser; originals are dev-file human answers"
         )
+    if n_cross:
+        probes.update(cross_scorer_probes(det, texts, y, n_cross, console))
     if n_alpaca:
         if quick:  # the probe texts come from the full file, not the subsample
             allrows = [
@@ -541,16 +646,10 @@ def main(argv: list[str] | None = None) -> dict:
         "min_tokens": min_tokens,
         "quality": quality,
         "auroc_by_length_tokens": by_len,
+        "abstain_below_tokens": abstain,
         "probes": probes,
         "speed": sp,
-        "projection": None
-        if sp is None
-        else {
-            "docs_per_s_2cores": sp["zimo"]["docs_per_s"],
-            "tokens_per_s": sp["tokens"] / sp["zimo"]["seconds"],
-            "hours_per_million_docs_2cores": 1e6 / sp["zimo"]["docs_per_s"] / 3600,
-            "note": "at the speed-subset's mean length; time scales with tokens per document",
-        },
+        "projection": None if sp is None else projection(sp),
         "combined_features": comb["features"],
         "combined_coef": dict(zip(comb["features"], comb["coef"], strict=True)),
     }
@@ -574,12 +673,69 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
+def projection(sp: dict) -> dict:
+    """docs/s on 2 idle cores and hours per million documents, from CPU time (two single-thread
+    workers, one per core; CPU time per document hardly depends on the neighbours), next to
+    what was measured wall-clock on the shared machine."""
+    z = sp["zimo"]
+    per_core = z["docs_per_cpu_s"]
+    return {
+        "docs_per_s_measured_wall": z["docs_per_s"],
+        "loadavg_during": sp["loadavg"],
+        "docs_per_s_2_idle_cores": 2 * per_core,
+        "tokens_per_s_2_idle_cores": 2 * per_core * sp["tokens"] / sp["docs"],
+        "hours_per_million_docs_2_idle_cores": 1e6 / (2 * per_core) / 3600,
+        "machines_for_million_docs_in_1h": math.ceil(1e6 / (2 * per_core) / 3600 / 1.0),
+        "note": "at the speed subset's mean length (time scales with tokens per document); "
+        "2 idle cores = two single-thread workers; a million-document corpus is sharded over "
+        "machines (Ray) at this rate per 2-core machine",
+    }
+
+
+def cross_scorer_probes(det, texts: list[str], y: np.ndarray, n: int, console) -> dict:
+    """The unseen-generator case, by swapping the scorer: gecko-zh's paraphrases (and, for the
+    scorer's baseline, HC3 dev human vs ChatGPT answers) scored by gecko (SmolLM2-135M, a
+    different model family and tokenizer that never generated any of it). No embedded model
+    other than gecko-zh writes Chinese, so this is the only way to measure, offline, how the
+    zero-shot scores behave when scorer != generator; it measures the method with a weaker
+    (English-centric) scorer, not the shipped gecko-zh configuration."""
+    para = paraphrase_probe(150, 0, console)[:n]
+    ptexts = [p["original"] for p in para] + [p["paraphrase"] for p in para]
+    py = np.array([0] * len(para) + [1] * len(para))
+    rng = random.Random(2)
+    hum = [i for i in range(len(texts)) if y[i] == 0 and len(texts[i]) >= 60]
+    mac = [i for i in range(len(texts)) if y[i] == 1 and len(texts[i]) >= 60]
+    base = rng.sample(hum, n // 2) + rng.sample(mac, n // 2)
+    btexts = [texts[i] for i in base]
+    by = np.array([int(y[i]) for i in base])
+    tag = f"gecko-{det.config.token_budget}-fp32"
+    out = {}
+    for name, tx, yy, caveat in (
+        (
+            "paraphrase_gecko_zh_scored_by_gecko",
+            ptexts,
+            py,
+            "generator gecko-zh, scorer gecko (SmolLM2-135M): scorer != generator",
+        ),
+        (
+            "hc3_dev_scored_by_gecko",
+            btexts,
+            by,
+            "baseline of that scorer on HC3 dev (human vs ChatGPT), same length filter",
+        ),
+    ):
+        stats = cached_stats(det, tx, "gecko", tag, console)
+        out[name] = _probe_metrics(stats, yy, None, det.config.min_tokens) | {"caveat": caveat}
+    return out
+
+
 def _probe_metrics(stats, y, comb, min_tokens) -> dict:
     n_tok = np.array([s.n_tokens for s in stats])
     out = {"n": int(len(y)), "mean_tokens": float(n_tok.mean())}
     for name in SIMPLE_SCORES:
         out[name] = metrics(np.array([simple_score(name, s) for s in stats]), y)
-    out["combined"] = metrics(combined_scores(feature_matrix(stats), comb), y)
+    if comb is not None:  # the combined model belongs to gecko-zh's statistics
+        out["combined"] = metrics(combined_scores(feature_matrix(stats), comb), y)
     return out
 
 
@@ -618,6 +774,22 @@ def markdown(r: dict) -> str:
             )
             + " |"
         )
+    lines += [
+        "",
+        "If the guard abstains below L scored tokens (untrusted: scored, never flagged), on the "
+        "documents it keeps:",
+        "",
+        "| L | kept | excluded (machine) | logrank AUROC | logrank TPR@1% | combined AUROC "
+        "| combined TPR@1% |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for lo, a in r.get("abstain_below_tokens", {}).items():
+        lr, cb = a["logrank"], a["combined (out-of-fold)"]
+        lines.append(
+            f"| {lo} | {a['kept']} | {a['excluded']} ({a['excluded_machine']}) | "
+            f"{lr['auroc']:.3f} | {lr['tpr_at_1fpr']:.3f} | {cb['auroc']:.3f} | "
+            f"{cb['tpr_at_1fpr']:.3f} |"
+        )
     for pname, p in r["probes"].items():
         lines += [
             "",
@@ -626,7 +798,7 @@ def markdown(r: dict) -> str:
             "| score | AUROC | TPR@1%FPR | TPR@5%FPR |",
             "|---|---|---|---|",
         ]
-        for name in [*SIMPLE_SCORES, "combined"]:
+        for name in [k for k in [*SIMPLE_SCORES, "combined"] if k in p]:
             m = p[name]
             lines.append(
                 f"| {name} | {m['auroc']:.3f} | {m['tpr_at_1fpr']:.3f} | {m['tpr_at_5fpr']:.3f} |"
@@ -634,23 +806,28 @@ def markdown(r: dict) -> str:
     sp = r["speed"]
     if sp is None:
         return "\n".join(lines) + "\n\n(speed not measured in this run)\n"
+    ref = sp["reference_fp32_one_at_a_time"]
     lines += [
         "",
-        f"Speed, side by side on the same {sp['docs']} docs ({sp['tokens']} tokens), all scores:",
+        f"Speed, side by side on the same {sp['docs']} docs ({sp['tokens']} tokens), the four "
+        f"statistics every score needs, {sp['threads']} thread(s) for both (load average "
+        f"{sp['loadavg'][0][0]:.1f} -> {sp['loadavg'][-1][0]:.1f} on {r['cpu']['cores']} cores):",
         "",
-        "| implementation | docs/s | ratio |",
-        "|---|---|---|",
-        f"| plain transformers fp32, one doc at a time (argsort rank) | "
-        f"{sp['reference_fp32_one_at_a_time']['docs_per_s']:.2f} | 1.00 |",
+        "| implementation | docs/s (wall) | docs per CPU-s | ratio (wall) | ratio (CPU time) |",
+        "|---|---|---|---|---|",
+        f"| plain transformers fp32, one doc at a time (argsort rank) | {ref['docs_per_s']:.3f} | "
+        f"{ref['docs_per_cpu_s']:.3f} | 1.00 | 1.00 |",
     ]
     if "zimo_fp32_batched" in sp:
         z = sp["zimo_fp32_batched"]
         lines.append(
-            f"| Zimo batched, fp32 | {z['docs_per_s']:.2f} | {z['speedup_vs_reference']:.2f} |"
+            f"| Zimo batched, fp32 | {z['docs_per_s']:.3f} | {z['docs_per_cpu_s']:.3f} | "
+            f"{z['speedup_vs_reference']:.2f} | {z['speedup_cpu_time_vs_reference']:.2f} |"
         )
+    z = sp["zimo"]
     lines += [
-        f"| Zimo batched{', bf16' if sp['zimo']['bf16'] else ''} | {sp['zimo']['docs_per_s']:.2f} | "
-        f"{sp['speedup']:.2f} |",
+        f"| Zimo detector{' (bf16)' if z['bf16'] else ''} | {z['docs_per_s']:.3f} | "
+        f"{z['docs_per_cpu_s']:.3f} | {sp['speedup']:.2f} | {sp['speedup_cpu_time']:.2f} |",
         "",
         "| score | AUROC reference | AUROC Zimo | abs diff | Pearson |",
         "|---|---|---|---|---|",
@@ -660,12 +837,23 @@ def markdown(r: dict) -> str:
             f"| {name} | {v['auroc_reference']:.4f} | {v['auroc_zimo']:.4f} | "
             f"{v['auroc_abs_diff']:.4f} | {v['pearson']:.4f} |"
         )
+    tp = sp.get("thread_probe") or {}
+    if len([k for k in tp if k.startswith("threads_")]) > 1:
+        cells = ", ".join(
+            f"{k.split('_')[1]} thread(s): {min(x['wall_s'] for x in v):.2f} s wall / "
+            f"{min(x['cpu_s'] for x in v):.2f} s CPU"
+            for k, v in tp.items()
+            if k.startswith("threads_")
+        )
+        lines += ["", f"One forward pass over {tp['tokens']} tokens, by thread count: {cells}."]
     pr = r["projection"]
     lines += [
         "",
-        f"One million documents of this length on 2 cores: "
-        f"{pr['hours_per_million_docs_2cores']:.0f} h ({pr['docs_per_s_2cores']:.2f} docs/s, "
-        f"{pr['tokens_per_s']:.0f} tokens/s).",
+        f"Measured here: {pr['docs_per_s_measured_wall']:.3f} docs/s wall on the shared machine. "
+        f"On 2 idle cores (from CPU time): {pr['docs_per_s_2_idle_cores']:.2f} docs/s "
+        f"({pr['tokens_per_s_2_idle_cores']:.0f} tokens/s), so one million documents of this "
+        f"length need {pr['hours_per_million_docs_2_idle_cores']:.0f} h on one 2-core machine, "
+        f"or {pr['machines_for_million_docs_in_1h']} such machines for one hour (Ray).",
     ]
     return "\n".join(lines) + "\n"
 

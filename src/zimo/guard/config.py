@@ -52,11 +52,25 @@ class GuardConfig(BaseModel):
         description="accumulate: keep all human data, cap synthetic; replace: synthetic may "
         "replace human data (known to collapse over generations; for experiments)",
     )
-    token_budget: int = Field(256, ge=8, le=4096, description="tokens scored per record")
+    token_budget: int = Field(
+        256,
+        ge=8,
+        le=4096,
+        description="tokens per scoring window (the calibration's; each window starts fresh)",
+    )
+    max_tokens: int = Field(
+        1024, ge=8, le=65536, description="tokens scored per record, in windows of token_budget"
+    )
     min_tokens: int = Field(
         48, ge=1, description="records shorter than this get no flag (score not trusted)"
     )
     batch_size: int = Field(8, ge=1, le=256)
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="intra-op CPU threads; None = the cores idle right now (on an oversubscribed "
+        "machine extra threads spin-wait for each other and run several times slower)",
+    )
     bf16: Literal["auto", "on", "off"] = Field(
         "auto", description="auto: bf16 only where the CPU has bf16 hardware and it measures faster"
     )

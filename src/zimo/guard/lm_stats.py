@@ -11,8 +11,9 @@ Speed: documents are length-sorted into batches (little padding); the transforme
 the batch, but the vocabulary projection, which dominates a small model with a large vocabulary
 (Gemma 3 270M: 262k tokens, more FLOPs than the body), runs only on the real (unpadded)
 positions, in chunks so that memory stays bounded. Over the vocabulary each chunk does one
-log-softmax-style normaliser, one gather and one comparison count -- no sort, no full
-``log_softmax`` tensor per score.
+comparison count (rank), one exp that serves the normaliser, the mean and the variance, and
+a gather -- no sort, no ``log_softmax``/``softmax`` tensors. In bf16 mode the weights are
+stored in bf16 once (:func:`zimo.guard.detect.load_scorer`); statistics are taken in fp32.
 """
 
 from __future__ import annotations
@@ -57,6 +58,58 @@ def tokenize(texts: Sequence[str], tokenizer, token_budget: int) -> list[list[in
     return out
 
 
+def tokenize_windows(
+    texts: Sequence[str], tokenizer, window: int, max_tokens: int
+) -> tuple[list[list[int]], list[int]]:
+    """Split each text's first ``max_tokens`` tokens into consecutive windows of ``window``
+    tokens, each scored from a fresh start (BOS), like :func:`tokenize`.
+
+    Returns ``(window_ids, owner)``, ``owner[k]`` = index of the text window ``k`` belongs to
+    (every text gets at least one window, maybe empty). Why windows rather than one long pass:
+    the thresholds are calibrated on documents scored from a cold start over at most ``window``
+    tokens; with thousands of tokens of context the later tokens of *any* text become more
+    predictable, which would push long human documents over the threshold. Windows use the
+    whole text (less variance) while every token sees the context it was calibrated with.
+    """
+    enc = tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
+    bos = tokenizer.bos_token_id
+    ids_out: list[list[int]] = []
+    owner: list[int] = []
+    for d, ids in enumerate(enc):
+        ids = list(ids[:max_tokens])
+        starts = range(0, max(len(ids), 1), window)
+        for s in starts:
+            piece = ids[s : s + window]
+            # A tail of a few tokens has too little context to say anything: fold it out.
+            if s and len(piece) < min(16, window):
+                break
+            ids_out.append(([bos] + piece) if bos is not None else piece)
+            owner.append(d)
+    return ids_out, owner
+
+
+def merge_windows(
+    stats: Sequence[TokenStats], owner: Sequence[int], n_docs: int
+) -> list[TokenStats]:
+    """Concatenate the per-token statistics of each text's windows (see
+    :func:`tokenize_windows`)."""
+    parts: list[list[TokenStats]] = [[] for _ in range(n_docs)]
+    for st, d in zip(stats, owner, strict=True):
+        parts[d].append(st)
+    out = []
+    for ps in parts:
+        if len(ps) == 1:
+            out.append(ps[0])
+            continue
+        merged = {
+            k: np.concatenate([getattr(p, k) for p in ps])
+            for k in ALL_STATS
+            if getattr(ps[0], k) is not None
+        }
+        out.append(TokenStats(n_tokens=sum(p.n_tokens for p in ps), **merged))
+    return out
+
+
 def length_sorted_batches(
     lengths: Sequence[int], batch_size: int, max_batch_tokens: int
 ) -> list[list[int]]:
@@ -97,19 +150,27 @@ def head_chunk_stats(
     true = logits.gather(-1, targets[:, None])
     if "logrank" in need:
         # Rank = how many tokens score strictly higher: one comparison pass, no argsort.
-        out["logrank"] = torch.log1p((logits > true).sum(-1).float())
+        # (int32 count: summing bools as int64 doubles that pass's cost on CPU.)
+        out["logrank"] = torch.log1p((logits > true).sum(-1, dtype=torch.int32).float())
     if need & {"logp", "mu", "var"}:
-        lse = torch.logsumexp(logits, -1, keepdim=True)
+        # One exp over the vocabulary serves the normaliser and the moments: with z = logits -
+        # max and e = exp(z), S = sum e: log p = z - log S, mu = E_p[z] - log S, and
+        # var = E_p[z^2] - E_p[z]^2 (shift-invariant). In place, so one [N, V] buffer.
+        m = logits.amax(-1, keepdim=True)
+        z = logits.sub_(m)
+        e = z.exp()
+        s = e.sum(-1, keepdim=True)
+        log_s = s.log()
         if "logp" in need:
-            out["logp"] = (true - lse).squeeze(-1)
+            out["logp"] = (true - m - log_s).squeeze(-1)
         if need & {"mu", "var"}:
-            logits.sub_(lse)  # in place: logits now hold log p
-            p = logits.exp()
-            mu = (p * logits).sum(-1)
-            out["mu"] = mu
+            ez = e.mul_(z)  # e now holds e * z
+            mean_z = ez.sum(-1, keepdim=True) / s
+            out["mu"] = (mean_z - log_s).squeeze(-1)
             if "var" in need:
-                m2 = (p * logits.square_()).sum(-1)
-                out["var"] = (m2 - mu.square()).clamp_min(0)
+                # sum_v e_v z_v^2 as a batched dot product (no third [N, V] temporary).
+                m2 = torch.bmm(ez.unsqueeze(1), z.unsqueeze(2)).view(-1, 1) / s
+                out["var"] = (m2 - mean_z.square()).clamp_min(0).squeeze(-1)
     return out
 
 
