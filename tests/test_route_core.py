@@ -205,3 +205,32 @@ def test_three_tier_cascade_calibrates_to_target(tmp_path):
     assert loaded.thresholds == cas.thresholds
     with pytest.raises(TargetUnreachable):
         calibrate_cascade(conf, correct, [0, 1, 10], ["a", "b", "c"], quality_target=1.2, grid=11)
+
+
+def test_cascade_calibration_with_rows_a_middle_tier_did_not_see():
+    rng = np.random.default_rng(2)
+    n, extra = 300, 3000
+    acc = [0.9, 0.95, 1.0]
+    correct = np.stack([rng.random(n + extra) < a for a in acc], 1).astype(float)
+    noise = rng.random((n + extra, 2)) * 0.6
+    conf = np.clip(correct[:, :2] * 0.5 + noise, 0, 1)
+    tiers, costs = ["tfidf", "gecko", "upstream"], [0.0, 1.0, 10.0]
+    q = correct.copy()
+    q[n:, 1] = np.nan  # the middle tier only ran on the first n rows
+    cas = calibrate_cascade(conf, q, costs, tiers, grid=41)
+    a = cas.answered_by(np.where(np.isnan(q[:, :2]), -np.inf, conf))
+    assert not np.any(a[n:] == 1)  # never answered by a tier that was not run there
+    assert np.isfinite(cas.thresholds[0])
+    # Calibrated with the extra rows, the cascade still meets the target on fresh data.
+    fresh = np.stack([rng.random(5000) < a for a in acc], 1).astype(float)
+    fconf = np.clip(fresh[:, :2] * 0.5 + rng.random((5000, 2)) * 0.6, 0, 1)
+    m = cascade_metrics(cas.answered_by(fconf), fresh, np.tile(costs, (5000, 1)))
+    assert m["quality_vs_best_tier"] >= 0.99
+    bad = q.copy()
+    bad[0, 2] = np.nan
+    with pytest.raises(ZimoError, match="final tier"):
+        calibrate_cascade(conf, bad, costs, tiers, grid=11)
+    allnan = q.copy()
+    allnan[:, 1] = np.nan
+    with pytest.raises(ZimoError, match="unknown on every"):
+        calibrate_cascade(conf, allnan, costs, tiers, grid=11)

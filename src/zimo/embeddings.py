@@ -10,6 +10,14 @@ a batch pads to similar lengths — long MMLU prompts next to short ones otherwi
 the compute on padding), inputs are truncated to ``max_seq_length`` tokens, and repeated texts
 are answered from an in-memory LRU cache and, optionally, a SQLite cache on disk that survives
 restarts (benchmarks and ``zimo route fit`` embed the same prompts again and again).
+A text that fits in the truncation length gets the same vector whatever the length; with
+``share_untruncated=True`` the caches key such a text independently of ``max_seq_length`` (an
+embedder truncating at 128 tokens reuses the vectors one at 256 computed), at the price of one
+tokenisation per lookup.
+
+On CPUs with native bf16 (AVX512-BF16 / AMX) ``dtype="bfloat16"`` (or ``"auto"``) runs the
+forward pass ~1.6x faster for a cosine of 0.9999 to the float32 vectors (measured on a 2-core
+EPYC, 100-token prompts); float32 stays the default so vectors are reproducible to 1e-5.
 
 Used by the router (``zimo.route``) and by ``/v1/embeddings`` in ``zimo serve``.
 """
@@ -35,6 +43,7 @@ DIM = 384
 # The model was trained with 256-token inputs (sentence_bert_config.json); longer inputs are
 # truncated there too, so 256 is the faithful default. Callers that need speed may go lower.
 DEFAULT_MAX_SEQ_LENGTH = 256
+DTYPES = ("float32", "bfloat16", "auto")
 
 
 def model_dir() -> Path:
@@ -105,9 +114,19 @@ class Embedder:
         cache_path: str | os.PathLike | None = None,
         path: str | os.PathLike | None = None,
         small_batch_threads: int | None = 1,
+        dtype: str = "float32",
+        share_untruncated: bool = False,
     ):
         if max_seq_length < 8:
             raise ZimoError(f"max_seq_length must be >= 8, got {max_seq_length}")
+        if dtype not in DTYPES:
+            raise ZimoError(f"unknown embedding dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
+        if dtype == "auto":
+            from zimo.hw import cpu_has_fast_bf16
+
+            dtype = "bfloat16" if cpu_has_fast_bf16() else "float32"
+        self.dtype = dtype
+        self.share_untruncated = bool(share_untruncated)
         self.max_seq_length = int(max_seq_length)
         self.cache_size = int(cache_size)
         self.path = Path(path) if path else model_dir()
@@ -136,20 +155,48 @@ class Embedder:
                 import torch
                 from transformers import AutoModel, AutoTokenizer
 
-                self._tok = AutoTokenizer.from_pretrained(str(self.path))
-                model = AutoModel.from_pretrained(str(self.path), dtype=torch.float32)
+                if self._tok is None:
+                    self._tok = AutoTokenizer.from_pretrained(str(self.path))
+                model = AutoModel.from_pretrained(str(self.path), dtype=getattr(torch, self.dtype))
                 model.eval()
                 self._model = model
         return self._model, self._tok
 
-    def key(self, text: str) -> str:
-        """Cache key: the model, the truncation length and the text."""
-        h = hashlib.sha1(f"{MODEL_NAME}\0{self.max_seq_length}\0{text}".encode())
+    def key(self, text: str, n_tokens: int | None = None) -> str:
+        """Cache key: the model, the effective truncation length and the text.
+
+        With ``n_tokens`` (the text's full token count) a text that is not truncated is keyed
+        as at the default length, the same key any truncation ≥ its length produces.
+        """
+        msl = self.max_seq_length
+        if n_tokens is not None and n_tokens <= min(msl, DEFAULT_MAX_SEQ_LENGTH):
+            msl = DEFAULT_MAX_SEQ_LENGTH
+        h = hashlib.sha1(f"{MODEL_NAME}\0{msl}\0{text}".encode())
         return h.hexdigest()
+
+    def _keys(self, texts: list[str]) -> list[str]:
+        if not self.share_untruncated or self.max_seq_length == DEFAULT_MAX_SEQ_LENGTH:
+            return [self.key(t) for t in texts]  # (at the default, every text keys so already)
+        _, tok = self._load_tokenizer()
+        # One token past the longer of the two lengths tells "fits" from "truncated".
+        cap = max(self.max_seq_length, DEFAULT_MAX_SEQ_LENGTH) + 1
+        ids = tok(texts, truncation=True, max_length=cap)["input_ids"]
+        return [self.key(t, len(x)) for t, x in zip(texts, ids, strict=True)]
+
+    def _load_tokenizer(self):
+        """The tokenizer alone (cheap), without loading the model weights."""
+        with self._load_lock:
+            if self._tok is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                from transformers import AutoTokenizer
+
+                self._tok = AutoTokenizer.from_pretrained(str(self.path))
+        return None, self._tok
 
     def token_counts(self, texts: Sequence[str]) -> np.ndarray:
         """Number of tokens of each text after truncation (special tokens included)."""
-        _, tok = self._load()
+        _, tok = self._load_tokenizer()
         enc = tok(list(texts), truncation=True, max_length=self.max_seq_length)
         return np.array([len(ids) for ids in enc["input_ids"]], dtype=np.int64)
 
@@ -172,7 +219,9 @@ class Embedder:
                         padding=True,
                         return_tensors="pt",
                     )
-                    hidden = model(**feats).last_hidden_state
+                    # Pool in float32 whatever the forward dtype: a bf16 sum over 100+ tokens
+                    # would lose the precision the forward pass kept.
+                    hidden = model(**feats).last_hidden_state.float()
                     mask = feats["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                     pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                     pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
@@ -197,7 +246,7 @@ class Embedder:
         out = np.empty((n, DIM), dtype=np.float32)
         if n == 0:
             return out
-        keys = [self.key(t) for t in texts]
+        keys = self._keys(texts)
         missing: dict[str, list[int]] = {}
         with self._lock:
             for i, k in enumerate(keys):
@@ -284,13 +333,20 @@ def get_embedder(
     *,
     max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH,
     cache_path: str | os.PathLike | None = None,
+    dtype: str = "float32",
+    share_untruncated: bool = False,
 ) -> Embedder:
-    """One process-wide :class:`Embedder` per (truncation, disk cache) so weights load once."""
-    key = (int(max_seq_length), str(cache_path) if cache_path else None)
+    """One process-wide :class:`Embedder` per configuration, so weights load once."""
+    key = (int(max_seq_length), str(cache_path) if cache_path else None, dtype, share_untruncated)
     with _shared_lock:
         emb = _shared.get(key)
         if emb is None:
-            emb = _shared[key] = Embedder(max_seq_length=max_seq_length, cache_path=cache_path)
+            emb = _shared[key] = Embedder(
+                max_seq_length=max_seq_length,
+                cache_path=cache_path,
+                dtype=dtype,
+                share_untruncated=share_untruncated,
+            )
         return emb
 
 
@@ -301,11 +357,18 @@ def embed(
     max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH,
     cache_path: str | os.PathLike | None = None,
     progress: bool = False,
+    dtype: str = "float32",
+    share_untruncated: bool = False,
 ) -> np.ndarray:
     """Normalised MiniLM embeddings of ``texts``, shape ``(n, 384)``, float32.
 
     Repeated texts come from an in-process LRU cache; with ``cache_path`` (a SQLite file)
-    they also come from, and go to, disk.
+    they also come from, and go to, disk. ``dtype`` and ``share_untruncated``: see the module doc.
     """
-    emb = get_embedder(max_seq_length=max_seq_length, cache_path=cache_path)
+    emb = get_embedder(
+        max_seq_length=max_seq_length,
+        cache_path=cache_path,
+        dtype=dtype,
+        share_untruncated=share_untruncated,
+    )
     return emb.embed(texts, batch_size=batch_size, progress=progress)

@@ -135,7 +135,7 @@ def cascade_metrics(answered: np.ndarray, quality: np.ndarray, costs: np.ndarray
     n, t = quality.shape
     rows = np.arange(n)
     paid = np.cumsum(costs, axis=1)[rows, answered]
-    best = quality.mean(0).max()
+    best = np.nanmax(np.nanmean(quality, axis=0))
     q = quality[rows, answered].mean()
     return {
         "quality": float(q),
@@ -163,30 +163,55 @@ def calibrate_cascade(
     ``(n, tiers)`` (1/0 correctness or a score), ``costs`` per tier (a vector) or per prompt and
     tier. Exhaustive over a quantile grid for up to three tiers; coordinate descent beyond.
 
+    ``quality`` may be NaN where a non-final tier was not run on a calibration row (e.g. rows
+    added only to calibrate the cheapest tier's threshold on more data): that tier then never
+    answers such a row (its confidence counts as −inf). The best tier and the final tier must
+    be measured on every row. Caveat: such rows escalate past that tier, so they tell nothing
+    about its threshold; a threshold for it is still judged on the rows where it ran.
+
     ``slack_z``: the dev quality must clear the target by ``z`` standard errors of its paired
     difference to the best tier, so thresholds tuned on a few hundred dev examples still meet
     the target on new traffic (with z = 0 the SMS cascade met 0.995 on dev and fell to 0.992
     on test).
     """
-    conf = np.atleast_2d(np.asarray(conf, dtype=np.float64))
+    conf = np.array(np.atleast_2d(conf), dtype=np.float64)  # a copy: NaN rows are masked below
     quality = np.asarray(quality, dtype=np.float64)
     n, t = quality.shape
     if conf.shape != (n, t - 1):
         raise ZimoError(f"confidences {conf.shape} do not match {n} prompts x {t - 1} tiers")
+    missing = np.isnan(quality)
+    if missing[:, -1].any():
+        raise ZimoError("the final tier's quality must be known on every calibration row")
+    if missing[:, :-1].all(0).any():
+        raise ZimoError("a tier's quality is unknown on every calibration row")
+    conf[missing[:, :-1]] = -np.inf  # a tier not run on a row never answers it
     costs = np.asarray(costs, dtype=np.float64)
     if costs.ndim == 1:
         costs = np.broadcast_to(costs, (n, t))
     cands = [
         np.unique(
-            np.concatenate([[-np.inf, np.inf], np.quantile(conf[:, i], np.linspace(0, 1, grid))])
+            np.concatenate(
+                [
+                    [-np.inf, np.inf],
+                    np.quantile(conf[~missing[:, i], i], np.linspace(0, 1, grid)),
+                ]
+            )
         )
         for i in range(t - 1)
     ]
-    best_tier = int(quality.mean(0).argmax())
+    measured = np.nanmean(quality, axis=0)
+    best_tier = int(np.nanargmax(measured))
+    if missing[:, best_tier].any():
+        # The target is a share of the best tier's quality: it must be known on every row.
+        raise ZimoError(
+            f"tier {tiers[best_tier]!r} is the best but was not run on every calibration row",
+            "run the best tier on all calibration rows (or drop the rows it was not run on)",
+        )
     best_q = quality[:, best_tier].mean()
     need = quality_target * best_q
     rows = np.arange(n)
     cum = np.cumsum(costs, axis=1)
+    quality = np.where(missing, 0.0, quality)  # never chosen: those rows' confidence is −inf
 
     def evaluate(th: np.ndarray) -> tuple[float, float]:
         """(quality minus slack_z paired standard errors vs the best tier, cost)."""

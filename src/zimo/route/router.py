@@ -146,6 +146,7 @@ class Router:
             embeddings=self.needs_embeddings,
             max_seq_length=self.config.router.max_seq_length,
             cache_path=self.embed_cache_path,
+            dtype=self.config.router.embed_dtype,
         )
 
     def scores(self, prompts: Sequence[str] | str) -> np.ndarray:
@@ -250,6 +251,8 @@ def fit_router(
         max_seq_length=rc.max_seq_length,
         cache_path=embed_cache_path,
         progress=progress,
+        dtype=rc.embed_dtype,
+        groups=outcomes.groups,
     )
     oof = np.zeros((len(outcomes), len(ys)))
     for j, y in enumerate(ys):

@@ -13,25 +13,51 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.neural_network import MLPClassifier
-from sklearn.preprocessing import StandardScaler
 
 from zimo.route.features import prompt_embeddings, surface_features
 
 
+# scikit-learn is imported on first use, not at module import: `import zimo.route.scorers` (and
+# the CLI plugin, `zimo --help`) must stay cheap.
+def LogisticRegression(**kw):  # noqa: N802 - stands in for the sklearn class
+    from sklearn.linear_model import LogisticRegression as _LR
+
+    return _LR(**kw)
+
+
+def StandardScaler():  # noqa: N802
+    from sklearn.preprocessing import StandardScaler as _SS
+
+    return _SS()
+
+
+def MLPClassifier(**kw):  # noqa: N802
+    from sklearn.neural_network import MLPClassifier as _MLP
+
+    return _MLP(**kw)
+
+
 @dataclass
 class PromptFeatures:
-    """Features of a batch of prompts; ``emb`` is None when no scorer needs embeddings."""
+    """Features of a batch of prompts; ``emb`` is None when no scorer needs embeddings.
+
+    ``groups`` (training only, optional): each prompt's group (subject), so a stacked scorer
+    can cross-fit its members on unseen groups.
+    """
 
     surface: np.ndarray
     emb: np.ndarray | None = None
+    groups: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.surface)
 
     def subset(self, idx: np.ndarray) -> PromptFeatures:
-        return PromptFeatures(self.surface[idx], None if self.emb is None else self.emb[idx])
+        return PromptFeatures(
+            self.surface[idx],
+            None if self.emb is None else self.emb[idx],
+            None if self.groups is None else self.groups[idx],
+        )
 
 
 def build_features(
@@ -41,16 +67,24 @@ def build_features(
     max_seq_length: int = 256,
     cache_path: str | os.PathLike | None = None,
     progress: bool = False,
+    dtype: str = "auto",
+    groups: np.ndarray | None = None,
 ) -> PromptFeatures:
     """Surface features always; MiniLM embeddings when ``embeddings``."""
     emb = (
         prompt_embeddings(
-            prompts, max_seq_length=max_seq_length, cache_path=cache_path, progress=progress
+            prompts,
+            max_seq_length=max_seq_length,
+            cache_path=cache_path,
+            progress=progress,
+            dtype=dtype,
         )
         if embeddings
         else None
     )
-    return PromptFeatures(surface_features(prompts), emb)
+    return PromptFeatures(
+        surface_features(prompts), emb, None if groups is None else np.asarray(groups)
+    )
 
 
 class Scorer:
@@ -98,7 +132,7 @@ class SurfaceScorer(Scorer):
         return self.model.predict_proba(self.scaler.transform(f.surface))[:, 1]
 
 
-def _joint(scaler: StandardScaler, f: PromptFeatures, emb_weight: float) -> np.ndarray:
+def _joint(scaler, f: PromptFeatures, emb_weight: float) -> np.ndarray:
     # Unit-norm embeddings have per-dimension spread ≈ 1/sqrt(384); scaling them up lets one
     # regularisation strength serve both blocks.
     return np.hstack([scaler.transform(f.surface), f.emb * emb_weight])

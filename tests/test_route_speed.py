@@ -1,0 +1,121 @@
+"""The router's cost: cheap imports, embeddings shared across truncations, a fast decide()."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from route_fixtures import small_outcome_dir
+from zimo.embeddings import Embedder
+from zimo.route.outcomes import load_outcome_csvs
+
+HEAVY = ("sklearn", "torch", "sentence_transformers", "transformers", "scipy")
+
+
+def _imported_modules(code: str) -> set[str]:
+    """Top-level modules a fresh interpreter imports to run ``code`` (from -X importtime)."""
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    mods = set()
+    for line in out.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1].strip()
+            mods.add(name.split(".")[0])
+    assert "zimo" in mods, out.stderr[-2000:]  # the parse worked
+    return mods
+
+
+def test_cli_plugin_and_package_import_no_heavy_library():
+    mods = _imported_modules("import zimo.route.cli, zimo.route, zimo.route.scorers")
+    assert not mods & set(HEAVY), sorted(mods & set(HEAVY))
+
+
+def test_lazy_package_names_resolve():
+    import zimo.route as route
+
+    assert route.Router.__name__ == "Router"
+    assert callable(route.fit_router) and callable(route.calibrate_cascade)
+    assert "Router" in dir(route)
+    with pytest.raises(AttributeError):
+        route.NoSuchName  # noqa: B018
+
+
+SHORT = "Which organelle makes most of the ATP in a eukaryotic cell?"
+LONG = " ".join(f"Statement {i}: the enzyme binds its substrate." for i in range(40))
+
+
+def test_untruncated_texts_share_cache_across_lengths(tmp_path):
+    db = tmp_path / "e.sqlite"
+    full = Embedder(cache_path=db, max_seq_length=256)
+    ref = full.embed([SHORT, LONG])
+    short = Embedder(cache_path=db, max_seq_length=32, share_untruncated=True)
+    got = short.embed([SHORT, LONG])
+    # SHORT fits in 32 tokens: its 256-token vector is the same one, served from disk;
+    # LONG is cut at 32 tokens, a different vector that must be computed.
+    assert short.stats["disk_hits"] == 1 and short.stats["computed"] == 1
+    assert np.array_equal(got[0], ref[0])
+    assert float(got[1] @ ref[1]) < 0.999
+    # Without sharing (the default) every truncation length keeps its own entries.
+    plain = Embedder(cache_path=db, max_seq_length=32)
+    plain.embed([SHORT])
+    assert plain.stats["computed"] == 1
+
+
+def test_bf16_embeddings_match_float32():
+    texts = [SHORT, LONG, "Compute 17 * 23 and give the answer mod 7."]
+    a = Embedder(cache_size=0, max_seq_length=128).embed(texts)
+    b = Embedder(cache_size=0, max_seq_length=128, dtype="bfloat16").embed(texts)
+    assert b.dtype == np.float32 and np.allclose(np.linalg.norm(b, axis=1), 1, atol=1e-5)
+    cos = (a * b).sum(1)
+    assert cos.min() > 0.995, cos
+    with pytest.raises(Exception, match="dtype"):
+        Embedder(dtype="float8")
+
+
+def test_decide_on_a_100_token_prompt_is_cheap(tmp_path):
+    from zimo.route.router import fit_router
+
+    out = load_outcome_csvs(small_outcome_dir(tmp_path / "d", per_subject=15), ["weak", "strong"])
+    cfg = {
+        "tiers": [
+            {"name": "weak", "price_per_1k_tokens": 0.0006},
+            {"name": "strong", "price_per_1k_tokens": 0.01},
+        ],
+        "target": {"quality": 0.9},
+        "router": {"kind": "ensemble", "folds": 3},
+    }
+    router = fit_router(out, cfg, None, embed_cache_path=tmp_path / "e.sqlite")
+    body = " ".join(["the mitochondrion produces ATP by oxidative phosphorylation"] * 12)
+    router.decide("warm up")
+    from zimo.embeddings import get_embedder
+
+    emb = get_embedder(
+        max_seq_length=router.config.router.max_seq_length,
+        cache_path=tmp_path / "e.sqlite",
+        dtype=router.config.router.embed_dtype,
+        share_untruncated=True,
+    )
+    model = emb._model
+    cpu = []
+    for i in range(8):
+        c = time.thread_time()
+        tier, score = router.decide(f"{body} variant {i}?")
+        cpu.append(time.thread_time() - c)
+        assert tier in ("weak", "strong") and 0 <= score <= 1
+    assert emb._model is model  # no per-call model rebuild
+    assert emb.stats["computed"] >= 8  # unseen prompts were really embedded
+    # CPU time, not wall time: it does not grow with the other jobs on a shared machine.
+    # About 25-40 ms on a 2-core EPYC (bf16 / fp32); 250 ms flags a regression (no truncation,
+    # a rebuild per call), not a slow CI machine.
+    assert np.median(cpu) < 0.25, cpu
+    t = time.perf_counter()
+    router.decide(f"{body} variant 0?")  # repeated: answered from the LRU cache
+    assert time.perf_counter() - t < 0.1
