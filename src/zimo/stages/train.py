@@ -29,7 +29,10 @@ def run(ctx: StageContext) -> StageResult:
         if cfg.task == "label":
             from zimo.train.label import train_label
 
-            summary = train_label(train, dev, cfg.labels, tcfg, ctx.work, progress=progress)
+            positive = cfg.positive_label if cfg.eval.decision == "dev_threshold" else None
+            summary = train_label(
+                train, dev, cfg.labels, tcfg, ctx.work, progress=progress, positive_label=positive
+            )
         else:
             from zimo.train.chat import train_chat
 
@@ -44,7 +47,7 @@ def run(ctx: StageContext) -> StageResult:
         "positive_label": cfg.positive_label,
         "instruction": tcfg.instruction,
         "system": tcfg.system,
-        "adapter": "adapter" if cfg.train.method == "lora" else None,
+        "adapter": "adapter" if cfg.train.method in ("lora", "qlora") else None,
         "artifact": ctx.artifact,
     }
     write_json_atomic(ctx.work / MODEL_META, meta)

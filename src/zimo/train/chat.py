@@ -147,7 +147,8 @@ def train_chat(
         model, parts, first, train_ex, dev_ex, cfg, out_dir, tok.pad_token_id,
         bf16=False, cache_frozen=False, progress=progress, run_key=f"chat:{n_rows}:{len(dev_ex)}",
     )  # fmt: skip
-    from zimo.train.label import _time_step, _want_cache
+    from zimo.train.fitting import time_step as _time_step
+    from zimo.train.fitting import want_cache as _want_cache
 
     bf16, binfo = choose_bf16(cfg, lambda flag: _time_step(fitter, flag))
     if bf16 and cfg.method == "lora":

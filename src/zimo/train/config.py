@@ -40,7 +40,9 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     base: str = "gecko"
-    method: Literal["lora", "full"] = "lora"
+    method: Literal["lora", "qlora", "full"] = Field(
+        "lora", description="qlora = LoRA on a 4-bit (bitsandbytes NF4) base: CUDA only"
+    )
     task: Literal["label", "chat"] = "label"
     lora: LoraSettings = Field(default_factory=LoraSettings)
     full_layers: int | None = Field(
@@ -70,10 +72,18 @@ class TrainConfig(BaseModel):
 
     # Speed tricks (each measured; "auto" = use where it pays on this machine).
     bucketing: bool = True
+    share_prefix: bool = Field(
+        True, description="compute the prompt prefix that every row shares once per batch"
+    )
     packing: bool = True  # chat task: pack short conversations into one row
+    # CPU: bf16 frozen base + autocast where the CPU has bf16 and it measures faster. CUDA: auto =
+    # bf16 autocast where the GPU supports it, else fp16 autocast with loss scaling; false = fp32.
     bf16: Literal["auto"] | bool = "auto"
     cache_frozen: Literal["auto"] | bool = "auto"
     threads: int | None = Field(None, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto = the process's CUDA GPU when there is one, else the CPU"
+    )
 
     seed: int = 0
     checkpoint_every: int = Field(50, ge=1)

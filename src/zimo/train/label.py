@@ -23,15 +23,9 @@ from zimo.errors import DataError, ZimoError
 from zimo.hw import cpu_info
 from zimo.prompts import DEFAULT_SYSTEM, LabelPrompt
 from zimo.train.config import TrainConfig
-from zimo.train.loop import CACHE_BUDGET, Example, Fitter, ProgressFn
-from zimo.train.setup import (
-    atomic_dir,
-    cast_frozen_bf16,
-    choose_bf16,
-    prepare_model,
-    setup_threads,
-    write_json,
-)
+from zimo.train.fitting import make_fitter, save_weights
+from zimo.train.loop import Example, ProgressFn
+from zimo.train.setup import setup_threads, write_json
 
 
 def balanced_subset(records: list[dict], n: int | None, seed: int) -> list[dict]:
@@ -119,12 +113,15 @@ def train_label(
     cfg: TrainConfig,
     out_dir: str | Path,
     progress: ProgressFn | None = None,
+    positive_label: str | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``cfg.base`` to answer one of ``labels`` for each record's ``text``.
 
     Records are dicts with ``text`` and ``label`` (the Zimo record schema). Returns the summary
     dict (also written to ``out_dir/train_summary.json``). Rerunning with the same arguments after
-    an interruption resumes from the newest checkpoint.
+    an interruption resumes from the newest checkpoint. With ``positive_label``, the decision
+    threshold on P(positive) that maximises its F1 on ``dev_records`` (all of them) is stored in
+    ``label_task.json`` and used by evaluation and serving.
     """
     from zimo.models import load_tokenizer, resolve_model_dir
 
@@ -149,21 +146,20 @@ def train_label(
     dev_ex, _ = build_examples(dev_sel, prompt, "dev")
     skipped_train["unknown_label"] += sum(1 for r in train_records if r.get("label") not in labels)
 
-    model, parts, first, minfo = prepare_model(cfg, base_dir)
-    fitter = Fitter(
-        model, parts, first, train_ex, dev_ex, cfg, out_dir, tok.pad_token_id,
-        bf16=False, cache_frozen=False, progress=progress,
+    fitter, model, info = make_fitter(
+        cfg, base_dir, train_ex, dev_ex, out_dir, tok.pad_token_id, progress=progress,
         run_key=f"label:{labels}:{prompt.instruction}:{system}:{len(train_ex)}:{len(dev_ex)}",
     )  # fmt: skip
-    bf16, binfo = choose_bf16(cfg, lambda flag: _time_step(fitter, flag))
-    if bf16 and cfg.method == "lora":
-        # Frozen base stored in bf16 (no per-step casts); full fine-tuning keeps fp32 masters.
-        cast_frozen_bf16(model)
-    fitter.bf16 = bf16
-    fitter.cache_frozen = _want_cache(cfg, train_ex + dev_ex, parts, bf16) and bool(fitter.lower)
 
     summary = fitter.fit()
-    _save_outputs(model, tok, cfg, out_dir, labels, prompt, fitter.rank)
+    decision = None
+    if positive_label in labels and fitter.rank == 0:
+        decision = _dev_decision(
+            model, tok, prompt, dev_records, labels, positive_label, fitter.bf16
+        )
+    save_weights(fitter, model, tok, cfg, out_dir)
+    if fitter.rank == 0:
+        _write_task(out_dir, cfg, labels, prompt, decision)
     summary.update(
         {
             "task": "label",
@@ -176,14 +172,12 @@ def train_label(
             "skipped_train_rows": skipped_train,
             "truncated_rows": skipped_train["truncated"],
             "mean_row_tokens": round(float(np.mean([e.n_tokens for e in train_ex])), 1),
-            "device": "cpu",
-            "dtype": "bf16-frozen/fp32-trainable" if bf16 else "fp32",
-            "bf16": bf16,
-            **binfo,
-            "cache_frozen": fitter.cache_frozen,
+            "device": str(fitter.device),
+            "dtype": "bf16-frozen/fp32-trainable" if fitter.bf16 else "fp32",
+            **info,
+            "decision": decision,
             "threads": threads,
             "cpu": cpu_info()["model"],
-            **minfo,
             "wall_seconds": round(time.perf_counter() - t_start, 2),
         }
     )
@@ -192,43 +186,36 @@ def train_label(
     return summary
 
 
-def _time_step(fitter: Fitter, bf16: bool) -> float:
-    """Seconds for one forward+backward on a typical batch (weights untouched)."""
-    ex = fitter.train
-    order = np.argsort([e.n_tokens for e in ex])
-    mid = len(order) // 2
-    idx = order[mid : mid + fitter.cfg.batch_size].tolist()
-    fitter.bf16 = bf16
-    t = time.perf_counter()
-    loss, _ = fitter._loss("train", ex, idx)
-    loss.backward()
-    dt = time.perf_counter() - t
-    fitter.model.zero_grad(set_to_none=True)
-    fitter.bf16 = False
-    return dt
+def _dev_decision(
+    model, tok, prompt: LabelPrompt, dev_records: list[dict], labels, positive: str, bf16: bool
+) -> dict[str, Any] | None:
+    """Score the whole dev split with the trained model and pick the P(positive) threshold."""
+    from zimo.infer.label import LabelScorer, dev_threshold
+
+    dev = [r for r in dev_records if r.get("label") in labels and (r.get("text") or "").strip()]
+    if len(dev) < 10:
+        return None
+    model.eval()
+    scorer = LabelScorer(
+        model,
+        tok,
+        list(labels),
+        prompt.instruction,
+        system=prompt.system,
+        max_text_tokens=prompt.max_text_tokens,
+        autocast=bf16,
+    )
+    with torch.inference_mode():
+        proba = scorer.predict_proba([r["text"] for r in dev], batch_size=16)
+    y = np.array([labels.index(r["label"]) for r in dev])
+    thr = dev_threshold(y, proba, labels.index(positive))
+    if thr is None:
+        return None
+    return {"positive_label": positive, "decision_threshold": thr, "dev_rows": len(dev)}
 
 
-def _want_cache(cfg: TrainConfig, examples: list[Example], parts, bf16: bool) -> bool:
-    """Cache frozen lower-layer outputs when rows are revisited (>1 epoch) and it fits memory."""
-    if cfg.cache_frozen is not True and cfg.cache_frozen is not False:
-        hidden = parts.body.config.hidden_size
-        need = sum(e.n_tokens for e in examples) * hidden * (2 if bf16 else 4)
-        return cfg.epochs > 1 and need <= CACHE_BUDGET
-    return bool(cfg.cache_frozen)
-
-
-def _save_outputs(model, tok, cfg: TrainConfig, out_dir: Path, labels, prompt, rank: int) -> None:
-    if rank != 0:
-        return
-    name = "adapter" if cfg.method == "lora" else "model"
-    tmp, commit = atomic_dir(out_dir / name)
-    if cfg.method == "lora":
-        model.save_pretrained(str(tmp))
-    else:
-        # Restore fp32 weights' dtype for saving (frozen parts may have been cast to bf16).
-        model.to(torch.float32).save_pretrained(str(tmp), safe_serialization=True)
-    tok.save_pretrained(str(tmp))
-    commit()
+def _write_task(out_dir: Path, cfg: TrainConfig, labels, prompt, decision) -> None:
+    """``label_task.json``: the exact prompt and decision rule, for eval, serving and export."""
     write_json(
         out_dir / "label_task.json",
         {
@@ -238,6 +225,7 @@ def _save_outputs(model, tok, cfg: TrainConfig, out_dir: Path, labels, prompt, r
             "max_text_tokens": prompt.max_text_tokens,
             "base": cfg.base,
             "method": cfg.method,
+            **(decision or {}),
         },
     )
 

@@ -12,6 +12,15 @@ Checkpoints (atomic) every ``checkpoint_every`` steps and at the end; a rerun re
 newest. Under ``torchrun`` (``torch.distributed`` initialised) each rank takes its share of the
 batches and gradients are all-reduced before the step (DDP semantics without the wrapper, which
 would not see our split forward).
+
+Devices: the model's device decides (``setup.prepare_model`` puts it there). On CUDA, autocast
+runs in bf16 where the GPU has it, else in fp16 with a gradient scaler. An allocator failure
+(CUDA OOM, ``MemoryError``, torch's CPU allocator) becomes one :class:`ZimoError` line.
+
+Under ``accelerate launch`` with an FSDP or DeepSpeed config the sharding wrapper must see the
+whole forward, so the model runs whole through accelerate (``_prepare_accelerate``): logits
+still only at the loss positions (``logits_to_keep``), no split or caches, checkpoints via
+``accelerator.save_state`` (sharded state) next to the usual step file.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +42,14 @@ import torch.nn.functional as F
 
 from zimo.train.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
 from zimo.train.config import TrainConfig
-from zimo.train.split import DecoderParts, head_logits, run_layers
+from zimo.train.setup import cuda_mixed_precision, is_oom, launcher_engine, oom_error
+from zimo.train.split import (
+    DecoderParts,
+    cache_pairs,
+    expanded_cache,
+    head_logits,
+    run_layers,
+)
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -99,25 +116,68 @@ def epoch_batches(
 
 
 class _Batch:
-    """Right-padded ids, mask, positions and the flat (row, col) loss index of a batch."""
+    """Right-padded ids, mask, positions and the flat (row, col) loss index of a batch.
 
-    def __init__(self, rows: list[Example], pad_id: int):
-        width = max(r.n_tokens for r in rows)
+    With ``offset`` > 0 the rows' first ``offset`` tokens (a prompt prefix shared by every row)
+    are left out: they come from a KV cache, and positions continue after them.
+    """
+
+    def __init__(self, rows: list[Example], pad_id: int, offset: int = 0):
+        width = max(r.n_tokens for r in rows) - offset
         self.ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
         self.mask = torch.zeros((len(rows), width), dtype=torch.long)
         r_idx, c_idx, tgt = [], [], []
         for i, r in enumerate(rows):
-            self.ids[i, : r.n_tokens] = torch.tensor(r.ids)
-            self.mask[i, : r.n_tokens] = 1
+            n = r.n_tokens - offset
+            self.ids[i, :n] = torch.tensor(r.ids[offset:])
+            self.mask[i, :n] = 1
             r_idx += [i] * len(r.pos)
-            c_idx += r.pos
+            c_idx += [p - offset for p in r.pos]
             tgt += r.targets
-        self.pos = torch.arange(width).unsqueeze(0).expand(len(rows), width)
+        self.offset = offset
+        self.pos = torch.arange(offset, offset + width).unsqueeze(0).expand(len(rows), width)
         self.rows, self.cols = torch.tensor(r_idx), torch.tensor(c_idx)
         self.targets = torch.tensor(tgt)
-        self.n_tokens = int(self.mask.sum())
+        self.n_tokens = int(self.mask.sum()) + offset * len(rows)  # tokens of the rows themselves
         self.n_loss = len(tgt)
-        self.lengths = [r.n_tokens for r in rows]
+        self.lengths = [r.n_tokens - offset for r in rows]
+
+    def to(self, device: torch.device) -> _Batch:
+        """Move the tensors to ``device`` (the model's; a no-op on the CPU)."""
+        if device.type != "cpu":
+            for k in ("ids", "mask", "pos", "rows", "cols", "targets"):
+                setattr(self, k, getattr(self, k).to(device, non_blocking=True))
+        return self
+
+    def full_mask(self) -> torch.Tensor:
+        """Attention mask over cached prefix + this batch's tokens."""
+        if not self.offset:
+            return self.mask
+        ones = torch.ones(
+            (self.mask.shape[0], self.offset), dtype=self.mask.dtype, device=self.mask.device
+        )
+        return torch.cat([ones, self.mask], dim=1)
+
+
+def shared_prefix(examples: Sequence[Example], min_len: int = 4) -> int:
+    """Tokens every row starts with (a label task's system prompt and instruction), stopping
+    before the first trained position and leaving each row at least one token of its own.
+
+    Those tokens are computed once per batch instead of once per row: for a label task the
+    fixed prompt is often more than half of every row.
+    """
+    if not examples:
+        return 0
+    first = examples[0].ids
+    n = min(min(e.n_tokens for e in examples) - 1, min(min(e.pos) for e in examples if e.pos))
+    for e in examples:
+        i = 0
+        while i < n and e.ids[i] == first[i]:
+            i += 1
+        n = i
+        if n < min_len:
+            return 0
+    return n
 
 
 class Fitter:
@@ -147,7 +207,17 @@ class Fitter:
         self.bf16, self.rank, self.world = bf16, *_dist()
         self.cache_frozen = cache_frozen and bool(self.lower)
         self._cache: dict[str, list[torch.Tensor]] = {}
+        self.prefix_len = shared_prefix(train + dev) if cfg.share_prefix else 0
+        self.prefix_ids = torch.tensor([train[0].ids[: self.prefix_len]]) if train else None
+        self._lower_prefix: dict[bool, tuple[list, torch.Tensor | None]] = {}
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self.device = self.params[0].device if self.params else torch.device("cpu")
+        self.scaler: torch.amp.GradScaler | None = None
+        self._where = "starting"
+        self.engine, self.acc = launcher_engine(), None
+        if self.engine:  # the wrapped model runs whole: no split forward, caches or shared prefix
+            self.lower, self.upper = [], list(range(parts.n_layers))
+            self.cache_frozen, self.prefix_len = False, 0
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.log_path = self.out_dir / "train_log.jsonl"
         self.run_key = hashlib.sha1(
@@ -172,25 +242,78 @@ class Fitter:
         )
 
     # -- forward pieces -----------------------------------------------------------------------
+    def amp_dtype(self) -> torch.dtype | None:
+        """Autocast dtype: bf16 when chosen; fp16 on CUDA where :func:`cuda_mixed_precision`
+        says so (a GPU without bf16, or accelerate's ``mixed_precision: fp16``)."""
+        if self.engine:
+            return None  # accelerate's mixed precision (set in _prepare_accelerate) applies
+        if self.bf16:
+            return torch.bfloat16
+        if self.device.type == "cuda" and cuda_mixed_precision(self.cfg) == "fp16":
+            return torch.float16
+        return None
+
     def _autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
+        dt = self.amp_dtype()
+        return torch.autocast(self.device.type, dtype=dt or torch.bfloat16, enabled=dt is not None)
+
+    def _prefix_lower(self) -> tuple[list, torch.Tensor | None]:
+        """K/V of the shared prefix in the frozen lower layers and their output there (batch 1),
+        computed once: frozen layers give the same result every step."""
+        if self.bf16 not in self._lower_prefix:
+            p = self.prefix_len
+            with torch.no_grad(), self._autocast():
+                cache = expanded_cache([], 1)
+                h = run_layers(
+                    self.parts,
+                    self.lower,
+                    input_ids=self.prefix_ids.to(self.device),
+                    attention_mask=torch.ones((1, p), dtype=torch.long, device=self.device),
+                    position_ids=torch.arange(p, device=self.device).unsqueeze(0),
+                    final_norm=False,
+                    cache=cache,
+                )
+            self._lower_prefix[self.bf16] = (cache_pairs(cache), h)
+        return self._lower_prefix[self.bf16]
 
     def _lower_hidden(self, b: _Batch) -> torch.Tensor | None:
         if not self.lower:
             return None
+        cache = expanded_cache(self._prefix_lower()[0], len(b.lengths)) if b.offset else None
         with torch.no_grad(), self._autocast():
             return run_layers(
                 self.parts,
                 self.lower,
                 input_ids=b.ids,
-                attention_mask=b.mask,
+                attention_mask=b.full_mask(),
                 position_ids=b.pos,
                 final_norm=False,
+                cache=cache,
             )
+
+    def _upper_prefix_cache(self, batch: int):
+        """The shared prefix through the trainable layers, once per batch (with autograd), as a
+        KV cache expanded to ``batch`` rows."""
+        p = self.prefix_len
+        h = self._prefix_lower()[1] if self.lower else None
+        cache = expanded_cache([], 1)
+        run_layers(
+            self.parts,
+            self.upper,
+            input_ids=self.prefix_ids.to(self.device) if h is None else None,
+            hidden=h,
+            attention_mask=torch.ones((1, p), dtype=torch.long, device=self.device),
+            position_ids=torch.arange(p, device=self.device).unsqueeze(0),
+            final_norm=False,
+            cache=cache,
+        )
+        return expanded_cache(cache_pairs(cache), batch)
 
     def _cached_hidden(self, split: str, idx: list[int], b: _Batch) -> torch.Tensor:
         rows = [self._cache[split][i] for i in idx]
-        h = torch.zeros((len(rows), b.ids.shape[1], rows[0].shape[-1]), dtype=rows[0].dtype)
+        h = torch.zeros(
+            (len(rows), b.ids.shape[1], rows[0].shape[-1]), dtype=rows[0].dtype, device=self.device
+        )
         for i, r in enumerate(rows):
             h[i, : r.shape[0]] = r
         return h
@@ -202,16 +325,59 @@ class Fitter:
         bs = max(8, self.cfg.batch_size * 2)
         for s in range(0, len(order), bs):
             idx = order[s : s + bs].tolist()
-            b = _Batch([examples[i] for i in idx], self.pad_id)
+            b = _Batch([examples[i] for i in idx], self.pad_id, self.prefix_len).to(self.device)
             h = self._lower_hidden(b)
             for j, i in enumerate(idx):
                 out[i] = h[j, : b.lengths[j]].clone()
         self._cache[split] = out  # type: ignore[assignment]
 
+    def _prepare_accelerate(self) -> None:
+        """Wrap model and optimizer with accelerate; FSDP/DeepSpeed come from the launcher."""
+        from accelerate import Accelerator
+
+        cfg = self.cfg
+        mp = cuda_mixed_precision(cfg) if self.device.type == "cuda" else "no"
+        acc = Accelerator(mixed_precision=mp, cpu=self.device.type == "cpu")
+        ds = acc.state.deepspeed_plugin
+        if ds is not None:
+            # The step shape is zimo.yaml's: DeepSpeed builds its engine from these values.
+            ds.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.batch_size
+            ds.deepspeed_config["gradient_accumulation_steps"] = cfg.grad_accum
+            ds.deepspeed_config["gradient_clipping"] = cfg.max_grad_norm or 0.0
+        # The scheduler stays ours: accelerate's wrapper would step it once per process.
+        self.model, self.opt = acc.prepare(self.model, self.opt)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.acc = acc
+
+    def _loss_whole(self, examples: list[Example], idx: list[int]) -> tuple[torch.Tensor, _Batch]:
+        """Loss through the (wrapped) model's own forward, logits only at the loss columns."""
+        b = _Batch([examples[i] for i in idx], self.pad_id).to(self.device)
+        keep = torch.unique(b.cols)  # sorted
+        out = self.model(
+            input_ids=b.ids,
+            attention_mask=b.mask,
+            position_ids=b.pos,
+            logits_to_keep=keep,
+            use_cache=False,
+        )
+        logits = out.logits[b.rows, torch.searchsorted(keep, b.cols)]
+        return F.cross_entropy(logits.float(), b.targets, reduction="sum"), b
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        if self.acc is None:
+            self.scaler.scale(loss).backward()
+            return
+        # Our loss is this rank's share of the global sum; the wrappers average gradients over
+        # ranks (x world) and DeepSpeed's backward also divides by its accumulation steps.
+        factor = self.world * (self.cfg.grad_accum if self.engine == "deepspeed" else 1)
+        self.acc.backward(loss * factor)
+
     def _loss(
         self, split: str, examples: list[Example], idx: list[int]
     ) -> tuple[torch.Tensor, _Batch]:
-        b = _Batch([examples[i] for i in idx], self.pad_id)
+        if self.acc is not None:
+            return self._loss_whole(examples, idx)
+        b = _Batch([examples[i] for i in idx], self.pad_id, self.prefix_len).to(self.device)
         with self._autocast():
             if split in self._cache:
                 h_in = self._cached_hidden(split, idx, b)
@@ -222,9 +388,10 @@ class Fitter:
                 self.upper,
                 input_ids=b.ids if h_in is None else None,
                 hidden=h_in,
-                attention_mask=b.mask,
+                attention_mask=b.full_mask(),
                 position_ids=b.pos,
                 final_norm=True,
+                cache=self._upper_prefix_cache(len(b.lengths)) if b.offset else None,
             )
             logits = head_logits(self.parts, h[b.rows, b.cols])
         loss = F.cross_entropy(logits.float(), b.targets, reduction="sum")
@@ -238,13 +405,19 @@ class Fitter:
         was = self.model.training
         self.model.eval()
         order = np.argsort([e.n_tokens for e in self.dev], kind="stable")
-        mine = order[self.rank :: self.world]
-        total = torch.zeros(2, dtype=torch.float64)
+        # Sharding wrappers run collectives inside forward: every rank must run the same
+        # batches, so under accelerate each rank evaluates all dev rows (no reduce needed).
+        shard = self.world > 1 and self.acc is None
+        mine = order[self.rank :: self.world] if shard else order
+        total = [0.0, 0.0]
         bs = max(8, self.cfg.batch_size * 2)
         for s in range(0, len(mine), bs):
             loss, b = self._loss("dev", self.dev, mine[s : s + bs].tolist())
-            total += torch.tensor([loss.item(), b.n_loss], dtype=torch.float64)
-        if self.world > 1:
+            total[0] += loss.item()
+            total[1] += b.n_loss
+        # On the model's device: NCCL reduces only CUDA tensors.
+        total = torch.tensor(total, dtype=torch.float64, device=self.device)
+        if shard:
             torch.distributed.all_reduce(total)
         self.model.train(was)
         return float(total[0] / max(total[1], 1))
@@ -259,7 +432,36 @@ class Fitter:
             for n, t in state.items():
                 params[n].copy_(t)
 
+    def _barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def _save_acc_state(self, step: int) -> str:
+        """``accelerator.save_state`` (every rank writes its shard) into a temp dir, renamed
+        into place by rank 0 once all ranks are done; older state dirs are pruned."""
+        final = self.ckpt_dir / f"acc-step-{step:08d}"
+        tmp = self.ckpt_dir / f".acc-step-{step:08d}.tmp"
+        if self.rank == 0:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+        self._barrier()
+        self.acc.save_state(str(tmp))
+        self._barrier()
+        if self.rank == 0:
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+        return final.name
+
+    def _prune_acc_states(self) -> None:
+        if self.rank != 0 or not self.ckpt_dir.is_dir():
+            return
+        keep = {f"acc-step-{p.name[5:13]}" for p in self.ckpt_dir.glob("step-*.pt")}
+        for d in self.ckpt_dir.glob("acc-step-*"):
+            if d.name not in keep:
+                shutil.rmtree(d, ignore_errors=True)
+
     def _checkpoint(self, step: int, st: dict[str, Any]) -> None:
+        acc_state = self._save_acc_state(step) if self.acc is not None else None
         if self.rank == 0:
             save_checkpoint(
                 self.ckpt_dir,
@@ -267,23 +469,32 @@ class Fitter:
                 {
                     "run_key": self.run_key,
                     "step": step,
-                    "trainable": self._trainable_state(),
-                    "optimizer": self.opt.state_dict(),
+                    "acc_state": acc_state,
+                    "trainable": self._trainable_state() if acc_state is None else None,
+                    "optimizer": self.opt.state_dict() if acc_state is None else None,
                     "scheduler": self.sched.state_dict(),
+                    "scaler": self.scaler.state_dict() if self.scaler else None,
                     "rng": rng_state(),
                     **st,
                 },
             )
-        if self.world > 1:
-            torch.distributed.barrier()
+            self._prune_acc_states()
+        self._barrier()
 
     def _resume(self) -> dict[str, Any] | None:
         ck = load_latest(self.ckpt_dir)
         if ck is None or ck.get("run_key") != self.run_key:
             return None  # none, or written by a run with other settings: start over
-        self._load_trainable(ck["trainable"])
-        self.opt.load_state_dict(ck["optimizer"])
+        if ck.get("acc_state"):
+            if self.acc is None:
+                return None  # written under FSDP/DeepSpeed; this run is not: start over
+            self.acc.load_state(str(self.ckpt_dir / ck["acc_state"]))
+        else:
+            self._load_trainable(ck["trainable"])
+            self.opt.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])
+        if self.scaler is not None and ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
         set_rng_state(ck["rng"])
         return ck
 
@@ -325,9 +536,28 @@ class Fitter:
                 k += 1
 
     def fit(self) -> dict[str, Any]:
-        """Train to ``total_steps`` (or early stop), resuming from a checkpoint if one exists."""
+        """Train to ``total_steps`` (or early stop), resuming from a checkpoint if one exists.
+
+        Out of memory (CPU or GPU) raises a one-line :class:`ZimoError` naming the fixes.
+        """
+        try:
+            return self._fit()
+        except Exception as e:
+            if not is_oom(e):
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise oom_error(self.cfg, self.device, self._where) from e
+
+    def _fit(self) -> dict[str, Any]:
         cfg = self.cfg
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        # fp16 autocast needs loss scaling (small gradients underflow fp16); bf16 does not.
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.amp_dtype() == torch.float16
+        )
+        if self.engine and self.acc is None:
+            self._prepare_accelerate()
         ck = self._resume()
         step = ck["step"] if ck else 0
         st = (
@@ -351,6 +581,7 @@ class Fitter:
 
         t_cache = time.perf_counter()
         if self.cache_frozen and step < self.total_steps:
+            self._where = "caching the frozen layers' outputs"
             self.build_cache("train", self.train)
             if self.dev:
                 self.build_cache("dev", self.dev)
@@ -363,6 +594,7 @@ class Fitter:
         run_tokens = 0
         while step < self.total_steps and not st["stopped_early"]:
             t0 = time.perf_counter()
+            self._where = f"training (step {step + 1} of {self.total_steps})"
             self.opt.zero_grad(set_to_none=True)
             micro = [next(stream) for _ in range(self.micro_per_step)]
             mine = [m for m in micro if m[0] % self.world == self.rank]
@@ -370,20 +602,27 @@ class Fitter:
             loss_sum, tokens = 0.0, 0
             for _, _epoch, idx in mine:
                 loss, b = self._loss("train", self.train, idx)
-                (loss / n_loss).backward()
+                self._backward(loss / n_loss)
                 loss_sum += loss.item()
                 tokens += b.n_tokens
-            stats = torch.tensor([loss_sum, tokens], dtype=torch.float64)
-            if self.world > 1:
+            stats = torch.tensor([loss_sum, tokens], dtype=torch.float64, device=self.device)
+            if self.world > 1 and self.acc is None:  # (the accelerate wrappers reduce)
                 for p in self.params:
                     if p.grad is None:
                         p.grad = torch.zeros_like(p)
                     torch.distributed.all_reduce(p.grad)
+            if self.world > 1:
                 torch.distributed.all_reduce(stats)
-            if cfg.max_grad_norm:
+            self.scaler.unscale_(self.opt)  # no-op unless fp16; clipping needs true gradients
+            if cfg.max_grad_norm and self.acc is not None:
+                if self.engine != "deepspeed":  # (DeepSpeed clips inside its step)
+                    # accelerate matches the full parameter list to find the FSDP module.
+                    self.acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            elif cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
             lr = self.sched.get_last_lr()[0]
-            self.opt.step()
+            self.scaler.step(self.opt)  # = opt.step(), except fp16 steps with inf/nan are skipped
+            self.scaler.update()
             self.sched.step()
             step += 1
             dt = time.perf_counter() - t0
@@ -402,7 +641,9 @@ class Fitter:
                 "elapsed_s": round(st["seconds"], 2),
             }
             if step % eval_every == 0 or step == self.total_steps:
+                self._where = f"evaluating dev loss (step {step})"
                 dl = self.dev_loss()
+                self._where = f"training (step {step} of {self.total_steps})"
                 if dl is not None:
                     row["dev_loss"] = round(dl, 5)
                     st["dev_loss"] = dl
@@ -442,19 +683,27 @@ class Fitter:
             "weights_sha1": self.weights_digest(),
         }
 
+    def export_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """Full weights to save, gathered from the shards under FSDP (call on every rank; rank 0
+        gets them). None where the model object holds full weights itself (native, DDP, ZeRO-2):
+        then ``model.save_pretrained`` needs nothing more."""
+        if self.acc is None or self.engine != "fsdp":
+            return None
+        return self.acc.get_state_dict(self.model)
+
     def weights_digest(self) -> str:
         """sha1 over the trainable weights (ranks of a DDP run must agree bit for bit)."""
         h = hashlib.sha1()
         for name, t in sorted(self._trainable_state().items()):
             h.update(name.encode())
-            h.update(t.detach().float().contiguous().numpy().tobytes())
+            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()
 
     def _early_stop(self, st: dict[str, Any], dl: float) -> None:
         es = self.cfg.early_stopping
         if st["best"] is None or dl < st["best"] - (es.min_delta if es else 0.0):
             st["best"], st["bad_evals"] = dl, 0
-            if es:
+            if es and self.engine != "fsdp":  # (FSDP: per-rank shards; a resume would mix them)
                 st["best_state"] = self._trainable_state()
         elif es:
             st["bad_evals"] += 1

@@ -13,6 +13,7 @@ part), so masks, rotary embeddings and per-layer attention types stay the model'
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,21 +49,59 @@ def decoder_parts(model: nn.Module) -> DecoderParts:
 
 
 @contextmanager
-def _only_layers(parts: DecoderParts, idx: Sequence[int], final_norm: bool) -> Iterator[None]:
+def _only_layers(
+    parts: DecoderParts, idx: Sequence[int], final_norm: bool, renumber: bool = False
+) -> Iterator[None]:
+    """Swap the body's layers for ``idx``; with ``renumber`` the attention modules' cache slots
+    (``layer_idx``) become 0..k-1, so a KV cache holds just this slice and its length (read
+    from slot 0 for the causal mask) is right."""
     body, cfg = parts.body, parts.body.config
     layers, norm = body.layers, body.norm
     types = getattr(cfg, "layer_types", None)
+    saved: list[tuple[nn.Module, int]] = []
     try:
         body.layers = nn.ModuleList([layers[i] for i in idx])
         if types is not None:
             cfg.layer_types = [types[i] for i in idx]
         if not final_norm:
             body.norm = nn.Identity()
+        if renumber:
+            for j, i in enumerate(idx):
+                for m in layers[i].modules():
+                    if isinstance(getattr(m, "layer_idx", None), int):
+                        saved.append((m, m.layer_idx))
+                        m.layer_idx = j
         yield
     finally:
         body.layers, body.norm = layers, norm
         if types is not None:
             cfg.layer_types = types
+        for m, i in saved:
+            m.layer_idx = i
+
+
+def _cache_kwarg(body: nn.Module) -> str:
+    """transformers >= 5.x names the KV-cache argument ``cache``; older ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+
+
+def expanded_cache(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], batch: int):
+    """A fresh ``DynamicCache`` holding ``pairs`` (per-layer K/V of batch 1) for ``batch`` rows.
+
+    Gradients flow back through the expansion (summed over rows), so a shared prompt prefix can
+    be computed once per batch even in the trainable layers.
+    """
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for j, (k, v) in enumerate(pairs):
+        cache.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), j)
+    return cache
+
+
+def cache_pairs(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-layer ``(keys, values)`` of a ``DynamicCache`` filled by :func:`run_layers`."""
+    return [(layer.keys, layer.values) for layer in cache.layers]
 
 
 def run_layers(
@@ -74,21 +113,26 @@ def run_layers(
     input_ids: torch.Tensor | None = None,
     hidden: torch.Tensor | None = None,
     final_norm: bool,
+    cache=None,
 ) -> torch.Tensor:
     """Hidden states after decoder layers ``idx`` (from token ids or from earlier hidden states).
 
-    With ``final_norm`` the body's final norm is applied (as before the LM head).
+    With ``final_norm`` the body's final norm is applied (as before the LM head). ``cache``: a
+    ``DynamicCache`` for this slice (slot j = ``idx[j]``); it is read as the tokens before these
+    (``attention_mask`` then covers cached + new tokens) and receives the new keys/values.
     """
     if not idx:  # nothing to run: embeddings (or the given hidden states) pass through
         h = parts.body.embed_tokens(input_ids) if hidden is None else hidden
         return parts.body.norm(h) if final_norm else h
-    with _only_layers(parts, idx, final_norm):
+    extra = {} if cache is None else {_cache_kwarg(parts.body): cache}
+    with _only_layers(parts, idx, final_norm, renumber=cache is not None):
         out = parts.body(
             input_ids=input_ids if hidden is None else None,
             inputs_embeds=hidden,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            use_cache=False,
+            use_cache=cache is not None,
+            **extra,
         )
     return out.last_hidden_state
 
