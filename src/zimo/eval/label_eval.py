@@ -95,8 +95,9 @@ def _latency(single: list[float], batch_s: float, n: int, price_per_hour: float)
     }
 
 
-def _lm_systems(project, train_dir: Path, texts: list[str], systems: list[str], console):
-    """Probabilities from the fine-tuned adapter and from the same base with it disabled."""
+def _lm_systems(project, train_dir: Path, texts_of: dict[str, list[str]], console):
+    """Probabilities from the fine-tuned adapter and from the same base with it disabled, each
+    on its own list of texts (``texts_of[system]``)."""
     import torch
     from peft import PeftModel
 
@@ -111,7 +112,7 @@ def _lm_systems(project, train_dir: Path, texts: list[str], systems: list[str], 
     model.eval()
     bs = cfg.eval.batch_size
     out: dict[str, tuple[np.ndarray, dict]] = {}
-    order = [s for s in ("finetuned", "base_zero_shot") if s in systems]
+    order = [s for s in ("finetuned", "base_zero_shot") if s in texts_of]
     with Progress(
         TextColumn("  {task.description}"),
         BarColumn(),
@@ -121,6 +122,7 @@ def _lm_systems(project, train_dir: Path, texts: list[str], systems: list[str], 
         transient=True,
     ) as progress:
         for name in order:
+            texts = texts_of[name]
             task = _label_task(train_dir, cfg)
             scorer = LabelScorer(
                 model,
@@ -233,14 +235,16 @@ def evaluate_label_project(
         }
     lm = [s for s in cfg.eval.systems if s in ("finetuned", "base_zero_shot")]
     if lm:
-        all_texts = texts + dev_texts
-        for name, (proba_all, t) in _lm_systems(project, train_dir, all_texts, lm, console).items():
+        # The fine-tuned model ships with the threshold training chose on dev: no dev pass.
+        stored = _label_task(train_dir, cfg).get("decision_threshold") is not None
+        per_system = {s: texts if s == "finetuned" and stored else texts + dev_texts for s in lm}
+        for name, (proba_all, t) in _lm_systems(project, train_dir, per_system, console).items():
             proba, pred = scored(name, proba_all)
             probas[name] = proba
             preds[name] = pred
             systems[name] = {
                 **label_metrics(y, proba, labels, cfg.positive_label, pred),
-                **_latency(t["single_s"], t["batch_s"], len(all_texts), price),
+                **_latency(t["single_s"], t["batch_s"], len(per_system[name]), price),
             }
     for name, thr in thresholds.items():
         systems[name]["decision_threshold"] = thr
