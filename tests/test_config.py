@@ -70,3 +70,29 @@ def test_debug_shows_traceback(tmp_path):
     r = run_zimo("--debug", "status", tmp_path / "nope")
     assert r.returncode != 0
     assert "Traceback" in r.stderr
+
+
+CHAT_YAML = """\
+name: chat-proj
+task: chat
+data: {path: data.json, format: json}
+eval:
+  max_new_tokens: 64
+  judge: teacher
+"""
+
+
+def test_chat_projects_take_the_generate_eval_keys(tmp_path):
+    from zimo.eval.config import EvalConfig
+
+    cfg = load_project(_write(tmp_path, CHAT_YAML)).config
+    assert isinstance(cfg.eval, EvalConfig)
+    assert cfg.eval.max_new_tokens == 64 and cfg.eval.judge == "teacher"
+    with pytest.raises(ConfigError, match="eval.bogus"):
+        load_project(_write(tmp_path, CHAT_YAML + "  bogus: 1\n"))
+    # ... and label projects still refuse them, naming the key
+    label = SMALL_YAML.replace(
+        "  latency_samples: 2\n", "  latency_samples: 2\n  max_new_tokens: 64\n"
+    )
+    with pytest.raises(ConfigError, match="eval.max_new_tokens"):
+        load_project(_write(tmp_path, label))

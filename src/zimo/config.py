@@ -82,6 +82,18 @@ class LabelEvalConfig(Section):
     )
 
 
+def _section_error(section: str, e: ValidationError, model: type[BaseModel]) -> ConfigError:
+    """One-line error for a section validated by its own model (its keys differ by task)."""
+    err = e.errors(include_url=False)[0]
+    key = ".".join([section, *(str(x) for x in err["loc"])])
+    if err["type"] == "extra_forbidden":
+        return ConfigError(
+            f"unknown key '{key}' in {CONFIG_NAME}",
+            f"allowed keys in {section}: {', '.join(model.model_fields)}",
+        )
+    return ConfigError(f"'{key}' in {CONFIG_NAME}: {err['msg'].lower()}", "fix the value")
+
+
 class ProjectConfig(Section):
     name: str
     task: Literal["label", "chat", "generate"] = "label"
@@ -95,7 +107,9 @@ class ProjectConfig(Section):
     curate: CurateConfig = CurateConfig()
     split: SplitConfig = SplitConfig()
     train: TrainConfig = TrainConfig()
-    eval: LabelEvalConfig = LabelEvalConfig()
+    # Label tasks: LabelEvalConfig; chat/generate: zimo.eval.config.EvalConfig (judge, metrics,
+    # max_new_tokens, ...), chosen by `task` in _eval_section.
+    eval: LabelEvalConfig | Any = LabelEvalConfig()
     # Sections of later stages are accepted as mappings and validated by their own modules.
     synth: SynthConfig | None = None
     teacher: TeacherConfig | None = None
@@ -103,6 +117,25 @@ class ProjectConfig(Section):
     route: dict[str, Any] | None = None
     export: dict[str, Any] | None = None
     serve: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _eval_section(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("eval") is None:
+            return data
+        task = data.get("task", "label")
+        if task == "label":
+            model: type[BaseModel] = LabelEvalConfig
+        elif task in ("chat", "generate"):
+            from zimo.eval.config import EvalConfig
+
+            model = EvalConfig
+        else:
+            return data  # the bad `task` is the error to report
+        try:
+            return {**data, "eval": model.model_validate(data["eval"])}
+        except ValidationError as e:
+            raise _section_error("eval", e, model) from None
 
     @model_validator(mode="after")
     def _other_sections(self) -> ProjectConfig:
