@@ -109,7 +109,10 @@ def test_gguf_q8_0_export_meets_targets(q8_export):
     assert merge["dtype"] == "float32"
     tf = report["verify"]["transformers"]
     assert tf["tokenizer_agreement"] == 1.0
-    assert tf["token_agreement"] >= 0.95 and tf["positions"] == 8 * 16
+    assert tf["token_agreement"] >= 0.95 and tf["positions_all"] == 8 * 16
+    # counted up to each answer's end-of-turn token, which a 16-token answer may not reach
+    assert 8 <= tf["positions"] <= 8 * 16
+    assert tf["sequences_identical"] <= tf["sequences"] == 8
     assert tf["labels"]["agreement"] >= 0.99 and tf["labels"]["n"] == len(LABEL_TEXTS)
     assert tf["passed"]
     llama = report["verify"]["llama_cpp"]
@@ -161,7 +164,9 @@ def test_model_card_has_base_data_eval_and_checks(q8_export):
     assert "| finetuned | 0.95 | 0.9 |" in card
     assert "Classifies a text into one of: ham, spam" in card
     agree = 100 * report["verify"]["transformers"]["token_agreement"]
-    assert "| transformers: greedy-token agreement (128 tokens" in card
+    positions = report["verify"]["transformers"]["positions"]
+    assert f"| transformers: greedy-token agreement ({positions} answer tokens" in card
+    assert "all 128 positions" in card
     assert f"{agree:.1f}%" in card
 
 
@@ -553,3 +558,49 @@ def test_q4_k_m_with_llamacpp(adapter, tmp_path):
     assert "Q4_K" in types and "F32" in types
     assert report["verify"]["llama_cpp"]["tokenizer_agreement"] == 1.0
     assert report["verify"]["transformers"]["token_agreement"] >= 0.85
+
+
+# --------------------------------------------------------------------------- agreement metric
+
+
+def test_token_agreement_counts_up_to_the_end_of_each_answer():
+    from zimo.export.verify import answer_length, token_agreement
+
+    # two prompts; the reference answers end with stop token 9 after 2 and 3 tokens
+    ref = {
+        "prompt_ids": [[1, 2], [1, 3, 4]],
+        "continuations": [[5, 9, 7, 7], [6, 6, 9, 8]],
+        "stop_ids": [9],
+    }
+    assert [answer_length(c, {9}) for c in ref["continuations"]] == [2, 3]
+    assert answer_length([5, 6], {9}) == 2  # no stop: every position counts
+
+    def engine(miss_at: set[tuple[int, int]]):
+        def fn(ids: list[int]) -> np.ndarray:
+            rows = np.full((len(ids), 10), -9.0)
+            for pos, nxt in enumerate(ids[1:]):
+                rows[pos, nxt] = 0.0
+                if (len(ids), pos) in miss_at:  # this engine prefers another token here
+                    rows[pos, (nxt + 1) % 10] = 1.0
+            return rows
+
+        return fn
+
+    same = token_agreement(ref, engine(set()))
+    assert same["token_agreement"] == same["token_agreement_all_positions"] == 1.0
+    assert (same["positions"], same["positions_all"], same["sequences_identical"]) == (5, 8, 2)
+    # a miss after the first answer's end (position 3 of 6 ids) is not counted...
+    after = token_agreement(ref, engine({(6, 3)}))
+    assert after["token_agreement"] == 1.0 and after["token_agreement_all_positions"] == 7 / 8
+    # ...one inside the second answer is
+    inside = token_agreement(ref, engine({(7, 3)}))
+    assert inside["token_agreement"] == 4 / 5 and inside["sequences_identical"] == 1
+
+
+def test_stop_tokens_include_end_of_turn():
+    from zimo.export.merge import stop_token_ids
+
+    tok = _gecko_tokenizer()
+    stops = stop_token_ids(tok)
+    assert tok.convert_tokens_to_ids("<|im_end|>") in stops and tok.eos_token_id in stops
+    assert tok.convert_tokens_to_ids("Hello") not in stops

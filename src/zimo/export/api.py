@@ -234,6 +234,7 @@ def export_model(
                 staging / gguf_name,
                 quant,
                 name=name,
+                base_dir=result.base_dir,
                 extra_metadata={"general.license": report["base_license"]}
                 if report["base_license"]
                 else None,

@@ -109,10 +109,15 @@ def _check_rows(report: dict) -> list[str]:
         )
         ok = v["token_agreement"] >= v["target"]
         rows.append(
-            f"| {engine}: greedy-token agreement ({v['positions']} tokens, "
-            f"{v['sequences_identical']}/{v['sequences']} prompts identical) "
+            f"| {engine}: greedy-token agreement ({v['positions']} answer tokens, "
+            f"{v['sequences_identical']}/{v['sequences']} answers identical) "
             f"| {_pct(v['token_agreement'])} | ≥ {_pct(v['target'])} | {'yes' if ok else 'NO'} |"
         )
+        if "token_agreement_all_positions" in v:
+            rows.append(
+                f"| {engine}: same, all {v['positions_all']} positions (past the end of the "
+                f"answer too; not gated) | {_pct(v['token_agreement_all_positions'])} | | |"
+            )
         if "labels" in v:
             lab = v["labels"]
             ok = lab["agreement"] >= lab["target"]

@@ -38,9 +38,18 @@ LLAMACPP_INSTALL = (
 )
 
 # model_type in config.json -> GGUF architecture name. Qwen2 has the same tensors as llama
-# (plus q/k/v biases) but rotates with NEOX order, so its Q/K rows are not permuted.
-_ARCHS = {"llama": "llama", "qwen2": "qwen2"}
-_PERMUTE_QK = {"llama": True, "qwen2": False}
+# (plus q/k/v biases) but rotates with NEOX order, so its Q/K rows are not permuted; so does
+# Gemma 3 (text-only Gemma3ForCausalLM, model_type "gemma3_text").
+_ARCHS = {"llama": "llama", "qwen2": "qwen2", "gemma3_text": "gemma3"}
+_PERMUTE_QK = {"llama": True, "qwen2": False, "gemma3": False}
+# Gemma's RMSNorm multiplies by (1 + w) while llama.cpp multiplies by w, so the converter
+# stores w + 1 for every "*norm.weight" (Gemma3Model.norm_shift in convert_hf_to_gguf.py).
+_NORM_SHIFT = {"gemma3": 1.0}
+# llama.cpp hard-codes these for gemma3 (src/llama-model.cpp): every 6th layer is global, and
+# local (sliding-window) layers rotate with base 10000; a config that differs cannot be
+# represented in the file, so it is refused rather than exported wrong.
+_GEMMA3_SWA_PATTERN = 6
+_GEMMA3_LOCAL_ROPE_BASE = 10000.0
 
 # convert_hf_to_gguf.py identifies the BPE pre-tokenizer by hashing the token ids of this text;
 # llama.cpp then applies the matching split regex. Only the families Zimo ships or suggests
@@ -86,7 +95,39 @@ def check_supported(config: Any) -> str:
             f"(supported: {', '.join(supported_architectures())})",
             "export with --format hf and convert with llama.cpp's convert_hf_to_gguf.py",
         )
-    return _ARCHS[model_type]
+    arch = _ARCHS[model_type]
+    if arch == "gemma3":
+        _check_gemma3(config)
+    return arch
+
+
+def _check_gemma3(config: Any) -> None:
+    """Refuse a Gemma 3 variant whose layout llama.cpp's gemma3 graph would compute wrongly."""
+    problems = []
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    n = config.num_hidden_layers
+    types = getattr(config, "layer_types", None)
+    want = [
+        "full_attention" if (i + 1) % _GEMMA3_SWA_PATTERN == 0 else "sliding_attention"
+        for i in range(n)
+    ]
+    if types is not None and list(types) != want:
+        problems.append("a global/local layer pattern other than every 6th layer global")
+    local = _rope_params(config, "sliding_attention")
+    if float(local.get("rope_theta") or _GEMMA3_LOCAL_ROPE_BASE) != _GEMMA3_LOCAL_ROPE_BASE:
+        problems.append("a local rope base other than 10000")
+    if (local.get("rope_type") or "default") != "default":
+        problems.append("rope scaling on local layers")
+    scalar = getattr(config, "query_pre_attn_scalar", None)
+    if scalar is not None and int(scalar) != head_dim:
+        problems.append("query_pre_attn_scalar != head_dim")
+    if getattr(config, "attn_logit_softcapping", None):
+        problems.append("attention logit soft-capping")
+    if problems:
+        raise ZimoError(
+            f"GGUF export cannot represent this Gemma 3 variant ({'; '.join(problems)})",
+            "export with --format hf and convert with llama.cpp's convert_hf_to_gguf.py",
+        )
 
 
 def check_quant(quant: str) -> None:
@@ -215,26 +256,124 @@ def _add_bpe_vocab(writer: Any, tokenizer: Any, vocab_size: int, tok_dir: Path) 
     }
 
 
+def source_gguf(base_dir: str | os.PathLike | None) -> Path | None:
+    """The GGUF a base model folder was converted from (``zimo.models`` records it), if any."""
+    if base_dir is None:
+        return None
+    info = Path(base_dir) / "zimo_source.json"
+    if not info.is_file():
+        return None
+    try:
+        src = json.loads(info.read_text(encoding="utf-8")).get("source_gguf")
+    except (OSError, ValueError):
+        return None
+    return Path(src) if src and Path(src).is_file() else None
+
+
+def _spm_respelled(token: str) -> str:
+    # A Gemma GGUF stores its whitespace-run tokens as real spaces, the HF vocab as U+2581
+    # runs (the same respelling transformers' GGUF tokenizer loader applies).
+    return "\u2581" * len(token) if " " in token and not token.strip() else token
+
+
+def _add_spm_vocab(
+    writer: Any, tokenizer: Any, vocab_size: int, tok_dir: Path, base_dir: Path | None
+) -> dict:
+    """A sentencepiece ("llama") vocabulary: tokens, scores and types, as Gemma needs.
+
+    llama.cpp's SPM tokenizer merges by token *score*, which a tokenizer.json does not keep
+    (transformers rebuilds Gemma's merges from token order, not scores). We therefore take
+    tokens, scores and types from the base's original GGUF, which is where the embedded
+    gecko-zh comes from, after checking that they are exactly the tokenizer's vocabulary:
+    LoRA training never changes the vocabulary. Special ids, add_bos/add_eos and the chat
+    template come from the tokenizer in use, as for BPE.
+    """
+    import gguf
+    from gguf import GGUFReader
+
+    src = source_gguf(base_dir)
+    if src is None:
+        raise ZimoError(
+            "GGUF export of a sentencepiece (Gemma) tokenizer needs the base's original GGUF "
+            "vocabulary (token scores), which this base folder does not record",
+            "export with --format hf and convert with llama.cpp's convert_hf_to_gguf.py",
+        )
+    fields = GGUFReader(str(src)).fields
+    if fields["tokenizer.ggml.model"].contents() != "llama":
+        raise ZimoError(f"{src.name} does not hold a sentencepiece vocabulary", None)
+    tokens = list(fields["tokenizer.ggml.tokens"].contents())
+    scores = [float(x) for x in fields["tokenizer.ggml.scores"].contents()]
+    types = [int(x) for x in fields["tokenizer.ggml.token_type"].contents()]
+    vocab = tokenizer.get_vocab()
+    reverse = {i: t for t, i in vocab.items()}
+    wrong = [i for i, t in enumerate(tokens) if reverse.get(i) != _spm_respelled(t)]
+    if len(tokens) != vocab_size or len(vocab) != len(tokens) or wrong:
+        raise ZimoError(
+            f"the tokenizer does not match the vocabulary of {src.name} "
+            f"({len(vocab)} vs {len(tokens)} tokens, {len(wrong)} differ)",
+            "export with --format hf and convert with llama.cpp's convert_hf_to_gguf.py",
+        )
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_add_space_prefix(False)  # as Gemma3Model.set_vocab: Gemma adds no prefix space
+    special = gguf.SpecialVocab(tok_dir, load_merges=False, n_vocab=len(tokens))
+    # llama.cpp adds BOS to a sentencepiece vocabulary unless told otherwise; say both flags
+    # explicitly (as the converter does) when the tokenizer files leave them implicit.
+    for which in ("bos", "eos"):
+        if which not in special.add_special_token:
+            flag = getattr(tokenizer, f"add_{which}_token", None)
+            special.add_special_token[which] = bool(flag if flag is not None else which == "bos")
+    special.add_to_gguf(writer, quiet=True)
+    if special.chat_template is None and getattr(tokenizer, "chat_template", None):
+        writer.add_chat_template(tokenizer.chat_template)
+    return {
+        "model": "llama",
+        "pre": "default",
+        "n_tokens": len(tokens),
+        "scores_from": src.name,
+        "special_token_ids": dict(special.special_token_ids),
+        "chat_template": bool(special.chat_template or getattr(tokenizer, "chat_template", None)),
+    }
+
+
 # --------------------------------------------------------------------------- hyperparameters
 
 
+def _rope_params(config: Any, layer_type: str = "full_attention") -> dict:
+    """Rope parameters of one layer type: transformers 5 nests them per layer type for models
+    with local and global layers (Gemma 3); older configs have flat rope_theta/rope_scaling."""
+    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
+    params = dict(params) if isinstance(params, dict) else {}
+    if isinstance(params.get(layer_type), dict):
+        params = dict(params[layer_type])
+    elif any(isinstance(v, dict) for v in params.values()):
+        params = {}  # nested, but not for this layer type
+    if layer_type == "sliding_attention" and "rope_theta" not in params:
+        local = getattr(config, "rope_local_base_freq", None)  # transformers 4.x Gemma 3
+        if local is not None:
+            params["rope_theta"] = local
+    return params
+
+
 def _rope_theta(config: Any) -> float:
-    params = getattr(config, "rope_parameters", None) or {}
-    theta = params.get("rope_theta") if isinstance(params, dict) else None
+    theta = _rope_params(config).get("rope_theta")
     return float(theta or getattr(config, "rope_theta", None) or 10000.0)
 
 
 def _rope_scaling(config: Any) -> dict | None:
-    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
-    if not isinstance(params, dict):
-        return None
+    params = _rope_params(config)
     kind = params.get("rope_type") or params.get("type") or "default"
     return None if kind == "default" else params
 
 
 def _add_hparams(writer: Any, config: Any, arch: str) -> None:
-    import gguf
 
+    if arch == "gemma3":
+        _add_gemma3_hparams(writer, config)
+        return
     n_head = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_head
     writer.add_context_length(config.max_position_embeddings)
@@ -250,17 +389,47 @@ def _add_hparams(writer: Any, config: Any, arch: str) -> None:
     if head_dim != config.hidden_size // n_head:
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
+    _add_rope_scaling(writer, config)
+
+
+def _add_rope_scaling(writer: Any, config: Any) -> None:
+    import gguf
+
     scaling = _rope_scaling(config)
-    if scaling is not None:
-        kind = scaling.get("rope_type") or scaling.get("type")
-        if kind == "linear":
-            writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-            writer.add_rope_scaling_factor(float(scaling["factor"]))
-        else:
-            raise ZimoError(
-                f"GGUF export does not support rope scaling {kind!r} yet",
-                "export with --format hf and convert with llama.cpp's convert_hf_to_gguf.py",
-            )
+    if scaling is None:
+        return
+    kind = scaling.get("rope_type") or scaling.get("type")
+    if kind != "linear":
+        raise ZimoError(
+            f"GGUF export does not support rope scaling {kind!r} yet",
+            "export with --format hf and convert with llama.cpp's convert_hf_to_gguf.py",
+        )
+    writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+    writer.add_rope_scaling_factor(float(scaling["factor"]))
+
+
+def _add_gemma3_hparams(writer: Any, config: Any) -> None:
+    """The keys Gemma3Model.set_gguf_parameters writes (the embedded gecko-zh file has the same).
+
+    rope.freq_base is the global layers' base; llama.cpp fixes the local layers' base (10000)
+    and the 1-in-6 global pattern itself (checked in :func:`_check_gemma3`).
+    """
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(getattr(config, "num_key_value_heads", None) or 1)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    writer.add_rope_freq_base(_rope_theta(config))
+    if getattr(config, "final_logit_softcapping", None):
+        writer.add_final_logit_softcapping(float(config.final_logit_softcapping))
+    if getattr(config, "sliding_window", None):
+        writer.add_sliding_window(int(config.sliding_window))
+    _add_rope_scaling(writer, config)
 
 
 # --------------------------------------------------------------------------- tensors
@@ -295,6 +464,9 @@ def _gguf_tensors(model: Any, arch: str) -> Iterator[tuple[str, np.ndarray]]:
         if new is None:
             raise ZimoError(f"GGUF export cannot map tensor {hf_name!r} of a {arch} model", None)
         data = tensor.detach().float().cpu().numpy()
+        shift = _NORM_SHIFT.get(arch, 0.0)
+        if shift and hf_name.endswith("norm.weight"):
+            data = data + shift
         if _PERMUTE_QK[arch]:
             if hf_name.endswith("q_proj.weight") or hf_name.endswith("q_proj.bias"):
                 data = _permute_qk(data, n_head)
@@ -342,6 +514,7 @@ def write_gguf(
     *,
     name: str | None = None,
     extra_metadata: dict[str, str] | None = None,
+    base_dir: str | os.PathLike | None = None,
     check_space: bool = True,
     progress: bool = True,
 ) -> GGUFResult:
@@ -350,7 +523,9 @@ def write_gguf(
     ``quant`` is ``f16``, ``q8_0`` or ``q4_k_m`` (the last needs ``zimo[llamacpp]``). The
     tokenizer (vocab, merges, special tokens) and chat template are embedded. Raises a
     one-line :class:`ZimoError` for an unsupported architecture, a missing extra or a full
-    disk; no partial file is left behind.
+    disk; no partial file is left behind. ``base_dir`` is the base model's folder: a Gemma
+    (sentencepiece) vocabulary takes its token scores from the GGUF that folder was
+    converted from (see :func:`source_gguf`).
     """
     import gguf
 
@@ -378,7 +553,10 @@ def write_gguf(
             writer.add_string(key, str(value))
         with tempfile.TemporaryDirectory(prefix="zimo-tok-") as tok_dir:
             tokenizer.save_pretrained(tok_dir)
-            _add_bpe_vocab(writer, tokenizer, model.config.vocab_size, Path(tok_dir))
+            if arch == "gemma3":
+                _add_spm_vocab(writer, tokenizer, model.config.vocab_size, Path(tok_dir), base_dir)
+            else:
+                _add_bpe_vocab(writer, tokenizer, model.config.vocab_size, Path(tok_dir))
         counts: dict[str, int] = {}
         items = list(_gguf_tensors(model, arch))
         for tname, data in _progress(items, f"GGUF {write_type}", progress):

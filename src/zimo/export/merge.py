@@ -30,6 +30,10 @@ DEFAULT_PROMPTS = [
     "Translate to French: good morning",
 ]
 
+# Tokens that end an answer in the chat formats Zimo's bases use. Engines (llama.cpp, Ollama,
+# Zimo's server) stop generating there, so agreement checks count positions up to them.
+_END_OF_ANSWER = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>", "<eos>", "</s>")
+
 # Tolerance for merged vs base+adapter logits, per dtype: merging reorders float sums.
 _MERGE_ATOL = {"torch.float32": 1e-3, "torch.float16": 5e-2, "torch.bfloat16": 2.5e-1}
 
@@ -77,6 +81,20 @@ def chat_prompt_ids(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
             ids = tokenizer(p)["input_ids"]
         out.append(list(ids))
     return out
+
+
+def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
+    """Ids that end generation: the tokenizer's EOS, the generation config's EOS ids and the
+    chat format's end-of-turn token."""
+    ids: set[int] = set()
+    eos = getattr(tokenizer, "eos_token_id", None)
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for x in [eos, *(gen_eos if isinstance(gen_eos, list) else [gen_eos])]:
+        if x is not None:
+            ids.add(int(x))
+    vocab = tokenizer.get_vocab()
+    ids.update(vocab[t] for t in _END_OF_ANSWER if t in vocab)
+    return sorted(ids)
 
 
 def greedy_continuations(model: Any, prompt_ids: list[list[int]], n: int) -> list[list[int]]:
@@ -159,6 +177,7 @@ def merge_adapter(
     model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False).eval()
     if getattr(tok, "pad_token", None) is None:
         tok.pad_token = tok.eos_token
+    _ensure_template(tok)
     prompt_ids = chat_prompt_ids(tok, prompts or DEFAULT_PROMPTS)
     with torch.inference_mode():
         ref_tokens = greedy_continuations(model, prompt_ids, new_tokens)
@@ -196,8 +215,23 @@ def merge_adapter(
     reference = None
     if same == len(prompt_ids):
         texts = [tok.decode(p) for p in prompt_ids]
-        reference = {"prompt_ids": prompt_ids, "continuations": ref_tokens, "prompt_texts": texts}
+        reference = {
+            "prompt_ids": prompt_ids,
+            "continuations": ref_tokens,
+            "prompt_texts": texts,
+            "stop_ids": stop_token_ids(tok, merged),
+        }
     return MergeResult(merged, tok, base_dir, adapter_dir, report, reference)
+
+
+def _ensure_template(tok: Any) -> None:
+    """Give a template-less base (gecko-zh's GGUF has none) the one Zimo trains and serves it
+    with, so the export's chat template, Modelfile and checks match the served sub-model."""
+    try:
+        from zimo.prompts import ensure_chat_template
+    except ImportError:
+        return
+    ensure_chat_template(tok)
 
 
 def load_full_model(model_dir: str | os.PathLike) -> MergeResult:
@@ -211,6 +245,7 @@ def load_full_model(model_dir: str | os.PathLike) -> MergeResult:
             "train first (`zimo train <project>`) or point --adapter at the adapter/ folder",
         )
     tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    _ensure_template(tok)
     model = AutoModelForCausalLM.from_pretrained(
         str(model_dir), dtype="auto", local_files_only=True
     ).eval()

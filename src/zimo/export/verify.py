@@ -7,8 +7,12 @@ the engine Ollama and phones run). On a fixed prompt set we compare:
 - **tokenizer agreement**: the embedded tokenizer splits every prompt exactly as the HF one;
 - **greedy-token agreement**: the HF model's greedy continuation of each prompt is fed to the
   GGUF model (teacher forcing) and we count the positions where the GGUF model's top token is
-  the same. Every position agreeing for a prompt means free-running greedy decoding gives the
-  identical text, which is also reported (``sequences_identical``);
+  the same, up to and including the first end-of-answer token (EOS / end of turn): an engine
+  stops there, so later positions are never generated and would only add noise (a model's
+  next-token distribution after its end of turn is nearly flat). Every counted position
+  agreeing for a prompt means free-running greedy decoding gives the identical answer, which
+  is also reported (``sequences_identical``). The agreement over all positions, past the
+  end of the answer too, is reported as ``token_agreement_all_positions``;
 - **label agreement** (label tasks): the label chosen by comparing label log-probabilities.
 
 Targets: f16 >= 99 %, q8_0 >= 95 % greedy-token agreement; labels >= 99 %.
@@ -26,7 +30,12 @@ from typing import Any
 import numpy as np
 
 from zimo.export.gguf_writer import LLAMACPP_INSTALL, llamacpp_available
-from zimo.export.merge import DEFAULT_PROMPTS, chat_prompt_ids, greedy_continuations
+from zimo.export.merge import (
+    DEFAULT_PROMPTS,
+    chat_prompt_ids,
+    greedy_continuations,
+    stop_token_ids,
+)
 
 TOKEN_TARGETS = {"f16": 0.99, "q8_0": 0.95, "q4_k_m": 0.85}
 LABEL_TARGET = 0.99
@@ -60,24 +69,47 @@ def reference(model: Any, tokenizer: Any, prompts: list[str], new_tokens: int) -
     prompt_ids = chat_prompt_ids(tokenizer, prompts)
     conts = greedy_continuations(model, prompt_ids, new_tokens)
     texts = [tokenizer.decode(p) for p in prompt_ids]
-    return {"prompt_ids": prompt_ids, "continuations": conts, "prompt_texts": texts}
+    return {
+        "prompt_ids": prompt_ids,
+        "continuations": conts,
+        "prompt_texts": texts,
+        "stop_ids": stop_token_ids(tokenizer, model),
+    }
+
+
+def answer_length(continuation: list[int], stop_ids: list[int] | set[int]) -> int:
+    """Tokens up to and including the first end-of-answer token (all of them if none)."""
+    for i, t in enumerate(continuation):
+        if t in stop_ids:
+            return i + 1
+    return len(continuation)
 
 
 def token_agreement(ref: dict, logprob_fn: LogProbFn) -> dict:
-    """Teacher-forced top-1 agreement of ``logprob_fn`` with the reference continuations."""
-    agree = total = identical = 0
+    """Teacher-forced top-1 agreement of ``logprob_fn`` with the reference continuations.
+
+    Counted up to each answer's end (see the module docstring); ``token_agreement_all_positions``
+    also counts the positions after it.
+    """
+    stops = set(ref.get("stop_ids") or [])
+    agree = total = identical = agree_all = total_all = 0
     for p, c in zip(ref["prompt_ids"], ref["continuations"], strict=True):
         rows = logprob_fn(p + c)
         pred = rows[len(p) - 1 : len(p) - 1 + len(c)].argmax(-1)
-        hits = int((pred == np.asarray(c)).sum())
-        agree += hits
-        total += len(c)
-        identical += int(hits == len(c))
+        hit = pred == np.asarray(c)
+        n = answer_length(c, stops)
+        agree += int(hit[:n].sum())
+        total += n
+        identical += int(hit[:n].all())
+        agree_all += int(hit.sum())
+        total_all += len(c)
     return {
         "token_agreement": agree / max(total, 1),
         "positions": total,
         "sequences_identical": identical,
         "sequences": len(ref["prompt_ids"]),
+        "token_agreement_all_positions": agree_all / max(total_all, 1),
+        "positions_all": total_all,
     }
 
 
