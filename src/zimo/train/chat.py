@@ -21,12 +21,9 @@ from zimo.errors import DataError
 from zimo.hw import cpu_info
 from zimo.prompts import ensure_chat_template
 from zimo.train.config import TrainConfig
-from zimo.train.loop import Example, Fitter, ProgressFn
+from zimo.train.fitting import make_fitter, save_weights
+from zimo.train.loop import Example, ProgressFn
 from zimo.train.setup import (
-    atomic_dir,
-    cast_frozen_bf16,
-    choose_bf16,
-    prepare_model,
     setup_threads,
     write_json,
 )
@@ -142,26 +139,12 @@ def train_chat(
     if cfg.packing:
         train_ex = pack(train_ex, cfg.max_length)
 
-    model, parts, first, minfo = prepare_model(cfg, base_dir)
-    fitter = Fitter(
-        model, parts, first, train_ex, dev_ex, cfg, out_dir, tok.pad_token_id,
-        bf16=False, cache_frozen=False, progress=progress, run_key=f"chat:{n_rows}:{len(dev_ex)}",
+    fitter, model, info = make_fitter(
+        cfg, base_dir, train_ex, dev_ex, out_dir, tok.pad_token_id, progress=progress,
+        run_key=f"chat:{n_rows}:{len(dev_ex)}",
     )  # fmt: skip
-    from zimo.train.fitting import time_step as _time_step
-    from zimo.train.fitting import want_cache as _want_cache
-
-    bf16, binfo = choose_bf16(cfg, lambda flag: _time_step(fitter, flag))
-    if bf16 and cfg.method == "lora":
-        cast_frozen_bf16(model)
-    fitter.bf16 = bf16
-    fitter.cache_frozen = _want_cache(cfg, train_ex + dev_ex, parts, bf16) and bool(fitter.lower)
     summary = fitter.fit()
-    if fitter.rank == 0:
-        name = "adapter" if cfg.method == "lora" else "model"
-        tmp, commit = atomic_dir(out_dir / name)
-        model.save_pretrained(str(tmp))
-        tok.save_pretrained(str(tmp))
-        commit()
+    save_weights(fitter, model, tok, cfg, out_dir)
     summary.update(
         {
             "task": "chat",
@@ -173,12 +156,10 @@ def train_chat(
             "row_status": counts,
             "truncated_rows": counts.get("truncated", 0),
             "fallback_chat_template": fallback,
-            "bf16": bf16,
-            **binfo,
-            "cache_frozen": fitter.cache_frozen,
+            "device": str(fitter.device),
+            **info,
             "threads": threads,
             "cpu": cpu_info()["model"],
-            **minfo,
             "wall_seconds": round(time.perf_counter() - t_start, 2),
         }
     )
