@@ -327,3 +327,20 @@ def test_answers_end_at_spelled_out_turn_markers():
     assert _cut_at_stop_text("cut at the cap <|im_") == "cut at the cap"
     assert _cut_at_stop_text("Gemma<end_of_turn>") == "Gemma"
     assert _cut_at_stop_text("1 < 2 and a|b") == "1 < 2 and a|b"
+
+
+def test_write_answers_keeps_every_item_and_failures(tmp_path):
+    from zimo.eval.generate_eval import write_answers
+
+    items = alpaca_items(3)
+    runs = [
+        precomputed("finetuned", items, {items[0].id: "答一", items[2].id: "答三"}),
+        precomputed("base_zero_shot", items, {it.id: "嗯" for it in items}),
+    ]
+    path = write_answers(tmp_path / "answers.jsonl", items, runs)
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in rows] == [it.id for it in items]
+    assert rows[0]["answers"] == {"finetuned": "答一", "base_zero_shot": "嗯"}
+    assert rows[1]["answers"]["finetuned"] is None
+    assert rows[1]["errors"] == {"finetuned": "no answer"} and "errors" not in rows[0]
+    assert rows[2]["reference"] == items[2].reference

@@ -856,5 +856,28 @@ def evaluate_generate_project(
         Path(out_dir) / "metrics.json",
         {"task": cfg.task, "test_rows": len(items), "headline": result["headline"]},
     )
+    paths["answers"] = write_answers(Path(out_dir) / "answers.jsonl", items, runs)
     result["paths"] = {k: str(v) for k, v in paths.items()}
     return result
+
+
+def write_answers(path: Path, items: Sequence[GenerateItem], runs: Sequence[SystemRun]) -> Path:
+    """Every system's answer to every test item, one JSON line per item (for reading by eye).
+
+    The report shows only the items where the systems disagree most; this file lets a reviewer
+    check all answers (language, stopping, template junk) and diff two eval runs.
+    """
+    import json
+
+    from zimo.workspace import write_text_atomic
+
+    lines = []
+    for i, it in enumerate(items):
+        row: dict[str, Any] = {"id": it.id, "prompt": it.prompt, "reference": it.reference}
+        row["answers"] = {r.name: r.answers[i] for r in runs}
+        errs = {r.name: r.errors[i] for r in runs if i < len(r.errors) and r.errors[i]}
+        if errs:
+            row["errors"] = errs
+        lines.append(json.dumps(row, ensure_ascii=False))
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    return path
