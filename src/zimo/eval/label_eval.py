@@ -201,14 +201,14 @@ def evaluate_label_project(
     dev_texts = [r["text"] for r in dev] if calibrate else []
     y_dev = np.array([lab_idx[r["label"]] for r in dev]) if calibrate else np.array([])
     thresholds: dict[str, float | None] = {}
+    # The threshold training chose on the same dev split and ships with the sub-model, if any.
+    stored = _label_task(train_dir, cfg).get("decision_threshold")
 
     def scored(name: str, proba_all: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Split test/dev probabilities, fit the dev threshold, return (proba, pred) on test."""
         proba, p_dev = proba_all[: len(texts)], proba_all[len(texts) :]
-        stored = _label_task(train_dir, cfg).get("decision_threshold")
         if calibrate and name == "finetuned" and stored is not None:
-            # The threshold training chose on the same dev split and ships with the sub-model:
-            # evaluate exactly the rule that serving applies.
+            # Evaluate exactly the rule that serving applies.
             thresholds[name] = float(stored)
         else:
             thresholds[name] = dev_threshold(y_dev, p_dev, pos) if calibrate else None
@@ -235,9 +235,10 @@ def evaluate_label_project(
         }
     lm = [s for s in cfg.eval.systems if s in ("finetuned", "base_zero_shot")]
     if lm:
-        # The fine-tuned model ships with the threshold training chose on dev: no dev pass.
-        stored = _label_task(train_dir, cfg).get("decision_threshold") is not None
-        per_system = {s: texts if s == "finetuned" and stored else texts + dev_texts for s in lm}
+        # A fine-tuned model that ships its dev threshold needs no dev pass.
+        per_system = {
+            s: texts if s == "finetuned" and stored is not None else texts + dev_texts for s in lm
+        }
         for name, (proba_all, t) in _lm_systems(project, train_dir, per_system, console).items():
             proba, pred = scored(name, proba_all)
             probas[name] = proba

@@ -31,8 +31,9 @@ def _device_of(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _cache_kwarg(model) -> str:
-    """transformers >= 5.x calls the KV cache argument ``cache``; older ``past_key_values``."""
+def cache_kwarg(model) -> str:
+    """transformers >= 5.x calls the KV cache argument ``cache``; older ``past_key_values``.
+    ``model``: a causal LM, a ``PeftModel`` or a bare decoder body."""
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
 
@@ -146,7 +147,7 @@ class LabelScorer:
         )
         self.device = _device_of(model)
         self._autocast = autocast  # None: decide by measurement on first use
-        self._cache_kw = _cache_kwarg(model)
+        self._cache_kw = cache_kwarg(model)
         # Every prompt starts with the same template + system + instruction tokens (~40 of a
         # ~65-token SMS prompt): run them once per call and reuse their KV cache (2-3x faster).
         probe = [self.prompt.prompt_ids(t) for t in ("a", "b c", "1")]

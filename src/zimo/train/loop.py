@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from zimo.infer.label import common_prefix
 from zimo.train.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
 from zimo.train.config import TrainConfig
 from zimo.train.setup import cuda_mixed_precision, is_oom, launcher_engine, oom_error
@@ -168,16 +169,12 @@ def shared_prefix(examples: Sequence[Example], min_len: int = 4) -> int:
     """
     if not examples:
         return 0
-    first = examples[0].ids
-    n = min(min(e.n_tokens for e in examples) - 1, min(min(e.pos) for e in examples if e.pos))
-    for e in examples:
-        i = 0
-        while i < n and e.ids[i] == first[i]:
-            i += 1
-        n = i
-        if n < min_len:
-            return 0
-    return n
+    n = min(
+        common_prefix([e.ids for e in examples]),
+        min(e.n_tokens for e in examples) - 1,
+        min(min(e.pos) for e in examples if e.pos),
+    )
+    return n if n >= min_len else 0
 
 
 class Fitter:

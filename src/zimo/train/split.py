@@ -13,13 +13,14 @@ part), so masks, rotary embeddings and per-layer attention types stay the model'
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from zimo.infer.label import cache_kwarg
 
 
 @dataclass
@@ -80,11 +81,6 @@ def _only_layers(
             m.layer_idx = i
 
 
-def _cache_kwarg(body: nn.Module) -> str:
-    """transformers >= 5.x names the KV-cache argument ``cache``; older ``past_key_values``."""
-    return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
-
-
 def expanded_cache(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], batch: int):
     """A fresh ``DynamicCache`` holding ``pairs`` (per-layer K/V of batch 1) for ``batch`` rows.
 
@@ -124,7 +120,7 @@ def run_layers(
     if not idx:  # nothing to run: embeddings (or the given hidden states) pass through
         h = parts.body.embed_tokens(input_ids) if hidden is None else hidden
         return parts.body.norm(h) if final_norm else h
-    extra = {} if cache is None else {_cache_kwarg(parts.body): cache}
+    extra = {} if cache is None else {cache_kwarg(parts.body): cache}
     with _only_layers(parts, idx, final_norm, renumber=cache is not None):
         out = parts.body(
             input_ids=input_ids if hidden is None else None,
