@@ -10,6 +10,7 @@ import os
 import shutil
 import sqlite3
 import threading
+import time
 
 import httpx
 import openai
@@ -274,6 +275,17 @@ def test_limits(env):
 
 
 # ----------------------------------------------------------------------------- keys
+def _rows_when_logged(env, sql: str, timeout: float = 10.0) -> list[tuple]:
+    """The rows ``sql`` selects from the request log, polled until there is at least one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with sqlite3.connect(env["log"]) as db:
+            rows = db.execute(sql).fetchall()
+        if rows or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.05)
+
+
 def _client(env, key):
     return openai.OpenAI(base_url=env["srv"].url + "/v1", api_key=key, max_retries=0)
 
@@ -317,11 +329,12 @@ def test_gateway_pass_through(env):
     )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "big answer"
     assert all(c.choices for c in chunks), "the usage chunk we asked for must not leak"
-    with sqlite3.connect(env["log"]) as db:
-        rows = db.execute(
-            "SELECT answered_by, response, cost, stream FROM requests WHERE model='big-model'"
-        ).fetchall()
-    assert ("big-model", "big answer") == rows[-1][:2] and rows[-1][2] > 0 and rows[-1][3] == 1
+    # A stream is logged when its generator closes, which may be just after the client has read
+    # the last byte: wait for the row rather than race it.
+    rows = _rows_when_logged(
+        env, "SELECT answered_by, response, cost FROM requests WHERE model='big-model' AND stream=1"
+    )
+    assert ("big-model", "big answer") == rows[-1][:2] and rows[-1][2] > 0
     os.environ[UPSTREAM_ENV] = "wrong-key"  # upstream refuses the gateway's key: a 502, not 401
     try:
         with pytest.raises(openai.APIStatusError) as e:
