@@ -185,10 +185,14 @@ def test_judge_in_evaluation_and_self_contained_report(tmp_path):
     assert (j["wins"], j["losses"], j["failures"]) == (8, 0, 0)
     assert res["headline"]["finetuned"]["win_rate_vs_base_zero_shot"] == 1.0
 
+    res["training"] = {"train_loss": [[1, 3.4], [2, 3.1], [3, 2.8]], "steps": 3,
+                       "dev_loss": [[0, 3.5], [3, 2.9]], "initial_dev_loss": 3.5,
+                       "final_dev_loss": 2.9}  # fmt: skip
     paths = write_generate_report(res, tmp_path / "out", title="测试报告")
     page = paths["html"].read_text(encoding="utf-8")
     assert "<script" not in page and not re.search(r"(src|href)=\"https?://", page)
-    assert page.count("data:image/png;base64,") == 2  # one bar plot per metric
+    assert page.count("data:image/png;base64,") == 3  # one bar plot per metric + the loss curve
+    assert "Dev loss 3.500 before training → 2.900 after 3 steps (-17.1%)" in page
     assert "测试报告" in page and "win rate vs base_zero_shot" in page
     # every footnote link resolves to a note that says how the number was computed
     refs = set(re.findall(r'href="#fn-(\d+)"', page))

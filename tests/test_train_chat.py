@@ -59,6 +59,15 @@ def test_train_chat_tiny(tmp_path):
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
     log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 3 and "dev_loss" in log[-1]
+    # The dev loss before training is the curve's step 0 (what the eval report plots).
+    from zimo.eval.html import training_curve
+
+    curve = training_curve(tmp_path)
+    assert s["initial_dev_loss"] > 0 and curve["dev_loss"][0] == [
+        0,
+        round(s["initial_dev_loss"], 5),
+    ]
+    assert curve["final_dev_loss"] == log[-1]["dev_loss"] and curve["steps"] == 3
 
 
 def test_chat_without_assistant_turns_is_an_error(tmp_path):

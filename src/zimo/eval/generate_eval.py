@@ -843,6 +843,10 @@ def evaluate_generate_project(
     )
     result["cost_assumptions"] = assumptions
     result["cpu"] = cpu
+    if "finetuned" in systems:
+        from zimo.eval.html import training_curve
+
+        result["training"] = training_curve(Path(train_dir))
     for w in result["warnings"]:
         console.print(f"  [yellow]warning:[/] {w}")
     paths = write_generate_report(

@@ -163,6 +163,26 @@ def _ci_pct(ci, notes):
     return ci_html(ci, notes, digits=1, scale=100, unit="%")
 
 
+def _training_block(curve: dict[str, Any]) -> Markup:
+    """The sub-model's loss curve: did training lower the loss on held-out dev conversations?"""
+    from zimo.eval.html import loss_plot
+
+    first, last = curve.get("initial_dev_loss"), curve.get("final_dev_loss")
+    if first is not None and last is not None:
+        what = (
+            f"Dev loss {first:.3f} before training → {last:.3f} after {curve['steps']} steps "
+            f"({(last - first) / first:+.1%})."
+        )
+    else:
+        what = f"{curve['steps']} optimizer steps; no dev loss before training was recorded."
+    return Markup("<figure>{}<figcaption>{}</figcaption></figure><p class=note>{}</p>").format(
+        img(loss_plot(curve), "training and dev loss per step"),
+        what,
+        "Loss = mean cross-entropy per assistant token (the answer and its end-of-turn token); "
+        "dev = the project's dev split, never trained on. Step 0 is the untuned base.",
+    )
+
+
 def render_generate_report(
     result: dict[str, Any],
     *,
@@ -207,6 +227,8 @@ def render_generate_report(
         )
     )
     sections.append(Section("Differences", _paired_block(result, notes), "differences"))
+    if result.get("training"):
+        sections.append(Section("Training", _training_block(result["training"]), "training"))
     sections.append(Section("Judge", _judge_block(result, notes), "judge"))
     sections.append(
         Section(

@@ -273,15 +273,58 @@ def reliability_diagram(bins: Sequence[dict[str, Any]], *, title: str) -> str:
     return png_data_uri(fig)
 
 
-def line_plot(
-    xs: Sequence[float], ys: Sequence[float], *, title: str, xlabel: str, ylabel: str
-) -> str:
-    """A simple line (e.g. a training loss curve); PNG data URI."""
-    plt, fig, ax = _figure(4.5, 2.6)
-    ax.plot(list(xs), list(ys), color="#3b6ea8", lw=1.4)
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel(xlabel, fontsize=9)
-    ax.set_ylabel(ylabel, fontsize=9)
+def training_curve(train_dir: Path | str) -> dict[str, Any] | None:
+    """Train and dev loss per step from a train artifact (``train_log.jsonl``), with the dev
+    loss before training (``train_summary.json``) as step 0; None without a log."""
+    import json
+
+    train_dir = Path(train_dir)
+    log = train_dir / "train_log.jsonl"
+    if not log.is_file():
+        return None
+    train: list[list[float]] = []
+    dev: list[list[float]] = []
+    for line in log.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a half-written last line of an interrupted run
+        if row.get("step") is None:
+            continue
+        if row.get("loss") is not None:
+            train.append([row["step"], row["loss"]])
+        if row.get("dev_loss") is not None:
+            dev.append([row["step"], row["dev_loss"]])
+    summary: dict[str, Any] = {}
+    if (train_dir / "train_summary.json").is_file():
+        summary = json.loads((train_dir / "train_summary.json").read_text(encoding="utf-8"))
+    if summary.get("initial_dev_loss") is not None:
+        dev.insert(0, [0, round(float(summary["initial_dev_loss"]), 5)])
+    if not train:
+        return None
+    return {
+        "train_loss": train,
+        "dev_loss": dev,
+        "initial_dev_loss": dev[0][1] if dev and dev[0][0] == 0 else None,
+        "final_dev_loss": dev[-1][1] if dev else None,
+        "steps": train[-1][0],
+        "seconds": summary.get("seconds"),
+        "trained_tokens": summary.get("trained_tokens"),
+    }
+
+
+def loss_plot(curve: dict[str, Any]) -> str:
+    """Train loss (line) and dev loss (dots, from step 0 = before training); PNG data URI."""
+    plt, fig, ax = _figure(5.5, 2.8)
+    xs, ys = zip(*curve["train_loss"], strict=True)
+    ax.plot(xs, ys, color="#3b6ea8", lw=1, label="train loss")
+    if curve["dev_loss"]:
+        dx, dy = zip(*curve["dev_loss"], strict=True)
+        ax.plot(dx, dy, "o-", color="#c0504d", lw=1.4, label="dev loss")
+    ax.set_xlabel("optimizer step", fontsize=9)
+    ax.set_ylabel("loss (per answer token)", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
     return png_data_uri(fig)
 

@@ -69,37 +69,10 @@ def _confusion_plot(name: str, cm: list[list[int]], labels: list[str]) -> str:
 
 
 def _loss_plot(train_dir: Path) -> str | None:
-    log = train_dir / "train_log.jsonl"
-    if not log.is_file():
-        return None
-    import matplotlib
+    from zimo.eval.html import loss_plot, training_curve
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps, loss, dsteps, dloss = [], [], [], []
-    for line in log.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if row.get("loss") is not None and row.get("step") is not None:
-            steps.append(row["step"])
-            loss.append(row["loss"])
-        if row.get("dev_loss") is not None:
-            dsteps.append(row["step"])
-            dloss.append(row["dev_loss"])
-    if not steps:
-        return None
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.plot(steps, loss, label="train loss", lw=1)
-    if dloss:
-        ax.plot(dsteps, dloss, "o-", label="dev loss")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    return _png(fig)
+    curve = training_curve(train_dir)
+    return loss_plot(curve) if curve else None
 
 
 def _fmt(v: Any) -> str:

@@ -583,6 +583,11 @@ class Fitter:
             if self.dev:
                 self.build_cache("dev", self.dev)
         cache_s = time.perf_counter() - t_cache
+        if "initial_dev_loss" not in st:
+            # The untuned starting point, so a report can show the dev loss falling from it
+            # (kept in the checkpointed state: a resumed run reports the same value).
+            self._where = "evaluating the dev loss before training"
+            st["initial_dev_loss"] = self.dev_loss() if step == 0 else None
 
         self.model.train()
         eval_every = cfg.eval_every or max(1, self.steps_per_epoch // 2)
@@ -668,6 +673,7 @@ class Fitter:
             "total_steps": self.total_steps,
             "epochs": round(step * self.micro_per_step / self.n_batches_epoch, 3),
             "final_loss": float(np.mean(st["losses"][-10:])) if st["losses"] else None,
+            "initial_dev_loss": st.get("initial_dev_loss"),
             "final_dev_loss": st["dev_loss"],
             "best_dev_loss": st["best"],
             "stopped_early": st["stopped_early"],
