@@ -220,6 +220,27 @@ def test_generate_local_with_embedded_model():
     assert alone[0].text == gens[1].text
 
 
+def test_repetition_penalty_counts_only_the_answer():
+    """The penalty curbs repeats within the answer but leaves the prompt's words free."""
+    from zimo.eval.generate_eval import generate_local
+    from zimo.models import load_causal_lm
+
+    model, tok = load_causal_lm("gecko")
+
+    def answer(q: str, pen: float) -> tuple[str, float]:
+        g = generate_local(model, tok, [[{"role": "user", "content": q}]], max_new_tokens=40,
+                           batch_size=1, repetition_penalty=pen)[0]  # fmt: skip
+        ids = tok(g.text, add_special_tokens=False)["input_ids"]
+        return g.text, 1 - len(set(ids)) / len(ids)  # share of repeated tokens
+
+    plain, rep_plain = answer("Count from one to ten in words.", 1.0)
+    curbed, rep_curbed = answer("Count from one to ten in words.", 1.5)
+    assert curbed != plain and rep_curbed < rep_plain
+    # A penalty that counted the prompt would steer the answer away from "days" and "week".
+    days, _ = answer("List the days of the week.", 1.8)
+    assert "days" in days and "week" in days
+
+
 def test_evaluate_generate_project_end_to_end(tmp_path):
     """The eval stage's library call: base + adapter answer, report and metrics.json written."""
     from types import SimpleNamespace

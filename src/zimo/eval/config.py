@@ -86,6 +86,13 @@ class EvalConfig(BaseModel):
         None, ge=1, description="requests per batch for local models (default 16 label, 8 generate)"
     )
     max_new_tokens: int = Field(128, ge=1, le=8192, description="answer length cap (generate)")
+    repetition_penalty: float = Field(
+        1.0,
+        ge=1.0,
+        le=2.0,
+        description="greedy decoding's penalty on tokens the answer already used (1 = none; "
+        "the same for every local system; small bases loop without it)",
+    )
     rouge_tokenizer: Literal["char", "jieba"] = Field(
         "char", description="Chinese tokens for ROUGE-L: single characters, or jieba words"
     )

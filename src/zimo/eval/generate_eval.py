@@ -549,13 +549,17 @@ def generate_local(
     max_new_tokens: int = 128,
     batch_size: int = 8,
     max_prompt_tokens: int = 1024,
+    repetition_penalty: float = 1.0,
 ) -> list[Generation]:
     """Greedy answers from a local causal LM for chat ``prompts``, batched, in input order.
 
     Prompts are rendered with the chat template, left-padded, and sorted by length so each
     batch pads little; generation stops at an end-of-turn token or ``max_new_tokens``.
+    ``repetition_penalty`` > 1 (CTRL's penalty) discourages tokens the answer has already
+    used — not the prompt's tokens, so an answer may still quote the question.
     """
     import torch
+    from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -577,8 +581,18 @@ def generate_local(
             batch = tokenizer.pad(
                 {"input_ids": [enc[i] for i in idx]}, padding=True, return_tensors="pt"
             )
+            procs = LogitsProcessorList()
+            if repetition_penalty != 1.0:
+                # transformers' own penalty covers the prompt too; with every row left-padded
+                # to the same width, ignoring that width leaves exactly the generated tokens.
+                procs.append(
+                    RepetitionPenaltyLogitsProcessor(
+                        repetition_penalty, prompt_ignore_length=batch["input_ids"].shape[1]
+                    )
+                )
             gen = model.generate(
                 **batch,
+                logits_processor=procs,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 eos_token_id=stop or None,
@@ -606,6 +620,7 @@ def local_answerer(
     max_new_tokens: int = 128,
     loaded: tuple[Any, Any] | None = None,
     without_adapter: bool = False,
+    repetition_penalty: float = 1.0,
 ) -> Callable[[list[Messages]], list[Generation]]:
     """A ``batch_answer`` function for :func:`run_system` from a model preset (+ adapter).
 
@@ -625,7 +640,12 @@ def local_answerer(
         ctx = model.disable_adapter() if without_adapter else contextlib.nullcontext()
         with ctx:
             return generate_local(
-                model, tok, batch, max_new_tokens=max_new_tokens, batch_size=len(batch)
+                model,
+                tok,
+                batch,
+                max_new_tokens=max_new_tokens,
+                batch_size=len(batch),
+                repetition_penalty=repetition_penalty,
             )
 
     return answer
@@ -809,6 +829,7 @@ def evaluate_generate_project(
                 max_new_tokens=ecfg.max_new_tokens,
                 loaded=loaded,
                 without_adapter=without_adapter,
+                repetition_penalty=ecfg.repetition_penalty,
             )
             runs.append(
                 run_system(
@@ -839,7 +860,15 @@ def evaluate_generate_project(
     )
     assumptions = assumptions_text(
         {r.name: r.cost_model for r in runs if r.cost_model is not None},
-        extra=[f"Answers capped at {ecfg.max_new_tokens} new tokens, greedy decoding."],
+        extra=[
+            f"Answers capped at {ecfg.max_new_tokens} new tokens, greedy decoding"
+            + (
+                f", repetition penalty {ecfg.repetition_penalty:g} on the answer's own tokens "
+                "(the same for every local system)."
+                if ecfg.repetition_penalty != 1.0
+                else "."
+            )
+        ],
     )
     result["cost_assumptions"] = assumptions
     result["cpu"] = cpu
