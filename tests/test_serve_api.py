@@ -190,6 +190,23 @@ def test_stop_and_completions(env):
     assert c.choices[0].text == "".join(lp.tokens) and len(lp.top_logprobs[0]) == 2
 
 
+def test_repetition_penalty_extension(env):
+    """vLLM's `repetition_penalty` extension: fewer repeats within the answer; out of range 400."""
+    count = [{"role": "user", "content": "Count from one to ten in words."}]
+    tok = env["app"].state.zimo.backend.tok
+
+    def repeated_share(text: str) -> float:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        return 1 - len(set(ids)) / len(ids)
+
+    plain = _chat(env, "gecko", messages=count, max_tokens=30).choices[0].message.content
+    curbed = _chat(env, "gecko", messages=count, max_tokens=30,
+                   extra_body={"repetition_penalty": 1.5}).choices[0].message.content  # fmt: skip
+    assert curbed != plain and repeated_share(curbed) < repeated_share(plain)
+    with pytest.raises(openai.BadRequestError):
+        _chat(env, "gecko", messages=count, extra_body={"repetition_penalty": 2.5})
+
+
 def test_label_submodel(env):
     r = _chat(env, "sms", messages=[{"role": "user", "content": "WIN a FREE prize, call now"}],
               logprobs=True, top_logprobs=2)  # fmt: skip

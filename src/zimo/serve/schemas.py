@@ -57,6 +57,9 @@ class _Sampling(_Lenient):
     seed: int | None = None
     # vLLM-compatible extension: keep generating through end-of-sequence (benchmarks).
     ignore_eos: bool = False
+    # vLLM-compatible extension: > 1 discourages tokens the answer already used (small models
+    # loop under greedy decoding); `zimo eval`'s eval.repetition_penalty is the same penalty.
+    repetition_penalty: float | None = Field(None, ge=1.0, le=2.0)
 
     @field_validator("stop")
     @classmethod

@@ -179,6 +179,7 @@ class ServeState:
             stop=req.stop_list(),
             seed=req.seed,
             ignore_eos=bool(req.ignore_eos),
+            repetition_penalty=float(req.repetition_penalty or 1.0),
         )
 
     async def encode_chat(self, model: str, messages: list[dict[str, str]]) -> list[int]:

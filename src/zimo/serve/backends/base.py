@@ -52,6 +52,7 @@ class SamplingParams:
     json_mode: bool = False
     seed: int | None = None
     ignore_eos: bool = False
+    repetition_penalty: float = 1.0
 
 
 @dataclass

@@ -467,6 +467,14 @@ class PeftBackend(Backend):
         """Next token per row: greedy, or temperature + top-p sampling; JSON rows constrained."""
         import torch
 
+        for row_i, row in enumerate(rows):
+            pen = row.job.params.repetition_penalty
+            if pen != 1.0 and row.stream.ids and not row.done:
+                # CTRL's penalty, as in eval (zimo.eval.generate_eval.generate_local): on the
+                # tokens this answer already used, not on the prompt's.
+                used = torch.tensor(sorted(set(row.stream.ids)), device=logits.device)
+                sc = logits[row_i, used]
+                logits[row_i, used] = torch.where(sc > 0, sc / pen, sc * pen)
         nxt = logits.argmax(dim=-1)
         for r, row in enumerate(rows):
             p = row.job.params

@@ -107,6 +107,8 @@ class VllmBackend(Backend):
                     stop=p.stop or None,
                     logprobs=(p.top_logprobs or 1) if p.logprobs else None,
                     seed=p.seed,
+                    # (vLLM counts the prompt's tokens too; Zimo's own engine only the answer's)
+                    repetition_penalty=p.repetition_penalty,
                 )
             params.append(sp)
             loras.append(self._lora(j.model))
