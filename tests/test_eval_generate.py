@@ -223,13 +223,14 @@ def test_generate_local_with_embedded_model():
 def test_repetition_penalty_counts_only_the_answer():
     """The penalty curbs repeats within the answer but leaves the prompt's words free."""
     from zimo.eval.generate_eval import generate_local
+    from zimo.infer.penalties import Penalties
     from zimo.models import load_causal_lm
 
     model, tok = load_causal_lm("gecko")
 
-    def answer(q: str, pen: float) -> tuple[str, float]:
+    def answer(q: str, pen: float, freq: float = 0.0) -> tuple[str, float]:
         g = generate_local(model, tok, [[{"role": "user", "content": q}]], max_new_tokens=40,
-                           batch_size=1, repetition_penalty=pen)[0]  # fmt: skip
+                           batch_size=1, penalties=Penalties(pen, freq))[0]  # fmt: skip
         ids = tok(g.text, add_special_tokens=False)["input_ids"]
         return g.text, 1 - len(set(ids)) / len(ids)  # share of repeated tokens
 
@@ -239,6 +240,9 @@ def test_repetition_penalty_counts_only_the_answer():
     # A penalty that counted the prompt would steer the answer away from "days" and "week".
     days, _ = answer("List the days of the week.", 1.8)
     assert "days" in days and "week" in days
+    # OpenAI's frequency penalty grows with each repeat: a loop under way is broken too.
+    freq, rep_freq = answer("Count from one to ten in words.", 1.0, 1.0)
+    assert freq != plain and rep_freq < rep_plain
 
 
 def test_evaluate_generate_project_end_to_end(tmp_path):

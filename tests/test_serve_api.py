@@ -191,7 +191,7 @@ def test_stop_and_completions(env):
 
 
 def test_repetition_penalty_extension(env):
-    """vLLM's `repetition_penalty` extension: fewer repeats within the answer; out of range 400."""
+    """OpenAI's frequency penalty and vLLM's repetition penalty: fewer repeats; bad values 400."""
     count = [{"role": "user", "content": "Count from one to ten in words."}]
     tok = env["app"].state.zimo.backend.tok
 
@@ -203,6 +203,8 @@ def test_repetition_penalty_extension(env):
     curbed = _chat(env, "gecko", messages=count, max_tokens=30,
                    extra_body={"repetition_penalty": 1.5}).choices[0].message.content  # fmt: skip
     assert curbed != plain and repeated_share(curbed) < repeated_share(plain)
+    freq = _chat(env, "gecko", messages=count, max_tokens=30, frequency_penalty=1.0)
+    assert repeated_share(freq.choices[0].message.content) < repeated_share(plain)
     with pytest.raises(openai.BadRequestError):
         _chat(env, "gecko", messages=count, extra_body={"repetition_penalty": 2.5})
 

@@ -86,13 +86,12 @@ class EvalConfig(BaseModel):
         None, ge=1, description="requests per batch for local models (default 16 label, 8 generate)"
     )
     max_new_tokens: int = Field(128, ge=1, le=8192, description="answer length cap (generate)")
-    repetition_penalty: float = Field(
-        1.0,
-        ge=1.0,
-        le=2.0,
-        description="greedy decoding's penalty on tokens the answer already used (1 = none; "
-        "the same for every local system; small bases loop without it)",
-    )
+    # Penalties on tokens the answer already used (zimo.infer.penalties), the same for every
+    # local system; small bases loop under greedy decoding without them. Names and meanings
+    # as in the serving API (OpenAI's frequency/presence penalty, vLLM's repetition penalty).
+    repetition_penalty: float = Field(1.0, ge=1.0, le=2.0, description="CTRL penalty; 1 = none")
+    frequency_penalty: float = Field(0.0, ge=0.0, le=2.0, description="per repeat of a token")
+    presence_penalty: float = Field(0.0, ge=0.0, le=2.0, description="once a token was used")
     rouge_tokenizer: Literal["char", "jieba"] = Field(
         "char", description="Chinese tokens for ROUGE-L: single characters, or jieba words"
     )
@@ -110,6 +109,25 @@ class EvalConfig(BaseModel):
                     f"eval.reference_system {self.reference_system!r} is not in eval.systems"
                 )
         return self
+
+    def penalties(self):
+        """The decoding penalties as :class:`zimo.infer.penalties.Penalties`."""
+        from zimo.infer.penalties import Penalties
+
+        return Penalties(self.repetition_penalty, self.frequency_penalty, self.presence_penalty)
+
+    def penalties_text(self) -> str:
+        """The active penalties in words, for the report's assumptions."""
+        parts = [
+            f"{name} penalty {v:g}"
+            for name, v, off in (
+                ("repetition", self.repetition_penalty, 1.0),
+                ("frequency", self.frequency_penalty, 0.0),
+                ("presence", self.presence_penalty, 0.0),
+            )
+            if v != off
+        ]
+        return ", ".join(parts) or "no penalty"
 
     def systems_for(self, task: str) -> list[str]:
         """The systems to run for a task kind (label / extract / generate / chat)."""

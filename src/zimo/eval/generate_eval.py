@@ -21,7 +21,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from zimo.eval.metrics import (
     generate_item_scores,
     generate_metrics,
 )
+
+if TYPE_CHECKING:  # (zimo.infer imports torch: not at import time)
+    from zimo.infer.penalties import Penalties
 
 log = logging.getLogger(__name__)
 
@@ -549,17 +552,19 @@ def generate_local(
     max_new_tokens: int = 128,
     batch_size: int = 8,
     max_prompt_tokens: int = 1024,
-    repetition_penalty: float = 1.0,
+    penalties: Penalties | None = None,
 ) -> list[Generation]:
     """Greedy answers from a local causal LM for chat ``prompts``, batched, in input order.
 
     Prompts are rendered with the chat template, left-padded, and sorted by length so each
     batch pads little; generation stops at an end-of-turn token or ``max_new_tokens``.
-    ``repetition_penalty`` > 1 (CTRL's penalty) discourages tokens the answer has already
-    used — not the prompt's tokens, so an answer may still quote the question.
+    ``penalties`` discourage tokens the answer has already used (not the prompt's, so an
+    answer may still quote the question); see :mod:`zimo.infer.penalties`.
     """
     import torch
-    from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+    from transformers import LogitsProcessorList
+
+    from zimo.infer.penalties import AnswerPenaltyProcessor
 
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -582,14 +587,8 @@ def generate_local(
                 {"input_ids": [enc[i] for i in idx]}, padding=True, return_tensors="pt"
             )
             procs = LogitsProcessorList()
-            if repetition_penalty != 1.0:
-                # transformers' own penalty covers the prompt too; with every row left-padded
-                # to the same width, ignoring that width leaves exactly the generated tokens.
-                procs.append(
-                    RepetitionPenaltyLogitsProcessor(
-                        repetition_penalty, prompt_ignore_length=batch["input_ids"].shape[1]
-                    )
-                )
+            if penalties is not None and penalties.active:
+                procs.append(AnswerPenaltyProcessor(penalties, batch["input_ids"].shape[1]))
             gen = model.generate(
                 **batch,
                 logits_processor=procs,
@@ -620,7 +619,7 @@ def local_answerer(
     max_new_tokens: int = 128,
     loaded: tuple[Any, Any] | None = None,
     without_adapter: bool = False,
-    repetition_penalty: float = 1.0,
+    penalties: Penalties | None = None,
 ) -> Callable[[list[Messages]], list[Generation]]:
     """A ``batch_answer`` function for :func:`run_system` from a model preset (+ adapter).
 
@@ -645,7 +644,7 @@ def local_answerer(
                 batch,
                 max_new_tokens=max_new_tokens,
                 batch_size=len(batch),
-                repetition_penalty=repetition_penalty,
+                penalties=penalties,
             )
 
     return answer
@@ -829,7 +828,7 @@ def evaluate_generate_project(
                 max_new_tokens=ecfg.max_new_tokens,
                 loaded=loaded,
                 without_adapter=without_adapter,
-                repetition_penalty=ecfg.repetition_penalty,
+                penalties=ecfg.penalties(),
             )
             runs.append(
                 run_system(
@@ -863,9 +862,9 @@ def evaluate_generate_project(
         extra=[
             f"Answers capped at {ecfg.max_new_tokens} new tokens, greedy decoding"
             + (
-                f", repetition penalty {ecfg.repetition_penalty:g} on the answer's own tokens "
-                "(the same for every local system)."
-                if ecfg.repetition_penalty != 1.0
+                f", {ecfg.penalties_text()} on the answer's own tokens (the same for every "
+                "local system)."
+                if ecfg.penalties().active
                 else "."
             )
         ],

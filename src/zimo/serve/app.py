@@ -589,7 +589,8 @@ def _owner(st: ServeState, name: str) -> str:
 
 def _params(raw: dict[str, Any]) -> dict[str, Any]:
     keep = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed",
-            "response_format", "logprobs", "top_logprobs", "repetition_penalty")  # fmt: skip
+            "response_format", "logprobs", "top_logprobs", "repetition_penalty",
+            "frequency_penalty", "presence_penalty")  # fmt: skip
     return {k: raw[k] for k in keep if k in raw}
 
 

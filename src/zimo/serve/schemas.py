@@ -60,6 +60,8 @@ class _Sampling(_Lenient):
     # vLLM-compatible extension: > 1 discourages tokens the answer already used (small models
     # loop under greedy decoding); `zimo eval`'s eval.repetition_penalty is the same penalty.
     repetition_penalty: float | None = Field(None, ge=1.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
 
     @field_validator("stop")
     @classmethod

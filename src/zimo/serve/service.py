@@ -180,6 +180,8 @@ class ServeState:
             seed=req.seed,
             ignore_eos=bool(req.ignore_eos),
             repetition_penalty=float(req.repetition_penalty or 1.0),
+            frequency_penalty=float(req.frequency_penalty or 0.0),
+            presence_penalty=float(req.presence_penalty or 0.0),
         )
 
     async def encode_chat(self, model: str, messages: list[dict[str, str]]) -> list[int]:

@@ -468,13 +468,8 @@ class PeftBackend(Backend):
         import torch
 
         for row_i, row in enumerate(rows):
-            pen = row.job.params.repetition_penalty
-            if pen != 1.0 and row.stream.ids and not row.done:
-                # CTRL's penalty, as in eval (zimo.eval.generate_eval.generate_local): on the
-                # tokens this answer already used, not on the prompt's.
-                used = torch.tensor(sorted(set(row.stream.ids)), device=logits.device)
-                sc = logits[row_i, used]
-                logits[row_i, used] = torch.where(sc > 0, sc / pen, sc * pen)
+            if not row.done:  # the answer's own tokens only, exactly as `zimo eval` decodes
+                row.job.params.penalties().apply_row(logits[row_i], row.stream.ids)
         nxt = logits.argmax(dim=-1)
         for r, row in enumerate(rows):
             p = row.job.params

@@ -109,6 +109,8 @@ class VllmBackend(Backend):
                     seed=p.seed,
                     # (vLLM counts the prompt's tokens too; Zimo's own engine only the answer's)
                     repetition_penalty=p.repetition_penalty,
+                    frequency_penalty=p.frequency_penalty,
+                    presence_penalty=p.presence_penalty,
                 )
             params.append(sp)
             loras.append(self._lora(j.model))
