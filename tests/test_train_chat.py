@@ -86,3 +86,28 @@ def test_full_finetune_writes_safetensors(tmp_path):
     assert (tmp_path / "model" / "model.safetensors").is_file()
     m = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     assert m.config.num_hidden_layers == 30
+
+
+def test_gemma_fallback_answer_ends_with_a_token_the_base_can_learn():
+    """gecko-zh (a pretrained Gemma) has no chat template: Zimo's fallback ends the answer with
+    <eos>, which pretraining taught, not <end_of_turn>, which it never produced."""
+    from zimo.eval.generate_eval import _stop_ids
+    from zimo.models import load_causal_lm
+
+    from zimo.prompts import ensure_chat_template
+
+    model, tok = load_causal_lm("gecko-zh")
+    assert ensure_chat_template(tok)  # the GGUF carries no template
+    msgs = [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！"}]
+    ex, status = chat_example(tok, msgs, 64)
+    assert status == "ok" and ex.targets[-1] == tok.eos_token_id
+    assert tok.eos_token_id in _stop_ids(tok, model)
+    # Why: at the end of an answer the base ranks <end_of_turn> far below <eos>.
+    import torch
+
+    ids = tok(tok.apply_chat_template(msgs, tokenize=False), add_special_tokens=False)
+    ids = torch.tensor([ids["input_ids"]])
+    with torch.no_grad():
+        last = model(ids).logits[0, ex.pos[-1]]
+    eot = tok.convert_tokens_to_ids("<end_of_turn>")
+    assert last[tok.eos_token_id] > last[eot] + 10

@@ -24,14 +24,18 @@ FALLBACK_CHAT_TEMPLATE = (
 )
 
 
-# Gemma-format fallback for Gemma bases shipped without a template (gecko-zh's GGUF): its
-# turn markers are single special tokens there, unlike ChatML's.
+# Gemma-format fallback for Gemma bases shipped without a template (gecko-zh's GGUF, a
+# pretrained, not instruction-tuned, model): its turn markers are single special tokens there,
+# unlike ChatML's. The model's answer ends with the end-of-sequence token, not <end_of_turn>:
+# pretraining never produced <end_of_turn> (in gecko-zh's base its logit ranks ~261,800th of
+# 262,144 at the end of an answer), and LoRA on the linear layers could not lift it in a short
+# run, so tuned models never stopped; <eos> ends every pretraining document and is learnt in a
+# few steps. Generation stops at either token.
 GEMMA_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
-    "{% set role = 'model' if message['role'] == 'assistant' else 'user' %}"
-    "{% if message['role'] == 'system' %}{{ '<start_of_turn>user\\n' + message['content'] + "
-    "'<end_of_turn>\\n' }}{% else %}"
-    "{{ '<start_of_turn>' + role + '\\n' + message['content'] + '<end_of_turn>\\n' }}"
+    "{% if message['role'] == 'assistant' %}"
+    "{{ '<start_of_turn>model\\n' + message['content'] + eos_token + '\\n' }}"
+    "{% else %}{{ '<start_of_turn>user\\n' + message['content'] + '<end_of_turn>\\n' }}"
     "{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
 )
