@@ -96,6 +96,10 @@ def test_evaluate_generate_ranks_systems_and_counts_failures():
         d = res["paired"]["finetuned"]["metrics"][m]
         assert d["diff"]["low"] > 0 and d["cis_overlap"] is False
     assert set(res["headline"]) == {"finetuned", "base_zero_shot"}
+    # answer lengths (a failure counts as 0 characters) next to the references' mean length
+    want = sum(len(v or "") for v in good.values()) / 40
+    assert res["headline"]["finetuned"]["answer_chars"] == pytest.approx(want, abs=0.05)
+    assert res["reference_chars"] == pytest.approx(sum(map(len, refs.values())) / 40, abs=0.05)
     assert res["headline"]["finetuned"]["chrf"] == pytest.approx(
         ft["metrics"]["chrf"]["value"], abs=1e-4
     )
@@ -192,6 +196,7 @@ def test_judge_in_evaluation_and_self_contained_report(tmp_path):
     page = paths["html"].read_text(encoding="utf-8")
     assert "<script" not in page and not re.search(r"(src|href)=\"https?://", page)
     assert page.count("data:image/png;base64,") == 3  # one bar plot per metric + the loss curve
+    assert "answer length (chars)" in page
     assert "Dev loss 3.500 before training → 2.900 after 3 steps (-17.1%)" in page
     assert "测试报告" in page and "win rate vs base_zero_shot" in page
     # every footnote link resolves to a note that says how the number was computed

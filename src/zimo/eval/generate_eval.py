@@ -310,6 +310,7 @@ def evaluate_generate(
     boot = dict(n_boot=cfg.bootstrap_samples, seed=cfg.seed, confidence=cfg.confidence)
     refs = [it.reference for it in items]
     warnings: list[str] = []
+    reference_chars = float(np.mean([len(r or "") for r in refs]))
 
     overlap = None
     if train_prompts is not None:
@@ -334,6 +335,9 @@ def evaluate_generate(
         m = generate_metrics(s.answers, refs, metrics=metrics, item_scores=sc, **boot)
         entry: dict[str, Any] = {"description": s.description, "metrics": m}
         entry["failures"] = m["failures"]
+        # Mean answer length: chrF (β=2) weighs recall 4x precision, so a long answer that
+        # repeats the prompt can outscore a short right one; lengths let a reader see that.
+        entry["answer_chars"] = float(np.mean([len(a or "") for a in s.answers]))
         if m["failures"]:
             warnings.append(f"{s.name} gave no answer for {m['failures']} of {n} test items")
         if s.measurements and s.cost_model is not None:
@@ -341,6 +345,7 @@ def evaluate_generate(
         per_system[s.name] = entry
         flat = {k: round(m[k]["value"], 4) for k in metrics if k in m}
         flat["failures"] = m["failures"]
+        flat["answer_chars"] = round(entry["answer_chars"], 1)
         if "cost" in entry:
             c = entry["cost"]
             flat["cost_per_1k"] = round(c["cost_per_1k"]["value"], 6)
@@ -412,6 +417,7 @@ def evaluate_generate(
         "reference_system": reference,
         "systems": per_system,
         "headline": headline,
+        "reference_chars": round(reference_chars, 1),
         "paired": paired,
         "judge": judged,
         "disagreements": disagreements(items, systems, scores, k=cfg.disagreements),

@@ -49,6 +49,7 @@ def _headline_rows(result: dict[str, Any]) -> tuple[list[dict], list[Column]]:
         if judged:
             row["win_rate"] = judged[name]["win_rate"] if name in judged else None
         row["failures"] = s["failures"]
+        row["answer_chars"] = s.get("answer_chars")
         if "cost" in s:
             c = s["cost"]
             row.update(
@@ -67,6 +68,19 @@ def _headline_rows(result: dict[str, Any]) -> tuple[list[dict], list[Column]]:
             digits=0,
             higher_is_better=None,
             note="test items for which the system returned no (or an empty) answer; they score 0",
+        )
+    )
+    ref_chars = result.get("reference_chars")
+    cols.append(
+        Column(
+            "answer_chars",
+            "answer length (chars)",
+            digits=0,
+            higher_is_better=None,
+            note="mean characters per answer"
+            + (f"; the reference answers average {ref_chars:.0f}" if ref_chars else "")
+            + ". chrF (β=2) weighs recall 4× precision, so long answers that repeat the prompt "
+            "gain chrF; compare lengths before reading a chrF difference",
         )
     )
     if any_cost:
