@@ -46,25 +46,69 @@ TARGET = {"apgr": 0.60, "cpt50": 0.35}
 
 # (name, kind, label): the issue's probe (MiniLM + logistic regression on a good-enough label)
 # next to the length baseline and our routers, which rank by the expected gain of escalating.
+# Kind "derived": the row is read off the fitted ensemble of the same fold (its members, or the
+# ensemble with another standardisation/weighting), so the variants are compared on exactly
+# the same member fits, at a fraction of the cost of refitting each.
 ROUTERS_FULL = [
     ("length", "length", "gain"),
-    ("features", "features", "gain"),
+    ("features", "derived", "gain"),
     ("logreg-good_enough", "logreg", "good_enough"),
-    ("knn", "knn", "gain"),
-    ("logreg", "logreg", "gain"),
+    ("knn", "derived", "gain"),
+    ("logreg", "derived", "gain"),
     ("mlp", "mlp", "gain"),
+    ("ensemble-before", "derived", "gain"),
+    ("ensemble-insample", "derived", "gain"),
+    ("ensemble-stacked", "derived", "gain"),
     ("ensemble", "ensemble", "gain"),
-    ("ensemble-128tok", "ensemble", "gain"),
 ]
-# MiniLM truncation per router (default 256, route.router.max_seq_length's default): the
-# 128-token row measures what halving the cost of long prompts costs in quality.
-TRUNCATION = {"ensemble-128tok": 128}
+DERIVED_DOC = {
+    "length": "log prompt length alone, monotone (P(cheap right) only; fitted on its own)",
+    "features": "the ensemble's surface-feature member alone",
+    "knn": "the ensemble's kNN member alone",
+    "logreg": "the ensemble's logistic-regression member alone",
+    "ensemble-before": "the ensemble before this change: its length member predicts P(cheap "
+    "right) only, members standardised by their in-sample spread, equal weights",
+    "ensemble-insample": "gain-estimating members (length included), standardised by their "
+    "in-sample spread, equal weights",
+    "ensemble-stacked": "members standardised by their cross-fitted (unseen-subject) spread, "
+    "combined with stacked non-negative weights fitted on those cross-fitted scores",
+    "ensemble": "members standardised by their cross-fitted (unseen-subject) spread, equal "
+    "weights (the default router)",
+}
+TRUNCATION: dict[str, int] = {}  # MiniLM truncation per router (default 256)
 DEFAULT_KIND = "ensemble"
 # Too slow to refit 15 times on two busy cores: scored on the first repeat's folds only.
 ONE_REPEAT = {"mlp"}
-ROUTERS_QUICK = [
-    r for r in ROUTERS_FULL if r[0] in ("length", "logreg-good_enough", "logreg", "ensemble")
-]
+ROUTERS_QUICK = [r for r in ROUTERS_FULL if r[0] != "mlp"]
+
+
+def ensemble_rows(ens, ftr, fte, ytr) -> dict[str, np.ndarray]:
+    """Scores of the fitted ensemble and of the rows derived from it (see ``DERIVED_DOC``)."""
+    from zimo.route.scorers import ENSEMBLE_MEMBERS
+
+    raw = {k: m.predict(fte) for k, m in zip(ENSEMBLE_MEMBERS, ens.members, strict=True)}
+    out = {k: v for k, v in raw.items() if k != "length"}
+    z = [(raw[k] - mu) / sd for k, (mu, sd) in zip(ENSEMBLE_MEMBERS, ens.stats, strict=True)]
+    out["ensemble-stacked"] = np.sum([w * x for w, x in zip(ens.stack_w, z, strict=True)], 0)
+    ins = [m.predict(ftr) for m in ens.members]
+    out["ensemble-insample"] = np.mean(
+        [
+            (raw[k] - p.mean()) / (p.std() or 1.0)
+            for k, p in zip(ENSEMBLE_MEMBERS, ins, strict=True)
+        ],
+        axis=0,
+    )
+    # The ensemble as it was: the monotone length router (P(cheap right) only) as its length
+    # member, the other members as fitted, in-sample statistics.
+    old_len = make_scorer("length", "gain").fit(ftr, ytr)
+    old = [old_len.predict(ftr)] + ins[1:]
+    old_raw = [old_len.predict(fte)] + [raw[k] for k in ENSEMBLE_MEMBERS[1:]]
+    assert ENSEMBLE_MEMBERS[0] == "length"
+    out["ensemble-before"] = np.mean(
+        [(r - p.mean()) / (p.std() or 1.0) for r, p in zip(old_raw, old, strict=True)], axis=0
+    )
+    out["ensemble"] = ens.predict(fte)
+    return out
 
 
 def labels_for(o: Outcomes, label: str) -> np.ndarray:
@@ -103,6 +147,7 @@ def grouped_cv(o, feats, routers, folds: int, repeats: int, progress) -> tuple[d
     pooled: dict[str, list[dict]] = {name: [] for name, _, _ in routers}
     curves = {}
     task = progress.add_task("grouped CV", total=repeats * folds * len(routers))
+    weights: list[list[float]] = []  # the stacked ensemble's member weights per fold
     for rep in range(repeats):
         splits = list(
             GroupKFold(n_splits=folds, shuffle=True, random_state=rep).split(
@@ -116,13 +161,22 @@ def grouped_cv(o, feats, routers, folds: int, repeats: int, progress) -> tuple[d
             per_fold["oracle"].append(
                 evaluate_scores(oracle_scores(qw[te], qs[te]), qw[te], qs[te])
             )
+            derived: dict[str, np.ndarray] = {}
+            if any(kind in ("derived", "ensemble") for _, kind, _ in routers):
+                ftr, fte = fsub[256]
+                ens = make_scorer("ensemble", "gain").fit(ftr, labels_for(o, "gain")[tr])
+                derived = ensemble_rows(ens, ftr, fte, labels_for(o, "gain")[tr])
+                weights.append(ens.stack_w.tolist())
             for name, kind, label in routers:
                 if rep > 0 and name in ONE_REPEAT:
                     progress.advance(task)
                     continue
                 y = labels_for(o, label)
                 ftr, fte = fsub[TRUNCATION.get(name, 256)]
-                s = make_scorer(kind, label).fit(ftr, y[tr]).predict(fte)
+                if kind in ("derived", "ensemble"):
+                    s = derived[name]
+                else:
+                    s = make_scorer(kind, label).fit(ftr, y[tr]).predict(fte)
                 oof[name][te] = s
                 m = evaluate_scores(s, qw[te], qs[te])
                 m["test_subjects"] = len(set(o.groups[te].tolist()))
@@ -148,16 +202,59 @@ def grouped_cv(o, feats, routers, folds: int, repeats: int, progress) -> tuple[d
             }
     summary["oracle"]["pooled"] = evaluate_scores(oracle_scores(qw, qs), qw, qs)
     summary["random"]["pooled"] = random_expected(qw, qs)
+    if weights:
+        from zimo.route.scorers import ENSEMBLE_MEMBERS
+
+        w = np.array(weights)
+        summary["ensemble-stacked"]["member_weights"] = {
+            k: {
+                "mean": float(w[:, j].mean()),
+                "min": float(w[:, j].min()),
+                "max": float(w[:, j].max()),
+            }
+            for j, k in enumerate(ENSEMBLE_MEMBERS)
+        }
+    summary = paired_vs(summary, per_fold, BASELINE)
     return summary, curves
+
+
+BASELINE = "ensemble-before"
+
+
+def paired_vs(summary: dict, per_fold: dict, base: str) -> dict:
+    """Each router's per-fold difference to ``base`` on the same folds (mean ± standard error):
+    the fold-to-fold spread is mostly the folds' own difficulty, which a paired difference
+    cancels, so this says whether a change is real where the two means alone cannot."""
+    if base not in per_fold:
+        return summary
+    b = per_fold[base]
+    for name, ms in per_fold.items():
+        if name in (base, "random", "oracle") or len(ms) < 2:
+            continue
+        d = {"folds": len(ms)}
+        for key in ("apgr", "cpt50", "cpt80"):
+            # Folds are appended in the same order for every router (a one-repeat router
+            # holds the first repeat's folds), so index i is the same held-out subjects.
+            x = np.array([m[key] - b[i][key] for i, m in enumerate(ms)])
+            d[key] = {"mean": float(x.mean()), "se": float(x.std(ddof=1) / np.sqrt(len(x)))}
+        summary[name][f"paired_vs_{base}"] = d
+    return summary
 
 
 def train_test(train, test, ftr, fte, routers, progress) -> tuple[dict, dict]:
     qw, qs = test.quality[:, 0], test.quality[:, -1]
     out, curves = {}, {}
     task = progress.add_task("train/test", total=len(routers))
+    derived: dict[str, np.ndarray] = {}
+    if any(kind in ("derived", "ensemble") for _, kind, _ in routers):
+        ens = make_scorer("ensemble", "gain").fit(ftr[256], labels_for(train, "gain"))
+        derived = ensemble_rows(ens, ftr[256], fte[256], labels_for(train, "gain"))
     for name, kind, label in routers:
         msl = TRUNCATION.get(name, 256)
-        s = make_scorer(kind, label).fit(ftr[msl], labels_for(train, label)).predict(fte[msl])
+        if kind in ("derived", "ensemble"):
+            s = derived[name]
+        else:
+            s = make_scorer(kind, label).fit(ftr[msl], labels_for(train, label)).predict(fte[msl])
         curves[name] = s
         out[name] = evaluate_scores(s, qw, qs)
         progress.advance(task)
@@ -304,6 +401,33 @@ def target_notes(results: dict, mode: str, names: list[str]) -> list[str]:
     ]
 
 
+def latency_note(lat: dict) -> str:
+    return (
+        f"decide() p50 {lat['decide_ms_p50']:.1f} ms wall / {lat['decide_cpu_ms_p50']:.1f} ms CPU "
+        f"vs target 50 ms, at load average {lat['loadavg_before'][0]:.1f} on {lat['cores']} cores "
+        "(wall time on a loaded machine includes waiting for a core; CPU time is what the call "
+        "costs)"
+    )
+
+
+def update_latency(out: Path) -> None:
+    """Time decide() alone and write it into an existing result (JSON + markdown).
+
+    The quality run takes tens of minutes on shared cores; the timing needs a quiet minute,
+    which rarely coincides, so it can be taken separately.
+    """
+    result = json.loads(out.read_text(encoding="utf-8"))
+    data = load_outcome_csvs(Path(result["test"] or result["train"]), ["weak", "strong"])
+    lat = decide_latency(data)
+    lat["measured_separately_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    result["latency"] = lat
+    result["notes"] = [n for n in result["notes"] if not n.startswith("decide() p50")]
+    result["notes"].insert(0, latency_note(lat))
+    out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    write_md(result, out.with_suffix(".md"))
+    print(latency_note(lat))
+
+
 def write_md(result: dict, path: Path) -> None:
     lines = [
         "# route_mmlu: routers on unseen MMLU subjects",
@@ -316,18 +440,36 @@ def write_md(result: dict, path: Path) -> None:
     res = result["results"]
     if result["mode"] == "grouped_cv":
         lines += [
-            "| router | APGR mean ± sd (median) | CPT(50%) mean | CPT(80%) mean | pooled APGR |"
-            " target met |",
-            "|---|---|---|---|---|---|",
+            "| router | folds | APGR mean ± sd (median) | CPT(50%) mean ± sd | CPT(80%) mean |"
+            f" pooled APGR | paired Δ vs {BASELINE}: APGR / CPT(50%) (± se) | target met |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for name, m in res.items():
             pooled = m.get("pooled", {}).get("apgr")
             met = result["target_met"].get(name, "")
-            lines.append(
-                f"| {name} | {m['apgr']['mean']:.3f} ± {m['apgr']['std']:.3f} "
-                f"({m['apgr']['median']:.3f}) | {m['cpt50']['mean']:.3f} | "
-                f"{m['cpt80']['mean']:.3f} | {'' if pooled is None else f'{pooled:.3f}'} | {met} |"
+            d = m.get(f"paired_vs_{BASELINE}")
+            delta = (
+                f"{d['apgr']['mean']:+.3f} ± {d['apgr']['se']:.3f} / "
+                f"{d['cpt50']['mean']:+.3f} ± {d['cpt50']['se']:.3f}"
+                if d
+                else ""
             )
+            lines.append(
+                f"| {name} | {m['folds']} | {m['apgr']['mean']:.3f} ± {m['apgr']['std']:.3f} "
+                f"({m['apgr']['median']:.3f}) | {m['cpt50']['mean']:.3f} ± {m['cpt50']['std']:.3f}"
+                f" | {m['cpt80']['mean']:.3f} | {'' if pooled is None else f'{pooled:.3f}'} | "
+                f"{delta} | {met} |"
+            )
+        w = res.get("ensemble-stacked", {}).get("member_weights")
+        if w:
+            lines += [
+                "",
+                "Stacked member weights (ensemble-stacked; mean, min–max over folds): "
+                + ", ".join(
+                    f"{k} {v['mean']:.2f} ({v['min']:.2f}–{v['max']:.2f})" for k, v in w.items()
+                ),
+            ]
+        lines += ["", *[f"- **{k}**: {v}" for k, v in DERIVED_DOC.items()]]
     else:
         lines += ["| router | APGR | CPT(50%) | CPT(80%) |", "|---|---|---|---|"]
         for name, m in res.items():
@@ -371,6 +513,12 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=None, help="CV repeats (default 3, quick 1)")
     ap.add_argument("--no-latency", action="store_true", help="skip the decide() timing")
+    ap.add_argument("--skip", nargs="*", default=[], help="router rows to leave out (e.g. mlp)")
+    ap.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="only time decide() (e.g. when the machine is quiet) and update --out in place",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "route_mmlu.json")
     args = ap.parse_args()
 
@@ -378,8 +526,11 @@ def main() -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     set_threads()
+    if args.latency_only:
+        update_latency(args.out)
+        return
     t0, c0, load0 = time.perf_counter(), time.process_time(), os.getloadavg()
-    routers = ROUTERS_QUICK if args.quick else ROUTERS_FULL
+    routers = [r for r in (ROUTERS_QUICK if args.quick else ROUTERS_FULL) if r[0] not in args.skip]
     repeats = args.repeats or (1 if args.quick else 3)
     train_dir = args.train or DEFAULT_DATA
     train = load_outcome_csvs(train_dir, ["weak", "strong"])
@@ -393,13 +544,24 @@ def main() -> None:
         TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=True
     ) as progress:
         t = time.perf_counter()
-        lengths = sorted({TRUNCATION.get(r[0], 256) for r in routers})
+        lengths = {TRUNCATION.get(r[0], 256) for r in routers}
+        # Groups (subjects) travel with the features: the ensemble cross-fits its members on
+        # unseen subjects inside each training fold.
         ftr = {
-            m: build_features(train.prompts, max_seq_length=m, cache_path=CACHE, progress=True)
-            for m in lengths
+            m: build_features(
+                train.prompts,
+                max_seq_length=m,
+                cache_path=CACHE,
+                progress=True,
+                groups=train.groups,
+            )
+            for m in lengths | {256}
         }
         fte = (
-            {m: build_features(test.prompts, max_seq_length=m, cache_path=CACHE) for m in lengths}
+            {
+                m: build_features(test.prompts, max_seq_length=m, cache_path=CACHE)
+                for m in lengths | {256}
+            }
             if test is not None
             else None
         )
@@ -419,12 +581,7 @@ def main() -> None:
         t = time.perf_counter()
         latency = decide_latency(train if test is None else test)
         timings["latency_s"] = time.perf_counter() - t
-        notes.append(
-            f"decide() p50 {latency['decide_ms_p50']:.1f} ms wall / "
-            f"{latency['decide_cpu_ms_p50']:.1f} ms CPU vs target 50 ms, at load average "
-            f"{latency['loadavg_before'][0]:.1f} on {latency['cores']} cores (wall time on a "
-            "loaded machine includes waiting for a core; CPU time is what the call costs)"
-        )
+        notes.append(latency_note(latency))
 
     throughput = None
     if not args.quick and not args.no_latency:

@@ -10,10 +10,10 @@ One forward pass of the embedded ``gecko`` (SmolLM2-135M) over the prompt gives
   prompt is about, a representation trained on far more text than MiniLM's sentence objective.
 
 The issue's hypothesis is that these carry difficulty information the sentence embedding
-lacks. They are an *option* of the router (``route.router.lm_features``) and of the MMLU
-benchmark, which measures them next to the MiniLM-only routers; a forward pass of a 135M model
-costs several times a MiniLM pass, so the option is off by default (see docs/routing.md for
-the measured trade-off).
+lacks. ``benchmarks/route_lm_features.py`` measures them next to the MiniLM features on unseen
+subjects. They are not (yet) a router feature: one gecko pass over a ~100-token prompt costs
+~140 ms CPU, nearly three times the router's whole 50 ms budget (docs/routing.md has the
+measured trade-off).
 
 Vectors are cached by (model, truncation, layer, text) in a SQLite file, like the MiniLM
 embeddings (:class:`zimo.embeddings._DiskCache`), so benchmarks and refits compute each prompt
@@ -38,7 +38,7 @@ SCALAR_NAMES = (
     "lm_log_tokens",
 )
 # Bump when what is stored under a key changes, so old cache rows are not misread.
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 
 _models: dict[tuple[str, str], tuple] = {}
 _models_lock = threading.Lock()
@@ -99,7 +99,9 @@ def _compute(
                     x = np.zeros(1, dtype=np.float32)
                 last = logp[r, length - 1]
                 ent = float(-(last.exp() * last).sum())
-                pooled = hid[r, :length].mean(0).numpy()
+                # The first position carries the outsized activations of an attention sink
+                # (hundreds of times the others here); pooling it would drown the rest.
+                pooled = hid[r, 1 if length > 1 else 0 : length].mean(0).numpy()
                 out[i, : len(SCALAR_NAMES)] = (
                     x.mean(),
                     x.std(),
@@ -145,9 +147,7 @@ def lm_features(
         try:
             # Cache in chunks so an interrupted long run keeps what it computed.
             for a in range(0, len(todo), 256):
-                vecs = _compute(
-                    todo[a : a + 256], model, max_tokens, layer, dtype, batch_size, bar
-                )
+                vecs = _compute(todo[a : a + 256], model, max_tokens, layer, dtype, batch_size, bar)
                 fresh = dict(zip(missing[a : a + 256], vecs, strict=True))
                 found.update(fresh)
                 if disk is not None:

@@ -250,36 +250,125 @@ class GainScorer(Scorer):
 
 
 class EnsembleScorer(Scorer):
-    """Members' scores standardised (by their spread on the training data), averaged, squashed.
+    """Members' scores standardised, combined with weights, squashed to (0, 1).
 
     Standardising matters: the members' raw scores live on different scales (a kNN share, a
     length-only probability), and a plain mean would let the widest one dominate.
+
+    ``calibration="cross_fit"`` (default) takes each member's mean and spread — and, with
+    ``weights="stacked"``, the combination weights — from *cross-fitted* scores: each training
+    prompt scored by a copy of the member fitted without its group (subject) when
+    ``f.groups`` has enough groups, else without its fold. In-sample scores are the wrong
+    yardstick: a kNN finds the prompt itself and its own subject among the neighbours, a
+    logistic regression on 395 features fits its training prompts, so their in-sample spread
+    is several times what they show on unseen subjects, and dividing by it silently
+    down-weights exactly the members that carry topic information. ``"in_sample"`` is the
+    former behaviour, kept for comparison. On the shared MMLU outcomes the two rank alike
+    (paired over 15 grouped folds: APGR +0.002 ± 0.002, CPT(50%) 0.000 ± 0.005); cross-fitting
+    stays the default as the sound yardstick, at three extra member fits per ``fit`` and no
+    cost per request.
+
+    ``weights="equal"`` (default): the mean of the z-scores. ``"stacked"``: non-negative least
+    squares of the training target (cheap-tier advantage ``y_cheap - y_strong`` for gain
+    labels, else ``y``) on the members' cross-fitted z-scores (Breiman's stacked regression),
+    normalised to sum to 1. Measured on unseen MMLU subjects the stacked weights swung from
+    fold to fold (a member 0.0 in one fold, 1.0 in another: the target is mostly 0, both tiers
+    right or both wrong, so little signal fixes them) and ranked worse than the plain mean
+    (APGR −0.030 ± 0.010, CPT(50%) +0.037 ± 0.014, paired over 15 folds); equal weights stay
+    the default (benchmarks/results/route_mmlu.md).
     """
 
     kind = "ensemble"
     needs_embeddings = True
 
-    def __init__(self, members: list[Scorer]):
+    def __init__(
+        self,
+        members: list[Scorer],
+        *,
+        calibration: str = "cross_fit",
+        weights: str = "equal",
+        folds: int = 4,
+        seed: int = 0,
+    ):
+        if calibration not in ("cross_fit", "in_sample"):
+            raise ValueError(f"calibration must be cross_fit or in_sample, got {calibration!r}")
+        if weights not in ("stacked", "equal"):
+            raise ValueError(f"weights must be stacked or equal, got {weights!r}")
+        if weights == "stacked" and calibration != "cross_fit":
+            raise ValueError("stacked weights need cross-fitted scores (calibration=cross_fit)")
         self.members = members
+        self.calibration, self.weights, self.folds, self.seed = calibration, weights, folds, seed
         self.needs_embeddings = any(m.needs_embeddings for m in members)
 
+    def _cross_fitted(self, f: PromptFeatures, y: np.ndarray) -> np.ndarray:
+        """``(n, members)`` scores, each row from member copies fitted without its group/fold."""
+        import copy
+
+        from sklearn.model_selection import GroupKFold, KFold
+
+        n = len(f)
+        groups = f.groups
+        if groups is not None and len(set(groups.tolist())) >= self.folds:
+            splits = GroupKFold(n_splits=self.folds, shuffle=True, random_state=self.seed).split(
+                np.zeros(n), groups=groups
+            )
+        else:
+            splits = KFold(n_splits=self.folds, shuffle=True, random_state=self.seed).split(
+                np.zeros(n)
+            )
+        out = np.zeros((n, len(self.members)))
+        for tr, te in splits:
+            ytr = np.asarray(y)[tr]
+            ycols = ytr if ytr.ndim == 2 else ytr[:, None]
+            if any(ycols[:, c].min() == ycols[:, c].max() for c in range(ycols.shape[1])):
+                out[te] = np.nan  # one class in this fold: no score; excluded below
+                continue
+            for j, m in enumerate(self.members):
+                # A deep copy of the unfitted member: same kind and settings, fresh state.
+                out[te, j] = copy.deepcopy(m).fit(f.subset(tr), ytr).predict(f.subset(te))
+        return out
+
     def fit(self, f, y):
-        self.stats = []
+        y = np.asarray(y)
+        if self.calibration == "cross_fit" and len(f) >= 2 * self.folds:
+            oof = self._cross_fitted(f, y)
+            ok = ~np.isnan(oof).any(axis=1)
+            scores = oof[ok] if ok.sum() >= 2 else None
+        else:
+            scores = None
+        crossfitted = scores is not None
         for m in self.members:
             m.fit(f, y)
-            p = m.predict(f)
-            self.stats.append((float(p.mean()), float(p.std()) or 1.0))
+        if scores is None:  # in-sample (asked for, or too little data to cross-fit)
+            scores = np.stack([m.predict(f) for m in self.members], axis=1)
+            ok = np.ones(len(f), dtype=bool)
+        mu, sd = scores.mean(0), scores.std(0)
+        sd[sd == 0] = 1.0
+        self.stats = [(float(a), float(b)) for a, b in zip(mu, sd, strict=True)]
+        equal = np.full(len(self.members), 1.0 / len(self.members))
+        # The stacked weights are kept (``stack_w``) whichever combination is used, so a
+        # benchmark can report both from one fit.
+        self.stack_w = equal
+        if crossfitted and ok.sum() >= 20:
+            from scipy.optimize import nnls
+
+            target = (y[:, 0] - y[:, 1]) if y.ndim == 2 else y
+            t = target[ok].astype(np.float64)
+            w, _ = nnls((scores - mu) / sd, t - t.mean())
+            if w.sum() > 0:
+                self.stack_w = w / w.sum()
+        self.w = self.stack_w if self.weights == "stacked" else equal
         return self
 
     def predict(self, f):
-        z = np.mean(
-            [
-                (m.predict(f) - mu) / sd
-                for m, (mu, sd) in zip(self.members, self.stats, strict=True)
-            ],
-            axis=0,
+        # Routers pickled before weights existed combine their members equally.
+        weights = getattr(self, "w", np.full(len(self.members), 1.0 / len(self.members)))
+        z = sum(
+            w * (m.predict(f) - mu) / sd
+            for m, (mu, sd), w in zip(self.members, self.stats, weights, strict=True)
+            if w > 0  # a member the stacking dropped is not even run
         )
-        return 1.0 / (1.0 + np.exp(-z))
+        return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
 
 
 def _base_scorer(kind: str, *, knn_k: int = 50, seed: int = 0) -> Scorer:
@@ -320,21 +409,42 @@ class _FirstColumn(Scorer):
 # Chosen by grouped CV on the shared MMLU outcomes (benchmarks/route_mmlu.py): each member alone
 # reaches pooled APGR 0.57-0.60, their standardised mean 0.62 — they err on different prompts.
 ENSEMBLE_MEMBERS = ("length", "logreg", "knn", "features")
+# Folds of the ensemble's inner cross-fitting (its statistics and weights). Three keep a fit at
+# four member fits; the statistics of four numbers per member need no more.
+ENSEMBLE_FOLDS = 3
 
 
 def make_scorer(kind: str, label: str = "gain", *, knn_k: int = 50, seed: int = 0) -> Scorer:
     """A fresh scorer of ``kind`` for training labels of type ``label``.
 
     ``label="gain"`` expects ``y`` of shape ``(n, 2)`` (cheap right, strong right); the other
-    labels a 0/1 vector. ``length`` is monotone in the prompt length whatever the label.
+    labels a 0/1 vector. The ``length`` router is monotone in the prompt length whatever the
+    label (the issue's "prompt length alone" baseline); inside the ensemble every member,
+    length included, estimates the same quantity (see :func:`ensemble_member`).
     """
     if kind == "ensemble":
         return EnsembleScorer(
-            [make_scorer(k, label, knn_k=knn_k, seed=seed) for k in ENSEMBLE_MEMBERS]
+            [ensemble_member(k, label, knn_k=knn_k, seed=seed) for k in ENSEMBLE_MEMBERS],
+            folds=ENSEMBLE_FOLDS,
+            seed=seed,
         )
     if label == "gain":
         if kind == "length":
             return _FirstColumn(LengthScorer())
         _base_scorer(kind)  # validates the name
+        return GainScorer(kind, knn_k=knn_k, seed=seed)
+    return _base_scorer(kind, knn_k=knn_k, seed=seed)
+
+
+def ensemble_member(kind: str, label: str = "gain", *, knn_k: int = 50, seed: int = 0) -> Scorer:
+    """A member of the ensemble: with gain labels, a :class:`GainScorer` of every kind.
+
+    The stand-alone ``length`` router predicts only P(cheap right), so long prompts rank as
+    worth escalating even where the strong tier fails on them too (MMLU's long maths prompts:
+    the strong model is often wrong there as well); averaged with gain-estimating members it
+    mixed two different targets. As a member it estimates the gain like the others.
+    """
+    if label == "gain":
+        _base_scorer(kind)
         return GainScorer(kind, knn_k=knn_k, seed=seed)
     return _base_scorer(kind, knn_k=knn_k, seed=seed)
