@@ -7,6 +7,7 @@ f16 / q4_k_m / Ollama exports of gecko are marked slow.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -263,6 +264,51 @@ def test_q8_0_quantisation_error_is_small(tiny_llama, tmp_path):
     assert 0 < rel < 1 / 127  # 8-bit blocks: at most half a step of the block scale
 
 
+def test_label_check_uses_the_served_prompt_and_threshold(tiny_llama, tmp_path):
+    """Every label path of the export check (LabelScorer on the merged model, any engine's
+    log-probs, llama.cpp's serving scorer) applies the sub-model's system prompt, text
+    truncation and decision threshold, and they agree with one another."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from zimo.export.gguf_writer import write_gguf
+    from zimo.export.verify import (
+        decide_labels,
+        hf_logprob_fn,
+        label_choices_from_logprobs,
+        label_choices_hf,
+        label_choices_llamacpp,
+    )
+    from zimo.infer.label import LabelScorer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    spec = {"labels": ["ham", "spam"], "instruction": "Spam or ham?", "texts": LABEL_TEXTS,
+            "system": "Reply with the label only.", "max_text_tokens": 8}  # fmt: skip
+    proba = LabelScorer(model, tok, spec["labels"], spec["instruction"], system=spec["system"],
+                        max_text_tokens=8, autocast=False).predict_proba(LABEL_TEXTS)  # fmt: skip
+    p = np.sort(proba[:, 1])
+    cases = {  # threshold -> expected labels: all spam, all ham, a split in the widest gap
+        float(p[0] - 1e-3): [1] * len(p),
+        float(p[-1] + 1e-3): [0] * len(p),
+    }
+    gap = int(np.argmax(np.diff(p)))
+    mid = float((p[gap] + p[gap + 1]) / 2)
+    cases[mid] = [int(x >= mid) for x in proba[:, 1]]
+    write_gguf(model, tok, tmp_path / "tiny.gguf", "f16", progress=False)
+    has_llamacpp = importlib.util.find_spec("llama_cpp") is not None
+    for thr, want in cases.items():
+        rule = {**spec, "positive_label": "spam", "decision_threshold": thr}
+        assert decide_labels(proba, rule) == want
+        assert label_choices_hf(model, tok, rule)[0] == want
+        assert label_choices_from_logprobs(hf_logprob_fn(model), tok, rule) == want
+        if has_llamacpp:
+            assert label_choices_llamacpp(tmp_path / "tiny.gguf", tok, rule, 1) == want, thr
+    # without the system prompt the prompt (and so the probabilities) would differ
+    other = LabelScorer(model, tok, spec["labels"], spec["instruction"], system=None,
+                        max_text_tokens=8, autocast=False).predict_proba(LABEL_TEXTS)  # fmt: skip
+    assert not np.allclose(other, proba)
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -511,23 +557,7 @@ def test_go_template_renders_like_chat_template(tmp_path):
             assert got == fmt.render(conv)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("ollama") is None, reason="ollama not installed")
-def test_ollama_create_accepts_the_folder(adapter, tmp_path):
-    from zimo.export.api import export_model
-
-    report = export_model(adapter, None, "ollama", "q8_0", tmp_path / "oll", verify=False)
-    name = report["ollama"]["model_name"] + "-zimo-test"
-    r = subprocess.run(
-        ["ollama", "create", name, "-f", str(tmp_path / "oll" / "Modelfile")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    try:
-        assert r.returncode == 0, r.stderr
-    finally:
-        subprocess.run(["ollama", "rm", name], capture_output=True)
+# `ollama create` on a real export: tests/test_export_ollama.py
 
 
 # --------------------------------------------------------------------------- slow: more quants

@@ -160,7 +160,9 @@ def export_model(
     the base named in the adapter) or a full HF model folder. ``fmt``: ``hf`` (merged
     safetensors), ``gguf`` or ``ollama`` (GGUF + Modelfile). ``quant``: ``f16``, ``q8_0`` or
     ``q4_k_m`` (GGUF only). ``label_texts`` with ``metadata["labels"]`` (and optionally
-    ``metadata["instruction"]``) adds the label-agreement check. ``metadata`` also feeds the
+    ``metadata["instruction"]``, ``system``, ``max_text_tokens``, ``positive_label`` and
+    ``decision_threshold``, as in the sub-model's ``label_task.json``) adds the
+    label-agreement check against the labels ``zimo serve`` would answer. ``metadata`` also feeds the
     model card: ``name``, ``task``, ``description``, ``intended_use``, ``data``
     (see :func:`zimo.export.card.data_summary`), ``eval`` (``{system: {metric: value}}``),
     ``base_license``.
@@ -210,11 +212,15 @@ def export_model(
     )
     label_spec = None
     if label_texts and meta.get("labels"):
+        from zimo.export.verify import LABEL_RULE_KEYS
+
         label_spec = {
             "labels": list(meta["labels"]),
             "instruction": meta.get("instruction"),
             "texts": list(label_texts),
         }
+        # the served prompt and decision rule (label_task.json), when the caller has them
+        label_spec.update({k: meta[k] for k in LABEL_RULE_KEYS if k in meta})
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         files: dict[str, Any] = {}
@@ -263,6 +269,11 @@ def export_model(
                     task=meta.get("task"),
                     license_text=report["base_license"],
                     command_dir=out_dir,
+                    label_task={
+                        k: meta[k] for k in ("labels", "instruction", "system") if k in meta
+                    }
+                    if meta.get("labels")
+                    else None,
                 )
                 files["modelfile"] = "Modelfile"
         report["files"] = files

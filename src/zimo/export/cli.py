@@ -44,7 +44,10 @@ def _train_metadata(adapter: Path) -> dict:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return {k: meta[k] for k in ("name", "task", "labels", "instruction") if meta.get(k)}
+    from zimo.export.project import label_task
+
+    out = {k: meta[k] for k in ("name", "task", "labels", "instruction") if meta.get(k)}
+    return {**out, **label_task(adapter.parent)}
 
 
 def register(app: typer.Typer) -> None:

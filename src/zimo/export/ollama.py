@@ -14,6 +14,7 @@ made; the tests check the Python rendering against the tokenizer's own chat temp
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,20 +48,33 @@ class ChatFormat:
     roles: dict[str, str]  # chat role -> role name written in the prompt
     system_as_user: bool = False  # Gemma has no system role: system text goes into user turns
 
-    def go_template(self) -> str:
-        """The Ollama TEMPLATE (Go text/template) for this format."""
+    def go_template(self, user_prefix: str = "") -> str:
+        """The Ollama TEMPLATE (Go text/template) for this format.
+
+        ``user_prefix`` is written before the content of every user message: a label
+        sub-model's instruction, so ``ollama run`` on a bare text sends the training prompt.
+        """
         asst = self.roles["assistant"]
+        # A Go string literal, so braces or quotes in the text cannot break the template
+        # (JSON string escapes are valid Go escapes).
+        prefix = (
+            '{{ if eq .Role "user" }}{{ '
+            + json.dumps(user_prefix, ensure_ascii=False)
+            + " }}{{ end }}"
+            if user_prefix
+            else ""
+        )
         if self.system_as_user:
             # Gemma: a system message is written as a user turn (as Ollama's gemma3 does).
             turn = (
                 '{{ if eq .Role "assistant" }}' + self.start + asst + "\n"
                 "{{ .Content }}" + self.end + "\n"
                 "{{ else }}" + self.start + self.roles["user"] + "\n"
-                "{{ .Content }}" + self.end + "\n"
+                + prefix + "{{ .Content }}" + self.end + "\n"
                 "{{ end }}"
-            )
+            )  # fmt: skip
         else:
-            turn = self.start + "{{ .Role }}\n{{ .Content }}" + self.end + "\n"
+            turn = self.start + "{{ .Role }}\n" + prefix + "{{ .Content }}" + self.end + "\n"
         # No "{{-" trim markers after text: they would also eat the newlines the format needs.
         return (
             "{{- range $i, $_ := .Messages }}"
@@ -73,14 +87,15 @@ class ChatFormat:
             + "{{ end }}"
         )
 
-    def render(self, messages: list[dict[str, str]]) -> str:
+    def render(self, messages: list[dict[str, str]], user_prefix: str = "") -> str:
         """What :meth:`go_template` produces for ``messages`` (Python twin, for the tests)."""
         out = []
         for m in messages:
             role = m["role"]
+            content = (user_prefix if role == "user" else "") + m["content"]
             if self.system_as_user and role != "assistant":
                 role = "user"
-            out.append(f"{self.start}{self.roles.get(role, role)}\n{m['content']}{self.end}\n")
+            out.append(f"{self.start}{self.roles.get(role, role)}\n{content}{self.end}\n")
         if messages and messages[-1]["role"] != "assistant":
             out.append(f"{self.start}{self.roles['assistant']}\n")
         return "".join(out)
@@ -138,13 +153,19 @@ def build_modelfile(
     parameters: dict[str, Any] | None = None,
     system: str | None = None,
     license_text: str | None = None,
+    user_prefix: str = "",
 ) -> tuple[str, dict[str, Any]]:
-    """The Modelfile text for ``gguf_name`` (a file beside it) and a summary for the report."""
+    """The Modelfile text for ``gguf_name`` (a file beside it) and a summary for the report.
+
+    ``user_prefix`` goes before every user message (see :meth:`ChatFormat.go_template`).
+    """
     fmt = detect_chat_format(chat_template)
     lines = [f"FROM ./{gguf_name}"]
     summary: dict[str, Any] = {"chat_format": fmt.name if fmt else None}
     if fmt is not None:
-        lines.append(f"TEMPLATE {_quote(fmt.go_template())}")
+        lines.append(f"TEMPLATE {_quote(fmt.go_template(user_prefix))}")
+        if user_prefix:
+            summary["user_prefix"] = user_prefix
         system = system if system is not None else default_system_prompt(chat_template)
         if system:
             lines.append(f"SYSTEM {_quote(system)}")
@@ -230,23 +251,41 @@ def write_ollama_folder(
     license_text: str | None = None,
     num_ctx: int = 2048,
     command_dir: Path | None = None,
+    label_task: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``Modelfile`` next to the GGUF in ``folder``; returns the report's ollama part.
 
     ``command_dir`` is where the folder will finally live (the printed ``ollama create``
-    command names it; an export writes into a staging folder first).
+    command names it; an export writes into a staging folder first). ``label_task`` (a label
+    sub-model's ``instruction``, ``system`` and ``labels``, as in ``label_task.json``) makes
+    the Modelfile send the training prompt: that system prompt, and the instruction before
+    each user message, so ``ollama run NAME "<text>"`` classifies a bare text. Ollama
+    answers with the most likely label (greedy); it cannot apply a tuned decision
+    threshold, which ``zimo serve`` does.
     """
     params: dict[str, Any] = {"num_ctx": num_ctx}
+    system, user_prefix = None, ""
     if task == "label":
         params["temperature"] = 0  # a classifier should answer the same way every time
         params["num_predict"] = 16
+        if label_task is not None:
+            from zimo.prompts import DEFAULT_SYSTEM, default_instruction
+
+            # the same fallbacks as zimo.prompts.LabelPrompt, which training used
+            instruction = label_task.get("instruction") or default_instruction(
+                list(label_task.get("labels") or [])
+            )
+            user_prefix = f"{instruction}\n\nText: "
+            system = label_task.get("system", DEFAULT_SYSTEM)
     else:
         params.update({"temperature": 0.2, "top_p": 0.9})
     text, summary = build_modelfile(
         gguf_name,
         getattr(tokenizer, "chat_template", None),
         parameters=params,
+        system=system,
         license_text=license_text,
+        user_prefix=user_prefix,
     )
     parse_modelfile(text)  # never hand Ollama a file its parser would refuse
     (folder / "Modelfile").write_text(text, encoding="utf-8")

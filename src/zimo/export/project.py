@@ -64,6 +64,22 @@ def resolve_project(project_dir: str | Path) -> ProjectExport:
     return pe
 
 
+def label_task(train_dir: Path) -> dict[str, Any]:
+    """The served label prompt and decision rule from a train artifact's ``label_task.json``
+    (labels, instruction, system, max_text_tokens, positive_label, decision_threshold), the
+    same keys :func:`zimo.serve.registry.load_submodel` applies; empty when there is none."""
+    path = Path(train_dir) / "label_task.json"
+    if not path.is_file():
+        return {}
+    try:
+        task = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    keys = ("labels", "instruction", "system", "max_text_tokens", "positive_label",
+            "decision_threshold")  # fmt: skip
+    return {k: task[k] for k in keys if k in task}
+
+
 def from_artifacts(
     project: Any, train_dir: Path, split_dir: Path | None = None, eval_dir: Path | None = None
 ) -> ProjectExport:
@@ -77,6 +93,7 @@ def from_artifacts(
     metadata: dict[str, Any] = {
         k: meta.get(k) for k in ("name", "task", "labels", "instruction", "base")
     }
+    metadata.update(label_task(train_dir))
     metadata["name"] = metadata.get("name") or project.name
     if project.config.description:
         metadata["description"] = project.config.description

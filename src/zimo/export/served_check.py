@@ -33,17 +33,8 @@ async def _label_all(backend: Any, model: str, texts: list[str]) -> list[Any]:
     return list(await asyncio.gather(*(j.future for j in jobs)))
 
 
-def label_with_engine(
-    kind: str,
-    sub: Any,
-    texts: list[str],
-    *,
-    base: str,
-    threads: int | None = None,
-    chunk: int = 64,
-    progress: Callable[[int], None] | None = None,
-) -> dict[str, Any]:
-    """Labels and label probabilities of ``texts`` from one serving engine (``kind``)."""
+def start_engine(kind: str, sub: Any, *, base: str, threads: int | None = None) -> Any:
+    """A started serving engine (``transformers`` or ``llamacpp``) serving ``sub``."""
     from zimo.serve.backends.base import make_backend
     from zimo.serve.config import BackendConfig
 
@@ -51,22 +42,35 @@ def label_with_engine(
     if kind == "llamacpp":
         cfg["n_ctx"] = 1024  # a label prompt is < 400 tokens (text clipped to max_text_tokens)
     be = make_backend(BackendConfig(**cfg))
-    t0 = time.perf_counter()
     be.start()
+    be.add_model(sub)
+    return be
+
+
+def label_texts(backend: Any, model: str, texts: list[str]) -> tuple[list[str], list[dict]]:
+    """Labels and label probabilities of ``texts`` from a started engine (its job queue)."""
+    results = asyncio.run(_label_all(backend, model, texts))
+    return [r.text for r in results], [r.label_probs for r in results]
+
+
+def label_with_engine(
+    kind: str,
+    sub: Any,
+    texts: list[str],
+    *,
+    base: str,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Labels and label probabilities of ``texts`` from one serving engine (``kind``)."""
+    t0 = time.perf_counter()
+    be = start_engine(kind, sub, base=base, threads=threads)
     load_s = time.perf_counter() - t0
     try:
-        be.add_model(sub)
-        results: list[Any] = []
         t1 = time.perf_counter()
-        for i in range(0, len(texts), chunk):  # chunks: progress, and a bounded queue
-            results += asyncio.run(_label_all(be, sub.name, texts[i : i + chunk]))
-            if progress:
-                progress(len(texts[i : i + chunk]))
+        labels, probs = label_texts(be, sub.name, texts)
         score_s = time.perf_counter() - t1
     finally:
         be.close()
-    labels = [r.text for r in results]
-    probs = [r.label_probs for r in results]
     return {"labels": labels, "probs": probs, "load_s": load_s, "score_s": score_s}
 
 
@@ -92,12 +96,18 @@ def served_label_agreement(
     *,
     threads: int | None = None,
     progress: Callable[[int], None] | None = None,
+    keep_predictions: bool = False,
+    chunk: int = 32,
+    time_budget_s: float | None = None,
 ) -> dict[str, Any]:
     """Compare the served sub-model in ``train_dir`` with ``gguf_path`` on ``texts``.
 
     Returns ``agreement`` (share of texts with the same label), per-engine label counts,
     accuracy / F1 against ``truth`` when given, the largest P(label) difference, the texts
-    that disagree (with both engines' probabilities) and timings. Needs llama-cpp-python.
+    that disagree (with both engines' probabilities) and timings; with ``keep_predictions``
+    also every label and probability (``predictions``). With ``time_budget_s`` it stops
+    after the chunk that crosses the budget and reports the rows done (``n``,
+    ``stopped_early``). Needs llama-cpp-python.
     """
     from zimo.serve.backends.llamacpp import require_llama_cpp
     from zimo.serve.registry import load_submodel
@@ -107,19 +117,45 @@ def served_label_agreement(
     if sub.task != "label":
         raise ZimoError(f"{train_dir} is not a label sub-model", "this check needs a label task")
     base = str(sub.metadata.get("base") or "gecko")
-    served = label_with_engine("transformers", sub, texts, base=base, threads=threads,
-                               progress=progress)  # fmt: skip
     exported = sub.model_copy(
         update={"adapter_dir": None, "metadata": {**sub.metadata, "gguf": str(gguf_path)}}
     )
-    gguf = label_with_engine("llamacpp", exported, texts, base=base, threads=threads,
-                             progress=progress)  # fmt: skip
+    t0 = time.perf_counter()
+    served_be = start_engine("transformers", sub, base=base, threads=threads)
+    t1 = time.perf_counter()
+    gguf_be = start_engine("llamacpp", exported, base=base, threads=threads)
+    t2 = time.perf_counter()
+    served = {"labels": [], "probs": [], "load_s": t1 - t0, "score_s": 0.0}
+    gguf = {"labels": [], "probs": [], "load_s": t2 - t1, "score_s": 0.0}
+    stopped = False
+    try:
+        # Both engines side by side, chunk by chunk: timings share the same machine state,
+        # and a time budget still leaves a complete comparison of the rows done so far.
+        for i in range(0, len(texts), chunk):
+            if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
+                stopped = True
+                break
+            part = texts[i : i + chunk]
+            for be, name, acc in ((served_be, sub.name, served), (gguf_be, exported.name, gguf)):
+                t = time.perf_counter()
+                labels, probs = label_texts(be, name, part)
+                acc["score_s"] += time.perf_counter() - t
+                acc["labels"] += labels
+                acc["probs"] += probs
+            if progress:
+                progress(len(part))
+    finally:
+        served_be.close()
+        gguf_be.close()
+    texts = texts[: len(served["labels"])]
+    truth = truth[: len(texts)] if truth is not None else None
     same = [a == b for a, b in zip(served["labels"], gguf["labels"], strict=True)]
     pos = sub.metadata.get("positive_label")
     probe = pos or sub.labels[-1]
     diffs = [abs(a[probe] - b[probe]) for a, b in zip(served["probs"], gguf["probs"], strict=True)]
     out: dict[str, Any] = {
         "n": len(texts),
+        "stopped_early": stopped,
         "agreement": sum(same) / max(len(texts), 1),
         "disagreements": [
             {
@@ -148,6 +184,11 @@ def served_label_agreement(
             "gguf_score": round(gguf["score_s"], 1),
         },
     }
+    if keep_predictions:
+        out["predictions"] = {
+            "served": {"labels": served["labels"], "probs": served["probs"]},
+            "gguf": {"labels": gguf["labels"], "probs": gguf["probs"]},
+        }
     if truth is not None:
         out["served_metrics"] = _metrics(truth, served["labels"], sub.labels, pos)
         out["gguf_metrics"] = _metrics(truth, gguf["labels"], sub.labels, pos)

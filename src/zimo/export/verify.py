@@ -13,7 +13,10 @@ the engine Ollama and phones run). On a fixed prompt set we compare:
   agreeing for a prompt means free-running greedy decoding gives the identical answer, which
   is also reported (``sequences_identical``). The agreement over all positions, past the
   end of the answer too, is reported as ``token_agreement_all_positions``;
-- **label agreement** (label tasks): the label chosen by comparing label log-probabilities.
+- **label agreement** (label tasks): on test-split texts, the label ``zimo serve`` would answer
+  with the merged model (the sub-model's own prompt, scoring and dev-tuned decision
+  threshold) against the label each engine gives from the GGUF with the same rule; the
+  llama.cpp side is scored by the llama.cpp serving engine's own function.
 
 Targets: f16 >= 99 %, q8_0 >= 95 % greedy-token agreement; labels >= 99 %.
 """
@@ -127,69 +130,112 @@ def hf_logprob_fn(model: Any) -> LogProbFn:
 # --------------------------------------------------------------------------- labels
 
 
-def label_prompt(tokenizer: Any, text: str, labels: list[str], instruction: str | None) -> str:
-    """The prompt used by the engine-neutral label scorer (llama.cpp side and fallback)."""
-    task = instruction or "Classify the text."
-    content = f"{task}\nAnswer with one of: {', '.join(labels)}.\n\nText: {text}"
-    msgs = [{"role": "user", "content": content}]
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-    return content + "\nAnswer: "
+# Keys of a label spec that shape the prompt and the decision, as the sub-model's
+# ``label_task.json`` stores them and ``zimo serve`` applies them.
+LABEL_RULE_KEYS = ("system", "max_text_tokens", "positive_label", "decision_threshold")
 
 
-def _label_prompts(
-    tokenizer: Any, labels: list[str], instruction: str | None, texts: list[str]
-) -> tuple[list[list[int]], list[list[int]]]:
-    """Prompt ids per text and answer ids per label, as served (``zimo.prompts``) if present."""
-    try:
-        from zimo.prompts import LabelPrompt
-    except ImportError:
-        label_ids = [tokenizer(lab, add_special_tokens=False)["input_ids"] for lab in labels]
-        prompts = [
-            tokenizer(label_prompt(tokenizer, t, labels, instruction), add_special_tokens=False)[
-                "input_ids"
-            ]
-            for t in texts
-        ]
-        return prompts, label_ids
-    lp = LabelPrompt(tokenizer, list(labels), instruction)
-    return [lp.prompt_ids(t) for t in texts], [list(x) for x in lp.label_ids]
+def served_label_prompt(tokenizer: Any, spec: dict) -> Any:
+    """The exact label prompt serving builds (:func:`zimo.serve.backends.base.make_label_prompt`):
+    the spec's system prompt (the training default when absent) and text truncation."""
+    from zimo.prompts import LabelPrompt
+
+    kw: dict[str, Any] = {}
+    if "system" in spec:
+        kw["system"] = spec["system"]
+    if spec.get("max_text_tokens"):
+        kw["max_text_tokens"] = int(spec["max_text_tokens"])
+    return LabelPrompt(tokenizer, list(spec["labels"]), spec.get("instruction"), **kw)
 
 
-def label_choices_from_logprobs(
-    logprob_fn: LogProbFn,
-    tokenizer: Any,
-    labels: list[str],
-    instruction: str | None,
-    texts: list[str],
-) -> list[int]:
-    """Index of the most likely label (summed answer-token log-probs) for each text."""
-    prompts, label_ids = _label_prompts(tokenizer, labels, instruction, texts)
-    out = []
-    for prompt in prompts:
-        scores = []
-        for ids in label_ids:
-            rows = logprob_fn(prompt + ids)
-            pos = np.arange(len(prompt) - 1, len(prompt) - 1 + len(ids))
-            scores.append(float(rows[pos, ids].sum()))
-        out.append(int(np.argmax(scores)))
-    return out
+def decide_labels(proba: np.ndarray, spec: dict) -> list[int]:
+    """Label index per row with the served decision rule (dev-tuned threshold when stored)."""
+    from zimo.infer.label import decide
+
+    labels = list(spec["labels"])
+    pos_label, thr = spec.get("positive_label"), spec.get("decision_threshold")
+    pos = labels.index(pos_label) if pos_label in labels and thr is not None else None
+    return [int(i) for i in decide(np.asarray(proba), pos, thr)]
 
 
-def label_choices_hf(
-    model: Any, tokenizer: Any, labels: list[str], instruction: str | None, texts: list[str]
-) -> tuple[list[int], str]:
-    """Label choices as Zimo serves them (``zimo.infer.label.LabelScorer``) when available."""
-    try:
-        from zimo.infer.label import LabelScorer
-    except ImportError:
-        fn = hf_logprob_fn(model)
-        return label_choices_from_logprobs(fn, tokenizer, labels, instruction, texts), "export"
+def _softmax(scores: list[float]) -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64)
+    s = np.exp(s - s.max())
+    return s / s.sum()
+
+
+def label_choices_from_logprobs(logprob_fn: LogProbFn, tokenizer: Any, spec: dict) -> list[int]:
+    """Served label per text, scored from full-sequence log-probs (any engine).
+
+    Scored as the serving engines do: the first answer token when it tells the labels apart,
+    else the summed log-probs of each whole answer (label + end-of-turn).
+    """
+    lp = served_label_prompt(tokenizer, spec)
+    rows = []
+    for text in spec["texts"]:
+        prompt = lp.prompt_ids(text)
+        if lp.first_tokens_distinct:
+            last = logprob_fn(prompt)[len(prompt) - 1]
+            scores = [float(last[ids[0]]) for ids in lp.label_ids]
+        else:
+            scores = []
+            for ids in lp.label_ids:
+                r = logprob_fn(prompt + ids)
+                pos = np.arange(len(prompt) - 1, len(prompt) - 1 + len(ids))
+                scores.append(float(r[pos, ids].sum()))
+        rows.append(_softmax(scores))
+    return decide_labels(np.stack(rows), spec)
+
+
+def label_choices_hf(model: Any, tokenizer: Any, spec: dict) -> tuple[list[int], str]:
+    """Served labels of a transformers model: ``zimo.infer.label.LabelScorer`` (the scoring
+    the default serving engine shares) in float32, with the served decision rule."""
     import torch
 
+    from zimo.infer.label import LabelScorer
+
+    lp = served_label_prompt(tokenizer, spec)
+    scorer = LabelScorer(
+        model,
+        tokenizer,
+        lp.labels,
+        lp.instruction,
+        system=lp.system,
+        max_text_tokens=lp.max_text_tokens,
+        autocast=False,  # serving runs float32 on CPUs; bf16 autocast would add its own noise
+    )
     with torch.inference_mode():
-        proba = LabelScorer(model, tokenizer, labels, instruction).predict_proba(texts)
-    return [int(i) for i in np.asarray(proba).argmax(-1)], "zimo.infer.label"
+        proba = scorer.predict_proba(list(spec["texts"]))
+    return decide_labels(proba, spec), "zimo.infer.label"
+
+
+def label_choices_llamacpp(
+    gguf_path: Path, tokenizer: Any, spec: dict, n_threads: int
+) -> list[int]:
+    """Served labels of a GGUF through llama.cpp, scored by the llama.cpp serving engine's own
+    function (:func:`zimo.serve.backends.llamacpp.label_log_scores`)."""
+    from llama_cpp import Llama
+
+    from zimo.serve.backends.llamacpp import label_log_scores
+
+    lp = served_label_prompt(tokenizer, spec)
+    prompts = [lp.prompt_ids(t) for t in spec["texts"]]
+    longest = max((len(p) for p in prompts), default=0) + max(len(a) for a in lp.label_ids)
+    # A context without logits_all: the serving engine reads the last position's logits.
+    llm = Llama(
+        model_path=str(gguf_path),
+        n_ctx=max(512, longest + 16),
+        verbose=False,
+        n_threads=n_threads,
+    )
+    try:
+        rows = [
+            _softmax(label_log_scores(llm, p, lp.label_ids, lp.first_tokens_distinct))
+            for p in prompts
+        ]
+    finally:
+        llm.close() if hasattr(llm, "close") else None
+    return decide_labels(np.stack(rows), spec)
 
 
 def _agreement(a: list[int], b: list[int]) -> float:
@@ -225,9 +271,7 @@ def check_transformers(
     out["target"] = TOKEN_TARGETS[quant]
     passed = out["token_agreement"] >= out["target"] and out["tokenizer_agreement"] == 1.0
     if label_spec and ref_labels is not None:
-        choices, how = label_choices_hf(
-            model, tok, label_spec["labels"], label_spec.get("instruction"), label_spec["texts"]
-        )
+        choices, how = label_choices_hf(model, tok, label_spec)
         out["labels"] = {
             "agreement": _agreement(ref_labels, choices),
             "n": len(choices),
@@ -254,9 +298,9 @@ def check_llamacpp(
     gguf_path: Path,
     ref: dict,
     quant: str,
-    merged: Any,
     tokenizer: Any,
     label_spec: dict | None,
+    ref_labels: list[int] | None,
 ) -> dict:
     """Load the GGUF with llama.cpp (llama-cpp-python) and compare; skipped when absent."""
     if not llamacpp_available():
@@ -267,15 +311,13 @@ def check_llamacpp(
     longest = max(
         len(p) + len(c) for p, c in zip(ref["prompt_ids"], ref["continuations"], strict=True)
     )
-    n_ctx = max(512, longest + 64)
-    if label_spec:
-        n_ctx = max(n_ctx, 1024)
+    n_threads = max(1, len(os.sched_getaffinity(0)))
     llm = Llama(
         model_path=str(gguf_path),
-        n_ctx=n_ctx,
+        n_ctx=max(512, longest + 64),
         logits_all=True,
         verbose=False,
-        n_threads=max(1, len(os.sched_getaffinity(0))),
+        n_threads=n_threads,
     )
     out: dict[str, Any] = {"load_seconds": round(time.perf_counter() - t0, 1)}
     try:
@@ -288,22 +330,17 @@ def check_llamacpp(
         out.update(token_agreement(ref, fn))
         out["target"] = TOKEN_TARGETS[quant]
         passed = out["token_agreement"] >= out["target"] and out["tokenizer_agreement"] == 1.0
-        if label_spec:
-            labels, instr, texts = (
-                label_spec["labels"],
-                label_spec.get("instruction"),
-                label_spec["texts"],
-            )
-            # Both sides through the same engine-neutral scorer, so only the engine differs.
-            ref_c = label_choices_from_logprobs(
-                hf_logprob_fn(merged), tokenizer, labels, instr, texts
-            )
-            got = label_choices_from_logprobs(fn, tokenizer, labels, instr, texts)
+        if label_spec and ref_labels is not None:
+            # The llama.cpp serving engine's scoring on the GGUF vs the served labels of the
+            # merged model: prompt, scoring and decision rule as ``zimo serve`` applies them.
+            t1 = time.perf_counter()
+            got = label_choices_llamacpp(gguf_path, tokenizer, label_spec, n_threads)
             out["labels"] = {
-                "agreement": _agreement(ref_c, got),
+                "agreement": _agreement(ref_labels, got),
                 "n": len(got),
                 "target": LABEL_TARGET,
-                "scorer": "export",
+                "scorer": "zimo.serve.backends.llamacpp",
+                "seconds": round(time.perf_counter() - t1, 1),
             }
             passed = passed and out["labels"]["agreement"] >= LABEL_TARGET
         out["passed"] = bool(passed)
@@ -326,8 +363,10 @@ def verify_gguf(
 ) -> dict:
     """Compare a GGUF with the merged HF model; returns the ``verify`` part of the report.
 
-    ``label_spec`` = ``{"labels": [...], "instruction": str | None, "texts": [...]}`` adds the
-    label-agreement check (label tasks). ``reference_`` reuses the merge step's greedy
+    ``label_spec`` = ``{"labels": [...], "instruction": str | None, "texts": [...]}`` plus the
+    sub-model's ``system``, ``max_text_tokens``, ``positive_label`` and ``decision_threshold``
+    (from ``label_task.json``) adds the label-agreement check (label tasks): the merged model's
+    labels as ``zimo serve`` decides them vs each engine's labels on the GGUF. ``reference_`` reuses the merge step's greedy
     continuations (see :class:`zimo.export.merge.MergeResult`).
     """
     gguf_path = Path(gguf_path)
@@ -337,18 +376,20 @@ def verify_gguf(
     ref_labels = None
     result: dict[str, Any] = {"prompts": len(ref["prompt_ids"]), "new_tokens": new_tokens}
     if label_spec and label_spec.get("texts"):
-        ref_labels, how = label_choices_hf(
-            merged,
-            tokenizer,
-            label_spec["labels"],
-            label_spec.get("instruction"),
-            label_spec["texts"],
-        )
+        ref_labels, how = label_choices_hf(merged, tokenizer, label_spec)
+        result["served_labels"] = {
+            "n": len(ref_labels),
+            "counts": {lab: ref_labels.count(i) for i, lab in enumerate(label_spec["labels"])},
+            "decision_threshold": label_spec.get("decision_threshold"),
+            "positive_label": label_spec.get("positive_label"),
+        }
     else:
         label_spec = None
     result["transformers"] = check_transformers(gguf_path, ref, quant, label_spec, ref_labels)
     if llamacpp:
-        result["llama_cpp"] = check_llamacpp(gguf_path, ref, quant, merged, tokenizer, label_spec)
+        result["llama_cpp"] = check_llamacpp(
+            gguf_path, ref, quant, tokenizer, label_spec, ref_labels
+        )
     else:
         result["llama_cpp"] = {"skipped": "disabled"}
     checks = [v for v in (result["transformers"], result["llama_cpp"]) if "passed" in v]

@@ -69,6 +69,46 @@ def _last_logits(llm):
     return np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).astype(np.float64)
 
 
+def label_log_scores(
+    llm: Any, prompt_ids: list[int], label_ids: list[list[int]], first_tokens_distinct: bool
+) -> list[float]:
+    """Log-probability of each label's answer after ``prompt_ids``, scored like the default
+    engine (:mod:`.transformers_peft`, ``zimo.infer.label.LabelScorer``).
+
+    When the labels' first answer tokens differ (``ham``/``spam``), only that first token is
+    scored: one prompt evaluation per text instead of one per label plus a step per answer
+    token. The default engine scores the same way, so both engines compute the same
+    P(label) and meet the stored decision threshold on equal terms (on the SMS demo the
+    whole-answer score happened to give the same labels too: benchmarks/export_quant.md).
+    Otherwise each answer is fed token by token (without ``logits_all`` llama.cpp keeps
+    only the last position's logits).
+    """
+    import numpy as np
+
+    def logprob(tok: int) -> float:
+        logits = _last_logits(llm)
+        return float(logits[tok] - np.logaddexp.reduce(logits))
+
+    llm.reset()
+    llm.eval(prompt_ids)
+    if first_tokens_distinct:
+        logits = _last_logits(llm)
+        norm = np.logaddexp.reduce(logits)
+        return [float(logits[ans[0]] - norm) for ans in label_ids]
+    scores = []
+    for ans in label_ids:
+        if scores:  # the first label reuses the evaluation above
+            llm.reset()
+            llm.eval(prompt_ids)
+        total = 0.0
+        for k, tok in enumerate(ans):
+            total += logprob(tok)
+            if k < len(ans) - 1:
+                llm.eval([tok])
+        scores.append(total)
+    return scores
+
+
 class LlamaCppBackend(Backend):
     kind = "llamacpp"
 
@@ -164,19 +204,7 @@ class LlamaCppBackend(Backend):
 
         llm = self._get(job.model)
         lp = self._label_prompt(job.model)
-        scores = []
-        for ans in lp.label_ids:  # total log-prob of each answer (label + end-of-turn)
-            # Without logits_all, llama.cpp keeps only the last position's logits: feed the
-            # answer token by token and read the next-token distribution each time.
-            llm.reset()
-            llm.eval(job.prompt_ids)
-            total = 0.0
-            for k, tok in enumerate(ans):
-                logits = _last_logits(llm)
-                total += float(logits[tok] - np.logaddexp.reduce(logits))
-                if k < len(ans) - 1:
-                    llm.eval([tok])
-            scores.append(total)
+        scores = label_log_scores(llm, job.prompt_ids, lp.label_ids, lp.first_tokens_distinct)
         sc = np.array(scores)
         probs = np.exp(sc - np.logaddexp.reduce(sc))
         from zimo.infer.label import decide_label
@@ -203,6 +231,11 @@ class LlamaCppBackend(Backend):
             stop=p.stop or None,
             logprobs=p.top_logprobs or (1 if p.logprobs else None),
             seed=p.seed if p.seed is not None else -1,
+            # Explicit, so llama.cpp's own defaults never apply. (Its repeat penalty looks at
+            # the last 64 tokens, prompt included; Zimo's engine counts only the answer's.)
+            repeat_penalty=p.repetition_penalty,
+            frequency_penalty=p.frequency_penalty,
+            presence_penalty=p.presence_penalty,
             stream=True,
         )
         if p.json_mode:
