@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export_fixtures import make_lora_adapter
+from export_fixtures import go_renderer, make_lora_adapter
 from zimo.errors import ZimoError
 
 LABEL_TEXTS = [
@@ -512,49 +512,15 @@ def test_modelfile_parser_rejects_what_ollama_rejects():
         parse_modelfile("PARAMETER num_ctx 10\n")
 
 
-GO_RENDER = """package main
-
-import (
-	"encoding/json"
-	"os"
-	"text/template"
-)
-
-type Message struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
-}
-
-func main() {
-	tpl, err := os.ReadFile(os.Args[1])
-	if err != nil { panic(err) }
-	var msgs []Message
-	if err := json.Unmarshal([]byte(os.Args[2]), &msgs); err != nil { panic(err) }
-	t := template.Must(template.New("m").Parse(string(tpl)))
-	if err := t.Execute(os.Stdout, map[string]any{"Messages": msgs}); err != nil { panic(err) }
-}
-"""
-
-
 @pytest.mark.skipif(shutil.which("go") is None, reason="Go toolchain not installed")
 def test_go_template_renders_like_chat_template(tmp_path):
     """Render TEMPLATE with Go's text/template (what Ollama uses) and compare."""
     from zimo.export.ollama import CHATML, GEMMA
 
-    (tmp_path / "main.go").write_text(GO_RENDER)
-    env = {**os.environ, "GOCACHE": str(tmp_path / "gocache"), "GO111MODULE": "off"}
-    exe = tmp_path / "render"
-    subprocess.run(["go", "build", "-o", str(exe), "main.go"], cwd=tmp_path, env=env, check=True)
+    render = go_renderer(tmp_path)
     for fmt in (CHATML, GEMMA):
-        (tmp_path / "tpl").write_text(fmt.go_template())
         for conv in CONVERSATIONS:
-            got = subprocess.run(
-                [str(exe), str(tmp_path / "tpl"), json.dumps(conv)],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-            assert got == fmt.render(conv)
+            assert render(fmt.go_template(), conv) == fmt.render(conv)
 
 
 # `ollama create` on a real export: tests/test_export_ollama.py

@@ -8,14 +8,14 @@ GGUF path relative to the Modelfile; triple-quoted multi-line values) and
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from export_fixtures import go_renderer
 
 # Ollama's documented instructions and PARAMETER table (name -> value type).
 DOC_INSTRUCTIONS = {"FROM", "PARAMETER", "TEMPLATE", "SYSTEM", "ADAPTER", "LICENSE", "MESSAGE",
@@ -129,50 +129,17 @@ def test_label_modelfile_sends_the_training_prompt(tmp_path, system):
     assert "PARAMETER temperature 0.0" in text
 
 
-GO_RENDER = """package main
-
-import (
-	"encoding/json"
-	"os"
-	"text/template"
-)
-
-type Message struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
-}
-
-func main() {
-	tpl, err := os.ReadFile(os.Args[1])
-	if err != nil { panic(err) }
-	var msgs []Message
-	if err := json.Unmarshal([]byte(os.Args[2]), &msgs); err != nil { panic(err) }
-	t := template.Must(template.New("m").Parse(string(tpl)))
-	if err := t.Execute(os.Stdout, map[string]any{"Messages": msgs}); err != nil { panic(err) }
-}
-"""
-
-
 @pytest.mark.skipif(shutil.which("go") is None, reason="Go toolchain not installed")
 def test_go_renders_label_template_like_python_twin(tmp_path):
     """Go's text/template (Ollama's engine) renders the label TEMPLATE, prefix included."""
     from zimo.export.ollama import CHATML, GEMMA
 
-    (tmp_path / "main.go").write_text(GO_RENDER)
-    env = {**os.environ, "GOCACHE": str(tmp_path / "gocache"), "GO111MODULE": "off"}
-    exe = tmp_path / "render"
-    subprocess.run(["go", "build", "-o", str(exe), "main.go"], cwd=tmp_path, env=env, check=True)
+    render = go_renderer(tmp_path)
     prefix = f"{INSTRUCTION}\n\nText: "
     for fmt in (CHATML, GEMMA):
-        (tmp_path / "tpl").write_text(fmt.go_template(prefix))
         for sms in SMS:
             conv = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": sms}]
-            got = subprocess.run(
-                [str(exe), str(tmp_path / "tpl"), json.dumps(conv)],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
+            got = render(fmt.go_template(prefix), conv)
             assert got == fmt.render(conv, prefix)
             assert INSTRUCTION in got and got.count(INSTRUCTION) == 1
 

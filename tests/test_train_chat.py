@@ -93,7 +93,6 @@ def test_gemma_fallback_answer_ends_with_a_token_the_base_can_learn():
     <eos>, which pretraining taught, not <end_of_turn>, which it never produced."""
     from zimo.eval.generate_eval import _stop_ids
     from zimo.models import load_causal_lm
-
     from zimo.prompts import ensure_chat_template
 
     model, tok = load_causal_lm("gecko-zh")
