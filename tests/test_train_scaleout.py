@@ -165,16 +165,24 @@ def test_launch_entry_needs_a_split(tmp_path):
         launch_train(proj)
 
 
-def test_launch_entry_trains_from_files(tmp_path):
+def _launch_project(tmp_path: Path, batch_size: int) -> Path:
+    """A tiny fast project (2 LoRA layers, 1 thread) plus train/dev files beside it."""
     from zimo.dataset_io import write_records
-    from zimo.train.cli import launch_train
 
     fast = SMALL_YAML.replace(
-        "  batch_size: 4\n", "  batch_size: 4\n  lora: {layers: 2, r: 4}\n  threads: 1\n"
+        "  batch_size: 4\n",
+        f"  batch_size: {batch_size}\n  lora: {{layers: 2, r: 4}}\n  threads: 1\n",
     )
     proj = make_tiny_project(tmp_path / "p", yaml_text=fast)
     write_records(tmp_path / "train.parquet", records(8))
     write_records(tmp_path / "dev.parquet", records(4))
+    return proj
+
+
+def test_launch_entry_trains_from_files(tmp_path):
+    from zimo.train.cli import launch_train
+
+    proj = _launch_project(tmp_path, batch_size=4)
     out = tmp_path / "out"
     s = launch_train(proj, out, tmp_path / "train.parquet", tmp_path / "dev.parquet")
     assert s["steps"] == 3 and s["world_size"] == 1  # max_steps: 3 from the project's yaml
@@ -224,14 +232,7 @@ def test_torchrun_two_cpu_processes_through_the_launch_entry(tmp_path):
     import subprocess
     import sys
 
-    from zimo.dataset_io import write_records
-
-    fast = SMALL_YAML.replace(
-        "  batch_size: 4\n", "  batch_size: 2\n  lora: {layers: 2, r: 4}\n  threads: 1\n"
-    )
-    proj = make_tiny_project(tmp_path / "p", yaml_text=fast)
-    write_records(tmp_path / "train.parquet", records(8))
-    write_records(tmp_path / "dev.parquet", records(4))
+    proj = _launch_project(tmp_path, batch_size=2)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
