@@ -114,20 +114,7 @@ class EvalConfig(BaseModel):
         """The decoding penalties as :class:`zimo.infer.penalties.Penalties`."""
         from zimo.infer.penalties import Penalties
 
-        return Penalties(self.repetition_penalty, self.frequency_penalty, self.presence_penalty)
-
-    def penalties_text(self) -> str:
-        """The active penalties in words, for the report's assumptions."""
-        parts = [
-            f"{name} penalty {v:g}"
-            for name, v, off in (
-                ("repetition", self.repetition_penalty, 1.0),
-                ("frequency", self.frequency_penalty, 0.0),
-                ("presence", self.presence_penalty, 0.0),
-            )
-            if v != off
-        ]
-        return ", ".join(parts) or "no penalty"
+        return Penalties.of(self)
 
     def systems_for(self, task: str) -> list[str]:
         """The systems to run for a task kind (label / extract / generate / chat)."""

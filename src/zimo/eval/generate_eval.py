@@ -868,7 +868,7 @@ def evaluate_generate_project(
         extra=[
             f"Answers capped at {ecfg.max_new_tokens} new tokens, greedy decoding"
             + (
-                f", {ecfg.penalties_text()} on the answer's own tokens (the same for every "
+                f", {ecfg.penalties().text()} on the answer's own tokens (the same for every "
                 "local system)."
                 if ecfg.penalties().active
                 else "."

@@ -27,6 +27,27 @@ class Penalties:
     frequency: float = 0.0
     presence: float = 0.0
 
+    @classmethod
+    def of(cls, settings: Any) -> Penalties:
+        """The penalties named by ``settings``' ``repetition_penalty``, ``frequency_penalty`` and
+        ``presence_penalty`` (an eval config or a request's sampling parameters)."""
+        return cls(
+            settings.repetition_penalty, settings.frequency_penalty, settings.presence_penalty
+        )
+
+    def text(self) -> str:
+        """The active penalties in words, e.g. ``frequency penalty 0.5``."""
+        parts = [
+            f"{name} penalty {v:g}"
+            for name, v, off in (
+                ("repetition", self.repetition, 1.0),
+                ("frequency", self.frequency, 0.0),
+                ("presence", self.presence, 0.0),
+            )
+            if v != off
+        ]
+        return ", ".join(parts) or "no penalty"
+
     @property
     def active(self) -> bool:
         return self.repetition != 1.0 or self.frequency != 0.0 or self.presence != 0.0

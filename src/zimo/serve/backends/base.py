@@ -56,12 +56,6 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
 
-    def penalties(self):
-        """The penalties on the answer's own tokens (:mod:`zimo.infer.penalties`)."""
-        from zimo.infer.penalties import Penalties
-
-        return Penalties(self.repetition_penalty, self.frequency_penalty, self.presence_penalty)
-
 
 @dataclass
 class TokenLogprob:

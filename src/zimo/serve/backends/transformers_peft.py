@@ -76,6 +76,9 @@ class _Row:
         self.finish = "length"
         self.logprobs: list[TokenLogprob] | None = [] if job.params.logprobs else None
         self.json = JsonPrefix() if job.params.json_mode else None
+        from zimo.infer.penalties import Penalties
+
+        self.penalties = Penalties.of(job.params)  # once per job, not per decoded token
         self.generator = None
         if job.params.seed is not None:
             import torch
@@ -469,7 +472,7 @@ class PeftBackend(Backend):
 
         for row_i, row in enumerate(rows):
             if not row.done:  # the answer's own tokens only, exactly as `zimo eval` decodes
-                row.job.params.penalties().apply_row(logits[row_i], row.stream.ids)
+                row.penalties.apply_row(logits[row_i], row.stream.ids)
         nxt = logits.argmax(dim=-1)
         for r, row in enumerate(rows):
             p = row.job.params
