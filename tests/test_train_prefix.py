@@ -113,3 +113,45 @@ def test_training_stores_the_dev_threshold_that_serving_applies(tmp_path):
     t = meta["decision_threshold"]
     assert decide_label([1 - t, t], LABELS, meta) == 1
     assert decide_label([1 - t + 1e-3, t - 1e-3], LABELS, meta) == 0
+
+
+def test_bf16_step_skips_lora_input_casts_with_identical_result(tmp_path):
+    """Under CPU bf16 autocast the LoRA layers' bf16->fp32->bf16 input round trip is switched
+    off: the same loss and gradients, and the casts are back on outside the step."""
+    from zimo.train.setup import cast_frozen_bf16
+
+    f, ex = _fitter(True, 2, tmp_path)
+    cast_frozen_bf16(f.model)
+    f.bf16 = True
+    assert f._lora_layers
+    results = []
+    for skip in (False, True):
+        if not skip:  # the old path: peft casts every input to the fp32 LoRA weights
+            f._lora_layers, saved = [], f._lora_layers
+        loss, _ = f._loss("train", ex, [0, 1, 2])
+        loss.backward()
+        results.append((loss.item(), torch.cat([p.grad.flatten().clone() for p in f.params])))
+        f.model.zero_grad(set_to_none=True)
+        if not skip:
+            f._lora_layers = saved
+    (l0, g0), (l1, g1) = results
+    assert l0 == l1
+    torch.testing.assert_close(g1, g0, rtol=0, atol=0)
+    assert all(m.cast_input_dtype_enabled for m in f._lora_layers)
+
+
+def test_attention_kernel_is_measured_and_gives_the_same_loss(tmp_path):
+    from zimo.hw import fastest_attention
+
+    t = fastest_attention("float32", 2, 3, 24, 16)
+    assert t["backend"] in ("flash", "math") and t["flash_ms"] > 0 and t["math_ms"] > 0
+    if t["backend"] == "math":
+        assert t["math_ms"] < t["flash_ms"]
+    f, ex = _fitter(True, 2, tmp_path)
+    info = f.choose_attention()
+    assert set(info["attention"]) == {"train", "eval"}
+    losses = []
+    for kernel in ("flash", "math"):
+        f.attention = {"train": kernel, "eval": kernel}
+        losses.append(f._loss("train", ex, [0, 1, 2])[0].item())
+    assert abs(losses[0] - losses[1]) <= 1e-4 * abs(losses[0])

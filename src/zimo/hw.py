@@ -51,3 +51,60 @@ def set_threads() -> int:
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     torch.set_num_threads(max(1, n))
     return n
+
+
+@functools.lru_cache(maxsize=64)
+def fastest_attention(
+    dtype: str, batch: int, heads: int, seq: int, head_dim: int, backward: bool = True
+) -> dict:
+    """Which scaled-dot-product-attention kernel is faster here for this shape: ``flash`` or
+    ``math`` (torch's plain matmul + softmax). Measured, not assumed: on an AVX-512 BF16 CPU
+    without AMX, torch 2.13's CPU flash kernel took 2x the math path in bf16 (forward +
+    backward, batch 8 x 9 heads x 64-128 tokens) while in fp32 the two were even; AMX machines
+    may differ. One causal forward (+ backward) per kernel on random tensors, best of 3:
+    tens of milliseconds, once per shape and process.
+
+    Returns ``{"backend": "flash"|"math", "flash_ms": .., "math_ms": ..}``.
+    """
+    import time
+
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    dt = getattr(torch, dtype)
+    seq = max(2, min(seq, 4096))
+    gen = torch.Generator().manual_seed(0)
+    qkv = [
+        torch.randn(batch, heads, seq, head_dim, generator=gen).to(dt).requires_grad_(backward)
+        for _ in range(3)
+    ]
+    best: dict[str, float] = {}
+    for name, kernel in (("flash", SDPBackend.FLASH_ATTENTION), ("math", SDPBackend.MATH)):
+        times = []
+        with sdpa_kernel([kernel]), torch.set_grad_enabled(backward):
+            for _ in range(4):
+                t = time.perf_counter()
+                out = torch.nn.functional.scaled_dot_product_attention(*qkv, is_causal=True)
+                if backward:
+                    out.float().sum().backward()
+                times.append(time.perf_counter() - t)
+        best[name] = min(times[1:]) * 1000  # the first call pays one-off set-up
+    # Flash (the default) unless math is clearly faster: small timing noise should not flip it.
+    backend = "math" if best["math"] < 0.85 * best["flash"] else "flash"
+    return {
+        "backend": backend,
+        "flash_ms": round(best["flash"], 2),
+        "math_ms": round(best["math"], 2),
+    }
+
+
+def attention_kernel(backend: str | None):
+    """A context manager that makes ``scaled_dot_product_attention`` use ``backend``
+    (``flash``/``math``; ``None``: torch's own choice)."""
+    import contextlib
+
+    if backend is None:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([{"flash": SDPBackend.FLASH_ATTENTION, "math": SDPBackend.MATH}[backend]])

@@ -50,9 +50,11 @@ def make_fitter(
         cast_frozen_bf16(model)
     fitter.bf16 = bf16
     fitter.cache_frozen = want_cache(cfg, train + dev, parts, bf16) and bool(fitter.lower)
+    attention = fitter.choose_attention()
     info = {
         "bf16": bf16,
         **binfo,
+        **(attention or {}),
         "cache_frozen": fitter.cache_frozen,
         "shared_prefix_tokens": fitter.prefix_len,
         **minfo,
@@ -67,6 +69,7 @@ def time_step(fitter: Fitter, bf16: bool) -> float:
     mid = len(order) // 2
     idx = order[mid : mid + fitter.cfg.batch_size].tolist()
     fitter.bf16 = bf16
+    fitter.choose_attention()  # each precision timed with its own fastest attention kernel
     t = time.perf_counter()
     loss, _ = fitter._loss("train", ex, idx)
     loss.backward()
