@@ -1,7 +1,9 @@
 """LoRA training speed on CPU: transformers Trainer + peft (fp32, padded) vs Zimo's trainer.
 
-Same model (gecko), same data (SMS spam label task, answer-only loss), same optimizer steps,
-batch size, learning rate and schedule, run side by side in one process. Reported per system:
+Same model (gecko), same optimizer steps, batch size, learning rate and schedule, run side by
+side in one process, on two data sets (legs): the SMS spam label task (``sms_label``: loss on
+the label token) and the Chinese Alpaca 1k set as chat (``alpaca_zh_chat``: loss on the
+assistant turn, Zimo's chat template and tokenisation for every system). Reported per system:
 trained (non-padding) tokens/s, peak RSS, final dev loss (the same evaluator for all: mean
 cross-entropy on the answer tokens, full fp32 forward, one row at a time).
 
@@ -29,7 +31,15 @@ Systems:
   cached when more than one epoch runs). A different model capacity: its dev loss is not
   expected to match.
 
-Usage: ``python benchmarks/train_lora.py [--quick] [--steps N]``. Writes
+Why two legs: the label leg's dev loss is a few tenths of a nat after 12 steps and swings
+by tens of percent with any change to the trajectory (changing only the seed moved Zimo's fp32
+run between 0.17 and 0.33 while this benchmark was built; not re-measured here), so "within 2%"
+there tests the trajectory's chaos, not the recipe; the chat leg's dev
+loss (nats per answer token over hundreds of tokens) is a stable yardstick for the same
+question.
+
+Usage: ``python benchmarks/train_lora.py [--quick] [--steps N] [--legs sms_label alpaca_zh_chat]``
+(``--quick``: 3 steps of the label leg only, under a minute on a quiet machine). Writes
 ``benchmarks/results/train_lora.json`` and ``.md`` (``train_lora.quick.*`` with ``--quick``).
 """
 
@@ -45,11 +55,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "sms_spam_collection.tsv"
+ZH = ROOT.parent / "shared" / "data" / "alpaca_zh_1k.json"
 OUT = ROOT / "benchmarks" / "results"
 LABELS = ["ham", "spam"]
 SEED = 0
@@ -82,30 +94,39 @@ def make_prompt(tok, max_length: int):
     return prompt
 
 
-def dev_loss(model, prompt, dev, bs: int = 8) -> float:
+def label_rows(prompt, records) -> list[tuple[list[int], list[int], list[int]]]:
+    """``(ids, positions, targets)`` of label records: the answer is the last ``k`` tokens."""
+    out = []
+    for r in records:
+        ids, targets = prompt.example(r["text"], r["label"])
+        k = len(targets)
+        out.append((ids, list(range(len(ids) - k, len(ids))), targets))
+    return out
+
+
+def dev_loss(model, rows, bs: int = 8) -> float:
     """Mean CE on answer tokens, full fp32 forward (same evaluator for all systems).
 
-    Rows are right-padded in batches of similar length: with causal attention and the mask,
-    padding after a row changes none of its logits.
+    ``rows``: ``(ids, positions, targets)``. Rows are right-padded in batches of similar
+    length: with causal attention and the mask, padding after a row changes none of its logits.
     """
-    rows = sorted((prompt.example(r["text"], r["label"]) for r in dev), key=lambda x: len(x[0]))
+    rows = sorted(rows, key=lambda x: len(x[0]))
     tot, n = 0.0, 0
     model.eval()
     with torch.no_grad():
         for s in range(0, len(rows), bs):
             chunk = rows[s : s + bs]
-            width = max(len(ids) for ids, _ in chunk)
+            width = max(len(ids) for ids, _, _ in chunk)
             ids = torch.zeros((len(chunk), width), dtype=torch.long)
             mask = torch.zeros_like(ids)
-            for i, (x, _) in enumerate(chunk):
+            for i, (x, _, _) in enumerate(chunk):
                 ids[i, : len(x)], mask[i, : len(x)] = torch.tensor(x), 1
             logits = model(input_ids=ids, attention_mask=mask).logits.float()
-            for i, (x, targets) in enumerate(chunk):
-                k = len(targets)
+            for i, (_, pos, targets) in enumerate(chunk):
                 tot += torch.nn.functional.cross_entropy(
-                    logits[i, len(x) - k : len(x)], torch.tensor(targets), reduction="sum"
+                    logits[i, pos], torch.tensor(targets), reduction="sum"
                 ).item()
-                n += k
+                n += len(targets)
     return tot / n
 
 
@@ -119,14 +140,11 @@ def lora_digest(model) -> str:
     return h.hexdigest()
 
 
-def zimo_batches(train, prompt, bs: int, seed: int) -> tuple[list[list[int]], list[int]]:
-    """Zimo's first-epoch batches (row indices), from the function its trainer uses, and the
-    row lengths (tokens each system runs per row, padding excluded)."""
+def zimo_batches(rows, bs: int, seed: int, groups) -> list[list[int]]:
+    """Zimo's first-epoch batches (row indices), from the function its trainer uses."""
     from zimo.train.loop import epoch_batches
 
-    lengths = [len(prompt.example(r["text"], r["label"])[0]) for r in train]
-    groups = [LABELS.index(r["label"]) for r in train]
-    return epoch_batches(lengths, bs, seed, 0, True, groups), lengths
+    return epoch_batches([len(r[0]) for r in rows], bs, seed, 0, True, groups)
 
 
 def _clock() -> tuple[float, float]:
@@ -171,28 +189,32 @@ def zimo_init_digest(r: int, layers, seed: int) -> str:
     return lora_digest(model)
 
 
-def run_trainer_baseline(train, batches, steps, bs, lr, max_length, r):
-    """transformers Trainer + peft, fp32, padded to max_length, loss on the answer only."""
+def run_trainer_baseline(rows_in, batches, steps, bs, lr, max_length, r):
+    """transformers Trainer + peft, fp32, padded to max_length, loss on the answer only.
+
+    ``rows_in``: ``(ids, positions, targets)`` exactly as Zimo trains them (same tokens).
+    """
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from zimo.models import load_causal_lm
 
     model, tok = load_causal_lm("gecko")
-    prompt = make_prompt(tok, max_length)
     rows = []
-    for rec in train:
-        ids, targets = prompt.example(rec["text"], rec["label"])
-        # HF shifts labels inside the model, so feed the whole answer and label it in place.
-        ids = ids + targets[-1:]
-        labels = [-100] * (len(ids) - len(targets)) + targets
-        pad = max_length - len(ids)
+    for ids, pos, targets in rows_in:
+        # HF shifts labels inside the model: the token after position p is labelled at p + 1,
+        # so the last answer token is appended when it falls after the row's last input.
+        full = list(ids) + ([targets[-1]] if pos[-1] == len(ids) - 1 else [])
+        labels = [-100] * len(full)
+        for p, t in zip(pos, targets, strict=True):
+            labels[p + 1] = t
+        pad = max_length - len(full)
         rows.append(
             {
-                "input_ids": ids + [tok.pad_token_id] * pad,
-                "attention_mask": [1] * len(ids) + [0] * pad,
+                "input_ids": full + [tok.pad_token_id] * pad,
+                "attention_mask": [1] * len(full) + [0] * pad,
                 "labels": labels + [-100] * pad,
-                "n": len(ids) - 1,  # tokens Zimo runs for this row (it never feeds the last)
+                "n": len(ids),  # tokens Zimo runs for this row (it never feeds the last)
             }
         )
     model.train()
@@ -262,92 +284,58 @@ def run_trainer_baseline(train, batches, steps, bs, lr, max_length, r):
     expected = [i for b in order for i in b]
     tokens = sum(rows[i]["n"] for i in read)
     chk = {"lora_init_sha1": init, "same_rows": read == expected, "clocks": clocks}
-    return model, prompt, secs, tokens, chk
+    return model, secs, tokens, chk
 
 
-def markdown(out: dict) -> str:
-    """The results table plus what the comparison controls for (from the JSON alone)."""
-    f, res = out["fairness"], out["systems"]
-    lines = [
-        f"# train_lora ({'quick' if out['quick'] else 'full'}): {out['steps']} steps x batch "
-        f"{out['batch_size']}, {out['threads']} thread(s), {out['cpu']['model']}",
-        "",
-        f"Same LoRA init: {f['same_lora_init']}; same batches in the same order: "
-        f"{f['same_batches_in_same_order']}; same lr {out['lr']} ({out['schedule']}), grad "
-        f"clipping 1.0, per-token loss on the answer only. Dev loss = fp32 full forward on "
-        f"{out['dev_rows']} held-out rows, the same evaluator for every system.",
-        "",
-        "Speed: non-padding tokens (counted the same way for all) per second of *process CPU "
-        "time* over steps 2..N (the headline: it hardly moves when other jobs share the cores), "
-        "and per wall second over all steps (noisy on a shared machine).",
-        "",
-        "| system | tokens/CPU-s | speedup (CPU) | tokens/wall-s | speedup (wall) | dev loss "
-        "| dev loss vs base | bf16 | LoRA layers | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, z in res.items():
-        lines.append(
-            f"| {name} | {z['tokens_per_cpu_s']} | {z.get('speedup_tokens_per_cpu_s', 1.0)}x | "
-            f"{z['tokens_per_s']} | {z.get('speedup_tokens_per_s', 1.0)}x | {z['dev_loss']} | "
-            f"{z.get('dev_loss_rel_diff', 0.0):+.2%} | {z.get('bf16', False)} | "
-            f"{z.get('layers_trained', 30)} | {z['peak_rss_mb']} |"
-        )
-    lines += [
-        "",
-        "Why earlier runs of this benchmark showed a 93% dev-loss gap at 3.3x: the baseline's "
-        "LoRA was initialised from a different RNG state, and the Trainer shuffled the rows into "
-        "other batches than Zimo's length-bucketed, label-mixed order. Twelve steps at lr 5e-4 "
-        "are short enough for those to dominate the final dev loss. With both made identical, "
-        "Zimo in fp32 (`zimo_same_lora_fp32`) reproduces the Trainer's dev loss, so Zimo's speed "
-        "tricks (no padding compute, shared prompt prefix, logits only at the answer) change "
-        "the cost, not the result. The `zimo_same_lora` row adds the bf16 frozen base: its "
-        "dev-loss difference (either sign) is the effect of bf16 rounding on the training "
-        "trajectory of this short run, not of a different recipe. `zimo_demo` trains LoRA on "
-        "the top 8 layers only (a smaller change to the model): its dev loss is not expected "
-        "to match after 12 steps.",
-    ]
-    return "\n".join(lines) + "\n"
+def chat_data(n_train: int, n_dev: int, max_length: int):
+    """Alpaca zh records and their Zimo chat rows (template, tokens, assistant-only loss)."""
+    from zimo.models import load_tokenizer
+    from zimo.prompts import ensure_chat_template
+    from zimo.train import TrainConfig
+    from zimo.train.chat import build_chat_examples
+
+    recs = json.loads(ZH.read_text(encoding="utf-8"))
+    idx = np.random.default_rng(SEED).permutation(len(recs))
+    dev = [recs[i] for i in idx[:n_dev]]
+    train = [recs[i] for i in idx[n_dev : n_dev + n_train]]
+    tok = load_tokenizer("gecko")
+    ensure_chat_template(tok)
+    cfg = TrainConfig(max_length=max_length)
+    tr_ex, counts = build_chat_examples(train, tok, cfg, "train")
+    dev_ex, _ = build_chat_examples(dev, tok, cfg, "dev")
+    assert len(tr_ex) == len(train), counts  # every record usable: row i is record i
+    rows = [(e.ids, e.pos, e.targets) for e in tr_ex]
+    return train, dev, rows, [(e.ids, e.pos, e.targets) for e in dev_ex], counts
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="3 steps, 16 dev rows")
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--md-only", action="store_true", help="rewrite the .md from the .json")
-    a = ap.parse_args()
-    if a.md_only:
-        suffix = ".quick" if a.quick else ""
-        out = json.loads((OUT / f"train_lora{suffix}.json").read_text())
-        (OUT / f"train_lora{suffix}.md").write_text(markdown(out))
-        return
-    from zimo.hw import cpu_info, set_threads
-    from zimo.train import TrainConfig, train_label
+def run_leg(leg: str, steps: int, quick: bool, threads: int) -> dict:
+    from zimo.models import load_causal_lm, load_tokenizer
+    from zimo.train import TrainConfig, train_chat, train_label
 
-    threads = a.threads or set_threads()
-    torch.set_num_threads(threads)
-    steps = a.steps or (3 if a.quick else 12)
     bs, lr, max_length, r = 8, 5e-4, 128, 16
     n_train = steps * bs
-    train, dev = load_records(n_train, 16 if a.quick else 64)
+    n_dev = 16 if quick else 64
+    if leg == "sms_label":
+        train, dev = load_records(n_train, n_dev)
+        prompt = make_prompt(load_tokenizer("gecko"), max_length)
+        rows, dev_rows = label_rows(prompt, train), label_rows(prompt, dev)
+        groups = [LABELS.index(x["label"]) for x in train]
+        extra = {}
+    else:
+        train, dev, rows, dev_rows, counts = chat_data(n_train, n_dev, max_length)
+        groups = None
+        extra = {"row_status": counts}
+    batches = zimo_batches(rows, bs, SEED, groups)
+    step_tokens = [sum(len(rows[i][0]) for i in b) for b in batches[:steps]]
     results: dict = {}
-
     rss0 = _rss_mb()
-    from zimo.models import load_tokenizer
-
-    batches, lengths = zimo_batches(
-        train, make_prompt(load_tokenizer("gecko"), max_length), bs, SEED
-    )
-    step_tokens = [sum(lengths[i] for i in b) for b in batches[:steps]]
     zimo_init = zimo_init_digest(r, None, SEED)
-    model, prompt, secs, toks, chk = run_trainer_baseline(
-        train, batches, steps, bs, lr, max_length, r
-    )
+    model, secs, toks, chk = run_trainer_baseline(rows, batches, steps, bs, lr, max_length, r)
     results["trainer_fp32_padded"] = {
         "seconds": round(secs, 2),
         "trained_tokens": toks,
         "tokens_per_s": round(toks / secs, 1),
-        "dev_loss": round(dev_loss(model, prompt, dev), 4),
+        "dev_loss": round(dev_loss(model, dev_rows), 4),
         "peak_rss_mb": round(_rss_mb(), 0),
         **steady_rate(chk["clocks"], step_tokens),
     }
@@ -357,11 +345,7 @@ def main() -> None:
         "batches": batches[:steps],
     }
     del model
-    print("baseline", results["trainer_fp32_padded"], fairness, flush=True)
-    partial = OUT / f"train_lora{'.quick' if a.quick else ''}.partial.json"
-    partial.write_text(json.dumps({"systems": results, "fairness": fairness}, indent=1))
-
-    from zimo.models import load_causal_lm
+    print(leg, "baseline", results["trainer_fp32_padded"], fairness, flush=True)
 
     base, _ = load_causal_lm("gecko")
     systems = [
@@ -369,8 +353,9 @@ def main() -> None:
         # bf16 forced on here only to skip auto's timing steps (minutes for 30 layers on a busy
         # box); zimo_demo keeps "auto", and its bf16_reason shows what auto picks on this CPU.
         ("zimo_same_lora", None, True, False),
-        ("zimo_demo", 8, "auto", "auto"),
     ]
+    if leg == "sms_label":
+        systems.append(("zimo_demo", 8, "auto", "auto"))
     for name, layers, bf16, cache in systems:
         cfg = TrainConfig(
             max_steps=steps,
@@ -383,6 +368,7 @@ def main() -> None:
             lora={"r": r, "alpha": 2 * r, "layers": layers},
             bf16=bf16,
             cache_frozen=cache,
+            packing=False,  # the same rows in the same batches as the baseline
             threads=threads,
             checkpoint_every=10**6,
             eval_every=10**6,
@@ -392,11 +378,14 @@ def main() -> None:
         clocks: list[tuple[float, float]] = []
         with tempfile.TemporaryDirectory() as tmp:
             # No in-training dev evaluation: every system is scored afterwards by dev_loss().
-            s = train_label(train, [], LABELS, cfg, tmp, progress=_appender(clocks))
+            if leg == "sms_label":
+                s = train_label(train, [], LABELS, cfg, tmp, progress=_appender(clocks))
+            else:
+                s = train_chat(train, [], cfg, tmp, progress=_appender(clocks))
             from peft import PeftModel
 
             tuned = PeftModel.from_pretrained(base, Path(tmp) / "adapter")
-            dl = dev_loss(tuned, prompt, dev)
+            dl = dev_loss(tuned, dev_rows)
             base = tuned.unload()
         results[name] = {
             "seconds": s["seconds"],
@@ -406,43 +395,140 @@ def main() -> None:
             "peak_rss_mb": round(_rss_mb(), 0),
             "bf16": s["bf16"],
             "bf16_reason": s.get("bf16_reason"),
+            "attention": s.get("attention"),
             "cache_frozen": s["cache_frozen"],
             "cache_seconds": s["cache_seconds"],
             "layers_trained": len(s["layers_trained"]),
             **steady_rate(clocks, step_tokens),
         }
-        print(name, results[name], flush=True)
-        partial.write_text(json.dumps({"systems": results, "fairness": fairness}, indent=1))
-
+        print(leg, name, results[name], flush=True)
     b = results["trainer_fp32_padded"]
     for name, _l, _b, _c in systems:
         z = results[name]
         z["speedup_tokens_per_s"] = round(z["tokens_per_s"] / b["tokens_per_s"], 2)
         z["speedup_tokens_per_cpu_s"] = round(z["tokens_per_cpu_s"] / b["tokens_per_cpu_s"], 2)
         z["dev_loss_rel_diff"] = round((z["dev_loss"] - b["dev_loss"]) / b["dev_loss"], 4)
+    z = results["zimo_same_lora"]
+    return {
+        "train_rows": len(rows),
+        "dev_rows": len(dev_rows),
+        "rss_start_mb": round(rss0, 0),
+        "fairness": fairness,
+        "systems": results,
+        "target_met": z["speedup_tokens_per_cpu_s"] >= 3.0 and abs(z["dev_loss_rel_diff"]) <= 0.02,
+        **extra,
+    }
+
+
+LEG_NOTES = {
+    "sms_label": "SMS spam (label task; loss on the label token). The dev loss after 12 steps is "
+    "a few tenths of a nat and swings by tens of percent with any change of trajectory (a "
+    "different seed alone moved Zimo's fp32 run between 0.17 and 0.33 during development), so "
+    "its relative difference is not a test of the recipe; `zimo_same_lora_fp32` shows the "
+    "tricks alone leave it unchanged.",
+    "alpaca_zh_chat": "Chinese Alpaca 1k as chat (loss on the assistant turn; rows cut at "
+    "max_length). A dev loss of nats per answer token over many tokens: the stable yardstick "
+    "for whether bf16 changes the result.",
+}
+
+
+def markdown(out: dict) -> str:
+    """The results tables plus what the comparison controls for (from the JSON alone)."""
+    lines = [
+        f"# train_lora ({'quick' if out['quick'] else 'full'}): {out['steps']} steps x batch "
+        f"{out['batch_size']}, {out['threads']} thread(s), {out['cpu']['model']} "
+        f"(bf16 hardware: {out['cpu']['bf16']}, AMX: {out['cpu']['amx']})",
+        "",
+        f"Per leg: the same LoRA init, the same batches in the same order, lr {out['lr']} "
+        f"({out['schedule']}), grad clipping 1.0, per-token loss on the answer only. Dev loss = "
+        "fp32 full forward on held-out rows, the same evaluator for every system.",
+        "",
+        "Speed: non-padding tokens (counted the same way for all) per second of *process CPU "
+        "time* over steps 2..N (the headline: it hardly moves when other jobs share the cores), "
+        "and per wall second over all steps (noisy on a shared machine).",
+    ]
+    for leg, res in out["legs"].items():
+        f = res["fairness"]
+        lines += [
+            "",
+            f"## {leg}: {res['train_rows']} train rows, {res['dev_rows']} dev rows",
+            "",
+            LEG_NOTES.get(leg, ""),
+            "",
+            f"Same LoRA init: {f['same_lora_init']}; same batches in the same order: "
+            f"{f['same_batches_in_same_order']}. Target (>= 3x tokens/CPU-s, dev loss within "
+            f"2%) met by `zimo_same_lora`: {res['target_met']}.",
+            "",
+            "| system | tokens/CPU-s | speedup (CPU) | tokens/wall-s | speedup (wall) | dev loss "
+            "| dev loss vs base | bf16 | attention (train) | LoRA layers | peak RSS MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, z in res["systems"].items():
+            att = (z.get("attention") or {}).get("train", "default")
+            lines.append(
+                f"| {name} | {z['tokens_per_cpu_s']} | {z.get('speedup_tokens_per_cpu_s', 1.0)}x "
+                f"| {z['tokens_per_s']} | {z.get('speedup_tokens_per_s', 1.0)}x | "
+                f"{z['dev_loss']} | {z.get('dev_loss_rel_diff', 0.0):+.2%} | "
+                f"{z.get('bf16', False)} | {att} | {z.get('layers_trained', 30)} | "
+                f"{z['peak_rss_mb']} |"
+            )
+    lines += [
+        "",
+        "`zimo_same_lora_fp32` isolates Zimo's fp32 tricks (no padding compute, shared prompt "
+        "prefix, logits only at the answer): its dev loss matches the Trainer's. "
+        "`zimo_same_lora` adds the bf16 frozen base, the attention kernel measured fastest for "
+        "it, and no LoRA input casts. `zimo_demo` trains LoRA on the top 8 layers only (a "
+        "smaller change to the model): its dev loss is not expected to match after 12 steps.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="3 steps, 16 dev rows")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument(
+        "--legs",
+        nargs="*",
+        default=None,
+        help="sms_label and/or alpaca_zh_chat (default: both; --quick: sms_label, < 1 min)",
+    )
+    ap.add_argument("--md-only", action="store_true", help="rewrite the .md from the .json")
+    a = ap.parse_args()
+    suffix = ".quick" if a.quick else ""
+    if a.md_only:
+        out = json.loads((OUT / f"train_lora{suffix}.json").read_text())
+        (OUT / f"train_lora{suffix}.md").write_text(markdown(out))
+        return
+    from zimo.hw import cpu_info, set_threads
+
+    threads = a.threads or set_threads()
+    torch.set_num_threads(threads)
+    steps = a.steps or (3 if a.quick else 12)
     out = {
         "benchmark": "train_lora",
         "quick": a.quick,
         "steps": steps,
-        "batch_size": bs,
-        "lr": lr,
+        "batch_size": 8,
+        "lr": 5e-4,
         "schedule": "cosine, no warmup",
-        "max_length": max_length,
-        "lora_r": r,
-        "train_rows": n_train,
-        "dev_rows": len(dev),
+        "max_length": 128,
+        "lora_r": 16,
         "threads": threads,
         "cpu": cpu_info(),
-        "fairness": fairness,
         "token_count_note": "non-padding tokens Zimo runs per row (prompt + answer minus its "
         "last token), counted the same way for every system",
         "peak_rss_note": "process peak RSS after each system (cumulative, same process)",
-        "rss_start_mb": round(rss0, 0),
-        "systems": results,
         "target": ">= 3x baseline tokens/s with dev loss within 2%",
+        "legs": {},
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    suffix = ".quick" if a.quick else ""
+    partial = OUT / f"train_lora{suffix}.partial.json"
+    legs = a.legs or (["sms_label"] if a.quick else ["sms_label", "alpaca_zh_chat"])
+    for leg in legs:
+        out["legs"][leg] = run_leg(leg, steps, a.quick, threads)
+        partial.write_text(json.dumps(out, indent=1))
     (OUT / f"train_lora{suffix}.json").write_text(json.dumps(out, indent=1))
     text = markdown(out)
     (OUT / f"train_lora{suffix}.md").write_text(text)
