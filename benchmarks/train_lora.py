@@ -39,7 +39,8 @@ loss (nats per answer token over hundreds of tokens) is a stable yardstick for t
 question.
 
 Usage: ``python benchmarks/train_lora.py [--quick] [--steps N] [--legs sms_label alpaca_zh_chat]``
-(``--quick``: 3 steps of the label leg only, under a minute on a quiet machine). Writes
+(``--quick``: 3 steps of the label leg only: about 3 minutes on a busy 2-core box, most of it loading
+the model five times and the baseline's first step). Writes
 ``benchmarks/results/train_lora.json`` and ``.md`` (``train_lora.quick.*`` with ``--quick``).
 """
 
@@ -492,7 +493,7 @@ def main() -> None:
         "--legs",
         nargs="*",
         default=None,
-        help="sms_label and/or alpaca_zh_chat (default: both; --quick: sms_label, < 1 min)",
+        help="sms_label and/or alpaca_zh_chat (default: both; --quick: sms_label only)",
     )
     ap.add_argument("--md-only", action="store_true", help="rewrite the .md from the .json")
     a = ap.parse_args()
