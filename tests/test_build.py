@@ -86,3 +86,16 @@ def test_missing_data_file_is_one_line(tiny_project):
     assert r.returncode == 2, r.stderr
     assert "does not exist" in r.stderr and "data.path" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_read_json_optional_gives_an_empty_object_for_missing_or_bad_files(tmp_path):
+    from zimo.workspace import read_json_optional, write_json_atomic
+
+    good = tmp_path / "good.json"
+    write_json_atomic(good, {"labels": ["ham", "spam"]})
+    assert read_json_optional(good) == {"labels": ["ham", "spam"]}
+    assert read_json_optional(tmp_path / "missing.json") == {}
+    (tmp_path / "broken.json").write_text("{not json", encoding="utf-8")
+    assert read_json_optional(tmp_path / "broken.json") == {}
+    (tmp_path / "list.json").write_text("[1, 2]", encoding="utf-8")
+    assert read_json_optional(tmp_path / "list.json") == {}

@@ -71,6 +71,19 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         raise
 
 
+def read_json_optional(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``, or ``{}`` when the file is missing, unreadable or not an
+    object: for optional side files (``label_task.json``, ``zimo_model.json`` ...)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -37,14 +37,12 @@ def _summary(report: dict) -> str:
 
 def _train_metadata(adapter: Path) -> dict:
     """Name, task and labels from the train artifact an adapter folder sits in, if any."""
-    meta_file = adapter.parent / "zimo_model.json"
-    if not meta_file.is_file():
-        return {}
-    try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
     from zimo.export.project import label_task
+    from zimo.workspace import read_json_optional
+
+    meta = read_json_optional(adapter.parent / "zimo_model.json")
+    if not meta:
+        return {}
 
     out = {k: meta[k] for k in ("name", "task", "labels", "instruction") if meta.get(k)}
     return {**out, **label_task(adapter.parent)}

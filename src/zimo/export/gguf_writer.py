@@ -260,13 +260,9 @@ def source_gguf(base_dir: str | os.PathLike | None) -> Path | None:
     """The GGUF a base model folder was converted from (``zimo.models`` records it), if any."""
     if base_dir is None:
         return None
-    info = Path(base_dir) / "zimo_source.json"
-    if not info.is_file():
-        return None
-    try:
-        src = json.loads(info.read_text(encoding="utf-8")).get("source_gguf")
-    except (OSError, ValueError):
-        return None
+    from zimo.workspace import read_json_optional
+
+    src = read_json_optional(Path(base_dir) / "zimo_source.json").get("source_gguf")
     return Path(src) if src and Path(src).is_file() else None
 
 

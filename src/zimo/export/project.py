@@ -68,13 +68,9 @@ def label_task(train_dir: Path) -> dict[str, Any]:
     """The served label prompt and decision rule from a train artifact's ``label_task.json``
     (labels, instruction, system, max_text_tokens, positive_label, decision_threshold), the
     same keys :func:`zimo.serve.registry.load_submodel` applies; empty when there is none."""
-    path = Path(train_dir) / "label_task.json"
-    if not path.is_file():
-        return {}
-    try:
-        task = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    from zimo.workspace import read_json_optional
+
+    task = read_json_optional(Path(train_dir) / "label_task.json")
     keys = ("labels", "instruction", "system", "max_text_tokens", "positive_label",
             "decision_threshold")  # fmt: skip
     return {k: task[k] for k in keys if k in task}
