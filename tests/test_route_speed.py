@@ -90,7 +90,7 @@ def test_decide_on_a_100_token_prompt_is_cheap(tmp_path):
             {"name": "strong", "price_per_1k_tokens": 0.01},
         ],
         "target": {"quality": 0.9},
-        "router": {"kind": "ensemble", "folds": 3},
+        "router": {"kind": "ensemble", "folds": 3, "embedder": "minilm"},
     }
     router = fit_router(out, cfg, None, embed_cache_path=tmp_path / "e.sqlite")
     body = " ".join(["the mitochondrion produces ATP by oxidative phosphorylation"] * 12)
@@ -116,6 +116,49 @@ def test_decide_on_a_100_token_prompt_is_cheap(tmp_path):
     # About 25-40 ms on a 2-core EPYC (bf16 / fp32); 250 ms flags a regression (no truncation,
     # a rebuild per call), not a slow CI machine.
     assert np.median(cpu) < 0.25, cpu
+    t = time.perf_counter()
+    router.decide(f"{body} variant 0?")  # repeated: answered from the LRU cache
+    assert time.perf_counter() - t < 0.1
+
+
+def test_auto_embedder_follows_the_cpu(monkeypatch):
+    from zimo.route.lm_features import AUTO_LM, resolve_embedder
+
+    monkeypatch.setenv("ZIMO_BF16", "1")
+    assert resolve_embedder("auto") == AUTO_LM
+    monkeypatch.setenv("ZIMO_BF16", "0")  # no bf16 hardware: the LM pass would miss 50 ms
+    assert resolve_embedder("auto") == "minilm"
+    assert resolve_embedder("gecko@7") == "gecko@7"
+
+
+def test_decide_on_the_lm_embedder_is_cheap(tmp_path):
+    """Where the CPU has bf16 the default router reads gecko's first 12 layers instead of
+    MiniLM: ~49 ms wall per 100-token prompt on a 2-core EPYC (benchmarks/results/route_mmlu.md)."""
+    from zimo.route.lm_features import AUTO_LM
+    from zimo.route.router import fit_router
+
+    out = load_outcome_csvs(small_outcome_dir(tmp_path / "d", per_subject=15), ["weak", "strong"])
+    cfg = {
+        "tiers": [
+            {"name": "weak", "price_per_1k_tokens": 0.0006},
+            {"name": "strong", "price_per_1k_tokens": 0.01},
+        ],
+        "target": {"quality": 0.9},
+        "router": {"kind": "ensemble", "folds": 3, "embedder": AUTO_LM},
+    }
+    router = fit_router(out, cfg, None, embed_cache_path=tmp_path / "e.sqlite")
+    assert router.meta["embedder"] == AUTO_LM and router.embedder is not None
+    body = " ".join(["the mitochondrion produces ATP by oxidative phosphorylation"] * 12)
+    router.decide("warm up")
+    wall = []
+    for i in range(8):
+        t = time.perf_counter()
+        tier, score = router.decide(f"{body} variant {i}?")
+        wall.append(time.perf_counter() - t)
+        assert tier in ("weak", "strong") and 0 <= score <= 1
+    # Wall time: the LM pass runs on all cores. 0.5 s flags a regression (the LM head or all
+    # 30 layers run, a model load per call), not a busy CI machine or one without bf16.
+    assert np.median(wall) < 0.5, wall
     t = time.perf_counter()
     router.decide(f"{body} variant 0?")  # repeated: answered from the LRU cache
     assert time.perf_counter() - t < 0.1

@@ -54,7 +54,9 @@ def register(app: typer.Typer) -> None:
         p = router.meta["calibration"]
         cx = router.meta["cross_fitted"]
         Console().print(
-            f"router [bold]{cfg.router.kind}[/] saved to {out_dir}: threshold "
+            f"router [bold]{cfg.router.kind}[/]"
+            + (f" on {router.meta['embedder']}" if router.meta.get("embedder") else "")
+            + f" saved to {out_dir}: threshold "
             f"{router.threshold:.4f}; held-out quality {p['quality_ratio']:.3f} of "
             f"{cfg.tiers[-1].name}, cost {p['cost_per_1k']:.4g}/1k, shares "
             f"{dict(zip(cfg.tier_names, [round(s, 3) for s in p['share']], strict=True))}; "

@@ -17,6 +17,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# auto: gecko's first 12 layers where the CPU has native bf16, MiniLM elsewhere (decided by
+# benchmarks/route_mmlu.py on unseen subjects and its decide() timing; docs/routing.md).
+EMBEDDER_DEFAULT = "auto"
+
 ROUTER_KINDS = ("logreg", "mlp", "knn", "length", "features", "ensemble")
 
 
@@ -78,9 +82,17 @@ class RouterConfig(BaseModel):
     # 256 (what MiniLM was trained with): a ~100-token prompt costs the same at any truncation
     # ≥ 100, and 128 cost quality on unseen MMLU subjects (ensemble APGR 0.631 vs 0.642, CPT(50%)
     # 0.360 vs 0.353, grouped CV); 128 halves the cost of long prompts where that matters more.
-    max_seq_length: int = Field(256, ge=8, le=512, description="MiniLM truncation (tokens)")
+    max_seq_length: int = Field(256, ge=8, le=512, description="prompt truncation (tokens)")
     embed_dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="MiniLM precision; auto = bf16 on CPUs with native bf16"
+        "auto", description="embedder precision; auto = bf16 on CPUs with native bf16"
+    )
+    embedder: str = Field(
+        EMBEDDER_DEFAULT,
+        pattern=r"^(auto|minilm|[^@\s]+@\d+)$",
+        description="prompt vectors for the logreg/kNN/MLP scorers: minilm (the sentence "
+        "embedder), <model>@<layer> (the mean-pooled hidden state after that layer of an "
+        "embedded LM, e.g. gecko@12) or auto (gecko@12 where the CPU has native bf16, else "
+        "minilm; resolved when the router is fitted)",
     )
     folds: int = Field(5, ge=2, le=20, description="cross-fitting folds for the thresholds")
     knn_k: int = Field(50, ge=1)

@@ -11,9 +11,14 @@ One forward pass of the embedded ``gecko`` (SmolLM2-135M) over the prompt gives
 
 The issue's hypothesis is that these carry difficulty information the sentence embedding
 lacks. ``benchmarks/route_lm_features.py`` measures them next to the MiniLM features on unseen
-subjects. They are not (yet) a router feature: one gecko pass over a ~100-token prompt costs
-~140 ms CPU, nearly three times the router's whole 50 ms budget (docs/routing.md has the
-measured trade-off).
+subjects; a full pass with the LM head costs ~140 ms CPU per ~100-token prompt, nearly three
+times the router's 50 ms budget.
+
+The router's own use is cheaper: :class:`LMEmbedder` (``route.router.embedder: gecko@<layer>``)
+runs only the first layers, without the LM head, and hands the scorers the standardised,
+unit-normalised pooled state in place of MiniLM's vector (:func:`lm_hidden`).
+``benchmarks/route_lm_layers.py`` and ``route_mmlu.py`` measure what that buys and costs
+(docs/routing.md).
 
 Vectors are cached by (model, truncation, layer, text) in a SQLite file, like the MiniLM
 embeddings (:class:`zimo.embeddings._DiskCache`), so benchmarks and refits compute each prompt
@@ -50,10 +55,7 @@ def _load(model: str, dtype: str):
 
     from zimo.models import load_causal_lm
 
-    if dtype == "auto":
-        from zimo.hw import cpu_has_fast_bf16
-
-        dtype = "bfloat16" if cpu_has_fast_bf16() else "float32"
+    dtype = _resolve_dtype(dtype)
     with _models_lock:
         key = (model, dtype)
         if key not in _models:
@@ -162,3 +164,247 @@ def lm_features(
     mat = np.stack([found[k] for k in keys])
     k = len(SCALAR_NAMES)
     return mat[:, :k].astype(np.float64), np.ascontiguousarray(mat[:, k:])
+
+
+# -- the router's LM embedder -------------------------------------------------------------------
+# A second, cheaper use of the same model: no LM head (its 49k-way projection costs as much as
+# half the layers on a 100-token prompt) and only the first ``layer`` decoder layers.
+
+_bodies: dict[tuple[str, str, int], tuple] = {}
+_run_lock = threading.Lock()
+
+
+def _resolve_dtype(dtype: str) -> str:
+    if dtype == "auto":
+        from zimo.hw import cpu_has_fast_bf16
+
+        return "bfloat16" if cpu_has_fast_bf16() else "float32"
+    return dtype
+
+
+def _load_body(model: str, dtype: str, layer: int):
+    """(decoder truncated to its first ``layer`` layers + final norm, tokenizer), once per
+    process. A private copy: truncating the layers of a model that also serves would break it."""
+    import torch
+
+    from zimo.errors import ConfigError
+    from zimo.models import load_causal_lm
+
+    dtype = _resolve_dtype(dtype)
+    with _models_lock:
+        key = (model, dtype, layer)
+        if key not in _bodies:
+            lm, tok = load_causal_lm(model, dtype=getattr(torch, dtype))
+            n = lm.config.num_hidden_layers
+            if not 1 <= layer <= n:
+                raise ConfigError(
+                    f"route.router.embedder: {model} has {n} layers, not {layer}",
+                    f"use {model}@<1..{n}> (e.g. {model}@{n // 2 + 1})",
+                )
+            body = lm.get_decoder()
+            body.layers = body.layers[:layer]
+            del lm  # the LM head and the later layers are freed with it
+            _bodies[key] = (body, tok)
+        return _bodies[key]
+
+
+def _hid_key(model: str, max_tokens: int, layer: int, text: str) -> str:
+    h = hashlib.sha1(f"lmhid{FEATURE_VERSION}\0{model}\0{max_tokens}\0{layer}\0{text}".encode())
+    return h.hexdigest()
+
+
+def _hidden(
+    texts: list[str], model: str, max_tokens: int, layer: int, dtype: str, batch_size: int, bar
+) -> np.ndarray:
+    body, tok = _load_body(model, dtype, layer)
+    with _run_lock:  # concurrent requests (the gateway's threads) take turns on the cores
+        return _pooled(body, tok, texts, max_tokens, batch_size, bar)
+
+
+def _pooled(body, tok, texts, max_tokens, batch_size, bar) -> np.ndarray:
+    import torch
+
+    ids = tok(texts, truncation=True, max_length=max_tokens)["input_ids"]
+    order = np.argsort([len(x) for x in ids], kind="stable")[::-1]  # similar lengths per batch
+    out = np.zeros((len(texts), body.config.hidden_size), dtype=np.float32)
+    tok.padding_side = "right"
+    with torch.inference_mode():
+        for a in range(0, len(order), batch_size):
+            idx = order[a : a + batch_size]
+            b = tok.pad({"input_ids": [ids[i] for i in idx]}, padding=True, return_tensors="pt")
+            h = body(**b, use_cache=False).last_hidden_state.float()
+            m = b["attention_mask"].clone()
+            # Position 0 is the attention sink (activations hundreds of times the others); a
+            # one-token prompt keeps it, having nothing else.
+            m[:, 0] = (m.sum(1) <= 1).to(m.dtype)
+            m = m.unsqueeze(-1).float()
+            out[idx] = ((h * m).sum(1) / m.sum(1).clamp(min=1)).numpy()
+            if bar is not None:
+                bar[0].update(bar[1], advance=len(idx))
+    return out
+
+
+def lm_hidden(
+    texts: Sequence[str],
+    *,
+    model: str = "gecko",
+    layer: int = 16,
+    max_tokens: int = 256,
+    cache_path: str | os.PathLike | None = None,
+    batch_size: int = 16,
+    dtype: str = "auto",
+    progress: bool = False,
+) -> np.ndarray:
+    """``(n, hidden_size)``: the mean-pooled output of ``model``'s first ``layer`` layers (after
+    the final norm, as a model cut at ``layer`` would give it), position 0 left out.
+
+    Texts are truncated to ``max_tokens`` tokens; cached texts (``cache_path``) are not computed
+    again."""
+    from zimo.embeddings import _DiskCache, _progress
+
+    texts = [t if isinstance(t, str) else str(t) for t in texts]
+    keys = [_hid_key(model, max_tokens, layer, t) for t in texts]
+    disk = _DiskCache(cache_path) if cache_path else None
+    try:
+        found = disk.get_many(keys) if disk is not None else {}
+        missing = list(dict.fromkeys(k for k in keys if k not in found))
+        if missing:
+            first = {k: i for i, k in reversed(list(enumerate(keys)))}
+            todo = [texts[first[k]] for k in missing]
+            bar = _progress(progress, len(todo), f"{model}@{layer} hidden states")
+            try:
+                for a in range(0, len(todo), 256):  # cached in chunks: a kill keeps the rest
+                    vecs = _hidden(
+                        todo[a : a + 256], model, max_tokens, layer, dtype, batch_size, bar
+                    )
+                    fresh = dict(zip(missing[a : a + 256], vecs, strict=True))
+                    found.update(fresh)
+                    if disk is not None:
+                        disk.put_many(fresh)
+            finally:
+                if bar is not None:
+                    bar[0].stop()
+    finally:
+        if disk is not None:
+            disk.close()
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.stack([found[k] for k in keys])
+
+
+# What ``embedder: auto`` picks where the CPU has native bf16. Measured by
+# benchmarks/route_mmlu.py on unseen MMLU subjects (grouped 5-fold x 3, 2-core EPYC with
+# AVX512-BF16): APGR 0.661 / CPT(50%) 0.340 vs MiniLM's 0.644 / 0.353, decide() p50 48.9 ms
+# vs 24.3 ms. gecko@10 (43.7 ms) matched MiniLM's quality, so it buys nothing for its cost.
+AUTO_LM = "gecko@12"
+
+
+def resolve_embedder(spec: str) -> str:
+    """``auto`` -> :data:`AUTO_LM` where bf16 runs in hardware, else ``minilm`` (in fp32 the
+    first 12 gecko layers take ~1.6x longer, well past the router's 50 ms budget); any other
+    spec unchanged."""
+    if spec != "auto":
+        return spec
+    from zimo.hw import cpu_has_fast_bf16
+
+    return AUTO_LM if cpu_has_fast_bf16() else "minilm"
+
+
+def parse_embedder(spec: str) -> tuple[str, int] | None:
+    """``"minilm"`` -> None; ``"<model>@<layer>"`` -> (model, layer); ``auto`` is resolved
+    first (:func:`resolve_embedder`)."""
+    from zimo.errors import ConfigError
+
+    spec = resolve_embedder(spec)
+    if spec == "minilm":
+        return None
+    model, sep, layer = spec.rpartition("@")
+    if not sep or not model or not layer.isdigit():
+        raise ConfigError(
+            f"route.router.embedder: {spec!r} is neither minilm nor <model>@<layer>",
+            "use auto, minilm or e.g. gecko@12",
+        )
+    return model, int(layer)
+
+
+class LMEmbedder:
+    """Router vectors from an embedded LM: :func:`lm_hidden` standardised per dimension with the
+    training prompts' statistics, then unit-normalised.
+
+    Standardising matters: a few hidden dimensions carry activations tens of times the others
+    and would decide every cosine alone; unit norm lets the scorers built for MiniLM's unit
+    vectors (kNN cosine, the logistic regression's embedding weight) take these unchanged. This
+    is what ``benchmarks/route_lm_layers.py`` and ``route_mmlu.py`` measured. Repeated prompts
+    are answered from an in-memory LRU (not pickled with the router).
+    """
+
+    def __init__(
+        self, spec: str, *, max_tokens: int = 256, dtype: str = "auto", cache_size: int = 2048
+    ):
+        parsed = parse_embedder(spec)
+        if parsed is None:
+            raise ValueError("LMEmbedder needs <model>@<layer>, not minilm")
+        self.spec = spec
+        self.model, self.layer = parsed
+        self.max_tokens, self.dtype, self.cache_size = max_tokens, dtype, cache_size
+        self.mean: np.ndarray | None = None
+        self.std: np.ndarray | None = None
+        self._init_lru()
+
+    def _init_lru(self) -> None:
+        from collections import OrderedDict
+
+        self._lru: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lru_lock = threading.Lock()
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lru", "_lru_lock")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_lru()
+
+    def raw(self, texts: Sequence[str], *, cache_path=None, progress: bool = False) -> np.ndarray:
+        """Pooled hidden states before standardisation."""
+        texts = list(texts)
+        with self._lru_lock:
+            hit = {t: self._lru[t] for t in texts if t in self._lru}
+            for t in hit:
+                self._lru.move_to_end(t)
+        todo = list(dict.fromkeys(t for t in texts if t not in hit))
+        if todo:
+            vecs = lm_hidden(
+                todo,
+                model=self.model,
+                layer=self.layer,
+                max_tokens=self.max_tokens,
+                cache_path=cache_path,
+                dtype=self.dtype,
+                progress=progress,
+            )
+            new = dict(zip(todo, vecs, strict=True))
+            hit.update(new)
+            if self.cache_size and len(todo) <= self.cache_size:  # requests, not bulk refits
+                with self._lru_lock:
+                    self._lru.update(new)
+                    while len(self._lru) > self.cache_size:
+                        self._lru.popitem(last=False)
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([hit[t] for t in texts])
+
+    def fit(self, raw: np.ndarray) -> LMEmbedder:
+        raw = np.asarray(raw, dtype=np.float64)
+        self.mean = raw.mean(0)
+        self.std = raw.std(0) + 1e-6
+        return self
+
+    def transform(self, raw: np.ndarray) -> np.ndarray:
+        if self.mean is None:
+            raise RuntimeError("LMEmbedder.transform before fit")
+        z = (np.asarray(raw, dtype=np.float64) - self.mean) / self.std
+        z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+        return z
+
+    def embed(self, texts: Sequence[str], *, cache_path=None, progress: bool = False):
+        return self.transform(self.raw(texts, cache_path=cache_path, progress=progress))

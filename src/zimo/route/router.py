@@ -27,6 +27,7 @@ from zimo.errors import DataError, ZimoError
 from zimo.route.calibrate import assign_tiers, choose_threshold, sweep
 from zimo.route.config import RouteConfig, parse_route_config
 from zimo.route.features import estimate_tokens
+from zimo.route.lm_features import LMEmbedder, parse_embedder, resolve_embedder
 from zimo.route.metrics import evaluate_scores, oracle_scores, random_expected
 from zimo.route.outcomes import Outcomes
 from zimo.route.scorers import PromptFeatures, Scorer, build_features, make_scorer
@@ -120,6 +121,7 @@ class Router:
         meta: dict | None = None,
         *,
         embed_cache_path: str | os.PathLike | None = None,
+        embedder=None,
     ):
         if len(scorers) != len(config.tiers) - 1:
             raise ZimoError(
@@ -131,6 +133,8 @@ class Router:
         self.threshold = float(threshold)
         self.meta = meta or {}
         self.embed_cache_path = embed_cache_path
+        # A fitted LMEmbedder when route.router.embedder names an LM layer; None: MiniLM.
+        self.embedder = embedder
 
     @property
     def tier_names(self) -> list[str]:
@@ -147,6 +151,7 @@ class Router:
             max_seq_length=self.config.router.max_seq_length,
             cache_path=self.embed_cache_path,
             dtype=self.config.router.embed_dtype,
+            embedder=self.embedder,
         )
 
     def scores(self, prompts: Sequence[str] | str) -> np.ndarray:
@@ -184,7 +189,9 @@ class Router:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / "router.joblib.tmp"
-        joblib.dump({"scorers": self.scorers, "threshold": self.threshold}, tmp)
+        joblib.dump(
+            {"scorers": self.scorers, "threshold": self.threshold, "embedder": self.embedder}, tmp
+        )
         os.replace(tmp, out / "router.joblib")  # atomic: a reader never sees half a file
         meta = {
             "format_version": FORMAT_VERSION,
@@ -218,7 +225,14 @@ class Router:
         cfg = RouteConfig.model_validate(meta.pop("config"))
         meta.pop("format_version", None)
         meta.pop("threshold", None)
-        return cls(cfg, blob["scorers"], blob["threshold"], meta, embed_cache_path=embed_cache_path)
+        return cls(
+            cfg,
+            blob["scorers"],
+            blob["threshold"],
+            meta,
+            embed_cache_path=embed_cache_path,
+            embedder=blob.get("embedder"),
+        )
 
 
 def fit_router(
@@ -245,14 +259,22 @@ def fit_router(
     rc = cfg.router
     ys = training_labels(outcomes, rc.label)
     scorer_kind = rc.kind
+    needs_embeddings = make_scorer(scorer_kind, rc.label).needs_embeddings
+    embedder_spec = resolve_embedder(rc.embedder)  # auto -> what this machine runs fast
+    embedder = None
+    if needs_embeddings and parse_embedder(embedder_spec) is not None:
+        embedder = LMEmbedder(embedder_spec, max_tokens=rc.max_seq_length, dtype=rc.embed_dtype)
+        # Standardised with the statistics of all outcome prompts (no labels involved).
+        embedder.fit(embedder.raw(outcomes.prompts, cache_path=embed_cache_path, progress=progress))
     feats = build_features(
         outcomes.prompts,
-        embeddings=make_scorer(scorer_kind, rc.label).needs_embeddings,
+        embeddings=needs_embeddings,
         max_seq_length=rc.max_seq_length,
         cache_path=embed_cache_path,
         progress=progress,
         dtype=rc.embed_dtype,
         groups=outcomes.groups,
+        embedder=embedder,
     )
     oof = np.zeros((len(outcomes), len(ys)))
     for j, y in enumerate(ys):
@@ -275,13 +297,21 @@ def fit_router(
     meta = {
         "kind": scorer_kind,
         "label": rc.label,
+        "embedder": embedder_spec if needs_embeddings else None,
         "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "fit_seconds": round(time.perf_counter() - t0, 2),
         "data": outcomes.summary(),
         "calibration": point,
         "cross_fitted": evaluate_scores(oof[:, 0], q[:, 0], q[:, -1]),
     }
-    router = Router(cfg, scorers, point["threshold"], meta, embed_cache_path=embed_cache_path)
+    router = Router(
+        cfg,
+        scorers,
+        point["threshold"],
+        meta,
+        embed_cache_path=embed_cache_path,
+        embedder=embedder,
+    )
     if out_dir is not None:
         router.save(out_dir)
     log.info("router %s fitted: threshold %.4f, %s", scorer_kind, point["threshold"], point)

@@ -51,6 +51,9 @@ def install_auto(state, projects: list[str | Path], name: str = "auto") -> bool:
         if d is None:
             continue
         router = Router.load(d)
+        if router.needs_embeddings:
+            # Load the embedder now, not on the first user's request (seconds for an LM).
+            router.decide("warm-up")
         state.add_virtual_model(name, make_handler(router))
         log.info("serving %r through the router of %s (tiers: %s)", name, p, router.tier_names)
         return True
