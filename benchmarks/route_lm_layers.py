@@ -16,7 +16,11 @@ members, cross-fitted calibration) on all 11k prompts, grouped 5-fold by subject
 Differences are paired by fold. The price: CPU ms of MiniLM and of gecko's first L layers (no
 LM head) on a ~100-token prompt, one at a time, as ``decide()`` would run them. Hidden states
 are computed once for all layers in one truncated pass (bf16 where the CPU has it, 256 tokens,
-like MiniLM's truncation) and cached in ``benchmarks/results/cache/gecko_layers.npz``.
+like MiniLM's truncation) and cached in ``benchmarks/results/cache/gecko_layers.npz``. In that
+pass the deepest layer's state comes after the model's final norm (as the router's
+``LMEmbedder`` computes it for any layer), the shallower ones before it; ``route_mmlu.py``
+measures the chosen layer through the router's own code.
+``--variants swap`` runs only the variants without MiniLM (the run that chose layer 12).
 Writes ``benchmarks/results/route_lm_layers.{json,md}``.
 """
 
@@ -160,20 +164,24 @@ def price(layers: list[int], n: int = 12) -> dict:
 
     def p50(fn) -> float:
         fn(0)
-        cpu = []
+        cpu, wall = [], []
         for i in range(1, n + 1):
-            c = time.thread_time()
+            c, w = time.thread_time(), time.perf_counter()
             fn(i)
             cpu.append(time.thread_time() - c)
+            wall.append(time.perf_counter() - w)
+        out.setdefault("wall", {})[name] = round(1000 * float(np.median(wall)), 1)
         return round(1000 * float(np.median(cpu)), 1)
 
+    name = "minilm"
     out["minilm"] = p50(lambda i: emb.embed([text.format(topic=f"topic {i}")]))
     ids = tok(text.format(topic="biology"), return_tensors="pt")
     out["tokens"] = int(ids["input_ids"].shape[1])
     with torch.inference_mode():
         for layer in layers:
             lm.model.layers = all_layers[:layer]
-            out[f"gecko@{layer}"] = p50(lambda i: lm.model(**ids))
+            name = f"gecko@{layer}"
+            out[name] = p50(lambda i: lm.model(**ids))
     lm.model.layers = all_layers
     return out
 
@@ -183,6 +191,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, nargs="+", default=[8, 16])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=sorted(VARIANTS))
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     set_threads()
@@ -197,7 +206,7 @@ def main() -> None:
     qw, qs = o.quality[:, 0], o.quality[:, -1]
     # Per-fold results survive an interrupted run (the CV takes ~20 min on 2 busy cores).
     partial = RESULTS / "cache" / "route_lm_layers.partial.json"
-    run_key = json.dumps([a.layers, a.folds, a.repeats, len(o)])
+    run_key = json.dumps([a.layers, a.variants, a.folds, a.repeats, len(o)])
     saved = json.loads(partial.read_text()) if partial.exists() else {}
     per_fold: dict[str, list] = saved.get("per_fold", {}) if saved.get("key") == run_key else {}
     fold = 0
@@ -221,8 +230,8 @@ def main() -> None:
                 h = (h - h[tr].mean(0)) / (h[tr].std(0) + 1e-6)  # training-fold statistics
                 h /= np.linalg.norm(h, axis=1, keepdims=True)
                 f = _Features(f0.surface, f0.emb, f0.groups, h)
-                for name, kinds in VARIANTS.items():
-                    score(f"{name}@{layer}", kinds, f)
+                for name in a.variants:
+                    score(f"{name}@{layer}", VARIANTS[name], f)
             partial.write_text(json.dumps({"key": run_key, "per_fold": per_fold}))
             print(fold, {k: np.round(np.mean(v, 0), 3).tolist() for k, v in per_fold.items()})
     base = np.array(per_fold["ensemble"])

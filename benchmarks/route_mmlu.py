@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from zimo.hw import cpu_has_fast_bf16, cpu_info, set_threads  # noqa: E402
+from zimo.route.lm_features import AUTO_LM  # noqa: E402
 from zimo.route.metrics import (  # noqa: E402
     evaluate_scores,
     oracle_scores,
@@ -46,6 +47,11 @@ TARGET = {"apgr": 0.60, "cpt50": 0.35}
 
 # (name, kind, label): the issue's probe (MiniLM + logistic regression on a good-enough label)
 # next to the length baseline and our routers, which rank by the expected gain of escalating.
+# LM hidden states the "ensemble-<model>@<layer>" rows run on instead of MiniLM
+# (route.router.embedder; layers picked by benchmarks/route_lm_layers.py). ``--lm-embedders``
+# overrides them.
+LM_EMBEDDERS = ["gecko@10", "gecko@12"]
+LM_CACHE = RESULTS / "cache" / "lm_hidden.sqlite"
 # Kind "derived": the row is read off the fitted ensemble of the same fold (its members, or the
 # ensemble with another standardisation/weighting), so the variants are compared on exactly
 # the same member fits, at a fraction of the cost of refitting each.
@@ -60,6 +66,7 @@ ROUTERS_FULL = [
     ("ensemble-insample", "derived", "gain"),
     ("ensemble-stacked", "derived", "gain"),
     ("ensemble", "ensemble", "gain"),
+    *[(f"ensemble-{spec}", "ensemble-lm", "gain") for spec in LM_EMBEDDERS],
 ]
 DERIVED_DOC = {
     "length": "log prompt length alone, monotone (P(cheap right) only; fitted on its own)",
@@ -73,13 +80,23 @@ DERIVED_DOC = {
     "ensemble-stacked": "members standardised by their cross-fitted (unseen-subject) spread, "
     "combined with stacked non-negative weights fitted on those cross-fitted scores",
     "ensemble": "members standardised by their cross-fitted (unseen-subject) spread, equal "
-    "weights (the default router)",
+    "weights (route.router.embedder: minilm)",
+    "ensemble-<model>@<layer>": "the same ensemble with its logistic-regression and kNN members "
+    "on the LM hidden state (route.router.embedder <model>@<layer>: mean-pooled output of the "
+    "model's first <layer> layers, standardised with the training fold's statistics) instead of "
+    "MiniLM's (fitted on its own)",
 }
 TRUNCATION: dict[str, int] = {}  # MiniLM truncation per router (default 256)
 DEFAULT_KIND = "ensemble"
 # Too slow to refit 15 times on two busy cores: scored on the first repeat's folds only.
 ONE_REPEAT = {"mlp"}
-ROUTERS_QUICK = [r for r in ROUTERS_FULL if r[0] != "mlp"]
+# --quick: prompts per subject (60: under 3 minutes on 2 cores from empty caches, MiniLM and
+# the gecko@12 pass included), one repeat; no MLP, and of the LM rows only the one that
+# `embedder: auto` picks on bf16 CPUs.
+QUICK_PER_SUBJECT = 60
+ROUTERS_QUICK = [
+    r for r in ROUTERS_FULL if r[0] != "mlp" and (r[1] != "ensemble-lm" or r[0].endswith(AUTO_LM))
+]
 
 
 def ensemble_rows(ens, ftr, fte, ytr) -> dict[str, np.ndarray]:
@@ -138,7 +155,18 @@ def summarize(values: list[float]) -> dict:
     }
 
 
-def grouped_cv(o, feats, routers, folds: int, repeats: int, progress) -> tuple[dict, dict]:
+def lm_features_for(f, raw: np.ndarray, tr: np.ndarray, spec: str):
+    """``f`` with the LM vectors in place of MiniLM's, standardised on the rows ``tr`` (what
+    ``fit_router`` does with its training prompts)."""
+    from zimo.route.lm_features import LMEmbedder
+    from zimo.route.scorers import PromptFeatures
+
+    return PromptFeatures(f.surface, LMEmbedder(spec).fit(raw[tr]).transform(raw), f.groups)
+
+
+def grouped_cv(
+    o, feats, routers, folds: int, repeats: int, progress, lm_raw=None
+) -> tuple[dict, dict]:
     from sklearn.model_selection import GroupKFold
 
     qw, qs = o.quality[:, 0], o.quality[:, -1]
@@ -175,6 +203,14 @@ def grouped_cv(o, feats, routers, folds: int, repeats: int, progress) -> tuple[d
                 ftr, fte = fsub[TRUNCATION.get(name, 256)]
                 if kind in ("derived", "ensemble"):
                     s = derived[name]
+                elif kind == "ensemble-lm":
+                    spec = name.removeprefix("ensemble-")
+                    f = lm_features_for(feats[256], lm_raw[spec], tr, spec)
+                    s = (
+                        make_scorer("ensemble", label)
+                        .fit(f.subset(tr), y[tr])
+                        .predict(f.subset(te))
+                    )
                 else:
                     s = make_scorer(kind, label).fit(ftr, y[tr]).predict(fte)
                 oof[name][te] = s
@@ -241,7 +277,7 @@ def paired_vs(summary: dict, per_fold: dict, base: str) -> dict:
     return summary
 
 
-def train_test(train, test, ftr, fte, routers, progress) -> tuple[dict, dict]:
+def train_test(train, test, ftr, fte, routers, progress, lm_raw=None) -> tuple[dict, dict]:
     qw, qs = test.quality[:, 0], test.quality[:, -1]
     out, curves = {}, {}
     task = progress.add_task("train/test", total=len(routers))
@@ -253,6 +289,16 @@ def train_test(train, test, ftr, fte, routers, progress) -> tuple[dict, dict]:
         msl = TRUNCATION.get(name, 256)
         if kind in ("derived", "ensemble"):
             s = derived[name]
+        elif kind == "ensemble-lm":
+            from zimo.route.lm_features import LMEmbedder
+            from zimo.route.scorers import PromptFeatures
+
+            # lm_raw: train rows then test rows; standardised on the training rows only.
+            n, spec = len(train), name.removeprefix("ensemble-")
+            emb = LMEmbedder(spec).fit(lm_raw[spec][:n]).transform(lm_raw[spec])
+            f_tr = PromptFeatures(ftr[256].surface, emb[:n], ftr[256].groups)
+            f_te = PromptFeatures(fte[256].surface, emb[n:])
+            s = make_scorer("ensemble", label).fit(f_tr, labels_for(train, label)).predict(f_te)
         else:
             s = make_scorer(kind, label).fit(ftr[msl], labels_for(train, label)).predict(fte[msl])
         curves[name] = s
@@ -279,7 +325,7 @@ def _ms(xs: list[float], q: float) -> float:
     return round(1000 * float(np.percentile(xs, q)), 2)
 
 
-def decide_latency(o: Outcomes, n: int = 40) -> dict:
+def decide_latency(o: Outcomes, lm_specs: list[str], n: int = 40) -> dict:
     """p50/p95 of Router.decide for ~100-token prompts not seen before (no cache hit).
 
     Wall time on a shared machine measures the other jobs as much as the router, so each
@@ -310,6 +356,22 @@ def decide_latency(o: Outcomes, n: int = 40) -> dict:
     cands = [o.prompts[i] for i in np.flatnonzero((tok >= 90) & (tok <= 110))]
     prompts = [f"{cands[i % len(cands)]} [{i}]" for i in range(n)]
     router.decide("warm-up prompt")  # weights load once per process
+    # The same ensemble on each LM hidden state (no MiniLM pass), fitted the same way.
+    from zimo.route.lm_features import LMEmbedder
+    from zimo.route.scorers import PromptFeatures
+
+    lm_routers = {}
+    for spec in lm_specs:
+        lm_emb = LMEmbedder(spec, cache_size=0)
+        raw = lm_emb.raw(sub.prompts, cache_path=LM_CACHE)
+        lm_feats = PromptFeatures(feats.surface, lm_emb.fit(raw).transform(raw), feats.groups)
+        lm_routers[spec] = Router(
+            cfg,
+            [make_scorer(rc.kind, "gain").fit(lm_feats, labels_for(sub, "gain"))],
+            0.5,
+            embedder=lm_emb,
+        )
+        lm_routers[spec].decide("warm-up prompt")
     variants = {
         "minilm_fp32_256": Embedder(max_seq_length=256, cache_size=0, dtype="float32"),
         "minilm_fp32_128": Embedder(max_seq_length=128, cache_size=0, dtype="float32"),
@@ -318,7 +380,9 @@ def decide_latency(o: Outcomes, n: int = 40) -> dict:
     for e in variants.values():
         e.embed(["warm-up"])
     load_before = os.getloadavg()
-    times: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in ["decide", *variants]}
+    times: dict[str, tuple[list[float], list[float]]] = {
+        k: ([], []) for k in ["decide", *variants, *lm_routers]
+    }
     for p in prompts:  # interleaved: every variant sees the same load
         for name, fn in [("decide", router.decide)] + [
             (k, lambda t, e=e: e.embed([t + " (timing)"])) for k, e in variants.items()
@@ -326,10 +390,22 @@ def decide_latency(o: Outcomes, n: int = 40) -> dict:
             w, c = _timed(fn, [p])
             times[name][0].extend(w)
             times[name][1].extend(c)
+    # The LM routers in a block of their own, interleaved with each other: MiniLM embeds a
+    # request on one torch thread and the LM on all cores, and switching the thread count
+    # between calls (an artefact of timing both in one loop) cost the LM call ~5-10 ms.
+    for p in prompts:
+        for spec, r in lm_routers.items():
+            w, c = _timed(r.decide, [f"{p} (lm)"])
+            times[spec][0].extend(w)
+            times[spec][1].extend(c)
     load_after = os.getloadavg()
     cached_w, cached_c = _timed(router.decide, prompts[:10])  # LRU answers the embedding
     longs = [o.prompts[i] for i in np.flatnonzero((tok >= 230) & (tok <= 300))]
     long_w, long_c = _timed(router.decide, [f"{p} [long {i}]" for i, p in enumerate(longs[:10])])
+    lm_long = {
+        spec: _timed(r.decide, [f"{p} [lm long {i}]" for i, p in enumerate(longs[:10])])
+        for spec, r in lm_routers.items()
+    }
     light = Router(cfg, [make_scorer("length", "gain").fit(feats, labels_for(sub, "gain"))], 0.5)
     light_w, _ = _timed(light.decide, prompts)
     out = {
@@ -354,6 +430,21 @@ def decide_latency(o: Outcomes, n: int = 40) -> dict:
         "decide_long_prompt_230_300_tokens": {
             "wall_ms_p50": _ms(long_w, 50),
             "cpu_ms_p50": _ms(long_c, 50),
+        },
+        "lm_routers": {
+            spec: {
+                "embedder": spec,
+                "dtype": "bfloat16" if cpu_has_fast_bf16() else "float32",
+                "decide_ms_p50": _ms(times[spec][0], 50),
+                "decide_ms_p95": _ms(times[spec][0], 95),
+                "decide_cpu_ms_p50": _ms(times[spec][1], 50),
+                "decide_cpu_ms_p95": _ms(times[spec][1], 95),
+                "long_prompt_230_300_tokens": {
+                    "wall_ms_p50": _ms(lm_long[spec][0], 50),
+                    "cpu_ms_p50": _ms(lm_long[spec][1], 50),
+                },
+            }
+            for spec in lm_routers
         },
         "decide_cached_prompt_ms": round(1000 * float(np.median(cached_w)), 2),
         "decide_length_router_ms": round(1000 * float(np.median(light_w)), 3),
@@ -402,11 +493,17 @@ def target_notes(results: dict, mode: str, names: list[str]) -> list[str]:
 
 
 def latency_note(lat: dict) -> str:
+    lms = lat.get("lm_routers") or {}
     return (
         f"decide() p50 {lat['decide_ms_p50']:.1f} ms wall / {lat['decide_cpu_ms_p50']:.1f} ms CPU "
-        f"vs target 50 ms, at load average {lat['loadavg_before'][0]:.1f} on {lat['cores']} cores "
-        "(wall time on a loaded machine includes waiting for a core; CPU time is what the call "
-        "costs)"
+        "(MiniLM); "
+        + "".join(
+            f"{x['decide_ms_p50']:.1f} ms wall / {x['decide_cpu_ms_p50']:.1f} ms CPU ({k}); "
+            for k, x in lms.items()
+        )
+        + f"vs target 50 ms, at load average {lat['loadavg_before'][0]:.1f} on {lat['cores']} "
+        "cores (wall time on a loaded machine includes waiting for a core; CPU time is what the "
+        "call costs)"
     )
 
 
@@ -418,7 +515,7 @@ def update_latency(out: Path) -> None:
     """
     result = json.loads(out.read_text(encoding="utf-8"))
     data = load_outcome_csvs(Path(result["test"] or result["train"]), ["weak", "strong"])
-    lat = decide_latency(data)
+    lat = decide_latency(data, LM_EMBEDDERS)
     lat["measured_separately_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     result["latency"] = lat
     result["notes"] = [n for n in result["notes"] if not n.startswith("decide() p50")]
@@ -496,6 +593,23 @@ def write_md(result: dict, path: Path) -> None:
             f"Repeated prompt (LRU): {lat['decide_cached_prompt_ms']:.2f} ms; length-only router "
             f"{lat['decide_length_router_ms']:.3f} ms.",
         ]
+        lms = lat.get("lm_routers") or {}
+        if lms:
+            lines += [
+                "",
+                "Router.decide on an LM hidden state instead of MiniLM (same prompts, right after, "
+                "the LM routers interleaved with each other; torch threads = cores):",
+                "",
+                "| embedder | dtype | wall p50 ms | wall p95 ms | CPU p50 ms | 230-300 tokens, "
+                "wall p50 ms |",
+                "|---|---|---|---|---|---|",
+                *[
+                    f"| {k} | {x['dtype']} | **{x['decide_ms_p50']:.1f}** | "
+                    f"{x['decide_ms_p95']:.1f} | {x['decide_cpu_ms_p50']:.1f} | "
+                    f"{x['long_prompt_230_300_tokens']['wall_ms_p50']:.1f} |"
+                    for k, x in lms.items()
+                ],
+            ]
     for row in result.get("embed_throughput") or []:
         lines.append(
             f"- MiniLM batch {row['batch_size']}, max {row['max_seq_length']} tokens: "
@@ -519,6 +633,12 @@ def main() -> None:
         action="store_true",
         help="only time decide() (e.g. when the machine is quiet) and update --out in place",
     )
+    ap.add_argument(
+        "--lm-embedders",
+        nargs="*",
+        default=None,
+        help=f"LM rows, <model>@<layer> (default {' '.join(LM_EMBEDDERS)})",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "route_mmlu.json")
     args = ap.parse_args()
 
@@ -530,14 +650,20 @@ def main() -> None:
         update_latency(args.out)
         return
     t0, c0, load0 = time.perf_counter(), time.process_time(), os.getloadavg()
-    routers = [r for r in (ROUTERS_QUICK if args.quick else ROUTERS_FULL) if r[0] not in args.skip]
+    if args.lm_embedders is not None:  # replace the LM rows
+        lm_rows = [(f"ensemble-{x}", "ensemble-lm", "gain") for x in args.lm_embedders]
+        base = [r for r in (ROUTERS_QUICK if args.quick else ROUTERS_FULL) if r[1] != "ensemble-lm"]
+    else:
+        lm_rows, base = [], ROUTERS_QUICK if args.quick else ROUTERS_FULL
+    routers = [r for r in base + lm_rows if r[0] not in args.skip]
+    lm_specs = [r[0].removeprefix("ensemble-") for r in routers if r[1] == "ensemble-lm"]
     repeats = args.repeats or (1 if args.quick else 3)
     train_dir = args.train or DEFAULT_DATA
     train = load_outcome_csvs(train_dir, ["weak", "strong"])
     test = load_outcome_csvs(args.test, ["weak", "strong"]) if args.test else None
     if args.quick:
-        train = subsample(train, 80)
-        test = subsample(test, 80) if test is not None else None
+        train = subsample(train, QUICK_PER_SUBJECT)
+        test = subsample(test, QUICK_PER_SUBJECT) if test is not None else None
     notes = []
     timings = {}
     with Progress(
@@ -565,21 +691,32 @@ def main() -> None:
             if test is not None
             else None
         )
+        lm_raw = {}
+        for name, kind, _ in routers:
+            if kind == "ensemble-lm":
+                from zimo.route.lm_features import lm_hidden, parse_embedder
+
+                spec = name.removeprefix("ensemble-")
+                model, layer = parse_embedder(spec)
+                texts = list(train.prompts) + (list(test.prompts) if test is not None else [])
+                lm_raw[spec] = lm_hidden(
+                    texts, model=model, layer=layer, cache_path=LM_CACHE, progress=True
+                )
         timings["embed_s"] = time.perf_counter() - t
         t = time.perf_counter()
         if test is None:
             mode = "grouped_cv"
-            results, curves = grouped_cv(train, ftr, routers, args.folds, repeats, progress)
+            results, curves = grouped_cv(train, ftr, routers, args.folds, repeats, progress, lm_raw)
             qw, qs = train.quality[:, 0], train.quality[:, -1]
         else:
             mode = "train_test"
-            results, curves = train_test(train, test, ftr, fte, routers, progress)
+            results, curves = train_test(train, test, ftr, fte, routers, progress, lm_raw)
             qw, qs = test.quality[:, 0], test.quality[:, -1]
         timings["routers_s"] = time.perf_counter() - t
     latency = None
     if not args.no_latency:
         t = time.perf_counter()
-        latency = decide_latency(train if test is None else test)
+        latency = decide_latency(train if test is None else test, lm_specs)
         timings["latency_s"] = time.perf_counter() - t
         notes.append(latency_note(latency))
 
