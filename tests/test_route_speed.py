@@ -80,7 +80,8 @@ def test_bf16_embeddings_match_float32():
         Embedder(dtype="float8")
 
 
-def test_decide_on_a_100_token_prompt_is_cheap(tmp_path):
+def _ensemble_router(tmp_path, embedder: str):
+    """The default ensemble router, fitted on a few real MMLU outcomes with ``embedder``."""
     from zimo.route.router import fit_router
 
     out = load_outcome_csvs(small_outcome_dir(tmp_path / "d", per_subject=15), ["weak", "strong"])
@@ -90,9 +91,13 @@ def test_decide_on_a_100_token_prompt_is_cheap(tmp_path):
             {"name": "strong", "price_per_1k_tokens": 0.01},
         ],
         "target": {"quality": 0.9},
-        "router": {"kind": "ensemble", "folds": 3, "embedder": "minilm"},
+        "router": {"kind": "ensemble", "folds": 3, "embedder": embedder},
     }
-    router = fit_router(out, cfg, None, embed_cache_path=tmp_path / "e.sqlite")
+    return fit_router(out, cfg, None, embed_cache_path=tmp_path / "e.sqlite")
+
+
+def test_decide_on_a_100_token_prompt_is_cheap(tmp_path):
+    router = _ensemble_router(tmp_path, "minilm")
     body = " ".join(["the mitochondrion produces ATP by oxidative phosphorylation"] * 12)
     router.decide("warm up")
     from zimo.embeddings import get_embedder
@@ -135,18 +140,8 @@ def test_decide_on_the_lm_embedder_is_cheap(tmp_path):
     """Where the CPU has bf16 the default router reads gecko's first 12 layers instead of
     MiniLM: ~49 ms wall per 100-token prompt on a 2-core EPYC (benchmarks/results/route_mmlu.md)."""
     from zimo.route.lm_features import AUTO_LM
-    from zimo.route.router import fit_router
 
-    out = load_outcome_csvs(small_outcome_dir(tmp_path / "d", per_subject=15), ["weak", "strong"])
-    cfg = {
-        "tiers": [
-            {"name": "weak", "price_per_1k_tokens": 0.0006},
-            {"name": "strong", "price_per_1k_tokens": 0.01},
-        ],
-        "target": {"quality": 0.9},
-        "router": {"kind": "ensemble", "folds": 3, "embedder": AUTO_LM},
-    }
-    router = fit_router(out, cfg, None, embed_cache_path=tmp_path / "e.sqlite")
+    router = _ensemble_router(tmp_path, AUTO_LM)
     assert router.meta["embedder"] == AUTO_LM and router.embedder is not None
     body = " ".join(["the mitochondrion produces ATP by oxidative phosphorylation"] * 12)
     router.decide("warm up")

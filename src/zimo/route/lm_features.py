@@ -63,9 +63,40 @@ def _load(model: str, dtype: str):
         return _models[key]
 
 
-def _key(model: str, max_tokens: int, layer: int, text: str) -> str:
-    h = hashlib.sha1(f"lmfeat{FEATURE_VERSION}\0{model}\0{max_tokens}\0{layer}\0{text}".encode())
+def _key(kind: str, model: str, max_tokens: int, layer: int, text: str) -> str:
+    h = hashlib.sha1(f"{kind}{FEATURE_VERSION}\0{model}\0{max_tokens}\0{layer}\0{text}".encode())
     return h.hexdigest()
+
+
+def _cached(texts: list[str], keys: list[str], compute, cache_path, progress: bool, label: str):
+    """``{key: row}`` for every text: from the SQLite cache where present, the rest from
+    ``compute(texts, bar)`` in chunks of 256, each chunk cached as it finishes (an interrupted
+    long run keeps what it computed)."""
+    from zimo.embeddings import _DiskCache, _progress
+
+    disk = _DiskCache(cache_path) if cache_path else None
+    try:
+        found = disk.get_many(keys) if disk is not None else {}
+        missing = list(dict.fromkeys(k for k in keys if k not in found))
+        if missing:
+            first = {k: i for i, k in reversed(list(enumerate(keys)))}
+            todo = [texts[first[k]] for k in missing]
+            bar = _progress(progress, len(todo), label)
+            try:
+                for a in range(0, len(todo), 256):
+                    fresh = dict(
+                        zip(missing[a : a + 256], compute(todo[a : a + 256], bar), strict=True)
+                    )
+                    found.update(fresh)
+                    if disk is not None:
+                        disk.put_many(fresh)
+            finally:
+                if bar is not None:
+                    bar[0].stop()
+    finally:
+        if disk is not None:
+            disk.close()
+    return found
 
 
 def _compute(
@@ -135,30 +166,16 @@ def lm_features(
     Texts are truncated to ``max_tokens`` tokens; cached texts (``cache_path``) are not
     computed again.
     """
-    from zimo.embeddings import _DiskCache, _progress
-
     texts = [t if isinstance(t, str) else str(t) for t in texts]
-    keys = [_key(model, max_tokens, layer, t) for t in texts]
-    disk = _DiskCache(cache_path) if cache_path else None
-    found = disk.get_many(keys) if disk is not None else {}
-    missing = list(dict.fromkeys(k for k in keys if k not in found))
-    if missing:
-        first = {k: i for i, k in reversed(list(enumerate(keys)))}
-        todo = [texts[first[k]] for k in missing]
-        bar = _progress(progress, len(todo), f"{model} features")
-        try:
-            # Cache in chunks so an interrupted long run keeps what it computed.
-            for a in range(0, len(todo), 256):
-                vecs = _compute(todo[a : a + 256], model, max_tokens, layer, dtype, batch_size, bar)
-                fresh = dict(zip(missing[a : a + 256], vecs, strict=True))
-                found.update(fresh)
-                if disk is not None:
-                    disk.put_many(fresh)
-        finally:
-            if bar is not None:
-                bar[0].stop()
-    if disk is not None:
-        disk.close()
+    keys = [_key("lmfeat", model, max_tokens, layer, t) for t in texts]
+    found = _cached(
+        texts,
+        keys,
+        lambda chunk, bar: _compute(chunk, model, max_tokens, layer, dtype, batch_size, bar),
+        cache_path,
+        progress,
+        f"{model} features",
+    )
     if not texts:
         return np.zeros((0, len(SCALAR_NAMES))), np.zeros((0, 0), dtype=np.float32)
     mat = np.stack([found[k] for k in keys])
@@ -208,11 +225,6 @@ def _load_body(model: str, dtype: str, layer: int):
         return _bodies[key]
 
 
-def _hid_key(model: str, max_tokens: int, layer: int, text: str) -> str:
-    h = hashlib.sha1(f"lmhid{FEATURE_VERSION}\0{model}\0{max_tokens}\0{layer}\0{text}".encode())
-    return h.hexdigest()
-
-
 def _hidden(
     texts: list[str], model: str, max_tokens: int, layer: int, dtype: str, batch_size: int, bar
 ) -> np.ndarray:
@@ -260,33 +272,16 @@ def lm_hidden(
 
     Texts are truncated to ``max_tokens`` tokens; cached texts (``cache_path``) are not computed
     again."""
-    from zimo.embeddings import _DiskCache, _progress
-
     texts = [t if isinstance(t, str) else str(t) for t in texts]
-    keys = [_hid_key(model, max_tokens, layer, t) for t in texts]
-    disk = _DiskCache(cache_path) if cache_path else None
-    try:
-        found = disk.get_many(keys) if disk is not None else {}
-        missing = list(dict.fromkeys(k for k in keys if k not in found))
-        if missing:
-            first = {k: i for i, k in reversed(list(enumerate(keys)))}
-            todo = [texts[first[k]] for k in missing]
-            bar = _progress(progress, len(todo), f"{model}@{layer} hidden states")
-            try:
-                for a in range(0, len(todo), 256):  # cached in chunks: a kill keeps the rest
-                    vecs = _hidden(
-                        todo[a : a + 256], model, max_tokens, layer, dtype, batch_size, bar
-                    )
-                    fresh = dict(zip(missing[a : a + 256], vecs, strict=True))
-                    found.update(fresh)
-                    if disk is not None:
-                        disk.put_many(fresh)
-            finally:
-                if bar is not None:
-                    bar[0].stop()
-    finally:
-        if disk is not None:
-            disk.close()
+    keys = [_key("lmhid", model, max_tokens, layer, t) for t in texts]
+    found = _cached(
+        texts,
+        keys,
+        lambda chunk, bar: _hidden(chunk, model, max_tokens, layer, dtype, batch_size, bar),
+        cache_path,
+        progress,
+        f"{model}@{layer} hidden states",
+    )
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
     return np.stack([found[k] for k in keys])
