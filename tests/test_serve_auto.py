@@ -3,7 +3,10 @@ response and the request log say which tier answered and whether it escalated.""
 
 from __future__ import annotations
 
+import json
+
 import openai
+import pytest
 
 from fake_openai import FakeOpenAI
 from project_fixtures import run_zimo
@@ -20,11 +23,16 @@ route:
     - {name: weak, model: gecko, price_per_1k_tokens: 0.0001}
     - {name: strong, model: big-model, price_per_1k_tokens: 0.01}
   target: {quality: 0.9}
-  router: {kind: length}
+  router: ROUTER
 """
 
 
-def test_auto_routes_between_local_and_upstream(tmp_path):
+# The length router (no embedder), and the default ensemble on an LM cut (gecko@6 keeps the
+# test quick; the default picks gecko@12 or MiniLM): loaded and warmed when the server starts.
+@pytest.mark.parametrize(
+    "router", ["{kind: length}", "{kind: ensemble, folds: 3, embedder: gecko@6}"]
+)
+def test_auto_routes_between_local_and_upstream(tmp_path, router):
     # The tiers' outcome columns must be named after the tiers.
     src = small_outcome_dir(tmp_path / "raw", per_subject=30)
     out = tmp_path / "outcomes"
@@ -32,10 +40,11 @@ def test_auto_routes_between_local_and_upstream(tmp_path):
     for f in src.glob("*.csv"):
         lines = f.read_text(encoding="utf-8").splitlines(keepends=True)
         (out / f.name).write_text("prompt,weak,strong\n" + "".join(lines[1:]), encoding="utf-8")
-    (tmp_path / "zimo.yaml").write_text(ROUTE_YAML, encoding="utf-8")
+    (tmp_path / "zimo.yaml").write_text(ROUTE_YAML.replace("ROUTER", router), encoding="utf-8")
     r = run_zimo("route", "fit", tmp_path)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / ".zimo" / "route" / "router.json").is_file()
+    meta = json.loads((tmp_path / ".zimo" / "route" / "router.json").read_text())
+    assert meta["embedder"] == (None if "length" in router else "gecko@6")
 
     from zimo.serve.app import create_app
     from zimo.serve.config import ServeConfig
@@ -67,9 +76,10 @@ def test_auto_routes_between_local_and_upstream(tmp_path):
                 tiers[prompt] = z["route"]["tier"]
                 assert z["escalated"] == (z["route"]["tier"] == "strong")
                 assert raw.headers["x-zimo-model"] in ("gecko", "big-model")
-            # The length router sends the long prompt to a tier at least as strong as the short one.
-            order = ["weak", "strong"]
-            assert order.index(tiers[long]) >= order.index(tiers[short])
+            if "length" in router:
+                # The length router sends the long prompt to a tier at least as strong.
+                order = ["weak", "strong"]
+                assert order.index(tiers[long]) >= order.index(tiers[short])
     from zimo.serve.logdb import query
 
     rows = query(tmp_path / "requests.sqlite", model="auto")
