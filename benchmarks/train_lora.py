@@ -39,8 +39,9 @@ loss (nats per answer token over hundreds of tokens) is a stable yardstick for t
 question.
 
 Usage: ``python benchmarks/train_lora.py [--quick] [--steps N] [--legs sms_label alpaca_zh_chat]``
-(``--quick``: 3 steps of the label leg only: about 3 minutes on a busy 2-core box, most of it loading
-the model five times and the baseline's first step). Writes
+(``--quick``: 3 steps of the label leg only: 55 s wall on an idle 2-core EPYC, about 3 minutes when
+other jobs share the cores; most of it loads the model five times and runs the baseline's first
+step). Writes
 ``benchmarks/results/train_lora.json`` and ``.md`` (``train_lora.quick.*`` with ``--quick``).
 """
 
