@@ -65,6 +65,8 @@ def test_router_on_lm_layer_round_trips_and_decides(tmp_path):
     first = loaded.decide(q)
     assert q in loaded.embedder._lru
     assert loaded.decide(q) == first and first[0] in ("weak", "strong")
+    # An empty prompt (no tokens at all for this tokenizer) is still routed.
+    assert loaded.decide("")[0] in ("weak", "strong")
 
 
 def test_bad_embedder_settings_are_one_line_errors(tmp_path):

@@ -99,6 +99,14 @@ def _cached(texts: list[str], keys: list[str], compute, cache_path, progress: bo
     return found
 
 
+def _token_ids(tok, texts: list[str], max_tokens: int) -> list[list[int]]:
+    """Truncated token ids; an empty text (no tokens: this tokenizer adds no BOS) becomes the
+    end-of-text token, so a request with an empty prompt still gets a vector."""
+    ids = tok(texts, truncation=True, max_length=max_tokens)["input_ids"]
+    filler = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    return [x if x else [filler] for x in ids]
+
+
 def _compute(
     texts: list[str], model: str, max_tokens: int, layer: int, dtype: str, batch_size: int, bar
 ) -> np.ndarray:
@@ -107,8 +115,7 @@ def _compute(
     lm, tok = _load(model, dtype)
     n_layers = lm.config.num_hidden_layers
     li = layer if layer >= 0 else n_layers // 2
-    enc = tok(texts, truncation=True, max_length=max_tokens)
-    ids = enc["input_ids"]
+    ids = _token_ids(tok, texts, max_tokens)
     order = np.argsort([len(x) for x in ids], kind="stable")[::-1]  # similar lengths per batch
     dim = lm.config.hidden_size
     out = np.zeros((len(texts), len(SCALAR_NAMES) + dim), dtype=np.float32)
@@ -236,7 +243,7 @@ def _hidden(
 def _pooled(body, tok, texts, max_tokens, batch_size, bar) -> np.ndarray:
     import torch
 
-    ids = tok(texts, truncation=True, max_length=max_tokens)["input_ids"]
+    ids = _token_ids(tok, texts, max_tokens)
     order = np.argsort([len(x) for x in ids], kind="stable")[::-1]  # similar lengths per batch
     out = np.zeros((len(texts), body.config.hidden_size), dtype=np.float32)
     tok.padding_side = "right"
