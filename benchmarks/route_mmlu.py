@@ -363,8 +363,8 @@ def decide_latency(o: Outcomes, lm_specs: list[str], n: int = 40) -> dict:
     lm_routers = {}
     for spec in lm_specs:
         lm_emb = LMEmbedder(spec, cache_size=0)
-        raw = lm_emb.raw(sub.prompts, cache_path=LM_CACHE)
-        lm_feats = PromptFeatures(feats.surface, lm_emb.fit(raw).transform(raw), feats.groups)
+        vecs = lm_emb.fit_transform(sub.prompts, cache_path=LM_CACHE)
+        lm_feats = PromptFeatures(feats.surface, vecs, feats.groups)
         lm_routers[spec] = Router(
             cfg,
             [make_scorer(rc.kind, "gain").fit(lm_feats, labels_for(sub, "gain"))],

@@ -107,6 +107,16 @@ def _token_ids(tok, texts: list[str], max_tokens: int) -> list[list[int]]:
     return [x if x else [filler] for x in ids]
 
 
+def _mean_pool(h, attention_mask):
+    """``(batch, dim)`` mean of ``h`` over each row's tokens, position 0 left out: it carries
+    the outsized activations of an attention sink (hundreds of times the others here), which
+    would drown the rest. A one-token row keeps it, having nothing else."""
+    m = attention_mask.clone()
+    m[:, 0] = (m.sum(1) <= 1).to(m.dtype)
+    m = m.unsqueeze(-1).float()
+    return (h * m).sum(1) / m.sum(1).clamp(min=1)
+
+
 def _compute(
     texts: list[str], model: str, max_tokens: int, layer: int, dtype: str, batch_size: int, bar
 ) -> np.ndarray:
@@ -130,7 +140,7 @@ def _compute(
             logp = torch.log_softmax(logits, -1)
             # NLL of token t+1 given the prefix up to t.
             nll = -logp[:, :-1].gather(-1, feats["input_ids"][:, 1:, None]).squeeze(-1)
-            hid = res.hidden_states[li].float()
+            pooled = _mean_pool(res.hidden_states[li].float(), feats["attention_mask"]).numpy()
             for r, i in enumerate(idx):
                 m = mask[r]
                 length = int(m.sum())
@@ -139,9 +149,6 @@ def _compute(
                     x = np.zeros(1, dtype=np.float32)
                 last = logp[r, length - 1]
                 ent = float(-(last.exp() * last).sum())
-                # The first position carries the outsized activations of an attention sink
-                # (hundreds of times the others here); pooling it would drown the rest.
-                pooled = hid[r, 1 if length > 1 else 0 : length].mean(0).numpy()
                 out[i, : len(SCALAR_NAMES)] = (
                     x.mean(),
                     x.std(),
@@ -150,7 +157,7 @@ def _compute(
                     ent,
                     np.log1p(length),
                 )
-                out[i, len(SCALAR_NAMES) :] = pooled
+                out[i, len(SCALAR_NAMES) :] = pooled[r]
             if bar is not None:
                 bar[0].update(bar[1], advance=len(idx))
     return out
@@ -252,12 +259,7 @@ def _pooled(body, tok, texts, max_tokens, batch_size, bar) -> np.ndarray:
             idx = order[a : a + batch_size]
             b = tok.pad({"input_ids": [ids[i] for i in idx]}, padding=True, return_tensors="pt")
             h = body(**b, use_cache=False).last_hidden_state.float()
-            m = b["attention_mask"].clone()
-            # Position 0 is the attention sink (activations hundreds of times the others); a
-            # one-token prompt keeps it, having nothing else.
-            m[:, 0] = (m.sum(1) <= 1).to(m.dtype)
-            m = m.unsqueeze(-1).float()
-            out[idx] = ((h * m).sum(1) / m.sum(1).clamp(min=1)).numpy()
+            out[idx] = _mean_pool(h, b["attention_mask"]).numpy()
             if bar is not None:
                 bar[0].update(bar[1], advance=len(idx))
     return out
@@ -391,9 +393,14 @@ class LMEmbedder:
                     self._lru.update(new)
                     while len(self._lru) > self.cache_size:
                         self._lru.popitem(last=False)
-        if not texts:
-            return np.zeros((0, 0), dtype=np.float32)
+        if not texts:  # no prompts: no rows, the fitted width (a 0-row transform still works)
+            return np.zeros((0, 0 if self.mean is None else len(self.mean)), dtype=np.float32)
         return np.stack([hit[t] for t in texts])
+
+    def fit_transform(self, texts: Sequence[str], *, cache_path=None, progress: bool = False):
+        """Fit the standardisation on ``texts`` and return their vectors: one LM pass."""
+        raw = self.raw(texts, cache_path=cache_path, progress=progress)
+        return self.fit(raw).transform(raw)
 
     def fit(self, raw: np.ndarray) -> LMEmbedder:
         raw = np.asarray(raw, dtype=np.float64)

@@ -264,18 +264,20 @@ def fit_router(
     embedder = None
     if needs_embeddings and parse_embedder(embedder_spec) is not None:
         embedder = LMEmbedder(embedder_spec, max_tokens=rc.max_seq_length, dtype=rc.embed_dtype)
-        # Standardised with the statistics of all outcome prompts (no labels involved).
-        embedder.fit(embedder.raw(outcomes.prompts, cache_path=embed_cache_path, progress=progress))
     feats = build_features(
         outcomes.prompts,
-        embeddings=needs_embeddings,
+        embeddings=needs_embeddings and embedder is None,  # MiniLM's vectors, if any
         max_seq_length=rc.max_seq_length,
         cache_path=embed_cache_path,
         progress=progress,
         dtype=rc.embed_dtype,
         groups=outcomes.groups,
-        embedder=embedder,
     )
+    if embedder is not None:
+        # Standardised with the statistics of all outcome prompts (no labels involved).
+        feats.emb = embedder.fit_transform(
+            outcomes.prompts, cache_path=embed_cache_path, progress=progress
+        )
     oof = np.zeros((len(outcomes), len(ys)))
     for j, y in enumerate(ys):
         folds = _folds(outcomes, y, rc.folds, rc.seed)

@@ -73,19 +73,17 @@ def build_features(
 ) -> PromptFeatures:
     """Surface features always; prompt vectors when ``embeddings``: MiniLM's, or those of a
     fitted :class:`~zimo.route.lm_features.LMEmbedder` given as ``embedder``."""
-    if embeddings and embedder is not None:
+    if not embeddings:
+        emb = None
+    elif embedder is not None:
         emb = embedder.embed(prompts, cache_path=cache_path, progress=progress)
     else:
-        emb = (
-            prompt_embeddings(
-                prompts,
-                max_seq_length=max_seq_length,
-                cache_path=cache_path,
-                progress=progress,
-                dtype=dtype,
-            )
-            if embeddings
-            else None
+        emb = prompt_embeddings(
+            prompts,
+            max_seq_length=max_seq_length,
+            cache_path=cache_path,
+            progress=progress,
+            dtype=dtype,
         )
     return PromptFeatures(
         surface_features(prompts), emb, None if groups is None else np.asarray(groups)
