@@ -197,3 +197,27 @@ def test_early_stopping_on_flat_dev_loss(tmp_path):
     )
     s = train_label(records(16), records(4), LABELS, cfg, tmp_path)
     assert s["stopped_early"] and s["steps"] == 3
+
+
+def test_early_stopping_ends_on_the_best_dev_loss(tmp_path):
+    # A far too high learning rate: the dev loss falls, then climbs. Patience is never used up,
+    # so the run goes to its last step and must still hand back the weights of its best eval.
+    cfg = tiny_cfg(lr=0.3, max_steps=6, eval_every=1, early_stopping={"patience": 100})
+    s = train_label(records(16), records(4), LABELS, cfg, tmp_path)
+    dev = {
+        r["step"]: r["dev_loss"]
+        for r in map(json.loads, (tmp_path / "train_log.jsonl").read_text().splitlines())
+        if "dev_loss" in r
+    }
+    best = min(dev, key=dev.get)
+    assert not s["stopped_early"] and s["steps"] == 6
+    assert best < 6, f"the setup should overshoot: dev losses {dev}"
+    assert s["restored_best_step"] == best
+    assert s["best_dev_loss"] == pytest.approx(dev[best], abs=1e-4)
+    # The same run without early stopping keeps its last weights: different ones.
+    plain = train_label(
+        records(16), records(4), LABELS, cfg.model_copy(update={"early_stopping": None}),
+        tmp_path / "plain",
+    )
+    assert plain["restored_best_step"] is None
+    assert plain["weights_sha1"] != s["weights_sha1"]

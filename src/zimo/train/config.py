@@ -26,7 +26,11 @@ class LoraSettings(BaseModel):
 
 
 class EarlyStopping(BaseModel):
-    """Stop when dev loss has not improved by ``min_delta`` for ``patience`` evaluations."""
+    """Stop when dev loss has not improved by ``min_delta`` for ``patience`` evaluations.
+
+    Either way the run ends on the weights of its best dev loss: those are what gets saved
+    (``restored_best_step`` in the training summary says which step they come from).
+    """
 
     model_config = ConfigDict(extra="forbid")
 

@@ -692,7 +692,7 @@ class Fitter:
                 if dl is not None:
                     row["dev_loss"] = round(dl, 5)
                     st["dev_loss"] = dl
-                    self._early_stop(st, dl)
+                    self._early_stop(st, dl, step)
             self._log(row)
             if self.progress:
                 rate = run_tokens / max(time.perf_counter() - t_run, 1e-9)
@@ -707,8 +707,13 @@ class Fitter:
                 )
             if step % cfg.checkpoint_every == 0 and step < self.total_steps:
                 self._checkpoint(step, {"state": st})
-        if st["stopped_early"] and st["best_state"] is not None:
+        restored = None
+        if st["best_state"] is not None and st.get("best_step") not in (None, step):
+            # With early stopping configured, the run ends on the weights of its best dev loss
+            # (as transformers' load_best_model_at_end), whether it stopped early or ran to the
+            # end with a later rise in dev loss (overfitting a small set).
             self._load_trainable(st["best_state"])
+            restored = st["best_step"]
         if ck is None or ck["step"] != step:
             self._checkpoint(step, {"state": st})
         return {
@@ -720,6 +725,7 @@ class Fitter:
             "final_dev_loss": st["dev_loss"],
             "best_dev_loss": st["best"],
             "stopped_early": st["stopped_early"],
+            "restored_best_step": restored,
             "trained_tokens": st["tokens"],
             "seconds": round(st["seconds"], 2),
             "tokens_per_s": round(st["tokens"] / max(st["seconds"], 1e-9), 1),
@@ -745,10 +751,10 @@ class Fitter:
             h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()
 
-    def _early_stop(self, st: dict[str, Any], dl: float) -> None:
+    def _early_stop(self, st: dict[str, Any], dl: float, step: int) -> None:
         es = self.cfg.early_stopping
         if st["best"] is None or dl < st["best"] - (es.min_delta if es else 0.0):
-            st["best"], st["bad_evals"] = dl, 0
+            st["best"], st["bad_evals"], st["best_step"] = dl, 0, step
             if es and self.engine != "fsdp":  # (FSDP: per-rank shards; a resume would mix them)
                 st["best_state"] = self._trainable_state()
         elif es:
