@@ -13,10 +13,11 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "zh-instruct"
 
 
 def test_example_data_and_licence():
-    rows = json.loads((EXAMPLE / "data" / "alpaca_zh_short.json").read_text(encoding="utf-8"))
-    assert len(rows) >= 300
+    rows = json.loads((EXAMPLE / "data" / "alpaca_zh_300.json").read_text(encoding="utf-8"))
+    assert len(rows) >= 700
     assert all(set(r) == {"instruction", "input", "output"} for r in rows)
-    assert all(8 <= len(r["output"]) <= 120 for r in rows)
+    assert all(8 <= len(r["output"]) <= 300 for r in rows)
+    assert all(len(r["instruction"]) + len(r["input"]) <= 200 for r in rows)
     notes = (EXAMPLE / "data" / "README.md").read_text(encoding="utf-8")
     assert "CC BY-NC 4.0" in notes and "teacher" in notes.lower()
 
@@ -38,4 +39,4 @@ def test_example_loads_as_a_project():
     assert project.config.task == "chat"
     cfg = eval_config_of(project)
     assert cfg.systems_for("chat") == ["finetuned", "base_zero_shot"]
-    assert cfg.max_test_rows == 60 and cfg.reference_for("chat") == "base_zero_shot"
+    assert cfg.max_test_rows == 200 and cfg.reference_for("chat") == "base_zero_shot"
