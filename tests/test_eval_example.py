@@ -13,7 +13,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "zh-instruct"
 
 
 def test_example_data_and_licence():
-    rows = json.loads((EXAMPLE / "data" / "alpaca_zh_300.json").read_text(encoding="utf-8"))
+    rows = json.loads((EXAMPLE / "data" / "alpaca_zh_short.json").read_text(encoding="utf-8"))
     assert len(rows) >= 700
     assert all(set(r) == {"instruction", "input", "output"} for r in rows)
     assert all(8 <= len(r["output"]) <= 300 for r in rows)
