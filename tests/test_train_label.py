@@ -216,7 +216,10 @@ def test_early_stopping_ends_on_the_best_dev_loss(tmp_path):
     assert s["best_dev_loss"] == pytest.approx(dev[best], abs=1e-4)
     # The same run without early stopping keeps its last weights: different ones.
     plain = train_label(
-        records(16), records(4), LABELS, cfg.model_copy(update={"early_stopping": None}),
+        records(16),
+        records(4),
+        LABELS,
+        cfg.model_copy(update={"early_stopping": None}),
         tmp_path / "plain",
     )
     assert plain["restored_best_step"] is None
