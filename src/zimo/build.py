@@ -19,6 +19,7 @@ from typing import Any
 
 from rich.console import Console
 
+from zimo import interrupts
 from zimo.config import Project, load_project
 from zimo.errors import ConfigError
 from zimo.workspace import Workspace, hash_obj, hash_path
@@ -183,6 +184,7 @@ def build(
         t0 = time.perf_counter()
         try:
             result = st.run(ctx)
+            interrupts.check()  # a Ctrl-C that the stage's libraries swallowed: do not commit
         except BaseException as e:
             state = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
             msg = getattr(e, "message", None) or str(e) or type(e).__name__

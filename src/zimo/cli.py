@@ -227,6 +227,9 @@ _register_plugins()
 
 
 def main() -> None:
+    from zimo import interrupts
+
+    interrupts.install()
     try:
         rc = app(standalone_mode=False)
         # typer turns Ctrl-C into an exit code of 130 instead of raising KeyboardInterrupt.

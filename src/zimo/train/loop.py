@@ -41,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from zimo import interrupts
 from zimo.hw import attention_kernel, fastest_attention
 from zimo.infer.label import common_prefix
 from zimo.train.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
@@ -638,6 +639,7 @@ class Fitter:
         t_run = time.perf_counter()
         run_tokens = 0
         while step < self.total_steps and not st["stopped_early"]:
+            interrupts.check()  # Ctrl-C during the model load may have been swallowed
             t0 = time.perf_counter()
             self._where = f"training (step {step + 1} of {self.total_steps})"
             self.opt.zero_grad(set_to_none=True)

@@ -1,0 +1,61 @@
+"""Ctrl-C is never lost, even when a library swallows the KeyboardInterrupt."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from zimo import interrupts
+
+
+@pytest.fixture
+def handler():
+    old = signal.getsignal(signal.SIGINT)
+    interrupts.install()
+    yield
+    signal.signal(signal.SIGINT, old)
+    interrupts.clear()
+
+
+def test_a_swallowed_ctrl_c_is_still_seen(handler):
+    assert not interrupts.requested()
+    interrupts.check()  # nothing pressed: no-op
+    try:  # what a library with a blanket except does to the first KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(10_000):  # the handler runs at the next bytecode boundary
+            pass
+    except BaseException:  # noqa: BLE001, S110
+        pass
+    assert interrupts.requested()
+    with pytest.raises(KeyboardInterrupt):
+        interrupts.check()
+
+
+def test_a_swallowed_ctrl_c_stops_the_build_before_it_commits(handler, tiny_project, monkeypatch):
+    from rich.console import Console
+
+    from zimo.build import build
+    from zimo.stages import split as split_stage
+    from zimo.workspace import Workspace
+
+    # Fault injection: Ctrl-C is pressed while the split stage runs, something in it catches
+    # the KeyboardInterrupt, and the stage returns normally. The build must not commit it.
+    real = split_stage.run
+
+    def swallowing(ctx):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(10_000):
+                pass
+        except BaseException:  # noqa: BLE001, S110
+            pass
+        return real(ctx)
+
+    monkeypatch.setattr(split_stage, "run", swallowing)
+    with pytest.raises(KeyboardInterrupt):
+        build(tiny_project, target="split", console=Console(quiet=True))
+    ws = Workspace(tiny_project)
+    assert ws.artifacts("split") == []
+    assert ws.artifacts("ingest")  # stages before it were committed
