@@ -68,12 +68,24 @@ def _key(kind: str, model: str, max_tokens: int, layer: int, text: str) -> str:
     return h.hexdigest()
 
 
-def _cached(texts: list[str], keys: list[str], compute, cache_path, progress: bool, label: str):
-    """``{key: row}`` for every text: from the SQLite cache where present, the rest from
-    ``compute(texts, bar)`` in chunks of 256, each chunk cached as it finishes (an interrupted
-    long run keeps what it computed)."""
+def _cached(
+    kind: str,
+    texts: Sequence[str],
+    model: str,
+    max_tokens: int,
+    layer: int,
+    compute,
+    cache_path,
+    progress: bool,
+    label: str,
+) -> np.ndarray | None:
+    """``(n, d)``: one row per text, in order (None for no texts). Rows come from the SQLite
+    cache where present, the rest from ``compute(texts, bar)`` in chunks of 256, each chunk
+    cached as it finishes (an interrupted long run keeps what it computed)."""
     from zimo.embeddings import _DiskCache, _progress
 
+    texts = [t if isinstance(t, str) else str(t) for t in texts]
+    keys = [_key(kind, model, max_tokens, layer, t) for t in texts]
     disk = _DiskCache(cache_path) if cache_path else None
     try:
         found = disk.get_many(keys) if disk is not None else {}
@@ -96,7 +108,7 @@ def _cached(texts: list[str], keys: list[str], compute, cache_path, progress: bo
     finally:
         if disk is not None:
             disk.close()
-    return found
+    return np.stack([found[k] for k in keys]) if keys else None
 
 
 def _token_ids(tok, texts: list[str], max_tokens: int) -> list[list[int]]:
@@ -180,19 +192,19 @@ def lm_features(
     Texts are truncated to ``max_tokens`` tokens; cached texts (``cache_path``) are not
     computed again.
     """
-    texts = [t if isinstance(t, str) else str(t) for t in texts]
-    keys = [_key("lmfeat", model, max_tokens, layer, t) for t in texts]
-    found = _cached(
+    mat = _cached(
+        "lmfeat",
         texts,
-        keys,
+        model,
+        max_tokens,
+        layer,
         lambda chunk, bar: _compute(chunk, model, max_tokens, layer, dtype, batch_size, bar),
         cache_path,
         progress,
         f"{model} features",
     )
-    if not texts:
+    if mat is None:
         return np.zeros((0, len(SCALAR_NAMES))), np.zeros((0, 0), dtype=np.float32)
-    mat = np.stack([found[k] for k in keys])
     k = len(SCALAR_NAMES)
     return mat[:, :k].astype(np.float64), np.ascontiguousarray(mat[:, k:])
 
@@ -281,19 +293,18 @@ def lm_hidden(
 
     Texts are truncated to ``max_tokens`` tokens; cached texts (``cache_path``) are not computed
     again."""
-    texts = [t if isinstance(t, str) else str(t) for t in texts]
-    keys = [_key("lmhid", model, max_tokens, layer, t) for t in texts]
-    found = _cached(
+    mat = _cached(
+        "lmhid",
         texts,
-        keys,
+        model,
+        max_tokens,
+        layer,
         lambda chunk, bar: _hidden(chunk, model, max_tokens, layer, dtype, batch_size, bar),
         cache_path,
         progress,
         f"{model}@{layer} hidden states",
     )
-    if not texts:
-        return np.zeros((0, 0), dtype=np.float32)
-    return np.stack([found[k] for k in keys])
+    return np.zeros((0, 0), dtype=np.float32) if mat is None else mat
 
 
 # What ``embedder: auto`` picks where the CPU has native bf16. Measured by
