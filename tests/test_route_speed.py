@@ -96,9 +96,29 @@ def _ensemble_router(tmp_path, embedder: str):
     return fit_router(out, cfg, None, embed_cache_path=tmp_path / "e.sqlite")
 
 
+# A ~100-token prompt; "variant i" makes each one unseen.
+_BODY = " ".join(["the mitochondrion produces ATP by oxidative phosphorylation"] * 12)
+
+
+def _decide_times(router, clock) -> list[float]:
+    """``clock`` seconds of ``decide()`` on 8 unseen ~100-token prompts."""
+    times = []
+    for i in range(8):
+        c = clock()
+        tier, score = router.decide(f"{_BODY} variant {i}?")
+        times.append(clock() - c)
+        assert tier in ("weak", "strong") and 0 <= score <= 1
+    return times
+
+
+def _assert_repeat_is_cached(router) -> None:
+    t = time.perf_counter()
+    router.decide(f"{_BODY} variant 0?")  # repeated: answered from the LRU cache
+    assert time.perf_counter() - t < 0.1
+
+
 def test_decide_on_a_100_token_prompt_is_cheap(tmp_path):
     router = _ensemble_router(tmp_path, "minilm")
-    body = " ".join(["the mitochondrion produces ATP by oxidative phosphorylation"] * 12)
     router.decide("warm up")
     from zimo.embeddings import get_embedder
 
@@ -109,21 +129,14 @@ def test_decide_on_a_100_token_prompt_is_cheap(tmp_path):
         share_untruncated=True,
     )
     model = emb._model
-    cpu = []
-    for i in range(8):
-        c = time.thread_time()
-        tier, score = router.decide(f"{body} variant {i}?")
-        cpu.append(time.thread_time() - c)
-        assert tier in ("weak", "strong") and 0 <= score <= 1
+    cpu = _decide_times(router, time.thread_time)
     assert emb._model is model  # no per-call model rebuild
     assert emb.stats["computed"] >= 8  # unseen prompts were really embedded
     # CPU time, not wall time: it does not grow with the other jobs on a shared machine.
     # About 25-40 ms on a 2-core EPYC (bf16 / fp32); 250 ms flags a regression (no truncation,
     # a rebuild per call), not a slow CI machine.
     assert np.median(cpu) < 0.25, cpu
-    t = time.perf_counter()
-    router.decide(f"{body} variant 0?")  # repeated: answered from the LRU cache
-    assert time.perf_counter() - t < 0.1
+    _assert_repeat_is_cached(router)
 
 
 def test_auto_embedder_follows_the_cpu(monkeypatch):
@@ -143,17 +156,9 @@ def test_decide_on_the_lm_embedder_is_cheap(tmp_path):
 
     router = _ensemble_router(tmp_path, AUTO_LM)
     assert router.meta["embedder"] == AUTO_LM and router.embedder is not None
-    body = " ".join(["the mitochondrion produces ATP by oxidative phosphorylation"] * 12)
     router.decide("warm up")
-    wall = []
-    for i in range(8):
-        t = time.perf_counter()
-        tier, score = router.decide(f"{body} variant {i}?")
-        wall.append(time.perf_counter() - t)
-        assert tier in ("weak", "strong") and 0 <= score <= 1
+    wall = _decide_times(router, time.perf_counter)
     # Wall time: the LM pass runs on all cores. 0.5 s flags a regression (the LM head or all
     # 30 layers run, a model load per call), not a busy CI machine or one without bf16.
     assert np.median(wall) < 0.5, wall
-    t = time.perf_counter()
-    router.decide(f"{body} variant 0?")  # repeated: answered from the LRU cache
-    assert time.perf_counter() - t < 0.1
+    _assert_repeat_is_cached(router)
