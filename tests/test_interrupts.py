@@ -59,3 +59,25 @@ def test_a_swallowed_ctrl_c_stops_the_build_before_it_commits(handler, tiny_proj
     ws = Workspace(tiny_project)
     assert ws.artifacts("split") == []
     assert ws.artifacts("ingest")  # stages before it were committed
+
+
+def test_a_ctrl_c_swallowed_during_a_model_load_stops_right_after_it(handler, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from zimo.models import load_causal_lm
+
+    # Fault injection: Ctrl-C arrives while the weights load and the loader swallows it.
+    real = AutoModelForCausalLM.from_pretrained
+
+    def swallowing(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(10_000):
+                pass
+        except BaseException:  # noqa: BLE001, S110
+            pass
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", swallowing)
+    with pytest.raises(KeyboardInterrupt):
+        load_causal_lm("gecko")

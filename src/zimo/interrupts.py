@@ -3,9 +3,9 @@
 Python turns SIGINT into a KeyboardInterrupt wherever the main thread happens to be. When that
 is inside third-party code with a blanket ``except BaseException`` (seen while a stage imported
 and loaded its model: the build then ran on and committed the stage), the interrupt is lost.
-Zimo's handler also records it, and the build checks the record before it commits a stage and
-the training loop checks it every step, so an interrupt always ends the run with nothing
-half-written kept.
+Zimo's handler also records it, and the build checks the record before it commits a stage,
+every model load checks it when the load returns and the training loop checks it every step,
+so an interrupt always ends the run with nothing half-written kept.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zimo import interrupts
 from zimo.errors import ZimoError
 
 # Bump when the converted folder layout changes, so old caches are rebuilt, not misread.
@@ -413,4 +414,7 @@ def load_causal_lm(
             )
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
     model.eval()
+    # A Ctrl-C during the load can be swallowed inside the loading libraries; act on it now
+    # rather than at the stage's first step or commit (tens of seconds later on a busy box).
+    interrupts.check()
     return model, tok
