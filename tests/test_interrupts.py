@@ -10,6 +10,16 @@ import pytest
 from zimo import interrupts
 
 
+def _ctrl_c_swallowed() -> None:
+    """Press Ctrl-C and swallow the KeyboardInterrupt, as a library with a blanket except does."""
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(10_000):  # the handler runs at the next bytecode boundary
+            pass
+    except BaseException:  # noqa: BLE001, S110
+        pass
+
+
 @pytest.fixture
 def handler():
     old = signal.getsignal(signal.SIGINT)
@@ -22,12 +32,7 @@ def handler():
 def test_a_swallowed_ctrl_c_is_still_seen(handler):
     assert not interrupts.requested()
     interrupts.check()  # nothing pressed: no-op
-    try:  # what a library with a blanket except does to the first KeyboardInterrupt
-        os.kill(os.getpid(), signal.SIGINT)
-        for _ in range(10_000):  # the handler runs at the next bytecode boundary
-            pass
-    except BaseException:  # noqa: BLE001, S110
-        pass
+    _ctrl_c_swallowed()
     assert interrupts.requested()
     with pytest.raises(KeyboardInterrupt):
         interrupts.check()
@@ -45,12 +50,7 @@ def test_a_swallowed_ctrl_c_stops_the_build_before_it_commits(handler, tiny_proj
     real = split_stage.run
 
     def swallowing(ctx):
-        try:
-            os.kill(os.getpid(), signal.SIGINT)
-            for _ in range(10_000):
-                pass
-        except BaseException:  # noqa: BLE001, S110
-            pass
+        _ctrl_c_swallowed()
         return real(ctx)
 
     monkeypatch.setattr(split_stage, "run", swallowing)
@@ -70,12 +70,7 @@ def test_a_ctrl_c_swallowed_during_a_model_load_stops_right_after_it(handler, mo
     real = AutoModelForCausalLM.from_pretrained
 
     def swallowing(*args, **kwargs):
-        try:
-            os.kill(os.getpid(), signal.SIGINT)
-            for _ in range(10_000):
-                pass
-        except BaseException:  # noqa: BLE001, S110
-            pass
+        _ctrl_c_swallowed()
         return real(*args, **kwargs)
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", swallowing)
