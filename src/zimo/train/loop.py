@@ -639,7 +639,7 @@ class Fitter:
         t_run = time.perf_counter()
         run_tokens = 0
         while step < self.total_steps and not st["stopped_early"]:
-            interrupts.check()  # Ctrl-C during the model load may have been swallowed
+            interrupts.check()  # a Ctrl-C a library swallowed since the last check (setup, a step)
             t0 = time.perf_counter()
             self._where = f"training (step {step + 1} of {self.total_steps})"
             self.opt.zero_grad(set_to_none=True)
