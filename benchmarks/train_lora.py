@@ -634,6 +634,7 @@ def main() -> None:
         "--legs",
         nargs="*",
         default=None,
+        choices=list(LEGS),
         help=f"any of {', '.join(LEGS)} (default: all; --quick: sms_label only)",
     )
     ap.add_argument("--md-only", action="store_true", help="rewrite the .md from the .json")
@@ -642,7 +643,10 @@ def main() -> None:
     # it gets its own result files so that the default (all cores) stays the headline.
     suffix = (".quick" if a.quick else "") + (f".threads{a.threads}" if a.threads else "")
     if a.md_only:
-        out = json.loads((OUT / f"train_lora{suffix}.json").read_text())
+        src = OUT / f"train_lora{suffix}.json"
+        if not src.is_file():
+            ap.error(f"--md-only: no {src.relative_to(ROOT)} yet; run without --md-only first")
+        out = json.loads(src.read_text())
         (OUT / f"train_lora{suffix}.md").write_text(markdown(out))
         return
     from zimo.hw import cpu_info, set_threads
