@@ -23,6 +23,7 @@ def calibrate_from_stats(
     min_tokens: int,
     target_fpr: float,
     source: dict | None = None,
+    style_adapter: str | None = None,
 ) -> dict:
     """Calibration of every simple score plus the combined score from per-token stats.
 
@@ -53,6 +54,7 @@ def calibrate_from_stats(
         target_fpr=target_fpr,
         combined_model=comb_model,
         source=source,
+        style_adapter=style_adapter,
     )
 
 
@@ -84,14 +86,23 @@ def calibrate_file(
     target_fpr: float = 0.01,
     token_budget: int = 256,
     min_tokens: int = 48,
+    style_adapter: str = "auto",
 ) -> dict:
-    """Score a labelled dev file and write its calibration JSON to ``output``."""
+    """Score a labelled dev file and write its calibration JSON to ``output`` (the scorer with
+    ``style_adapter`` merged in, recorded in the calibration)."""
     from zimo.guard.config import GuardConfig
     from zimo.guard.detect import Detector
     from zimo.guard.scores import FEATURE_NEEDS
 
     texts, labels = read_labelled(dev)
-    det = Detector(GuardConfig(model=model, token_budget=token_budget, min_tokens=min_tokens))
+    det = Detector(
+        GuardConfig(
+            model=model,
+            token_budget=token_budget,
+            min_tokens=min_tokens,
+            style_adapter=style_adapter,
+        )
+    )
     stats = det.token_stats(texts, model, need=FEATURE_NEEDS)
     digest = hashlib.sha1(Path(dev).read_bytes()).hexdigest()[:12]
     cal = calibrate_from_stats(
@@ -107,6 +118,7 @@ def calibrate_file(
             "n": len(texts),
             "bf16": det.uses_bf16(model),
         },
+        style_adapter=det.style_id(model),
     )
     save_calibration(cal, output)
     return cal

@@ -54,6 +54,7 @@ def build_calibration(
     target_fpr: float,
     combined_model: dict | None = None,
     source: dict | None = None,
+    style_adapter: str | None = None,
 ) -> dict[str, Any]:
     """Calibration dict from dev-split scores (documents below ``min_tokens`` are left out,
     since the detector never flags them)."""
@@ -62,6 +63,9 @@ def build_calibration(
     out: dict[str, Any] = {
         "version": 1,
         "model": model,
+        # The machine-style adapter merged into the scorer (zimo.guard.style.adapter_id), or
+        # None: scores from another adapter are on another scale.
+        "style_adapter": style_adapter,
         "token_budget": token_budget,
         "min_tokens": min_tokens,
         "target_fpr": target_fpr,

@@ -14,6 +14,7 @@ def _config(
     fpr: float | None,
     model: str | None,
     calibration: Path | None,
+    style_adapter: str | None = None,
 ):
     import yaml
     from pydantic import ValidationError
@@ -34,6 +35,7 @@ def _config(
         "target_fpr": fpr,
         "model": model,
         "calibration": calibration,
+        "style_adapter": style_adapter,
     }
     section |= {k: v for k, v in overrides.items() if v is not None}
     try:
@@ -58,6 +60,9 @@ def register(app: typer.Typer) -> None:
         target_fpr: float | None = typer.Option(None, help="false-positive rate to calibrate for"),
         model: str | None = typer.Option(None, help="auto | gecko | gecko-zh | a model path"),
         calibration: Path | None = typer.Option(None, help="a calibration JSON"),
+        style_adapter: str | None = typer.Option(
+            None, help="machine-style adapter: auto (shipped) | off | a folder"
+        ),
         text_field: str = typer.Option("text", help="column holding the text"),
         config: Path | None = typer.Option(None, help="a zimo.yaml whose guard: section to use"),
     ) -> None:
@@ -68,7 +73,7 @@ def register(app: typer.Typer) -> None:
 
         if config is None and path.is_dir() and (path / "zimo.yaml").is_file():
             config = path / "zimo.yaml"
-        cfg = _config(config, score, threshold, target_fpr, model, calibration)
+        cfg = _config(config, score, threshold, target_fpr, model, calibration, style_adapter)
         s = score_file(path, output, cfg, text_field=text_field)
         share = s["flagged_share_of_trusted"]
         Console().print(
@@ -87,13 +92,18 @@ def register(app: typer.Typer) -> None:
         target_fpr: float = typer.Option(0.01, help="false-positive rate the threshold aims at"),
         token_budget: int = typer.Option(256),
         min_tokens: int = typer.Option(48),
+        style_adapter: str = typer.Option(
+            "auto", help="machine-style adapter: auto (shipped) | off | a folder"
+        ),
     ) -> None:
         """Fit thresholds (and the combined score) on a labelled dev split."""
         from rich.console import Console
 
         from zimo.guard.calibrate import calibrate_file
 
-        cal = calibrate_file(dev, output, model, target_fpr, token_budget, min_tokens)
+        cal = calibrate_file(
+            dev, output, model, target_fpr, token_budget, min_tokens, style_adapter
+        )
         c = cal["scores"]
         Console().print(
             f"wrote {output}: "

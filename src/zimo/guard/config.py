@@ -32,6 +32,11 @@ class GuardConfig(BaseModel):
         description="scorer LM: auto (gecko-zh for Chinese, gecko for English), a preset or a path",
     )
     score: ScoreName = Field("combined", description="which score decides guard_flag")
+    style_adapter: str = Field(
+        "auto",
+        description="machine-style LoRA merged into the scorer (zimo.guard.style): auto = the one "
+        "Zimo ships for the model, if any; off; or an adapter folder (recalibrate for it)",
+    )
     threshold: float | None = Field(
         None, description="flag records whose score is above this; None = from the calibration"
     )

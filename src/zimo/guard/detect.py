@@ -21,15 +21,17 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from zimo.errors import ZimoError
+from zimo.errors import ConfigError, ZimoError
 from zimo.guard.calibration import load_calibration, threshold_from
 from zimo.guard.config import GuardConfig
 from zimo.guard.lm_stats import TokenStats, compute_token_stats, merge_windows, tokenize_windows
 from zimo.guard.scores import combined_scores, feature_matrix, needs_for, simple_score
+from zimo.guard.style import adapter_id, resolve_adapter
 
 _LATIN = re.compile(r"[A-Za-z]")
 _MODELS: dict[tuple[str, str], tuple[Any, Any]] = {}
@@ -45,8 +47,11 @@ def pick_model(text: str) -> str:
     return "gecko" if (len(letters) - latin) / len(letters) < 0.2 else "gecko-zh"
 
 
-def load_scorer(name: str, dtype_name: str = "fp32"):
+def load_scorer(name: str, dtype_name: str = "fp32", style: Path | None = None):
     """``(model, tokenizer)`` for a preset or path, loaded once per process.
+
+    ``style``: a machine-style adapter folder (:mod:`zimo.guard.style`) merged into the weights,
+    so the scorer still costs one plain forward pass.
 
     ``dtype_name="bf16"``: a copy whose Linear weights (and an untied vocabulary projection)
     are stored in bf16 once, to run under bf16 autocast. Why not autocast on the fp32 model:
@@ -54,14 +59,14 @@ def load_scorer(name: str, dtype_name: str = "fp32"):
     262k x 640 vocabulary projection per chunk was 30% of the CPU time. Embeddings and norms
     stay fp32.
     """
-    key = (name, dtype_name)
+    key = (name, dtype_name, str(style) if style else None)
     if key not in _MODELS:
         import torch
 
         if dtype_name == "bf16":
             import copy
 
-            base, tok = load_scorer(name, "fp32")
+            base, tok = load_scorer(name, "fp32", style)
             model = copy.deepcopy(base)
             for mod in model.modules():
                 if isinstance(mod, torch.nn.Linear):
@@ -77,7 +82,9 @@ def load_scorer(name: str, dtype_name: str = "fp32"):
         else:
             from zimo.models import load_causal_lm
 
-            model, tok = load_causal_lm(name, dtype=torch.float32)
+            model, tok = load_causal_lm(name, dtype=torch.float32, adapter=style)
+            if style is not None:
+                model = model.merge_and_unload().eval()
             _MODELS[key] = (model, tok)
     return _MODELS[key]
 
@@ -120,7 +127,11 @@ def torch_threads(n: int):
 
 
 def choose_bf16(
-    model_name: str, mode: str = "auto", probe_tokens: int = 64, batch: int = 2
+    model_name: str,
+    mode: str = "auto",
+    probe_tokens: int = 64,
+    batch: int = 2,
+    style: Path | None = None,
 ) -> bool:
     """Whether to score with the bf16 copy of the model (:func:`load_scorer`): only where the CPU
     has bf16 hardware (:func:`zimo.hw.cpu_has_fast_bf16`) AND a short probe (same batch, fp32 vs
@@ -136,8 +147,8 @@ def choose_bf16(
         return True
     if not cpu_has_fast_bf16():
         return False
-    fp32, _ = load_scorer(model_name, "fp32")
-    bf16, _ = load_scorer(model_name, "bf16")
+    fp32, _ = load_scorer(model_name, "fp32", style)
+    bf16, _ = load_scorer(model_name, "bf16", style)
     vocab = fp32.config.vocab_size
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(10, min(vocab, 30000), (batch, probe_tokens), generator=g).tolist()
@@ -176,6 +187,7 @@ class Detector:
         # are scored with a plain score but never flagged (a threshold from another language
         # or model would be meaningless).
         self.uncalibrated: set[str] = set()
+        self._style: dict[str, Path | None] = {}
 
     def _usable(self, model: str) -> bool:
         """False for an auto-picked model without a calibration (scored, never flagged)."""
@@ -184,15 +196,25 @@ class Detector:
         if model in self.uncalibrated:
             return False
         try:
-            self.calibration(model)
-            return True
+            load_calibration(model, self.config.calibration)
         except ZimoError:
             self.uncalibrated.add(model)
             return False
+        self.calibration(model)  # a calibration for another style adapter is an error
+        return True
 
     # ----------------------------------------------------------------- models and calibration
     def model_for(self, text: str) -> str:
         return pick_model(text) if self.config.model == "auto" else self.config.model
+
+    def style(self, model: str) -> Path | None:
+        """The machine-style adapter merged into ``model`` (``guard.style_adapter``)."""
+        if model not in self._style:
+            self._style[model] = resolve_adapter(self.config.style_adapter, model)
+        return self._style[model]
+
+    def style_id(self, model: str) -> str | None:
+        return adapter_id(self.style(model))
 
     def calibration(self, model: str) -> dict | None:
         """The calibration for ``model`` (None if there is none and a threshold is given)."""
@@ -200,12 +222,25 @@ class Detector:
             if self.config.calibration is None and self.config.threshold is not None:
                 if self.config.score == "combined":
                     # The combined score's weights live in the calibration.
-                    self._cal[model] = load_calibration(model, None)
+                    self._cal[model] = self._checked(load_calibration(model, None), model)
                 else:
                     return None
             else:
-                self._cal[model] = load_calibration(model, self.config.calibration)
+                cal = load_calibration(model, self.config.calibration)
+                self._cal[model] = self._checked(cal, model)
         return self._cal[model]
+
+    def _checked(self, cal: dict, model: str) -> dict:
+        """Refuse a calibration made with another style adapter: its thresholds and weights
+        belong to other scores."""
+        have, used = cal.get("style_adapter"), self.style_id(model)
+        if have != used:
+            raise ConfigError(
+                f"the guard calibration for {model} was made with style adapter "
+                f"{have or 'none'}, but the guard scores with {used or 'none'}",
+                "set guard.style_adapter to match, or recalibrate with `zimo guard calibrate`",
+            )
+        return cal
 
     def threshold(self, model: str) -> float:
         if self.config.threshold is not None:
@@ -224,7 +259,9 @@ class Detector:
     def uses_bf16(self, model_name: str) -> bool:
         if model_name not in self._bf16:
             with torch_threads(self.threads()):
-                self._bf16[model_name] = choose_bf16(model_name, self.config.bf16)
+                self._bf16[model_name] = choose_bf16(
+                    model_name, self.config.bf16, style=self.style(model_name)
+                )
         return self._bf16[model_name]
 
     # ----------------------------------------------------------------- scoring
@@ -240,7 +277,7 @@ class Detector:
         import torch
 
         bf16 = self.uses_bf16(model_name)
-        model, tok = load_scorer(model_name, "bf16" if bf16 else "fp32")
+        model, tok = load_scorer(model_name, "bf16" if bf16 else "fp32", self.style(model_name))
         ids, owner = tokenize_windows(texts, tok, self.config.token_budget, self.config.max_tokens)
         dtype = torch.bfloat16 if bf16 else None
         counted = [0, 0]  # windows done, texts reported
@@ -308,6 +345,7 @@ class Detector:
         """Settings that produced the scores (for reports)."""
         return json.loads(self.config.model_dump_json()) | {
             "bf16": dict(self._bf16),
+            "style_adapters": {m: self.style_id(m) for m in self._bf16},
             "threads_used": self.last_threads,
             "thresholds": {m: self.threshold(m) for m in self._bf16 if m not in self.uncalibrated},
             "uncalibrated_models": sorted(self.uncalibrated),
