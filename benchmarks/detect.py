@@ -72,6 +72,7 @@ if "--precompute" not in sys.argv:  # the device mode needs no pydantic / sklear
         pick_threads,
         torch_threads,
     )
+    from zimo.guard.style import adapter_id, resolve_adapter, split_alpaca  # noqa: E402
 
 BUCKETS = [(1, 32), (32, 64), (64, 128), (128, 256), (256, 10**9)]
 
@@ -133,7 +134,7 @@ def cached_stats(
             task = bar.add_task(f"  {tag}", total=len(todo))
             for s in range(0, len(todo), 32):
                 chunk = todo[s : s + 32]
-                m, tok = load_scorer(model)
+                m, tok = load_scorer(model, "fp32", det.style(model))
                 with torch_threads(det.threads()):
                     stats = compute_token_stats(
                         m,
@@ -263,8 +264,9 @@ def paraphrase_probe(n: int, seed: int, console, variant: str = "default") -> li
 
 def probe_texts(texts: list[str], y: np.ndarray, n_alpaca: int) -> tuple[list[str], list[str]]:
     """(HC3 human, alpaca_zh GPT-4) texts of the unseen-generator probe."""
-    alp = json.loads((DATA / "alpaca_zh_1k.json").read_text("utf-8"))
-    mt = [a["output"] for a in alp if len(a["output"]) >= 60][:n_alpaca]
+    # The answers the machine-style adapter was not trained on (zimo.guard.style.split_alpaca).
+    _, held = split_alpaca(json.loads((DATA / "alpaca_zh_1k.json").read_text("utf-8")))
+    mt = held[:n_alpaca]
     ht = [t for t, lab in zip(texts, y, strict=True) if lab == 0 and len(t) >= 60][:n_alpaca]
     return ht, mt
 
@@ -381,7 +383,7 @@ def speed(det: Detector, texts: list[str], labels: list[int], model_name: str, c
     from zimo.guard.detect import torch_threads
     from zimo.guard.scores import FEATURE_NEEDS
 
-    model, tok = load_scorer(model_name)
+    model, tok = load_scorer(model_name, "fp32", det.style(model_name))
     ids = tokenize(texts, tok, det.config.token_budget)
     threads = det.threads()
     use_bf16 = det.uses_bf16(model_name)
@@ -487,6 +489,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--precompute", type=Path, help="device mode: folder from --make-job + model")
     ap.add_argument("--out", type=Path, help="--precompute: where to write stats.npz")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument(
+        "--style-adapter", default="auto", help="guard.style_adapter: auto (shipped), off, folder"
+    )
     ap.add_argument("--import-stats", type=Path, help="stats.npz from --precompute into the cache")
     args = ap.parse_args(argv)
     quick = args.quick
@@ -496,7 +501,12 @@ def main(argv: list[str] | None = None) -> dict:
     n_alpaca = args.alpaca if args.alpaca is not None else (40 if quick else 300)
     # Quality statistics are always fp32 (what a plain implementation computes); the speed
     # comparison measures Zimo's runtime choice (bf16 where faster) against it.
-    tag = f"{args.model}-{args.budget}-fp32"
+    style = None
+    if not args.precompute:
+        style = adapter_id(resolve_adapter(args.style_adapter, args.model))
+    tag = f"{args.model}{'+' + style if style else ''}-{args.budget}-fp32"
+    if style and (args.make_job or args.import_stats):
+        ap.error("the device mode scores the base model only: add --style-adapter off")
     if args.precompute:
         precompute(args.precompute, args.out, args.device, args.budget, n_para, n_alpaca)
         return {}
@@ -527,10 +537,15 @@ def main(argv: list[str] | None = None) -> dict:
         rows = rng.sample(rows, 160)
     texts = [r["text"] for r in rows]
     y = np.array([int(r["label"]) for r in rows])
-    cfg = GuardConfig(model=args.model, token_budget=args.budget, score="logrank")
+    cfg = GuardConfig(
+        model=args.model,
+        token_budget=args.budget,
+        score="logrank",
+        style_adapter=args.style_adapter,
+    )
     det = Detector(cfg)
     t0 = time.perf_counter()
-    load_scorer(args.model)
+    load_scorer(args.model, "fp32", det.style(args.model))
     load_s = time.perf_counter() - t0
     bf16 = det.uses_bf16(args.model)
     console.print(
@@ -595,12 +610,14 @@ def main(argv: list[str] | None = None) -> dict:
     # Fit the shipped combined model on the whole dev file (documents >= min_tokens).
     comb = fit_combined(X[long], y[long])
     probes = {}
+    probe_sets: dict[str, tuple[list[str], np.ndarray]] = {}  # for the no-adapter comparison
     if n_para:
         para = paraphrase_probe(n_para, 0, console)
         ptexts = [p["original"] for p in para] + [p["paraphrase"] for p in para]
         py = np.array([0] * len(para) + [1] * len(para))
         pstats = cached_stats(det, ptexts, args.model, tag, console)
         probes["paraphrase_gecko_zh"] = _probe_metrics(pstats, py, comb, min_tokens)
+        probe_sets["paraphrase_gecko_zh"] = (ptexts, py)
         probes["paraphrase_gecko_zh"]["examples"] = para[:3]
         probes["paraphrase_gecko_zh"]["caveat"] = (
             "paraphrases written by gecko-zh itself, the scorer model: easier than text from "
@@ -622,11 +639,17 @@ def main(argv: list[str] | None = None) -> dict:
         astats = cached_stats(det, ht + mt, args.model, tag, console)
         ay = np.array([0] * len(ht) + [1] * len(mt))
         probes["alpaca_zh_gpt4_vs_hc3_human"] = _probe_metrics(astats, ay, comb, min_tokens)
+        probe_sets["alpaca_zh_gpt4_vs_hc3_human"] = (ht + mt, ay)
         probes["alpaca_zh_gpt4_vs_hc3_human"]["caveat"] = (
             "machine = GPT-4 answers to other questions (generator and domain differ from HC3); "
             "human = HC3 dev answers"
         )
 
+    ablation = None
+    if style:
+        ablation = without_style_adapter(
+            cfg, texts, y, probe_sets, args.model, f"{args.model}-{args.budget}-fp32", console
+        )
     mean_tokens = float(n_tok.mean())
     result = {
         "benchmark": "detect",
@@ -639,6 +662,7 @@ def main(argv: list[str] | None = None) -> dict:
             "token_budget": args.budget,
         },
         "model": args.model,
+        "style_adapter": style,
         "bf16": bf16,
         "model_load_s": load_s,
         "threads": threads,
@@ -648,6 +672,7 @@ def main(argv: list[str] | None = None) -> dict:
         "auroc_by_length_tokens": by_len,
         "abstain_below_tokens": abstain,
         "probes": probes,
+        "without_style_adapter": ablation,
         "speed": sp,
         "projection": None if sp is None else projection(sp),
         "combined_features": comb["features"],
@@ -662,6 +687,7 @@ def main(argv: list[str] | None = None) -> dict:
             min_tokens=min_tokens,
             target_fpr=0.01,
             source={"dev": "hc3_zh_qa_dev.jsonl", "n": len(texts), "stats_dtype": "fp32"},
+            style_adapter=style,
         )
         save_calibration(cal, shipped_path(args.model))
         result["calibration"] = str(shipped_path(args.model).relative_to(ROOT))
@@ -729,6 +755,35 @@ def cross_scorer_probes(det, texts: list[str], y: np.ndarray, n: int, console) -
     return out
 
 
+def without_style_adapter(
+    cfg: GuardConfig,
+    texts: list[str],
+    y: np.ndarray,
+    probe_sets: dict[str, tuple[list[str], np.ndarray]],
+    model: str,
+    tag: str,
+    console,
+) -> dict:
+    """The same documents scored by the plain model (``style_adapter: off``), side by side: what
+    the machine-style adapter buys, on the dev file and on every probe."""
+    det = Detector(cfg.model_copy(update={"style_adapter": "off"}))
+    stats = cached_stats(det, texts, model, tag, console)
+    n_tok = np.array([s.n_tokens for s in stats])
+    X = feature_matrix(stats)
+    keep = n_tok >= cfg.min_tokens
+    out = {
+        "dev": {
+            "logrank": metrics(np.array([simple_score("logrank", s) for s in stats]), y),
+            "combined (out-of-fold)": metrics(out_of_fold_combined(X, y), y),
+        }
+    }
+    comb = fit_combined(X[keep], y[keep])
+    for name, (ptexts, py) in probe_sets.items():
+        pm = _probe_metrics(cached_stats(det, ptexts, model, tag, console), py, comb, 0)
+        out[name] = {k: pm[k] for k in ("logrank", "combined")}
+    return out
+
+
 def _probe_metrics(stats, y, comb, min_tokens) -> dict:
     n_tok = np.array([s.n_tokens for s in stats])
     out = {"n": int(len(y)), "mean_tokens": float(n_tok.mean())}
@@ -748,6 +803,11 @@ def markdown(r: dict) -> str:
         "",
         f"{r['data']['docs']} docs ({r['data']['machine']} machine), mean {r['data']['mean_tokens']:.0f}"
         f" tokens. CPU: {r['cpu']['model']}, {r['threads']} threads (shared machine).",
+        "",
+        f"Scorer: {r['model']} with machine-style adapter `{r['style_adapter']}` merged in "
+        "(zimo.guard.style; trained on alpaca_zh GPT-4 answers, never on this file)."
+        if r.get("style_adapter")
+        else f"Scorer: {r['model']}, no style adapter.",
         "",
         f"| score | AUROC | TPR@1%FPR | TPR@5%FPR | AUROC (>= {mt} tok) | TPR@1% (>= {mt} tok) |",
         "|---|---|---|---|---|---|",
@@ -803,6 +863,23 @@ def markdown(r: dict) -> str:
             lines.append(
                 f"| {name} | {m['auroc']:.3f} | {m['tpr_at_1fpr']:.3f} | {m['tpr_at_5fpr']:.3f} |"
             )
+    ab = r.get("without_style_adapter")
+    if ab:
+        lines += [
+            "",
+            "The machine-style adapter, side by side (same documents, scorer without it):",
+            "",
+            "| set | score | AUROC without | AUROC with | TPR@1% without | TPR@1% with |",
+            "|---|---|---|---|---|---|",
+        ]
+        for set_name, per in ab.items():
+            with_ = r["quality"] if set_name == "dev" else r["probes"][set_name]
+            for name, m in per.items():
+                w = with_[name]["all"] if set_name == "dev" else with_[name]
+                lines.append(
+                    f"| {set_name} | {name} | {m['auroc']:.3f} | {w['auroc']:.3f} | "
+                    f"{m['tpr_at_1fpr']:.3f} | {w['tpr_at_1fpr']:.3f} |"
+                )
     sp = r["speed"]
     if sp is None:
         return "\n".join(lines) + "\n\n(speed not measured in this run)\n"
