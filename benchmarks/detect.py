@@ -10,7 +10,10 @@ Writes ``benchmarks/results/detect.json`` and ``detect.md`` (``--quick``: into t
   at least ``min_tokens`` tokens; AUROC by length bucket.
 - Robustness probes the detector was never fitted on: (a) human HC3 answers paraphrased by the
   embedded gecko-zh (labelled machine) against their human originals; (b) GPT-4 answers from
-  alpaca_zh (another generator and domain) against HC3 human answers.
+  alpaca_zh (another generator and domain) against HC3 human answers, taken from the answers
+  the machine-style adapter was not trained on.
+- The scorer carries the shipped machine-style adapter (``--style-adapter``, see
+  :mod:`zimo.guard.style`); every set is also scored by the plain model, side by side.
 - Speed, side by side in one run on the same documents: a plain transformers fp32
   implementation, one document at a time (full log_softmax; rank by argsort as in the
   Fast-DetectGPT reference code) against Zimo's batched one-pass scorer; docs/s, the ratio and

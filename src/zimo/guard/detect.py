@@ -34,7 +34,7 @@ from zimo.guard.scores import combined_scores, feature_matrix, needs_for, simple
 from zimo.guard.style import adapter_id, resolve_adapter
 
 _LATIN = re.compile(r"[A-Za-z]")
-_MODELS: dict[tuple[str, str], tuple[Any, Any]] = {}
+_MODELS: dict[tuple[str, str, str | None], tuple[Any, Any]] = {}
 
 
 def pick_model(text: str) -> str:
