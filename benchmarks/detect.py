@@ -102,6 +102,11 @@ def metrics(scores, labels) -> dict:
 # ------------------------------------------------------------------------- cached statistics
 
 
+def stats_tag(model: str, budget: int, style: str | None) -> str:
+    """Cache folder name of fp32 statistics: the scorer (with its adapter id) and the budget."""
+    return f"{model}{'+' + style if style else ''}-{budget}-fp32"
+
+
 def _key(text: str, tag: str) -> str:
     return hashlib.sha1(f"{tag}\0{text}".encode()).hexdigest()
 
@@ -507,7 +512,7 @@ def main(argv: list[str] | None = None) -> dict:
     style = None
     if not args.precompute:
         style = adapter_id(resolve_adapter(args.style_adapter, args.model))
-    tag = f"{args.model}{'+' + style if style else ''}-{args.budget}-fp32"
+    tag = stats_tag(args.model, args.budget, style)
     if style and (args.make_job or args.import_stats):
         ap.error("the device mode scores the base model only: add --style-adapter off")
     if args.precompute:
@@ -651,7 +656,7 @@ def main(argv: list[str] | None = None) -> dict:
     ablation = None
     if style:
         ablation = without_style_adapter(
-            cfg, texts, y, probe_sets, args.model, f"{args.model}-{args.budget}-fp32", console
+            cfg, texts, y, probe_sets, args.model, stats_tag(args.model, args.budget, None), console
         )
     mean_tokens = float(n_tok.mean())
     result = {
@@ -737,7 +742,7 @@ def cross_scorer_probes(det, texts: list[str], y: np.ndarray, n: int, console) -
     base = rng.sample(hum, n // 2) + rng.sample(mac, n // 2)
     btexts = [texts[i] for i in base]
     by = np.array([int(y[i]) for i in base])
-    tag = f"gecko-{det.config.token_budget}-fp32"
+    tag = stats_tag("gecko", det.config.token_budget, None)
     out = {}
     for name, tx, yy, caveat in (
         (

@@ -187,7 +187,8 @@ class Detector:
         # are scored with a plain score but never flagged (a threshold from another language
         # or model would be meaningless).
         self.uncalibrated: set[str] = set()
-        self._style: dict[str, Path | None] = {}
+        # model -> (adapter folder, its content id); the id hashes the weights, so once.
+        self._style: dict[str, tuple[Path | None, str | None]] = {}
 
     def _usable(self, model: str) -> bool:
         """False for an auto-picked model without a calibration (scored, never flagged)."""
@@ -195,12 +196,13 @@ class Detector:
             return True
         if model in self.uncalibrated:
             return False
-        try:
-            load_calibration(model, self.config.calibration)
-        except ZimoError:
-            self.uncalibrated.add(model)
-            return False
-        self.calibration(model)  # a calibration for another style adapter is an error
+        if model not in self._cal:
+            try:
+                cal = load_calibration(model, self.config.calibration)
+            except ZimoError:
+                self.uncalibrated.add(model)
+                return False
+            self._cal[model] = self._checked(cal, model)  # another adapter's: an error
         return True
 
     # ----------------------------------------------------------------- models and calibration
@@ -210,24 +212,23 @@ class Detector:
     def style(self, model: str) -> Path | None:
         """The machine-style adapter merged into ``model`` (``guard.style_adapter``)."""
         if model not in self._style:
-            self._style[model] = resolve_adapter(self.config.style_adapter, model)
-        return self._style[model]
+            path = resolve_adapter(self.config.style_adapter, model)
+            self._style[model] = (path, adapter_id(path))
+        return self._style[model][0]
 
     def style_id(self, model: str) -> str | None:
-        return adapter_id(self.style(model))
+        self.style(model)
+        return self._style[model][1]
 
     def calibration(self, model: str) -> dict | None:
         """The calibration for ``model`` (None if there is none and a threshold is given)."""
         if model not in self._cal:
-            if self.config.calibration is None and self.config.threshold is not None:
-                if self.config.score == "combined":
-                    # The combined score's weights live in the calibration.
-                    self._cal[model] = self._checked(load_calibration(model, None), model)
-                else:
-                    return None
-            else:
-                cal = load_calibration(model, self.config.calibration)
-                self._cal[model] = self._checked(cal, model)
+            # With a fixed threshold only the combined score needs one (its weights live there).
+            fixed = self.config.calibration is None and self.config.threshold is not None
+            if fixed and self.config.score != "combined":
+                return None
+            cal = load_calibration(model, self.config.calibration)
+            self._cal[model] = self._checked(cal, model)
         return self._cal[model]
 
     def _checked(self, cal: dict, model: str) -> dict:

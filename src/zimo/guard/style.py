@@ -14,9 +14,11 @@ HC3 dev file, which stays for calibration. The first ``HELD_OUT`` answers of at 
 probe. Zimo ships the adapter for gecko-zh (``zimo/guard/adapters/gecko-zh``); rebuild it with
 ``python -m zimo.guard.style --data ../shared/data/alpaca_zh_1k.json --out DIR``.
 
-The loop is written here rather than with ``zimo.train``: that trainer fits chat-formatted
-(prompt, response) records, while the scorer sees bare text, so the adapter must learn bare
-continuations (no chat template, no prompt) of at most ``TOKENS`` tokens, as the guard scores.
+The adapter learns bare continuations (no chat template, no prompt) of at most ``TOKENS``
+tokens, as the guard scores. The small loop below is what trained the shipped adapter, and
+rebuilds it byte for byte. ``zimo.train.loop`` (``epoch_batches``, ``Fitter``) could fit the
+same bare-text examples with resumable, checkpointed steps; moving to it would change the
+batches and so the adapter, which then needs recalibrating (not done yet).
 """
 
 from __future__ import annotations
