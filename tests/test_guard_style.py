@@ -51,6 +51,20 @@ def test_training_answers_and_probe_answers_are_disjoint():
     assert len(held) == HELD_OUT and all(len(t) >= 60 for t in held)
     assert not set(train) & set(held)
     assert set(train) | set(held) == {r["output"] for r in rows if r["output"]}
+    # A record that is not an object, or has no string answer, is skipped, not fatal.
+    train2, held2 = split_alpaca([*rows, 7, {"output": None}, {"instruction": "x"}])
+    assert (train2, held2) == (train, held)
+
+
+def test_style_cli_bad_data_is_a_one_line_usage_error(tmp_path):
+    from zimo.guard.style import main
+
+    (tmp_path / "d.json").write_text('{"not": "a list"}')
+    for data in (tmp_path / "missing.json", tmp_path / "d.json"):
+        with pytest.raises(SystemExit) as e:
+            main(["--data", str(data), "--out", str(tmp_path / "ad")])
+        assert e.value.code == 2
+    assert not (tmp_path / "ad").exists()
 
 
 def test_the_adapter_makes_held_out_chat_answers_more_likely_than_human_text():
@@ -111,6 +125,7 @@ def test_train_adapter_writes_a_loadable_adapter(tmp_path):
     conf = json.loads((out / "adapter_config.json").read_text())
     assert conf["base_model_name_or_path"] == "gecko" and conf["r"] == 2
     assert resolve_adapter(str(out), "gecko") == out
+    assert [p.name for p in tmp_path.iterdir()] == ["ad"]  # moved in whole, no temp left
     model, tok = load_scorer("gecko", "fp32", out)
     (s,) = compute_token_stats(model, tokenize(texts[:1], tok, 16), need=("logp",))
     assert np.isfinite(s.logp).all()

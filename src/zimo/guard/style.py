@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -71,7 +73,11 @@ def adapter_id(path: Path | None) -> str | None:
 
 def split_alpaca(rows: Sequence[dict]) -> tuple[list[str], list[str]]:
     """(training answers, held-out probe answers) of an Alpaca-format file."""
-    outputs = [r["output"] for r in rows if isinstance(r.get("output"), str) and r["output"]]
+    outputs = [
+        r["output"]
+        for r in rows
+        if isinstance(r, dict) and isinstance(r.get("output"), str) and r["output"]
+    ]
     held = [t for t in outputs if len(t) >= MIN_CHARS][:HELD_OUT]
     held_set = set(held)
     return [t for t in outputs if t not in held_set], held
@@ -149,12 +155,18 @@ def train_adapter(
             step += 1
             if progress:
                 progress(step, steps, float(loss.item()))
+    # Written beside ``out`` and moved in whole: an interrupted save leaves no half adapter.
     out = Path(out)
-    model.save_pretrained(str(out))
-    cfg_path = out / "adapter_config.json"
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    cfg_path = tmp / "adapter_config.json"
     conf = json.loads(cfg_path.read_text())
     conf["base_model_name_or_path"] = model_name  # not this machine's cache path
     cfg_path.write_text(json.dumps(conf, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
     return out
 
 
@@ -171,7 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    texts, held = split_alpaca(json.loads(args.data.read_text("utf-8")))
+    try:
+        rows = json.loads(args.data.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        ap.error(f"cannot read {args.data} as JSON ({e}); pass an alpaca-format JSON list")
+    if not isinstance(rows, list):
+        ap.error(f"{args.data} is not a JSON list of {{instruction, input, output}} records")
+    texts, held = split_alpaca(rows)
+    if not texts:
+        ap.error(f"{args.data} has no `output` answers left to train on after the held-out ones")
     print(f"training on {len(texts)} answers ({len(held)} held out)")
     with Progress() as bar:
         task = bar.add_task("style adapter", total=None)
