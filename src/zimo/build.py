@@ -53,15 +53,64 @@ class Stage:
     version: str  # bump when the stage's code changes its output
     run: Callable[[StageContext], StageResult]
     help: str = ""
+    # Extra config hashed into the artifact id: a sub-model's own `train:` entry, so changing
+    # one sub-model of a list retrains only that one.
+    config: Any = None
+
+
+def train_stage_name(index: int, name: str) -> str:
+    """The primary sub-model trains in ``train``; each further one in ``train-<name>``."""
+    return "train" if index == 0 else f"train-{name}"
+
+
+def _train_stages(project: Project, deps: list[str]) -> list[Stage]:
+    from zimo.config import submodel_name
+    from zimo.kinds import kind_of, resolve
+
+    stages = []
+    subs = project.config.submodels()
+    for i, tcfg in enumerate(subs):
+        kind = kind_of(tcfg.method)
+
+        def run(ctx: StageContext, _ref=kind.train, _cfg=tcfg) -> StageResult:
+            return resolve(_ref)(ctx, _cfg)
+
+        name = train_stage_name(i, submodel_name(tcfg))
+        sections = ["labels", "instruction", "task"] + ([] if len(subs) > 1 else ["train"])
+        if project.config.task == "tabular":
+            sections = ["tabular"] + ([] if len(subs) > 1 else ["train"])
+        cfg_key = tcfg.model_dump(mode="json") if len(subs) > 1 else None
+        stages.append(Stage(name, deps, sections, "1", run, f"train {submodel_name(tcfg)}",
+                            config=cfg_key))  # fmt: skip
+    return stages
+
+
+def _tabular_stages(project: Project) -> list[Stage]:
+    from zimo.stages import tabular
+
+    dag = [
+        Stage("ingest", [], ["data", "tabular"], "1", tabular.run_ingest, "read the table"),
+        Stage("split", ["ingest"], ["split"], "1", tabular.run_split, "train/dev/test split"),
+    ]
+    trains = _train_stages(project, ["ingest", "split"])
+    dag += trains
+    deps = ["split"] + [t.name for t in trains]
+    dag.append(Stage("eval", deps, ["eval"], "1", tabular.run_eval, "evaluate and report"))
+    return dag
 
 
 def stages_for(project: Project) -> list[Stage]:
     """The DAG for a project's task, in topological order."""
     from zimo.stages import curate as curate_stage
     from zimo.stages import eval as eval_stage
-    from zimo.stages import ingest, split, synth, train
+    from zimo.stages import ingest, split, synth
 
     cfg = project.config
+    if cfg.task == "tabular":
+        dag = _tabular_stages(project)
+        if cfg.export is not None:
+            dag.append(_export_stage(project, dag))
+        return dag
     split_deps = ["curate"]
     dag = [
         Stage("ingest", [], ["data", "labels", "task"], "1", ingest.run, "read the data files"),
@@ -78,31 +127,24 @@ def stages_for(project: Project) -> list[Stage]:
 
         dag.append(Stage("guard", ["split"], ["guard"], "1", guard.run, "training-mix guard"))
         train_deps = ["split", "guard"]
-    dag += [
-        Stage(
-            "train",
-            train_deps,
-            ["train", "labels", "instruction", "task"],
-            "1",
-            train.run,
-            "fine-tune the sub-model",
-        ),
-        Stage("eval", ["split", "train"], ["eval"], "1", eval_stage.run, "evaluate and report"),
-    ]
+    trains = _train_stages(project, train_deps)
+    dag += trains
+    eval_deps = ["split"] + [t.name for t in trains]
+    dag.append(Stage("eval", eval_deps, ["eval"], "1", eval_stage.run, "evaluate and report"))
     if cfg.export is not None:
-        from zimo.export import stage as export_stage
-
-        dag.append(
-            Stage(
-                "export",
-                ["split", "train", "eval"],
-                ["export"],
-                "1",
-                export_stage.run,
-                "export and verify",
-            )  # fmt: skip
-        )
+        dag.append(_export_stage(project, dag))
     return dag
+
+
+def _export_stage(project: Project, dag: list[Stage]) -> Stage:
+    from zimo.kinds import kind_of
+
+    if kind_of(project.config.primary().method).name == "lm":
+        from zimo.export.stage import run as export_run
+    else:
+        from zimo.analytic_export import run_stage as export_run
+    return Stage("export", ["split", "train", "eval"], ["export"], "1", export_run,
+                 "export and verify")  # fmt: skip
 
 
 def _ids(project: Project, dag: list[Stage]) -> dict[str, str]:
@@ -114,6 +156,8 @@ def _ids(project: Project, dag: list[Stage]) -> dict[str, str]:
             "config": {s: project.section(s) for s in st.sections},
             "inputs": {d: ids[d] for d in st.deps},
         }
+        if st.config is not None:
+            key["submodel"] = st.config
         if st.name == "ingest":
             path = project.data_path()
             key["data_hash"] = hash_path(path) if path.exists() else "missing"

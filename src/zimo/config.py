@@ -14,11 +14,23 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from zimo.classical.config import ClassicalTrainConfig
 from zimo.data.curate_config import CurateConfig
 from zimo.errors import ConfigError
 from zimo.guard.config import GuardConfig
 from zimo.synth.config import SynthConfig, TeacherConfig
+from zimo.tabular.config import LightGBMTrainConfig, TabularConfig, TabularEvalConfig
 from zimo.train.config import TrainConfig
+
+# `train.method` -> the config model of that kind of sub-model.
+TRAIN_MODELS: dict[str, type[BaseModel]] = {
+    "lora": TrainConfig,
+    "qlora": TrainConfig,
+    "full": TrainConfig,
+    "classical": ClassicalTrainConfig,
+    "lightgbm": LightGBMTrainConfig,
+}
+AnyTrainConfig = TrainConfig | ClassicalTrainConfig | LightGBMTrainConfig
 
 CONFIG_NAME = "zimo.yaml"
 
@@ -54,9 +66,17 @@ class SplitConfig(Section):
     test: float = Field(0.1, gt=0.0, lt=0.9)
     seed: int = 13
     stratify: bool = True
+    by: str | None = Field(
+        None, description="tables: a time column; the latest rows are test, the ones before dev"
+    )
+    group: str | None = Field(
+        None, description="tables: a column whose values never span two splits (courier, customer)"
+    )
 
     @model_validator(mode="after")
     def _fractions(self) -> SplitConfig:
+        if self.by and self.group:
+            raise ValueError("split by time (`by`) or by group (`group`), not both")
         if self.dev + self.test >= 0.95:
             raise ValueError("dev + test must leave data to train on (sum < 0.95)")
         return self
@@ -96,7 +116,7 @@ def _section_error(section: str, e: ValidationError, model: type[BaseModel]) -> 
 
 class ProjectConfig(Section):
     name: str
-    task: Literal["label", "chat", "generate"] = "label"
+    task: Literal["label", "chat", "generate", "tabular"] = "label"
     description: str | None = None
     labels: list[str] | None = Field(None, description="label set, required for task: label")
     positive_label: str | None = Field(
@@ -104,11 +124,14 @@ class ProjectConfig(Section):
     )
     instruction: str | None = Field(None, description="what the model is asked to do")
     data: DataConfig
+    tabular: TabularConfig | None = None
     curate: CurateConfig = CurateConfig()
     split: SplitConfig = SplitConfig()
-    train: TrainConfig = TrainConfig()
+    # One sub-model (a mapping) or several (a list of mappings), each typed by its `method`
+    # (TRAIN_MODELS) in _train_section. The first is the project's primary sub-model.
+    train: Any = TrainConfig()
     # Label tasks: LabelEvalConfig; chat/generate: zimo.eval.config.EvalConfig (judge, metrics,
-    # max_new_tokens, ...), chosen by `task` in _eval_section.
+    # max_new_tokens, ...); tabular: TabularEvalConfig; chosen by `task` in _eval_section.
     eval: LabelEvalConfig | Any = LabelEvalConfig()
     # Sections of later stages are accepted as mappings and validated by their own modules.
     synth: SynthConfig | None = None
@@ -120,12 +143,65 @@ class ProjectConfig(Section):
 
     @model_validator(mode="before")
     @classmethod
+    def _train_section(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        task = data.get("task", "label")
+        raw = data.get("train")
+        if raw is None:
+            raw = {"method": "lightgbm"} if task == "tabular" else {}
+        items = raw if isinstance(raw, list) else [raw]
+        if not items:
+            raise ConfigError("`train:` is an empty list", "give at least one sub-model")
+        typed, names = [], set()
+        for i, item in enumerate(items):
+            where = f"train[{i}]" if isinstance(raw, list) else "train"
+            if not isinstance(item, dict):
+                raise ConfigError(f"'{where}' in {CONFIG_NAME} must be a mapping", "see the docs")
+            method = item.get("method", "lightgbm" if task == "tabular" else "lora")
+            model = TRAIN_MODELS.get(method)
+            if model is None:
+                raise ConfigError(
+                    f"'{where}.method' in {CONFIG_NAME}: unknown method {method!r}",
+                    f"choose one of: {', '.join(TRAIN_MODELS)}",
+                )
+            tab = task == "tabular"
+            if tab != (method == "lightgbm"):
+                need = "lightgbm" if tab else "one of lora, qlora, full, classical"
+                raise ConfigError(
+                    f"'{where}.method: {method}' does not fit task: {task}", f"use {need}"
+                )
+            if method == "classical" and task != "label":
+                raise ConfigError(
+                    f"'{where}.method: classical' needs task: label", "it is a text classifier"
+                )
+            try:
+                cfg = model.model_validate(item)
+            except ValidationError as e:
+                raise _section_error(where, e, model) from None
+            name = submodel_name(cfg)
+            if name in names:
+                raise ConfigError(
+                    f"two sub-models in `train:` are named {name!r}", "give each a distinct `name:`"
+                )
+            names.add(name)
+            typed.append(cfg)
+        return {**data, "train": typed if isinstance(raw, list) else typed[0]}
+
+    @model_validator(mode="before")
+    @classmethod
     def _eval_section(cls, data: Any) -> Any:
         if not isinstance(data, dict) or data.get("eval") is None:
             return data
         task = data.get("task", "label")
+        if task == "tabular":
+            model: type[BaseModel] = TabularEvalConfig
+            try:
+                return {**data, "eval": model.model_validate(data["eval"])}
+            except ValidationError as e:
+                raise _section_error("eval", e, model) from None
         if task == "label":
-            model: type[BaseModel] = LabelEvalConfig
+            model = LabelEvalConfig
         elif task in ("chat", "generate"):
             from zimo.eval.config import EvalConfig
 
@@ -163,6 +239,30 @@ class ProjectConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _tabular(self) -> ProjectConfig:
+        if self.task == "tabular":
+            if self.tabular is None:
+                raise ValueError("task: tabular needs a `tabular:` section with `target:`")
+            if not isinstance(self.eval, TabularEvalConfig):
+                self.eval = TabularEvalConfig()
+        elif self.tabular is not None:
+            raise ValueError("a `tabular:` section needs task: tabular")
+        elif self.split.by or self.split.group:
+            raise ValueError("`split.by` / `split.group` apply to task: tabular only")
+        return self
+
+    def submodels(self) -> list[AnyTrainConfig]:
+        """Every sub-model the project trains, the primary one first."""
+        return list(self.train) if isinstance(self.train, list) else [self.train]
+
+    def primary(self) -> AnyTrainConfig:
+        return self.submodels()[0]
+
+    def lm_train(self) -> TrainConfig | None:
+        """The language-model sub-model's settings (LoRA/full), if the project has one."""
+        return next((t for t in self.submodels() if isinstance(t, TrainConfig)), None)
+
+    @model_validator(mode="after")
     def _labels(self) -> ProjectConfig:
         if self.task == "label":
             if not self.labels or len(self.labels) < 2:
@@ -174,6 +274,11 @@ class ProjectConfig(Section):
                     f"positive_label {self.positive_label!r} is not one of labels {self.labels}"
                 )
         return self
+
+
+def submodel_name(cfg: BaseModel) -> str:
+    """A sub-model's name: its `name:` or else its method (served as ``<project>@<name>``)."""
+    return getattr(cfg, "name", None) or str(getattr(cfg, "method", "lora"))
 
 
 class Project:
@@ -195,6 +300,8 @@ class Project:
         value = getattr(self.config, name)
         if isinstance(value, BaseModel):
             return value.model_dump(mode="json")
+        if isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            return [v.model_dump(mode="json") for v in value]  # type: ignore[return-value]
         return value if value is not None else {}
 
 

@@ -794,7 +794,7 @@ def evaluate_generate_project(
             "the test split has no rows with a reference answer: nothing to evaluate",
             "add data or raise split.test in zimo.yaml; chat rows need an assistant answer",
         )
-    system = getattr(cfg.train, "system", None)
+    system = getattr(cfg.lm_train(), "system", None)
     if system:  # the same system prompt as in training, for every system under test
         for it in items:
             if not it.messages or it.messages[0].get("role") != "system":
@@ -805,7 +805,7 @@ def evaluate_generate_project(
     cpu = cpu_info()
     machine = f"{cpu['model']}, {cpu['cores']} cores"
     local_cost = CostModel(machine_price_per_hour=ecfg.machine_price_per_hour, machine=machine)
-    base = getattr(cfg.train, "base", None) or "gecko"
+    base = getattr(cfg.lm_train(), "base", None) or "gecko"
     # The synth stage's teacher cache (<project>/.zimo/cache/teacher.sqlite; the work dir is
     # <project>/.zimo/work/eval-<id>): judge and teacher answers are cached with synth calls and
     # survive eval reruns.

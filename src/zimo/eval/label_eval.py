@@ -166,8 +166,8 @@ def _label_task(train_dir: Path, cfg) -> dict:
     if p.is_file():
         return json.loads(p.read_text(encoding="utf-8"))
     return {
-        "instruction": cfg.train.instruction or cfg.instruction,
-        "system": cfg.train.system or DEFAULT_SYSTEM,
+        "instruction": (cfg.lm_train() and cfg.lm_train().instruction) or cfg.instruction,
+        "system": (cfg.lm_train() and cfg.lm_train().system) or DEFAULT_SYSTEM,
     }
 
 
@@ -175,10 +175,11 @@ def evaluate_label_project(
     project,
     train: list[dict],
     test: list[dict],
-    train_dir: Path,
+    train_dir: Path | None,
     out_dir: Path,
     console=None,
     dev: list[dict] | None = None,
+    classical: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
     """Score every configured system on the test split; write metrics.json and report.html.
 
@@ -202,7 +203,7 @@ def evaluate_label_project(
     y_dev = np.array([lab_idx[r["label"]] for r in dev]) if calibrate else np.array([])
     thresholds: dict[str, float | None] = {}
     # The threshold training chose on the same dev split and ships with the sub-model, if any.
-    stored = _label_task(train_dir, cfg).get("decision_threshold")
+    stored = _label_task(train_dir, cfg).get("decision_threshold") if train_dir else None
 
     def scored(name: str, proba_all: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Split test/dev probabilities, fit the dev threshold, return (proba, pred) on test."""
@@ -233,7 +234,29 @@ def evaluate_label_project(
             **label_metrics(y, proba, labels, cfg.positive_label, pred),
             **_latency(t["single_s"], t["batch_s"], len(texts) + len(dev_texts), price),
         }
-    lm = [s for s in cfg.eval.systems if s in ("finetuned", "base_zero_shot")]
+    for name, folder in (classical or {}).items():
+        # A classical sub-model: scored as served, with the threshold it ships with.
+        from zimo.classical.model import ClassicalPredictor
+
+        cp = ClassicalPredictor(folder)
+        t0 = time.perf_counter()
+        proba = cp.predict_proba(texts)
+        batch_s = time.perf_counter() - t0
+        single = []
+        for t in texts[: max(cfg.eval.latency_samples, 1)]:
+            t1 = time.perf_counter()
+            cp.label(t)
+            single.append(time.perf_counter() - t1)
+        pred = cp.decide(proba)
+        thresholds[name] = cp.threshold
+        probas[name], preds[name] = proba, pred
+        systems[name] = {
+            **label_metrics(y, proba, labels, cfg.positive_label, pred),
+            **_latency(single, batch_s, len(texts), price),
+        }
+    # The LM systems need a trained LM sub-model (base_zero_shot runs its base with the
+    # adapter switched off); a project of classical sub-models only has neither.
+    lm = [s for s in cfg.eval.systems if s in ("finetuned", "base_zero_shot")] if train_dir else []
     if lm:
         # A fine-tuned model that ships its dev threshold needs no dev pass.
         per_system = {
@@ -249,7 +272,8 @@ def evaluate_label_project(
             }
     for name, thr in thresholds.items():
         systems[name]["decision_threshold"] = thr
-    order = [s for s in ("finetuned", "base_zero_shot", "tfidf_logreg") if s in systems]
+    order = [s for s in ("finetuned", *(classical or {}), "base_zero_shot", "tfidf_logreg")
+             if s in systems]  # fmt: skip
     head_keys = ["accuracy", "macro_f1", "ece", "latency_ms_p50", "cost_per_1k"]
     if cfg.positive_label:
         head_keys.insert(0, f"{cfg.positive_label}_f1")
@@ -286,7 +310,7 @@ def evaluate_label_project(
     write_json_atomic(out_dir / "metrics.json", result)
     from zimo.eval.report import write_label_report
 
-    write_label_report(out_dir / "report.html", project, result, train_dir)
+    write_label_report(out_dir / "report.html", project, result, train_dir, classical)
     _print_table(console, result)
     return result
 

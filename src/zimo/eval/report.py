@@ -83,8 +83,18 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
-def write_label_report(path: Path, project, result: dict[str, Any], train_dir: Path) -> None:
+def _system_text(name: str, classical: dict[str, Path] | None) -> str:
+    if name in (classical or {}):
+        return "a classical sub-model: TF-IDF n-grams + calibrated logistic regression, served"
+    return SYSTEM_TEXT.get(name, name)
+
+
+def write_label_report(path: Path, project, result: dict[str, Any], train_dir: Path | None,
+                       classical: dict[str, Path] | None = None) -> None:  # fmt: skip
     cfg = project.config
+    # The training curve and summary shown are the LM sub-model's, else the first classical one.
+    train_dir = train_dir or next(iter((classical or {}).values()), None)
+    lm = cfg.lm_train()
     head = result["headline"]
     keys = list(next(iter(head.values())).keys()) if head else []
     lower_better = {"ece", "latency_ms_p50", "cost_per_1k"}
@@ -104,7 +114,7 @@ def write_label_report(path: Path, project, result: dict[str, Any], train_dir: P
             f'<td class="n{" best" if best.get(k) == s else ""}">{_fmt(vals[k])}</td>' for k in keys
         )
         rows.append(
-            f'<tr><th><abbr title="{html.escape(SYSTEM_TEXT.get(s, s))}">{s}</abbr>'
+            f'<tr><th><abbr title="{html.escape(_system_text(s, classical))}">{s}</abbr>'
             f"</th>{cells}</tr>"
         )
     header = "".join(
@@ -121,11 +131,11 @@ def write_label_report(path: Path, project, result: dict[str, Any], train_dir: P
         + "</tr>"
         for s, m in result["systems"].items()
     )
-    loss = _loss_plot(train_dir)
+    loss = _loss_plot(train_dir) if train_dir else None
     loss_html = f'<img alt="training loss curve" src="{loss}">' if loss else "<p>no log</p>"
     train_summary = {}
-    manifest = train_dir / "manifest.json"
-    if manifest.is_file():
+    manifest = train_dir / "manifest.json" if train_dir else None
+    if manifest and manifest.is_file():
         train_summary = json.loads(manifest.read_text(encoding="utf-8")).get("summary", {})
     dis = "".join(
         "<tr>"
@@ -147,7 +157,7 @@ def write_label_report(path: Path, project, result: dict[str, Any], train_dir: P
 <h1>{html.escape(cfg.name)}: evaluation report</h1>
 <p>Task: label ({", ".join(map(html.escape, result["labels"]))}).
 Test split: {result["test_rows"]} held-out rows (seeded stratified split, seed {cfg.split.seed}).
-Base model: <code>{html.escape(str(cfg.train.base))}</code>.</p>{warn}
+{f"Base model: <code>{html.escape(str(lm.base))}</code>." if lm else ""}</p>{warn}
 <h2>Headline</h2>
 <table><tr><th>system</th>{header}</tr>{"".join(rows)}</table>
 <p class="note">Bold = best in column. Hover a name for how it was computed.

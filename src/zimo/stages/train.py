@@ -1,4 +1,6 @@
-"""train: fine-tune the sub-model on the train split (resumes from checkpoints in the work dir)."""
+"""train: fit one sub-model on the train split. ``run_lm`` fine-tunes a language model (resumes
+from checkpoints in the work dir); ``run_classical`` fits the TF-IDF + logistic regression one.
+Which runs is chosen by the sub-model's kind (``zimo.kinds``)."""
 
 from __future__ import annotations
 
@@ -14,15 +16,49 @@ from zimo.workspace import write_json_atomic
 MODEL_META = "zimo_model.json"
 
 
-def run(ctx: StageContext) -> StageResult:
-    cfg = ctx.project.config
+def _splits(ctx: StageContext) -> tuple[list[dict], list[dict]]:
     # With a guard stage, train on its capped training mix instead of the raw train split.
     source = ctx.input("guard") if "guard" in ctx.inputs else ctx.input("split")
     train = read_records(source / "train.parquet")
     dev = read_records(ctx.input("split") / "dev.parquet")
     if not train:
         raise DataError("the train split is empty", "add data or lower `split.test`/`split.dev`")
-    tcfg = cfg.train
+    return train, dev
+
+
+def run_classical(ctx: StageContext, ccfg) -> StageResult:
+    from zimo.classical.model import train_classical
+    from zimo.config import submodel_name
+
+    cfg = ctx.project.config
+    train, dev = _splits(ctx)
+    positive = cfg.positive_label if cfg.eval.decision == "dev_threshold" else None
+    with ctx.console.status("  fitting TF-IDF + logistic regression…"):
+        try:
+            summary = train_classical(train, dev, cfg.labels, ccfg, ctx.work,
+                                      positive_label=positive)  # fmt: skip
+        except ValueError as e:
+            raise DataError(str(e), "check the train split's labels") from None
+    meta = {
+        "name": cfg.name,
+        "submodel": submodel_name(ccfg),
+        "task": "label",
+        "kind": "classical",
+        "method": "classical",
+        "labels": cfg.labels,
+        "positive_label": cfg.positive_label,
+        "adapter": None,
+        "artifact": ctx.artifact,
+    }
+    write_json_atomic(ctx.work / MODEL_META, meta)
+    return StageResult(rows={"train_rows": summary["train_rows"]}, summary=summary)
+
+
+def run_lm(ctx: StageContext, tcfg) -> StageResult:
+    from zimo.config import submodel_name
+
+    cfg = ctx.project.config
+    train, dev = _splits(ctx)
     if cfg.instruction and not tcfg.instruction:
         tcfg = tcfg.model_copy(update={"instruction": cfg.instruction})
     with _progress_bar(ctx) as progress:
@@ -40,14 +76,16 @@ def run(ctx: StageContext) -> StageResult:
     # What serving and export need to know about this sub-model, next to the adapter.
     meta = {
         "name": cfg.name,
+        "submodel": submodel_name(tcfg),
+        "kind": "lm",
         "task": cfg.task,
-        "base": cfg.train.base,
-        "method": cfg.train.method,
+        "base": tcfg.base,
+        "method": tcfg.method,
         "labels": cfg.labels,
         "positive_label": cfg.positive_label,
         "instruction": tcfg.instruction,
         "system": tcfg.system,
-        "adapter": "adapter" if cfg.train.method in ("lora", "qlora") else None,
+        "adapter": "adapter" if tcfg.method in ("lora", "qlora") else None,
         "artifact": ctx.artifact,
     }
     write_json_atomic(ctx.work / MODEL_META, meta)

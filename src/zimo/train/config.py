@@ -43,6 +43,10 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # Not part of the artifact id (exclude): a name changes how it is served, not what trains.
+    name: str | None = Field(
+        None, exclude=True, description="the sub-model's name (default: the method)"
+    )
     base: str = "gecko"
     method: Literal["lora", "qlora", "full"] = Field(
         "lora", description="qlora = LoRA on a 4-bit (bitsandbytes NF4) base: CUDA only"

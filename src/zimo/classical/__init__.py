@@ -1,0 +1,1 @@
+"""Classical text sub-models: character/word n-gram TF-IDF with logistic regression."""
