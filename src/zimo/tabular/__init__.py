@@ -1,0 +1,1 @@
+"""Analytic sub-models over tables: LightGBM, baselines, reports, ONNX export, Dask training."""
