@@ -15,6 +15,12 @@ from sklearn import metrics as skm
 
 from zimo.eval.bootstrap import resample_indices
 from zimo.tabular.metrics import classification_metrics, interval_coverage, regression_metrics
+from zimo.tabular.onnx_export import (
+    export_lightgbm_onnx,
+    export_text_classifier_onnx,
+    normalize_text,
+    onnx_compatible_text_vectorizer,
+)
 from zimo.tabular.report import gain_importance, shap_importance, write_report
 
 
@@ -256,3 +262,127 @@ def test_classification_report(tmp_path):
         assert word in text, word
     assert "tfidf+logreg" in text and "majority" in text and "on_time" in text
     assert any(t == "table" and a.get("class") == "confusion" for t, a in page.tags)
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX export
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_rows(X: np.ndarray) -> np.ndarray:
+    """Test rows plus edge cases: unseen / negative / NaN category codes and all-NaN numerics."""
+    edge = X[:6].copy()
+    edge[:, 3] = [10.0, 57.0, -1.0, np.nan, 0.0, 9.0]  # codes 10 and 57 never seen in training
+    edge[4, :3] = np.nan
+    return np.vstack([X, edge])
+
+
+@pytest.mark.parametrize("task", ["regression", "binary", "multiclass"])
+def test_lightgbm_onnx_categorical_and_nan(tmp_path, task):
+    X, y, _, cat = delivery_table(1500, seed=4)
+    if task == "regression":
+        booster = train_booster(X[:1200], y[:1200], cat, rounds=60)
+    elif task == "binary":
+        yb = (y > np.median(y)).astype(int)
+        booster = train_booster(X[:1200], yb[:1200], cat, objective="binary", rounds=40)
+    else:
+        yc = np.digitize(y, np.quantile(y, [0.33, 0.66]))
+        booster = train_booster(
+            X[:1200], yc[:1200], cat, objective="multiclass", rounds=30, num_class=3
+        )
+    # The trees really use many-vs-many categorical splits ("a||b||..." category sets).
+    assert "||" in str(booster.dump_model())
+    X_check = _check_rows(X[1200:])
+    assert np.isnan(X_check).any()
+    r = export_lightgbm_onnx(booster, 4, tmp_path / "m.onnx", X_check, task=task)
+    assert r["agreement"] == 1.0
+    assert r["max_abs_diff"] < (1e-3 if task == "regression" else 1e-5)
+    assert r["rows"] == X_check.shape[0]
+    assert (tmp_path / "m.onnx").stat().st_size == r["bytes"]
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temp file left
+
+
+def test_lightgbm_onnx_rejects_wrong_width(tmp_path):
+    X, y, _, cat = delivery_table(300)
+    booster = train_booster(X, y, cat, rounds=5)
+    with pytest.raises(ValueError):
+        export_lightgbm_onnx(booster, 5, tmp_path / "m.onnx", X, task="regression")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+_EN = "parcel arrived late again refund please driver was rude food cold great fast service "
+_EN += "thanks order missing item wrong address café naïve über"
+_ZH = "包裹 又 迟到 了 请 退款 司机 态度 很差 饭菜 凉了 送得 很快 谢谢 订单 缺少 物品 地址 错误"
+_BAD = {"late", "rude", "cold", "missing", "迟到", "很差", "凉了", "缺少"}
+
+
+def text_data(n: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """English and Chinese complaint-like texts, 3 classes (ok / complaint / refund)."""
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for i in range(n):
+        zh = i % 2 == 1
+        words = _ZH.split() if zh else _EN.split()
+        ws = list(rng.choice(words, rng.integers(3, 9)))
+        if not zh and rng.random() < 0.3:
+            ws[0] = ws[0].capitalize()
+        texts.append(("" if zh else " ").join(ws) + str(rng.choice(["", "!", "?", "。", "  ok"])))
+        labels.append(2 if ("refund" in ws or "退款" in ws) else int(bool(_BAD & set(ws))))
+    return texts, np.array(labels)
+
+
+def _text_pipeline(vectorizer, calibrated: bool = False):
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    clf = LogisticRegression(max_iter=1000)
+    if calibrated:
+        clf = CalibratedClassifierCV(clf, cv=3)
+    return Pipeline([("tfidf", vectorizer), ("clf", clf)])
+
+
+_ODD_TEXTS = ["Hello  World\n\tagain", "  leading", "ÉCOLE École", "你好，世界！ OK", "", "a\r\nb"]
+
+
+@pytest.mark.parametrize(
+    ("char_ngrams", "word_ngrams", "calibrated"),
+    [((1, 3), (1, 2), False), ((2, 4), None, True), (None, (1, 2), False)],
+)
+def test_text_onnx_exact_with_compatible_vectorizer(tmp_path, char_ngrams, word_ngrams, calibrated):
+    texts, y = text_data(400)
+    norm = [normalize_text(t) for t in texts]
+    vec = onnx_compatible_text_vectorizer(char_ngrams=char_ngrams, word_ngrams=word_ngrams)
+    pipe = _text_pipeline(vec, calibrated).fit(norm[:300], y[:300])
+    check = norm[300:] + [normalize_text(t) for t in _ODD_TEXTS]
+    r = export_text_classifier_onnx(pipe, check, tmp_path / "text.onnx")
+    assert r["agreement"] == 1.0 and r["max_abs_diff"] < 1e-4 and r["exact"], r
+    assert (tmp_path / "text.onnx").stat().st_size == r["bytes"]
+    # Chinese rows alone: the char n-grams carry them and still agree.
+    zh = [t for t in check if any("\u4e00" <= c <= "\u9fff" for c in t)]
+    assert len(zh) > 40
+    assert export_text_classifier_onnx(pipe, zh, tmp_path / "zh.onnx")["exact"]
+
+
+def test_text_onnx_known_inexact_settings(tmp_path):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    texts, y = text_data(300, seed=1)
+    # char_wb has no converter.
+    pipe = _text_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4))).fit(texts, y)
+    with pytest.raises(ValueError, match="char_wb|cannot convert"):
+        export_text_classifier_onnx(pipe, texts[:10], tmp_path / "a.onnx")
+    # The default word pattern is replaced by an ASCII one: Chinese words are lost in ONNX.
+    pipe = _text_pipeline(TfidfVectorizer(ngram_range=(1, 2))).fit(texts, y)
+    r = export_text_classifier_onnx(pipe, texts, tmp_path / "b.onnx")
+    assert not r["exact"]
+    # sublinear_tf (log term frequency) is converted, but not exactly.
+    vec = TfidfVectorizer(analyzer="char", ngram_range=(2, 4), sublinear_tf=True)
+    pipe = _text_pipeline(vec).fit(texts, y)
+    assert export_text_classifier_onnx(pipe, texts, tmp_path / "s.onnx")["max_abs_diff"] > 1e-4
+    # Raw text with whitespace runs: sklearn's char analyzer collapses them, ONNX does not.
+    pipe = _text_pipeline(TfidfVectorizer(analyzer="char", ngram_range=(1, 3))).fit(
+        texts + _ODD_TEXTS * 3, np.r_[y, np.zeros(18, dtype=int)]
+    )
+    r = export_text_classifier_onnx(pipe, _ODD_TEXTS, tmp_path / "c.onnx")
+    assert r["max_abs_diff"] > 1e-4
