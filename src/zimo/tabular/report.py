@@ -212,8 +212,8 @@ def _regression_sections(
         Section(
             "Headline metrics",
             Markup(
-                '{}<p class="note">Bold = best in column (underlined when its CI does not '
-                "overlap the runner-up's). MAPE skips rows whose true value is 0 ({} of {} "
+                '{}<p class="note">Shaded = best in column, bold when its CI does not '
+                "overlap the runner-up's. MAPE skips rows whose true value is 0 ({} of {} "
                 'rows used).</p><div class="grid">{}</div>'
             ).format(
                 table,
