@@ -30,7 +30,6 @@ from zimo.eval.html import (
     img,
     png_data_uri,
     render_page,
-    warnings_block,
 )
 from zimo.eval.html import (
     write_report as write_html,
@@ -213,8 +212,8 @@ def _regression_sections(
         Section(
             "Headline metrics",
             Markup(
-                '{}<p class="note">Bold = best in column (underlined when its CI does not '
-                "overlap the runner-up's). MAPE skips rows whose true value is 0 ({} of {} "
+                '{}<p class="note">Shaded = best in column, bold when its CI does not '
+                "overlap the runner-up's. MAPE skips rows whose true value is 0 ({} of {} "
                 'rows used).</p><div class="grid">{}</div>'
             ).format(
                 table,
@@ -417,7 +416,7 @@ def write_report(
     ``systems`` maps a system name to ``{"pred": ..., "proba"?: (n, k), "lo"?/"hi"?: ...}``;
     the first is the main system (the one the plots show). ``metrics`` maps system names to
     :func:`regression_metrics` / :func:`classification_metrics` results; a system missing
-    there is scored here with default settings. ``notes`` are shown as warnings at the top.
+    there is scored here with default settings. ``notes`` (plain text) are listed at the top.
     """
     if not systems:
         raise ValueError("a report needs at least one system")
@@ -430,7 +429,8 @@ def write_report(
     fn = Footnotes()
     sections: list[Section] = []
     if notes:
-        sections.append(Section("Notes", warnings_block(notes), "notes-top"))
+        items = Markup("").join(Markup("<li>{}</li>").format(n) for n in notes)
+        sections.append(Section("Notes", Markup("<ul>{}</ul>").format(items), "notes-top"))
     if task == "regression":
         sections += _regression_sections(y, systems, metrics, fn)
     else:
