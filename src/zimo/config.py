@@ -218,9 +218,14 @@ class ProjectConfig(Section):
         # Sections owned by heavier modules are validated by them (one-line ConfigError naming
         # the key), here at load time so a typo fails before any stage runs.
         if self.export is not None:
-            from zimo.export.project import export_config
+            if isinstance(self.primary(), TrainConfig):
+                from zimo.export.project import export_config
 
-            export_config(self.export)
+                export_config(self.export)
+            else:
+                from zimo.analytic_export import analytic_export_config
+
+                analytic_export_config(self.export)
         if self.route is not None:
             from zimo.route.config import parse_route_config
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from zimo.errors import ConfigError
+from zimo.workspace import write_text_atomic
 
 CLASSIFY = """\
 # Zimo project: a label (classification) sub-model.
@@ -47,10 +49,30 @@ train:
   task: chat
 """
 
-TEMPLATES = {"classify": CLASSIFY, "instruct": INSTRUCT}
+TABULAR = """\
+# Zimo project: a table sub-model (LightGBM) predicting one column from the others.
+name: {name}
+task: tabular
+data:
+  path: data/{data}
+tabular:
+  target: {target}
+  objective: auto             # inferred: {objective}; or regression | binary | multiclass
+  columns: {{}}                 # override an inferred kind, e.g. {{City: categorical}}
+  exclude: []                 # columns never to use (the report lists what was inferred)
+  tolerance: 5                # regression: report the share within ±tolerance of the truth
+  interval: 0.8               # regression: an 80% prediction interval
+split: {{dev: 0.1, test: 0.2, seed: 13}}   # or by: <time column>, or group: <id column>
+train:
+  method: lightgbm            # engine: dask for LightGBM's own Dask interface
+{plan}"""
+
+TEMPLATES = {"classify": CLASSIFY, "instruct": INSTRUCT, "tabular": TABULAR}
 
 
-def write_template(directory: Path, template: str) -> Path:
+def write_template(
+    directory: Path, template: str, data: Path | None = None, target: str | None = None
+) -> Path:
     if template not in TEMPLATES:
         raise ConfigError(
             f"unknown template {template!r}", f"choose one of: {', '.join(TEMPLATES)}"
@@ -59,6 +81,48 @@ def write_template(directory: Path, template: str) -> Path:
     path = directory / "zimo.yaml"
     if path.exists():
         raise ConfigError(f"{path} already exists", "pick another folder or edit that file")
+    if template == "tabular":
+        text = _tabular_yaml(directory, data, target)
+    else:
+        if data is not None or target is not None:
+            raise ConfigError(
+                "--data/--target go with --template tabular", "copy your data into DIR/data/"
+            )
+        text = TEMPLATES[template].format(name=directory.resolve().name)
     (directory / "data").mkdir(parents=True, exist_ok=True)
-    path.write_text(TEMPLATES[template].format(name=directory.resolve().name), encoding="utf-8")
+    if data is not None:
+        shutil.copyfile(data, directory / "data" / Path(data).name)
+    write_text_atomic(path, text)
     return path
+
+
+def _tabular_yaml(directory: Path, data: Path | None, target: str | None) -> str:
+    """The tabular template with the column plan inferred from the data, as comments."""
+    from zimo.tabular.columns import infer_plan, read_frame
+
+    if data is None or target is None:
+        raise ConfigError(
+            "--template tabular needs --data FILE and --target COLUMN",
+            "e.g. zimo init eta --template tabular --data orders.csv --target minutes",
+        )
+    if not Path(data).is_file():
+        raise ConfigError(f"data file {str(data)!r} does not exist", "check the path")
+    df, rejects = read_frame(Path(data))
+    plan = infer_plan(df, target)
+    lines = [f"# Inferred from {Path(data).name} ({len(df)} rows, {len(rejects)} bad):"]
+    for c in plan.columns:
+        lines.append(f"#   {c.name}: {c.kind}" + (f" ({c.reason})" if c.reason else ""))
+    lines += [f"#   {n}" for n in plan.notes]
+    return TABULAR.format(
+        name=directory.resolve().name,
+        data=Path(data).name,
+        target=_yaml_scalar(target),
+        objective=plan.objective,
+        plan="\n".join(lines) + "\n",
+    )
+
+
+def _yaml_scalar(value: str) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()

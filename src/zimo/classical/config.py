@@ -20,7 +20,6 @@ class ClassicalTrainConfig(BaseModel):
     )
     char_ngrams: tuple[int, int] | None = Field((1, 3), description="null = no char n-grams")
     word_ngrams: tuple[int, int] | None = Field((1, 2), description="null = no word n-grams")
-    max_features: int | None = Field(200_000, ge=1)
     min_df: int = Field(1, ge=1)
     C: float = Field(10.0, gt=0, description="inverse regularisation of the logistic regression")
     class_weight: Literal["balanced"] | None = "balanced"

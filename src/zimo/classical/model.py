@@ -22,24 +22,24 @@ MODEL_FILE = "classical.joblib"
 
 
 def make_pipeline(cfg: ClassicalTrainConfig):
+    """TF-IDF features that export to ONNX exactly (see ``zimo.tabular.onnx_export``: plain
+    "char" n-grams, ASCII word n-grams, texts normalised before both runtimes) and a logistic
+    regression, calibrated by cross-validation unless ``calibration: none``."""
     from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline, make_union
+    from sklearn.pipeline import Pipeline
 
-    parts = []
-    if cfg.char_ngrams:
-        # Plain "char" (not "char_wb"): Chinese has no spaces, so word-bounded n-grams would
-        # see a whole message as one word.
-        parts.append(TfidfVectorizer(analyzer="char", ngram_range=tuple(cfg.char_ngrams),
-                                     sublinear_tf=True, min_df=cfg.min_df,
-                                     max_features=cfg.max_features))  # fmt: skip
-    if cfg.word_ngrams:
-        parts.append(TfidfVectorizer(analyzer="word", ngram_range=tuple(cfg.word_ngrams),
-                                     sublinear_tf=True, min_df=cfg.min_df,
-                                     max_features=cfg.max_features))  # fmt: skip
-    if not parts:
+    from zimo.tabular.onnx_export import onnx_compatible_text_vectorizer
+
+    if not cfg.char_ngrams and not cfg.word_ngrams:
         raise ValueError("train: classical needs char_ngrams or word_ngrams")
+    # Plain "char" (not "char_wb"): Chinese has no spaces, so word-bounded n-grams would see a
+    # whole message as one word.
+    features = onnx_compatible_text_vectorizer(
+        char_ngrams=tuple(cfg.char_ngrams) if cfg.char_ngrams else None,
+        word_ngrams=tuple(cfg.word_ngrams) if cfg.word_ngrams else None,
+        min_df=cfg.min_df,
+    )
     lr = LogisticRegression(max_iter=3000, C=cfg.C, class_weight=cfg.class_weight,
                             random_state=cfg.seed)  # fmt: skip
     clf = (
@@ -47,8 +47,13 @@ def make_pipeline(cfg: ClassicalTrainConfig):
         if cfg.calibration == "none"
         else CalibratedClassifierCV(lr, method=cfg.calibration, cv=3)
     )
-    features = parts[0] if len(parts) == 1 else make_union(*parts)
     return Pipeline([("tfidf", features), ("clf", clf)])
+
+
+def normalise(texts) -> list[str]:
+    from zimo.tabular.onnx_export import normalize_text
+
+    return [normalize_text(t) for t in texts]
 
 
 def train_classical(
@@ -75,7 +80,7 @@ def train_classical(
         cfg = cfg.model_copy(update={"calibration": "none"})  # too few rows per class for CV
     model = make_pipeline(cfg)
     t0 = time.perf_counter()
-    model.fit([r["text"] for r in rows], y)
+    model.fit(normalise(r["text"] for r in rows), y)
     fit_s = time.perf_counter() - t0
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{MODEL_FILE}.tmp"
@@ -96,7 +101,7 @@ def train_classical(
 
 def _full_proba(model, texts: list[str], n_labels: int) -> np.ndarray:
     """Probabilities over every declared label (a label absent from train gets 0)."""
-    p = model.predict_proba(texts)
+    p = model.predict_proba(normalise(texts))
     classes = model.classes_
     if len(classes) == n_labels:
         return p

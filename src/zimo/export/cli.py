@@ -14,6 +14,11 @@ from zimo.errors import ConfigError, ZimoError
 def _summary(report: dict) -> str:
     lines = [f"[bold]{report['format']}[/bold] export written to {report['output']}"]
     v = report.get("verify") or {}
+    if report.get("kind") in ("tabular", "classical"):
+        for name, r in v.items():
+            lines.append(f"  {name}: agreement {100 * r['agreement']:.2f}% on {r['rows']} test "
+                         f"rows, max abs diff {r['max_abs_diff']:.2e}")  # fmt: skip
+        return "\n".join(lines)
     for engine in ("transformers", "llama_cpp"):
         r = v.get(engine) or {}
         if "token_agreement" in r:
@@ -56,7 +61,9 @@ def register(app: typer.Typer) -> None:
         project: Path | None = typer.Argument(
             None, help="project folder (holds zimo.yaml); or use --adapter"
         ),
-        fmt: str | None = typer.Option(None, "--format", "-f", help="hf | gguf | ollama"),
+        fmt: str | None = typer.Option(
+            None, "--format", "-f", help="hf | gguf | ollama; analytic sub-models: onnx | lightgbm"
+        ),
         quant: str | None = typer.Option(
             None, "--quant", "-q", help="f16 | q8_0 | q4_k_m (GGUF; q4_k_m needs zimo[llamacpp])"
         ),
@@ -75,6 +82,13 @@ def register(app: typer.Typer) -> None:
         console, out = Console(stderr=True), Console()
         if (project is None) == (adapter is None):
             raise ConfigError("give a project folder or --adapter DIR (one of them)")
+        if project is not None and _is_analytic(project):
+            from zimo.analytic_export import export_analytic_project
+
+            with console.status("exporting (convert, load back and compare)…"):
+                reports = export_analytic_project(project, [fmt] if fmt else None, output)
+            _finish(reports, as_json, out)
+            return
         with console.status("exporting (merge, write, load back and compare)…"):
             if adapter is not None:
                 reports = [
@@ -96,15 +110,26 @@ def register(app: typer.Typer) -> None:
                     output=output,
                     verify=False if no_verify else None,
                 )
-        for report in reports:
-            if as_json:
-                out.print_json(json.dumps(report, default=str))
-            else:
-                out.print(_summary(report), highlight=False)
-        failed = [r for r in reports if not r.get("passed", True)]
-        if failed:
-            r = failed[0]
-            raise ZimoError(
-                f"the {r['format']} export in {r['output']} is below its verification targets",
-                "see export_report.json there; try --quant f16 or a larger quant",
-            )
+        _finish(reports, as_json, out)
+
+
+def _is_analytic(project: Path) -> bool:
+    from zimo.config import load_project
+    from zimo.train.config import TrainConfig
+
+    return not isinstance(load_project(project).config.primary(), TrainConfig)
+
+
+def _finish(reports: list[dict], as_json: bool, out: Console) -> None:
+    for report in reports:
+        if as_json:
+            out.print_json(json.dumps(report, default=str))
+        else:
+            out.print(_summary(report), highlight=False)
+    failed = [r for r in reports if not r.get("passed", True)]
+    if failed:
+        r = failed[0]
+        raise ZimoError(
+            f"the {r['format']} export in {r['output']} is below its verification targets",
+            "see export_report.json there; try --quant f16 or a larger quant",
+        )

@@ -194,8 +194,10 @@ def create_app(
         if st.registry is not None:
             st.registry.start_watching()
         if projects:
+            from zimo.serve.analytic import install_analytic
             from zimo.serve.auto import install_auto
 
+            await asyncio.to_thread(install_analytic, st, list(projects))
             await asyncio.to_thread(install_auto, st, list(projects))
         try:
             yield
@@ -215,6 +217,9 @@ def create_app(
         )
     _errors(app)
     _routes(app)
+    from zimo.serve.analytic import router as analytic_router
+
+    app.include_router(analytic_router)
     from zimo.web import mount_ui  # the dashboard at /ui, on the same app and state
 
     mount_ui(app)
@@ -558,6 +563,8 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - one closure per endpoint
         st = _state(request)
         assert st.registry is not None
         changed = await asyncio.to_thread(st.registry.refresh)
+        if st.analytic is not None:
+            changed += await asyncio.to_thread(st.analytic.refresh)
         return {"changed": changed, "models": st.registry.names()}
 
 
@@ -578,6 +585,8 @@ def _owner_of(st: ServeState, request_id: str):
 
 
 def _owner(st: ServeState, name: str) -> str:
+    if st.analytic is not None and st.analytic.get(name) is not None:
+        return "zimo"
     if name in st.virtual:
         return "zimo-router"
     if st.is_local(name):

@@ -72,20 +72,34 @@ def load_submodel(folder: str | Path, name: str | None = None) -> SubModel:
 
 
 def discover_project(project: str | Path) -> list[SubModel]:
-    """The newest trained sub-model of a project folder (empty list when none is trained yet)."""
+    """The newest trained language sub-models of a project folder (empty when none is trained
+    yet). Analytic sub-models (classical, tables) are served by ``zimo.serve.analytic``."""
+    from zimo.serve.analytic import served_names, train_artifacts
+
     root = Path(project).expanduser().resolve()
-    train = root / ".zimo" / "artifacts" / "train"
-    if not train.is_dir():
-        return []
-    done = [
-        p for p in train.iterdir() if (p / "manifest.json").is_file() and (p / MODEL_META).is_file()
-    ]
-    for folder in sorted(done, key=lambda p: (p / "manifest.json").stat().st_mtime, reverse=True):
-        try:
-            return [load_submodel(folder)]
-        except (ValueError, json.JSONDecodeError) as e:
-            log.warning("skipping %s: %s", folder, e)
-    return []
+    arts = train_artifacts(root)
+    out: list[SubModel] = []
+    for stage, _newest in arts:
+        folder_root = root / ".zimo" / "artifacts" / stage
+        done = [
+            p
+            for p in folder_root.iterdir()
+            if (p / "manifest.json").is_file() and (p / MODEL_META).is_file()
+        ]
+        for folder in sorted(
+            done, key=lambda p: (p / "manifest.json").stat().st_mtime, reverse=True
+        ):
+            try:
+                meta = json.loads((folder / MODEL_META).read_text(encoding="utf-8"))
+                if meta.get("kind", "lm") != "lm":
+                    break
+                names = served_names(meta.get("name") or root.name, stage, meta.get("submodel"),
+                                     len(arts))  # fmt: skip
+                out += [load_submodel(folder, n) for n in names]
+                break
+            except (ValueError, json.JSONDecodeError) as e:
+                log.warning("skipping %s: %s", folder, e)
+    return out
 
 
 class ModelRegistry:

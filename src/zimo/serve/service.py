@@ -86,6 +86,7 @@ class ServeState:
     request_log: Any = None  # zimo.serve.logdb.RequestLog
     redactor: Callable[[str], str] | None = None
     virtual: dict[str, VirtualHandler] = field(default_factory=dict)
+    analytic: Any = None  # zimo.serve.analytic.AnalyticModels: classical and table sub-models
     started: float = field(default_factory=time.time)
     _touched: dict[str, float] = field(default_factory=dict)
 
@@ -330,6 +331,8 @@ class ServeState:
     async def close(self) -> None:
         if self.registry is not None:
             self.registry.stop()
+        if self.analytic is not None:
+            self.analytic.stop()
         if self.backend is not None:
             await asyncio.to_thread(self.backend.close)
         if self.upstream is not None:

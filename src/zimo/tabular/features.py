@@ -38,6 +38,16 @@ class RowError(ValueError):
         self.message, self.param = message, param
 
 
+def _clean(v: Any) -> Any:
+    """A request value as ``transform`` sees it: stripped, the spellings of missing as None."""
+    if isinstance(v, str):
+        v = v.strip()
+        return None if v.lower() in MISSING_STRINGS else v
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
 def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
     lat1, lon1, lat2, lon2 = (
         np.radians(np.asarray(a, dtype=float)) for a in (lat1, lon1, lat2, lon2)
@@ -141,59 +151,53 @@ class FeatureBuilder:
         matrix as ``transform`` (tested); rows must have passed :meth:`frame_from_rows`."""
         if any(c.kind == "datetime" for c in self.plan.columns):
             return self.transform(self.frame_from_rows(rows))
-        index = {name: {v: i for i, v in enumerate(cats)} for name, cats in self.categories.items()}
-        X = np.full((len(rows), len(self.feature_names)), np.nan)
+        cols: list[np.ndarray] = []
+        nums: dict[str, np.ndarray] = {}
         unseen: dict[str, int] = {}
-        for r, row in enumerate(rows):
-            j = 0
-            nums: dict[str, float] = {}
-            for col in self.plan.columns:
-                v = row.get(col.name)
-                if isinstance(v, str):
-                    v = v.strip()
-                    if v.lower() in MISSING_STRINGS:
-                        v = None
-                if col.kind == "numeric":
-                    x = float(v) if v is not None else math.nan
-                    nums[col.name] = x if math.isfinite(x) else math.nan
-                    X[r, j] = nums[col.name]
-                    j += 1
-                elif col.kind == "categorical":
-                    if v is not None and not (isinstance(v, float) and math.isnan(v)):
-                        idx = index[col.name]
-                        code = idx.get(str(v), idx.get("__other__"))
-                        if code is None:
-                            unseen[col.name] = unseen.get(col.name, 0) + 1
-                        else:
-                            X[r, j] = code
-                    j += 1
-                elif col.kind == "text":
-                    if v is not None:
-                        X[r, j], X[r, j + 1] = len(str(v)), len(str(v).split())
-                    j += 2
-            for lat1, lon1, lat2, lon2 in self.plan.geo_pairs:
-                X[r, j] = haversine_km(nums[lat1], nums[lon1], nums[lat2], nums[lon2])
-                j += 1
+        for col in self.plan.columns:
+            vals = [_clean(r.get(col.name)) for r in rows]
+            if col.kind == "numeric":
+                arr = np.array([math.nan if v is None else float(v) for v in vals], dtype=float)
+                arr[~np.isfinite(arr)] = math.nan
+                nums[col.name] = arr
+                cols.append(arr)
+            elif col.kind == "categorical":
+                idx = {v: i for i, v in enumerate(self.categories[col.name])}
+                other = idx.get("__other__")
+                codes = []
+                for v in vals:
+                    code = None if v is None else idx.get(str(v), other)
+                    if v is not None and code is None:
+                        unseen[col.name] = unseen.get(col.name, 0) + 1
+                    codes.append(math.nan if code is None else code)
+                cols.append(np.array(codes, dtype=float))
+            elif col.kind == "text":
+                cols.append(np.array([math.nan if v is None else len(str(v)) for v in vals], float))
+                cols.append(
+                    np.array([math.nan if v is None else len(str(v).split()) for v in vals], float)
+                )
+        for lat1, lon1, lat2, lon2 in self.plan.geo_pairs:
+            cols.append(haversine_km(nums[lat1], nums[lon1], nums[lat2], nums[lon2]))
+        X = np.column_stack(cols) if cols else np.zeros((len(rows), 0))
         return X, unseen
 
     # ------------------------------------------------------------------ serving input
-    def frame_from_rows(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
-        """Check request rows (every input column present, values of the right kind) and
-        return them as a frame; a bad row is a :class:`RowError` naming the field."""
+    def check_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Every input column present, values of the right kind; else a :class:`RowError`
+        naming the field (and the likely misspelling, for a missing one)."""
         inputs = self.plan.inputs
         if not rows:
             raise RowError("no rows to predict: send at least one", "rows")
+        kinds = {c.name: c.kind for c in self.plan.columns}
         want = set(inputs)
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
                 raise RowError(f"rows[{i}] must be an object of column: value", f"rows[{i}]")
-            missing = [c for c in inputs if c not in row]
-            if missing:
+            if not want <= row.keys():
+                missing = [c for c in inputs if c not in row]
                 extra = [k for k in row if k not in want and k != self.plan.target]
-                hint = ""
                 guess = difflib.get_close_matches(missing[0], extra, n=1, cutoff=0.6)
-                if guess:
-                    hint = f" (is {guess[0]!r} a misspelling of it?)"
+                hint = f" (is {guess[0]!r} a misspelling of it?)" if guess else ""
                 raise RowError(
                     f"rows[{i}] lacks the feature {missing[0]!r}{hint}; this model needs: "
                     + ", ".join(inputs),
@@ -201,29 +205,17 @@ class FeatureBuilder:
                 )
             for c in inputs:
                 v = row[c]
-                kind = self.plan.kind_of(c)
-                if v is None:
+                t = type(v)
+                if v is None or t is str and kinds[c] != "numeric":
                     continue
-                if isinstance(v, bool) or isinstance(v, (dict, list)):
-                    raise RowError(
-                        f"rows[{i}].{c} must be a {_want(kind)}, got {type(v).__name__}",
-                        f"rows[{i}].{c}",
-                    )
-                if isinstance(v, float) and not math.isfinite(v):
-                    raise RowError(
-                        f"rows[{i}].{c} is {v}; send a finite number or null", f"rows[{i}].{c}"
-                    )
-                if kind == "numeric" and isinstance(v, str):
-                    try:
-                        fv = float(v)
-                    except ValueError:
-                        raise RowError(
-                            f"rows[{i}].{c} must be a number, got {v[:40]!r}", f"rows[{i}].{c}"
-                        ) from None
-                    if not math.isfinite(fv):
-                        raise RowError(
-                            f"rows[{i}].{c} is {v}; send a finite number or null", f"rows[{i}].{c}"
-                        )
+                if (t is int or t is float) and (t is int or math.isfinite(v)):
+                    continue
+                _check_value(v, kinds[c], f"rows[{i}].{c}")
+
+    def frame_from_rows(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        """Checked request rows as a frame of the input columns."""
+        self.check_rows(rows)
+        inputs = self.plan.inputs
         return pd.DataFrame(
             [{c: r.get(c) for c in inputs} for r in rows], columns=inputs, dtype=object
         )
@@ -247,6 +239,23 @@ class FeatureBuilder:
             feature_names=d["feature_names"],
             categorical=d["categorical"],
         )
+
+
+def _check_value(v: Any, kind: str, where: str) -> None:
+    """The slow path of :meth:`FeatureBuilder.check_rows`, for values that are not plain."""
+    if isinstance(v, bool) or isinstance(v, (dict, list)):
+        raise RowError(f"{where} must be a {_want(kind)}, got {type(v).__name__}", where)
+    if isinstance(v, float) and not math.isfinite(v):
+        raise RowError(f"{where} is {v}; send a finite number or null", where)
+    if kind == "numeric" and isinstance(v, str):
+        if v.strip().lower() in MISSING_STRINGS:
+            return
+        try:
+            fv = float(v)
+        except ValueError:
+            raise RowError(f"{where} must be a number, got {v[:40]!r}", where) from None
+        if not math.isfinite(fv):
+            raise RowError(f"{where} is {v}; send a finite number or null", where)
 
 
 def _want(kind: str) -> str:

@@ -76,7 +76,7 @@ class TabularPredictor:
 
     def answer_rows(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         """The plain-JSON answer for request rows (RowError on a bad row)."""
-        self.features.frame_from_rows(rows)  # validation: a RowError names the bad field
+        self.features.check_rows(rows)  # a RowError names the bad field
         res = self.predict_matrix(*self.features.transform_rows(rows))
         body: dict[str, Any] = {}
         if self.objective == "regression":
