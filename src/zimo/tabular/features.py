@@ -268,7 +268,7 @@ def _dt_parts(dt: pd.Series) -> dict[str, pd.Series]:
         "year": d.year,
         "month": d.month,
         "day": d.day,
-        "weekday": d.weekday,
+        "weekday": d.day_of_week,
         "hour": d.hour,
         "minute": d.minute,
     }
