@@ -161,6 +161,12 @@ def _ids(project: Project, dag: list[Stage]) -> dict[str, str]:
         if st.name == "ingest":
             path = project.data_path()
             key["data_hash"] = hash_path(path) if path.exists() else "missing"
+        if st.name == "split":
+            from zimo.flywheel import rows_path
+
+            rows = rows_path(project.root)
+            if rows.is_file():  # new flywheel rows change the train split, and what follows
+                key["flywheel_hash"] = hash_path(rows)
         ids[st.name] = hash_obj(key)
     return ids
 

@@ -70,10 +70,18 @@ def build(
     force: list[str] = typer.Option(
         [], "--force", "-f", help="rerun this stage (and what depends on it)"
     ),
+    flywheel: bool = typer.Option(
+        False, "--flywheel", help="first add the big tier's logged answers (route.mode: cascade)"
+    ),
 ) -> None:
     """Run the pipeline; stages whose inputs and config did not change are skipped."""
     from zimo.build import build as run_build
 
+    if flywheel:
+        from zimo.flywheel import run_flywheel
+
+        r = run_flywheel(project, console=console)
+        console.print(f"flywheel round {r['round']}: {r['new_rows']} new teacher rows")
     report = run_build(project, force=force, console=console)
     _print_done(project, report)
 

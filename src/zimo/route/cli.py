@@ -30,21 +30,64 @@ def _load(project: Path, outcomes: Path | None):
     return proj, cfg, load_outcome_csvs(src, cfg.tier_names)
 
 
+def _is_cascade(project: Path) -> bool:
+    from zimo.config import load_project
+
+    route = load_project(project).config.route or {}
+    return isinstance(route, dict) and route.get("mode") == "cascade"
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``route`` command group (``fit``, ``eval``) to ``app``."""
     route_app = typer.Typer(help="Learn and evaluate the router for model 'auto'.")
     app.add_typer(route_app, name="route")
+
+    @app.command("flywheel")
+    def flywheel_cmd(
+        project: Path = typer.Argument(..., help="project folder with zimo.yaml"),
+        log: Path | None = typer.Option(None, help="request log (default: the project's)"),
+        upstream: str | None = typer.Option(None, help="OpenAI-compatible URL of the big tier"),
+    ) -> None:
+        """Turn the big tier's logged answers into training rows, retrain, recalibrate."""
+        from rich.console import Console
+
+        from zimo.flywheel import run_flywheel
+
+        r = run_flywheel(project, log_path=log, upstream_url=upstream)
+        Console().print(
+            f"flywheel round {r['round']}: {r['new_rows']} new teacher rows ({r['rows']} in "
+            f"all), retrained {', '.join(r['retrained']) or 'nothing'}, thresholds "
+            f"{ {k: round(v, 4) for k, v in r['thresholds'].items()} }"
+        )
 
     @route_app.command("fit")
     def fit_cmd(
         project: Path = typer.Argument(..., help="project folder with zimo.yaml"),
         outcomes: Path | None = typer.Option(None, help="outcome CSV / folder (prompt,<tier>...)"),
         out: Path | None = typer.Option(None, help="where to save the router"),
+        upstream: str | None = typer.Option(
+            None, help="cascade: OpenAI-compatible URL of the big tier (else serve.upstream)"
+        ),
     ) -> None:
-        """Fit the router on outcome data and calibrate it to route.target."""
+        """Fit the router on outcome data (or calibrate a cascade) to route.target."""
         from rich.console import Console
 
         from zimo.route.router import fit_router
+
+        if _is_cascade(project):
+            from zimo.config import load_project
+            from zimo.route.live import fit_live_cascade
+
+            con = Console()
+            res = fit_live_cascade(load_project(project), upstream_url=upstream, console=con)
+            dev = res["dev"]
+            con.print(
+                f"cascade thresholds { {k: round(v, 4) for k, v in res['thresholds'].items()} }; "
+                f"on {sum(res['calibration_rows'].values())} calibration rows: quality "
+                f"{dev['quality_vs_best_tier']:.4f} of the best tier, shares "
+                f"{[round(x, 3) for x in dev['share']]}, cost {dev['cost_per_1k']:.4g}/1k"
+            )
+            return
 
         proj, cfg, data = _load(project, outcomes)
         out_dir = out or Path(proj.root) / ".zimo" / "route"

@@ -119,7 +119,18 @@ class RouteConfig(BaseModel):
     target: TargetConfig = TargetConfig()
     router: RouterConfig = RouterConfig()
     cascade: CascadeConfig | None = None
-    mode: Literal["router", "cascade"] = "router"
+    mode: Literal["router", "cascade"] = Field(
+        "router",
+        description="router: `auto` decides before the call; cascade: the project's "
+        "name is served through the tiers, cheapest first (label projects)",
+    )
+    shadow_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="cascade: share of cheap answers also sent to the last "
+        "tier, to measure live agreement",
+    )
     output_tokens: int = Field(
         16, ge=0, description="answer tokens assumed per call when pricing by tokens"
     )
@@ -130,7 +141,9 @@ class RouteConfig(BaseModel):
         if len(set(names)) != len(names):
             raise ValueError(f"route.tiers: duplicate tier names {names}")
         for i, t in enumerate(self.tiers):
-            if not t.has_price():
+            # A cascade's local tiers are priced by machine time; zimo.route.live checks that
+            # its upstream tier has a price.
+            if not t.has_price() and self.mode != "cascade":
                 raise ValueError(
                     f"route.tiers[{i}] ({t.name!r}) has no price: set price_per_1k_tokens or "
                     "price_per_request (0 is allowed)"

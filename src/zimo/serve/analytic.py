@@ -58,12 +58,27 @@ def train_artifacts(project: Path) -> list[tuple[str, Path]]:
     return out
 
 
-def served_names(project_name: str, stage: str, sub: str | None, n_subs: int) -> list[str]:
-    """The names one sub-model answers to (see the module docstring)."""
+def served_names(project_name: str, stage: str, sub: str | None, n_subs: int,
+                 always_alias: bool = False) -> list[str]:  # fmt: skip
+    """The names one sub-model answers to (see the module docstring). ``always_alias``: also
+    ``<project>@<name>`` for a project's only sub-model (analytic kinds cost nothing to alias;
+    a cascade takes the project's name, so its tiers need theirs)."""
     names = [project_name] if stage == "train" else []
-    if n_subs > 1 or stage != "train":
+    if n_subs > 1 or stage != "train" or always_alias:
         names.append(f"{project_name}@{sub or stage.removeprefix('train-')}")
     return names
+
+
+def is_cascade(project: Path) -> bool:
+    """Whether the project serves its name through a cascade (route.mode: cascade)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load((Path(project) / "zimo.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return False
+    route = raw.get("route") if isinstance(raw, dict) else None
+    return isinstance(route, dict) and route.get("mode") == "cascade"
 
 
 class AnalyticModels:
@@ -92,9 +107,8 @@ class AnalyticModels:
                     continue
                 if kind.load is None:
                     continue  # a language model: the engine's registry serves it
-                names = served_names(
-                    meta.get("name") or project.name, stage, meta.get("submodel"), len(arts)
-                )
+                names = served_names(meta.get("name") or project.name, stage,
+                                     meta.get("submodel"), len(arts), always_alias=True)  # fmt: skip
                 with self._lock:
                     current = self.entries.get(names[0])
                 if current is not None and current.folder == folder:
@@ -179,10 +193,14 @@ def install_analytic(state, projects: list[str | Path]) -> AnalyticModels:
     store = AnalyticModels(projects)
     state.analytic = store
 
+    mine: dict[str, Any] = {}
+
     def register(names: list[str]) -> None:
         for n in names:
             entry = store.get(n)
-            if entry is None:
+            # A name another handler took (a cascade serves its project's name) stays theirs;
+            # handlers look their predictor up per request, so a retrained one is used anyway.
+            if entry is None or (n in state.virtual and state.virtual[n] is not mine.get(n)):
                 continue
             handler = (
                 _text_handler(store, n) if entry.kind == "classical" else _table_chat_handler(n)

@@ -132,6 +132,8 @@ def _headers(ans: Answer | None, model: str, escalated: bool = False) -> dict[st
          "x-zimo-escalated": "true" if (ans.escalated if ans else escalated) else "false"}  # fmt: skip
     if ans is not None:
         h["x-zimo-cost"] = f"{ans.cost:.10f}"
+        if ans.route and ans.route.get("tier"):
+            h["x-zimo-tier"] = str(ans.route["tier"])
     return h
 
 
@@ -194,11 +196,14 @@ def create_app(
         if st.registry is not None:
             st.registry.start_watching()
         if projects:
+            from zimo.route.live import install_cascades
             from zimo.serve.analytic import install_analytic
             from zimo.serve.auto import install_auto
 
             await asyncio.to_thread(install_analytic, st, list(projects))
             await asyncio.to_thread(install_auto, st, list(projects))
+            # After the sub-models: a cascade's name (the project's) replaces its primary's.
+            await asyncio.to_thread(install_cascades, st, list(projects))
         try:
             yield
         finally:
@@ -668,6 +673,7 @@ class _LogCtx:
             status=status,
             error=error,
             stream=self.stream,
+            route=ans.route if ans else None,
         )
 
 

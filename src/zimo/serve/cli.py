@@ -40,7 +40,8 @@ def settings_from_projects(
         roots.append(proj.root)
         if proj.config.serve and not raw:
             raw = dict(proj.config.serve)
-        base = getattr(getattr(proj.config, "train", None), "base", None)
+        lm = proj.config.lm_train()
+        base = lm.base if lm is not None else None
         if base:
             bases[str(base)] = proj.name
     raw = _deep_merge(raw, overrides or {})

@@ -80,12 +80,19 @@ def m003_endpoint_params_stream(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE requests ADD COLUMN stream INTEGER NOT NULL DEFAULT 0")
 
 
+@migration
+def m004_route(db: sqlite3.Connection) -> None:
+    # How a routed or cascaded request was answered: each tier tried, its confidence and
+    # threshold (JSON), so the flywheel and the dashboard can read it back.
+    db.execute("ALTER TABLE requests ADD COLUMN route TEXT")
+
+
 COLUMNS = (
     "id", "time", "key_id", "endpoint", "model", "answered_by", "escalated", "route_score",
     "messages", "prompt", "params", "response", "prompt_tokens", "completion_tokens",
-    "latency_ms", "cost", "status", "error", "feedback", "redacted", "stream",
+    "latency_ms", "cost", "status", "error", "feedback", "redacted", "stream", "route",
 )  # fmt: skip
-_JSON_COLUMNS = ("messages", "params")
+_JSON_COLUMNS = ("messages", "params", "route")
 
 
 def migrate(db: sqlite3.Connection) -> list[str]:

@@ -74,7 +74,7 @@ def load_submodel(folder: str | Path, name: str | None = None) -> SubModel:
 def discover_project(project: str | Path) -> list[SubModel]:
     """The newest trained language sub-models of a project folder (empty when none is trained
     yet). Analytic sub-models (classical, tables) are served by ``zimo.serve.analytic``."""
-    from zimo.serve.analytic import served_names, train_artifacts
+    from zimo.serve.analytic import is_cascade, served_names, train_artifacts
 
     root = Path(project).expanduser().resolve()
     arts = train_artifacts(root)
@@ -94,7 +94,7 @@ def discover_project(project: str | Path) -> list[SubModel]:
                 if meta.get("kind", "lm") != "lm":
                     break
                 names = served_names(meta.get("name") or root.name, stage, meta.get("submodel"),
-                                     len(arts))  # fmt: skip
+                                     len(arts), always_alias=is_cascade(root))  # fmt: skip
                 out += [load_submodel(folder, n) for n in names]
                 break
             except (ValueError, json.JSONDecodeError) as e:

@@ -67,7 +67,9 @@ class Answer:
         if self.label_probs is not None:
             out["label_probs"] = self.label_probs
         if self.route is not None:
-            out["route"] = self.route
+            out["route"] = {k: v for k, v in self.route.items() if k != "cascade"}
+            if "cascade" in self.route:  # which tiers were tried, and why each answered or not
+                out["cascade"] = self.route["cascade"]
         return out
 
 

@@ -17,6 +17,15 @@ def run(ctx: StageContext) -> StageResult:
         )
     cfg = ctx.project.config.split
     parts = split_records(records, dev=cfg.dev, test=cfg.test, seed=cfg.seed, stratify=cfg.stratify)
+    # The flywheel's teacher rows (the big model's logged answers) join the train split only:
+    # dev and test stay human-labelled, so thresholds and reports measure real quality.
+    from zimo.flywheel import read_rows
+
+    teacher = [r for r in read_rows(ctx.project.root) if ctx.project.config.task != "label"
+               or r.get("label") in (ctx.project.config.labels or [])]  # fmt: skip
+    if teacher:
+        held = {r["text"] for r in parts["dev"] + parts["test"]}
+        parts["train"] = parts["train"] + [r for r in teacher if r["text"] not in held]
     rows = {}
     mix = {}
     for name, recs in parts.items():

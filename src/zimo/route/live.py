@@ -1,0 +1,549 @@
+"""A served cascade for label projects: the cheapest tier answers what it is sure of, the big
+model only what it must (``route.mode: cascade``).
+
+``zimo route fit`` calibrates one confidence threshold per cheap tier (``calibrate_cascade``) on
+the dev split plus out-of-fold answers of the train split, with the big tier's answers fetched
+once over HTTP and cached; ``zimo serve`` answers the project's name through the tiers; each
+answer says which tier answered and why (``zimo.cascade``), and the request log keeps it, so
+``zimo flywheel`` can turn the big tier's answers into training rows.
+
+A tier is local when its model is the project's name or ``<project>@<sub-model>``; any other
+model is asked from the configured upstream (``serve.upstream``) with the label set in the
+prompt, and its answer is read as one of the labels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import random
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zimo.errors import ConfigError, ZimoError
+
+log = logging.getLogger("zimo.serve")
+
+CASCADE_FILE = Path(".zimo") / "route" / "cascade.json"
+UPSTREAM_CACHE = Path(".zimo") / "route" / "upstream_answers.jsonl"
+
+
+@dataclass
+class Tier:
+    name: str
+    model: str
+    local: bool
+    price_per_1k_tokens: float | None
+    price_per_request: float | None
+
+    def cost(self, tokens: int) -> float:
+        return (self.price_per_request or 0.0) + (self.price_per_1k_tokens or 0.0) * tokens / 1000
+
+
+def cascade_tiers(project) -> list[Tier]:
+    """The tiers of a project's ``route:`` section, checked for a served cascade."""
+    from zimo.route.config import parse_route_config
+
+    cfg = project.config
+    if cfg.task != "label":
+        raise ConfigError("route.mode: cascade needs task: label", "cascades answer with labels")
+    rc = parse_route_config(cfg.route)
+    names = _local_names(project)
+    tiers = []
+    for i, t in enumerate(rc.tiers):
+        model = t.served_model
+        local = model in names or model == cfg.name or model.startswith(f"{cfg.name}@")
+        if model == cfg.name:
+            raise ConfigError(
+                f"route.tiers[{i}] ({t.name!r}) names the project itself, which the cascade serves",
+                f"name a sub-model: {', '.join(sorted(n for n in names if '@' in n))}",
+            )
+        if local and model not in names:
+            raise ConfigError(
+                f"route.tiers[{i}] ({t.name!r}) names {model!r}, which this project does not train",
+                f"local tiers are: {', '.join(sorted(names))}",
+            )
+        if not local and not t.has_price():
+            raise ConfigError(f"route.tiers[{i}] ({t.name!r}) is an upstream model without a price",
+                              "set price_per_1k_tokens or price_per_request")  # fmt: skip
+        tiers.append(Tier(t.name, model, local, t.price_per_1k_tokens, t.price_per_request))
+    if tiers[-1].local:
+        raise ConfigError("the last tier of a cascade must be the big (upstream) model",
+                          "add it last: {name: big, model: gpt-4o, price_per_1k_tokens: 0.005}")  # fmt: skip
+    if any(not t.local for t in tiers[:-1]):
+        raise ConfigError("only the last tier of a cascade may be an upstream model",
+                          "list the project's sub-models first, cheapest first")  # fmt: skip
+    return tiers
+
+
+def _local_names(project) -> set[str]:
+    """The names the project's sub-models are served under (see zimo.serve.analytic)."""
+    from zimo.config import submodel_name
+
+    subs = project.config.submodels()
+    names = {project.name}
+    for s in subs:
+        names.add(f"{project.name}@{submodel_name(s)}")
+    return names
+
+
+# ---------------------------------------------------------------------------- the big tier
+def label_messages(labels: list[str], instruction: str | None, text: str) -> list[dict[str, str]]:
+    """The prompt that asks an upstream model for one label: the label set is in the prompt."""
+    system = ("You are a careful classifier. Answer with exactly one of these labels and "
+              f"nothing else: {', '.join(labels)}.")  # fmt: skip
+    user = f"{instruction}\n\n{text}" if instruction else text
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def parse_label(content: str | None, labels: list[str]) -> str | None:
+    """The label an answer names: an exact match, else the first label word it contains."""
+    if not content:
+        return None
+    text = content.strip().strip(".!\"'`*").lower()
+    by_lower = {lab.lower(): lab for lab in labels}
+    if text in by_lower:
+        return by_lower[text]
+    hits = [(m.start(), lab) for lab in labels
+            for m in [re.search(rf"(?<!\w){re.escape(lab.lower())}(?!\w)", text)] if m]  # fmt: skip
+    return min(hits)[1] if hits else None
+
+
+def _text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+
+class UpstreamAnswers:
+    """The big tier's answers, cached on disk by text: calibration and the flywheel never pay
+    twice for the same message."""
+
+    def __init__(self, project_root: Path):
+        self.path = Path(project_root) / UPSTREAM_CACHE
+        self.answers: dict[str, str] = {}
+        if self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                    self.answers[row["key"]] = row["label"]
+                except (ValueError, KeyError):
+                    continue  # a torn last line after a crash: that answer is asked again
+
+    def get(self, text: str) -> str | None:
+        return self.answers.get(_text_key(text))
+
+    def add(self, text: str, label: str) -> None:
+        key = _text_key(text)
+        if self.answers.get(key) == label:
+            return
+        self.answers[key] = label
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"key": key, "label": label}) + "\n")
+
+
+def ask_upstream_labels(texts: list[str], *, base_url: str, api_key: str | None, model: str,
+                        labels: list[str], instruction: str | None, timeout_s: float = 60,
+                        retries: int = 3, workers: int = 8, redact=None) -> list[str | None]:  # fmt: skip
+    """Ask the upstream model for each text's label over real HTTP (threads, retries with
+    backoff). PII is redacted before a text leaves (``redact``)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s, headers=headers)
+
+    def one(text: str) -> str | None:
+        body = {"model": model, "messages": label_messages(labels, instruction,
+                                                           redact(text) if redact else text),
+                "temperature": 0, "max_tokens": 8}  # fmt: skip
+        for attempt in range(retries + 1):
+            try:
+                r = client.post("/chat/completions", json=body)
+                if r.status_code < 500 and r.status_code != 429:
+                    r.raise_for_status()
+                    msg = (r.json().get("choices") or [{}])[0].get("message") or {}
+                    return parse_label(msg.get("content"), labels)
+            except httpx.TransportError:
+                pass
+            except httpx.HTTPStatusError as e:
+                raise ZimoError(f"the upstream model answered {e.response.status_code}: "
+                                f"{e.response.text[:200]}", "check serve.upstream and its key") from None  # fmt: skip
+            time.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
+        raise ZimoError(f"the upstream model at {base_url} did not answer after {retries + 1} tries",
+                        "check that it is up, or pass --upstream URL")  # fmt: skip
+
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(one, texts))
+    finally:
+        client.close()
+
+
+# ---------------------------------------------------------------------------- calibration
+def _margin(p: np.ndarray) -> np.ndarray:
+    from zimo.route.cascade import label_margin
+
+    return label_margin(p)
+
+
+def local_tier_answers(project, tier: Tier, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, decided label indices) of a local tier on ``texts``, offline."""
+    from zimo.build import artifact_path, train_stage_name
+    from zimo.config import submodel_name
+
+    cfg = project.config
+    subs = cfg.submodels()
+    sub_name = tier.model.split("@", 1)[1] if "@" in tier.model else submodel_name(subs[0])
+    index = next(i for i, s in enumerate(subs) if submodel_name(s) == sub_name)
+    folder = artifact_path(project.root, train_stage_name(index, sub_name))
+    if folder is None:
+        raise ZimoError(
+            f"sub-model {sub_name!r} is not trained", f"run `zimo build {project.root}`"
+        )
+    meta = json.loads((folder / "zimo_model.json").read_text(encoding="utf-8"))
+    if meta.get("kind") == "classical":
+        from zimo.classical.model import ClassicalPredictor
+
+        cp = ClassicalPredictor(folder)
+        proba = cp.predict_proba(texts)
+        return proba, cp.decide(proba)
+    from peft import PeftModel
+
+    from zimo.eval.label_eval import _label_task
+    from zimo.infer.label import LabelScorer, decide
+    from zimo.models import load_causal_lm
+
+    model, tok = load_causal_lm(meta["base"])
+    model = PeftModel.from_pretrained(model, str(folder / meta["adapter"])).eval()
+    task = _label_task(folder, cfg)
+    scorer = LabelScorer(model, tok, cfg.labels, task["instruction"], system=task["system"],
+                         max_text_tokens=task.get("max_text_tokens") or 256)  # fmt: skip
+    import torch
+
+    with torch.inference_mode():
+        proba = scorer.predict_proba(texts, batch_size=16)
+    pos = cfg.labels.index(task["positive_label"]) if task.get("positive_label") else None
+    return proba, decide(proba, pos, task.get("decision_threshold"))
+
+
+def fit_live_cascade(project, *, upstream_url: str | None = None, max_train_rows: int = 2000,
+                     console=None) -> dict[str, Any]:  # fmt: skip
+    """Calibrate the cascade's thresholds and save them to ``.zimo/route/cascade.json``."""
+    from sklearn.model_selection import cross_val_predict
+
+    from zimo.build import artifact_path
+    from zimo.dataset_io import read_records
+    from zimo.route.calibrate import TargetUnreachable
+    from zimo.route.cascade import calibrate_cascade
+    from zimo.route.config import parse_route_config
+
+    cfg = project.config
+    rc = parse_route_config(cfg.route)
+    tiers = cascade_tiers(project)
+    split = artifact_path(project.root, "split")
+    if split is None:
+        raise ZimoError("the project is not built yet", f"run `zimo build {project.root}` first")
+    labels = cfg.labels
+    lab = {x: i for i, x in enumerate(labels)}
+    dev = [r for r in read_records(split / "dev.parquet") if r.get("label") in lab]
+    train = [r for r in read_records(split / "train.parquet") if r.get("label") in lab]
+    train += _flywheel_rows(project)
+    rng = np.random.default_rng(0)
+    if len(train) > max_train_rows:
+        train = [train[i] for i in sorted(rng.choice(len(train), max_train_rows, replace=False))]
+    rows = dev + train
+    texts = [r["text"] for r in rows]
+    gold = np.array([lab[r["label"]] for r in rows])
+    n_dev = len(dev)
+    # The big tier: asked once per text over HTTP, then cached.
+    big = tiers[-1]
+    cache = UpstreamAnswers(project.root)
+    todo = [t for t in dict.fromkeys(texts) if cache.get(t) is None]
+    if todo:
+        up = _upstream_settings(project, upstream_url)
+        if console:
+            console.print(f"  asking {big.model} for {len(todo)} label(s) over HTTP…")
+        answers = ask_upstream_labels(todo, base_url=up.base_url, api_key=up.api_key(),
+                                      model=big.model, labels=labels, instruction=cfg.instruction,
+                                      redact=_redactor())  # fmt: skip
+        for t, a in zip(todo, answers, strict=True):
+            if a is not None:
+                cache.add(t, a)
+    big_pred = np.array([lab.get(cache.get(t) or "", -1) for t in texts])
+    quality = np.full((len(rows), len(tiers)), np.nan)
+    conf = np.full((len(rows), len(tiers) - 1), np.nan)
+    quality[:, -1] = (big_pred == gold).astype(float)
+    for j, tier in enumerate(tiers[:-1]):
+        kind_classical = _is_classical(project, tier)
+        if kind_classical:
+            # Dev rows: the trained model. Train rows: out-of-fold answers of the same recipe,
+            # so the threshold is set on answers the model did not learn from.
+            proba_dev, pred_dev = local_tier_answers(project, tier, texts[:n_dev])
+            conf[:n_dev, j] = _margin(proba_dev)
+            quality[:n_dev, j] = (pred_dev == gold[:n_dev]).astype(float)
+            if len(train) >= 30:
+                from zimo.classical.model import make_pipeline, normalise
+
+                ccfg = _classical_cfg(project, tier)
+                folds = (
+                    int(min(5, np.bincount(gold[n_dev:]).min()))
+                    if len(set(gold[n_dev:])) > 1
+                    else 0
+                )
+                if folds >= 2:
+                    p_oof = cross_val_predict(make_pipeline(ccfg.model_copy(update={"calibration": "none"})),
+                                              normalise(texts[n_dev:]), gold[n_dev:], cv=folds,
+                                              method="predict_proba")  # fmt: skip
+                    conf[n_dev:, j] = _margin(p_oof)
+                    quality[n_dev:, j] = (p_oof.argmax(1) == gold[n_dev:]).astype(float)
+        else:
+            # A language-model tier learned from the train rows: only dev answers are honest.
+            proba_dev, pred_dev = local_tier_answers(project, tier, texts[:n_dev])
+            conf[:n_dev, j] = _margin(proba_dev)
+            quality[:n_dev, j] = (pred_dev == gold[:n_dev]).astype(float)
+    tokens = np.array([len(t) / 2 + 40 for t in texts])  # ~2 chars/token + the label prompt
+    costs = np.column_stack([np.zeros(len(rows)) if t.local else
+                             np.array([t.cost(int(k)) for k in tokens]) for t in tiers])  # fmt: skip
+    target = rc.target.quality or 0.99
+    confidence = rc.cascade.confidence if rc.cascade else "margin"
+    try:
+        cascade = calibrate_cascade(conf, quality, costs, [t.name for t in tiers],
+                                    quality_target=target, confidence=confidence)  # fmt: skip
+    except TargetUnreachable as e:
+        raise ZimoError(e.message, e.hint) from None
+    cascade.meta.update({
+        "models": {t.name: t.model for t in tiers},
+        "labels": labels,
+        "calibration_rows": {"dev": n_dev, "train_out_of_fold": len(rows) - n_dev},
+        "tier_quality": {t.name: float(np.nanmean(quality[:, j])) for j, t in enumerate(tiers)},
+        "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })  # fmt: skip
+    cascade.save(project.root / CASCADE_FILE)
+    return {"thresholds": dict(zip([t.name for t in tiers[:-1]], cascade.thresholds, strict=True)),
+            **cascade.meta}  # fmt: skip
+
+
+def _is_classical(project, tier: Tier) -> bool:
+    return _classical_cfg(project, tier) is not None
+
+
+def _classical_cfg(project, tier: Tier):
+    from zimo.classical.config import ClassicalTrainConfig
+    from zimo.config import submodel_name
+
+    subs = project.config.submodels()
+    name = tier.model.split("@", 1)[1] if "@" in tier.model else submodel_name(subs[0])
+    cfg = next((s for s in subs if submodel_name(s) == name), None)
+    return cfg if isinstance(cfg, ClassicalTrainConfig) else None
+
+
+def _upstream_settings(project, url: str | None):
+    from zimo.serve.config import ServeConfig, UpstreamConfig
+
+    if url:
+        return UpstreamConfig(base_url=url)
+    serve = ServeConfig.model_validate(project.config.serve or {})
+    if serve.upstream is None:
+        raise ConfigError("the cascade's big tier needs an upstream model",
+                          "set serve.upstream.base_url in zimo.yaml or pass --upstream URL")  # fmt: skip
+    return serve.upstream
+
+
+def _redactor():
+    from zimo.serve.service import make_redactor
+
+    return make_redactor()
+
+
+def _flywheel_rows(project) -> list[dict]:
+    from zimo.flywheel import read_rows
+
+    return read_rows(project.root)
+
+
+# ---------------------------------------------------------------------------- serving
+class LiveCascade:
+    """The served cascade of one project; reloads its thresholds when ``zimo route fit`` or the
+    flywheel rewrites them."""
+
+    def __init__(self, project):
+        self.project = project
+        self.tiers = cascade_tiers(project)
+        self.labels = project.config.labels
+        self.instruction = project.config.instruction
+        rc = project.config.route or {}
+        self.shadow_rate = float((rc.get("shadow_rate") if isinstance(rc, dict) else 0) or 0)
+        self.path = project.root / CASCADE_FILE
+        self._mtime = None
+        self.cascade = None
+        self.reload()
+
+    def reload(self) -> bool:
+        from zimo.route.cascade import Cascade
+
+        try:
+            mtime = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return False
+        if mtime == self._mtime:
+            return False
+        self.cascade = Cascade.load(self.path)
+        self._mtime = mtime
+        return True
+
+    def threshold(self, i: int) -> float | None:
+        if self.cascade is None or i >= len(self.cascade.thresholds):
+            return None
+        return float(self.cascade.thresholds[i])
+
+
+def make_cascade_handler(live: LiveCascade):
+    """A virtual-model handler ``(ChatRequest, ServeState) -> Answer`` for the cascade."""
+
+    async def handler(req, st):
+        from zimo.serve.errors import APIError
+        from zimo.serve.service import Answer
+
+        live.reload()
+        if live.cascade is None:
+            raise APIError(503, f"the cascade of `{req.model}` is not calibrated yet: run "
+                           f"`zimo route fit {live.project.root}`", code="cascade_not_fitted")  # fmt: skip
+        text = next((m.text() for m in reversed(req.messages) if m.role == "user"), None)
+        if not text:
+            raise APIError(400, "send the text to label as a user message", param="messages")
+        trail: list[dict[str, Any]] = []
+        best: tuple[float, Answer, int] | None = None
+        total_cost = 0.0
+        for i, tier in enumerate(live.tiers[:-1]):
+            t0 = time.perf_counter()
+            sub_req = req.model_copy(update={"model": tier.model})
+            ans = await (st.virtual[tier.model](sub_req, st) if tier.model in st.virtual
+                         else st.chat_local(tier.model, sub_req))  # fmt: skip
+            probs = np.array([[ans.label_probs.get(x, 0.0) for x in live.labels]])
+            conf = float(_margin(probs)[0])
+            thr = live.threshold(i)
+            ok = thr is not None and conf >= thr
+            total_cost += ans.cost
+            trail.append({"tier": tier.name, "model": tier.model, "confidence": round(conf, 4),
+                          "threshold": thr, "answered": ok, "cost_usd": ans.cost,
+                          "latency_ms": round((time.perf_counter() - t0) * 1000, 2)})  # fmt: skip
+            if best is None or conf > best[0]:
+                best = (conf, ans, i)
+            if ok:
+                _maybe_shadow(live, st, text, ans.text, tier)
+                return _final(ans, trail, tier, i, total_cost, degraded=False)
+        big = live.tiers[-1]
+        t0 = time.perf_counter()
+        try:
+            label, tokens = await _ask_big(st, live, big, text)
+        except APIError as e:
+            trail.append({"tier": big.name, "model": big.model, "answered": False,
+                          "error": e.message[:200],
+                          "latency_ms": round((time.perf_counter() - t0) * 1000, 2)})  # fmt: skip
+            assert best is not None
+            conf, ans, i = best
+            trail[i]["answered"] = True
+            return _final(ans, trail, live.tiers[i], i, total_cost, degraded=True)
+        cost = big.cost(tokens)
+        trail.append({"tier": big.name, "model": big.model, "answered": True, "cost_usd": cost,
+                      "latency_ms": round((time.perf_counter() - t0) * 1000, 2)})  # fmt: skip
+        ans = Answer(text=label, finish_reason="stop", prompt_tokens=tokens, completion_tokens=1,
+                     answered_by=big.model, cost=total_cost + cost,
+                     label_probs={x: float(x == label) for x in live.labels})  # fmt: skip
+        return _final(ans, trail, big, len(live.tiers) - 1, total_cost + cost, degraded=False)
+
+    return handler
+
+
+def _final(ans, trail, tier: Tier, index: int, cost: float, *, degraded: bool):
+    ans.answered_by = tier.model
+    ans.cost = cost
+    ans.escalated = index > 0
+    ans.route = {"mode": "cascade", "tier": tier.name, "degraded": degraded, "cascade": trail,
+                 "score": trail[min(index, len(trail) - 1)].get("confidence")}  # fmt: skip
+    return ans
+
+
+async def _ask_big(st, live: LiveCascade, big: Tier, text: str) -> tuple[str, int]:
+    """The upstream's label for ``text`` (PII redacted first), with retries and backoff."""
+    from zimo.serve.errors import APIError
+
+    if st.upstream is None:
+        raise APIError(503, "no upstream model is configured", code="upstream_missing")
+    redactor = st.redactor or _redactor()
+    body = {"model": big.model, "messages": label_messages(live.labels, live.instruction,
+                                                            redactor(text) if redactor else text),
+            "temperature": 0, "max_tokens": 8}  # fmt: skip
+    last: APIError | None = None
+    for attempt in range(3):
+        try:
+            data = await st.upstream.post("/chat/completions", body)
+            msg = (data.get("choices") or [{}])[0].get("message") or {}
+            label = parse_label(msg.get("content"), live.labels)
+            if label is None:
+                raise APIError(502, f"the upstream answered {str(msg.get('content'))[:60]!r}, "
+                               "not one of the labels", code="upstream_bad_answer")  # fmt: skip
+            usage = data.get("usage") or {}
+            tokens = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+            return label, tokens or (len(text) // 2 + 40)
+        except APIError as e:
+            last = e
+            if e.status < 500 and e.status != 429:
+                break
+            await asyncio.sleep(0.2 * 2**attempt)
+    assert last is not None
+    raise last
+
+
+def _maybe_shadow(live: LiveCascade, st, text: str, cheap_label: str, tier: Tier) -> None:
+    """Send a sample of cheap answers to the big tier too, to measure live agreement."""
+    if live.shadow_rate <= 0 or st.upstream is None or random.random() >= live.shadow_rate:
+        return
+
+    async def shadow() -> None:
+        try:
+            label, tokens = await _ask_big(st, live, live.tiers[-1], text)
+        except Exception as e:  # a shadow call never affects serving
+            log.info("shadow call failed: %s", e)
+            return
+        if st.request_log is not None:
+            st.log_request(
+                endpoint="shadow", model=live.project.name, answered_by=live.tiers[-1].model,
+                escalated=False, route_score=None, messages=[{"role": "user", "content": text}],
+                prompt=None, params={"cheap_tier": tier.name, "cheap_label": cheap_label,
+                                     "agree": cheap_label == label},
+                response=label, prompt_tokens=tokens, completion_tokens=1, latency_ms=None,
+                cost=live.tiers[-1].cost(tokens), status=200, error=None, stream=False,
+            )  # fmt: skip
+
+    asyncio.get_running_loop().create_task(shadow())
+
+
+def install_cascades(state, projects: list[str | Path]) -> list[str]:
+    """Serve each project with ``route.mode: cascade`` under its name through the cascade."""
+    from zimo.config import load_project
+
+    names = []
+    for p in projects:
+        project = load_project(p)
+        route = project.config.route or {}
+        if not isinstance(route, dict) or route.get("mode") != "cascade":
+            continue
+        live = LiveCascade(project)
+        if state.upstream is None:
+            log.warning("the cascade of %s has no upstream: its answers will be degraded",
+                        project.name)  # fmt: skip
+        if live.cascade is None:
+            log.warning("the cascade of %s is not calibrated: run `zimo route fit %s`",
+                        project.name, project.root)  # fmt: skip
+        state.add_virtual_model(project.name, make_cascade_handler(live))
+        names.append(project.name)
+    return names

@@ -1,0 +1,186 @@
+"""A served cascade and the flywheel, with the big tier a real OpenAI-compatible HTTP server
+that answers the gold label (a stand-in for a big model)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fake_openai import FakeOpenAI, Fault
+from project_fixtures import SMS, make_tiny_project, run_zimo
+from serve_fixtures import LiveServer
+from zimo.synth.redact import Redactor
+
+BASE = """\
+name: tiny-sms
+task: label
+labels: [ham, spam]
+positive_label: spam
+instruction: Is this SMS message spam or ham (legitimate)? Answer with one word.
+data: {{path: data/sms.tsv, text_field: SMS, label_field: Label}}
+split: {{dev: 0.2, test: 0.2, seed: 7}}
+train: {{method: classical}}
+eval: {{systems: [tfidf_logreg], latency_samples: 2}}
+route:
+  mode: cascade
+  shadow_rate: {shadow}
+  tiers:
+    - {{name: classical, model: {local}}}
+    - {{name: big, model: big-model{price}}}
+  target: {{quality: 0.99}}
+serve:
+  watch_s: 0.3
+  upstream: {{base_url: "{url}", api_key_env: FAKE_UP_KEY}}
+"""
+
+
+def _gold() -> dict[str, str]:
+    """Gold label by the text the big tier sees (PII is redacted before a text leaves)."""
+    red = Redactor()
+    out = {}
+    for line in SMS.read_text(encoding="utf-8").splitlines()[1:]:
+        label, _, text = line.partition("\t")
+        out[red(text).strip()] = label
+    return out
+
+
+@pytest.fixture(scope="module")
+def big():
+    gold = _gold()
+
+    def answer(body: dict) -> str:
+        user = body["messages"][-1]["content"]
+        text = user.split("\n\n", 1)[-1].strip()
+        return gold.get(text, "ham")
+
+    with FakeOpenAI(answer, models=("big-model",)) as srv:
+        yield srv
+
+
+def _project(tmp: Path, url: str, *, local="tiny-sms@classical", price=", price_per_1k_tokens: 0.005",
+             shadow=0.0) -> Path:  # fmt: skip
+    yaml_text = BASE.format(url=url, local=local, price=price, shadow=shadow)
+    return make_tiny_project(tmp, 160, 70, yaml_text)
+
+
+def test_cascade_config_errors_are_one_line(tmp_path: Path, big, monkeypatch):
+    monkeypatch.setenv("FAKE_UP_KEY", big.api_key)
+    for kw, msg in [
+        ({"local": "tiny-sms@nope"}, "which this project does not train"),
+        ({"local": "tiny-sms"}, "names the project itself"),
+        ({"price": ""}, "is an upstream model without a price"),
+    ]:
+        proj = _project(tmp_path / msg[:8].replace(" ", "_"), big.base_url, **kw)
+        assert run_zimo("build", proj).returncode == 0
+        r = run_zimo("route", "fit", proj)
+        assert r.returncode != 0 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = run_zimo("flywheel", proj)
+    assert r.returncode != 0 and "error:" in r.stderr
+
+
+def test_cascade_serves_degrades_and_the_flywheel_closes_the_loop(tmp_path: Path, big, monkeypatch):
+    from openai import OpenAI
+
+    from zimo.serve.app import create_app
+    from zimo.serve.cli import settings_from_projects
+    from zimo.serve.logdb import query
+
+    monkeypatch.setenv("FAKE_UP_KEY", big.api_key)
+    proj = _project(tmp_path, big.base_url, shadow=0.0)
+    r = run_zimo("build", proj)
+    assert r.returncode == 0, r.stderr
+    r = run_zimo("route", "fit", proj)
+    assert r.returncode == 0, r.stderr
+    cascade_file = proj / ".zimo" / "route" / "cascade.json"
+    fitted = json.loads(cascade_file.read_text())
+    assert len(fitted["thresholds"]) == 1 and fitted["meta"]["models"]["big"] == "big-model"
+    # The calibration asked the big tier over HTTP, with PII redacted before it left.
+    assert big.count("/v1/chat/completions") > 0
+    import re
+
+    sent = [json.dumps(x["body"], ensure_ascii=False) for x in big.requests]
+    assert not any(re.search(r"\b07\d{9}\b", b) for b in sent)  # personal mobile numbers
+    assert any("<PHONE>" in b for b in sent)
+
+    settings, roots = settings_from_projects([proj])
+    texts = [line.split("\t", 1)[1] for line in SMS.read_text().splitlines()[400:460]]
+    with LiveServer(create_app(settings, projects=roots)) as srv:
+        oa = OpenAI(base_url=srv.url + "/v1", api_key="none")
+        c = httpx.Client(base_url=srv.url, timeout=60)
+        tiers = []
+        for t in texts[:20]:
+            resp = c.post("/v1/chat/completions",
+                          json={"model": "tiny-sms", "messages": [{"role": "user", "content": t}]})  # fmt: skip
+            assert resp.status_code == 200, resp.text
+            z = resp.json()["zimo"]
+            assert resp.headers["x-zimo-tier"] == z["route"]["tier"]
+            trail = z["cascade"]
+            assert (
+                trail[0]["tier"] == "classical" and trail[0]["threshold"] == fitted["thresholds"][0]
+            )
+            assert sum(step["answered"] for step in trail) == 1
+            tiers.append(z["route"]["tier"])
+            assert resp.json()["choices"][0]["message"]["content"] in ("ham", "spam")
+        assert "classical" in tiers
+        # Force every request to the big tier, then take the big tier down: answers are
+        # degraded (the best local tier's), never a 500.
+        forced = dict(fitted, thresholds=[2.0])
+        cascade_file.write_text(json.dumps(forced))
+        big.fail(Fault.status(503), times=3)
+        ans = oa.chat.completions.create(
+            model="tiny-sms", messages=[{"role": "user", "content": texts[20]}]
+        )
+        z = ans.model_extra["zimo"]
+        assert z["route"]["degraded"] is True and z["route"]["tier"] == "classical"
+        assert z["cascade"][-1]["tier"] == "big" and "error" in z["cascade"][-1]
+        n_big = tiers.count("big")
+        for t in texts[21:45]:
+            ans = oa.chat.completions.create(
+                model="tiny-sms", messages=[{"role": "user", "content": t}]
+            )
+            z = ans.model_extra["zimo"]
+            assert z["route"]["tier"] == "big" and not z["route"]["degraded"]
+            assert z["cost_usd"] > 0 and z["escalated"] is True
+            n_big += 1
+        logged = query(settings.log_path(), model="tiny-sms")
+        assert any(r["route"] and r["route"].get("cascade") for r in logged)
+        # The flywheel: the big tier's answers become teacher rows, the classical tier
+        # retrains, the thresholds are recalibrated, and the running server picks both up.
+        train_before = sorted(p.name for p in (proj / ".zimo" / "artifacts" / "train").iterdir())
+        r = run_zimo("flywheel", proj)
+        assert r.returncode == 0, r.stderr
+        assert f"{n_big} new teacher rows" in r.stdout
+        state = json.loads((proj / ".zimo" / "flywheel" / "state.json").read_text())
+        assert (
+            state["rounds"][-1]["new_rows"] == n_big and "train" in state["rounds"][-1]["retrained"]
+        )
+        train_after = sorted(p.name for p in (proj / ".zimo" / "artifacts" / "train").iterdir())
+        assert set(train_after) > set(train_before)
+        new_thr = json.loads(cascade_file.read_text())["thresholds"][0]
+        assert new_thr != 2.0
+        deadline = time.time() + 20
+        while True:  # the watcher reloads the retrained tier within watch_s
+            z = oa.chat.completions.create(
+                model="tiny-sms", messages=[{"role": "user", "content": texts[50]}]
+            ).model_extra["zimo"]
+            if z["cascade"][0]["threshold"] == new_thr:
+                break
+            assert time.time() < deadline, "the new thresholds were not picked up"
+            time.sleep(0.3)
+        r = run_zimo("flywheel", proj)
+        assert r.returncode != 0 and "nothing changed" in r.stderr
+    # Teacher rows go to train only: dev and test stay human-labelled.
+    split = next((proj / ".zimo" / "artifacts" / "split").iterdir())
+    from zimo.dataset_io import read_records
+
+    assert all(
+        r["meta"]["origin"] == "human"
+        for s in ("dev", "test")
+        for r in read_records(split / f"{s}.parquet")
+    )
+    assert any(r["meta"]["origin"] == "teacher" for p in (proj / ".zimo" / "artifacts" / "split").iterdir()
+               for r in read_records(p / "train.parquet"))  # fmt: skip
