@@ -194,13 +194,11 @@ def _margin(p: np.ndarray) -> np.ndarray:
     return label_margin(p)
 
 
-def local_tier_answers(project, tier: Tier, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities, decided label indices) of a local tier on ``texts``, offline."""
+def _tier_folder(project, tier: Tier) -> Path:
     from zimo.build import artifact_path, train_stage_name
     from zimo.config import submodel_name
 
-    cfg = project.config
-    subs = cfg.submodels()
+    subs = project.config.submodels()
     sub_name = tier.model.split("@", 1)[1] if "@" in tier.model else submodel_name(subs[0])
     index = next(i for i, s in enumerate(subs) if submodel_name(s) == sub_name)
     folder = artifact_path(project.root, train_stage_name(index, sub_name))
@@ -208,6 +206,13 @@ def local_tier_answers(project, tier: Tier, texts: list[str]) -> tuple[np.ndarra
         raise ZimoError(
             f"sub-model {sub_name!r} is not trained", f"run `zimo build {project.root}`"
         )
+    return folder
+
+
+def local_tier_answers(project, tier: Tier, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, decided label indices) of a local tier on ``texts``, offline."""
+    cfg = project.config
+    folder = _tier_folder(project, tier)
     meta = json.loads((folder / "zimo_model.json").read_text(encoding="utf-8"))
     if meta.get("kind") == "classical":
         from zimo.classical.model import ClassicalPredictor
@@ -299,11 +304,15 @@ def fit_live_cascade(project, *, upstream_url: str | None = None, max_train_rows
                     else 0
                 )
                 if folds >= 2:
-                    p_oof = cross_val_predict(make_pipeline(ccfg.model_copy(update={"calibration": "none"})),
-                                              normalise(texts[n_dev:]), gold[n_dev:], cv=folds,
-                                              method="predict_proba")  # fmt: skip
+                    # The served recipe itself (calibrated probabilities included): a margin
+                    # from another recipe would set a threshold the served model does not meet.
+                    p_oof = cross_val_predict(make_pipeline(ccfg), normalise(texts[n_dev:]),
+                                              gold[n_dev:], cv=folds, method="predict_proba")  # fmt: skip
+                    from zimo.classical.model import ClassicalPredictor
+
+                    served = ClassicalPredictor(_tier_folder(project, tier))  # its decision rule
                     conf[n_dev:, j] = _margin(p_oof)
-                    quality[n_dev:, j] = (p_oof.argmax(1) == gold[n_dev:]).astype(float)
+                    quality[n_dev:, j] = (served.decide(p_oof) == gold[n_dev:]).astype(float)
         else:
             # A language-model tier learned from the train rows: only dev answers are honest.
             proba_dev, pred_dev = local_tier_answers(project, tier, texts[:n_dev])
