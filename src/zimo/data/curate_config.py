@@ -338,8 +338,9 @@ class ReadSpec(BaseModel):
     # "recall" keeps more; the page_lines step then makes the same line decision as for text.
     html_favor: Literal["balanced", "precision", "recall"] = "balanced"
     html_tables: bool = True
-    # Keep headings (as "# Title" lines), lists and emphasis as Markdown in the extracted text.
-    html_formatting: bool = True
+    # Markdown in the extracted text ("# Title", "**bold**", "| cell |" tables). Off: headings
+    # and paragraphs are plain lines either way, and table pipes would read as symbol noise.
+    html_formatting: bool = False
 
 
 class CurateConfig(BaseModel):

@@ -21,7 +21,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from zimo.data.formatters.page_lines import _CJK, _LATIN_WORD, _SENT_END, stop_density
+from zimo.data.formatters.page_lines import (
+    _CJK,
+    _LATIN_WORD,
+    _SENT_END,
+    pick_stoplist,
+    stop_density,
+)
 from zimo.data.pipeline import Filter
 
 _CLOSERS = "”’\"'）)】」』》 "
@@ -38,7 +44,11 @@ def quality_signals(text: str) -> dict[str, float]:
     letters = sum(1 for ch in nonspace if ch.isalpha())
     return {
         "sentence_lines": ends / max(1, len(lines)),
-        "stop_density": stop_density(re.sub(r"\s+", " ", head), zh) if head.strip() else 0.0,
+        "stop_density": (
+            stop_density(re.sub(r"\s+", " ", head), zh, None if zh else pick_stoplist(head))
+            if head.strip()
+            else 0.0
+        ),
         "letters": letters / max(1, len(nonspace)),
         "chars": float(len(text)),
         "zh": float(zh),

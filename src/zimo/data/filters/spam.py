@@ -68,10 +68,14 @@ def line_spam(line: str) -> str | None:
         return None
     cat, terms = max(hits.items(), key=lambda kv: len(set(kv[1])))
     s = line.strip()
-    if len({t for ts in hits.values() for t in ts}) >= 2:
+    found = [t for ts in hits.values() for t in ts]
+    sentence = s.endswith(_SENT_END) or len(s) > 200
+    # Keyword stuffing is dense; a news sentence about a crime may use two such words.
+    dense = sum(len(t) for t in found) >= 0.15 * len(s)
+    if len(set(found)) >= 2 and (dense or not sentence):
         return cat
     # One term: a keyword line or a link label, not a sentence that happens to use the word.
-    if len(s) <= 40 and not s.endswith(_SENT_END):
+    if len(s) <= 40 and not sentence:
         return cat
     return None
 

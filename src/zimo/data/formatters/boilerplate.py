@@ -108,6 +108,8 @@ _EN_BYLINE = re.compile(
 
 def _is_nav_menu(line: str) -> bool:
     """Menus and breadcrumbs: several short items between separators ("首页 | 新闻 | 体育")."""
+    if line.startswith("|") and line.endswith("|"):
+        return False  # a table row as extractors write it ("| 2 | Martin Truex Jr. | 5035 |")
     parts = [p.strip() for p in re.split(_SEP, line)]
     parts = [p for p in parts if p]
     if len(parts) < 3:

@@ -48,7 +48,9 @@ _URLISH = re.compile(
     re.I,
 )
 _DIGITS = re.compile(r"\d")
+_PROSE_PUNCT = re.compile(r"[，。！？；]|[,.;!?](?=\s)")
 _PUNCT_IN = re.compile(r"[，,；;：:、。！？!?]")
+_TABLE_ROW = re.compile(r"^\|.*\|$")
 _HEADING_MD = re.compile(r"^#{1,6}\s+\S")
 _CTA = re.compile(
     r"(订阅|关注|下载|注册|购买|咨询|领取|加入|扫码|添加)(我们|本站|本号|公众号|微信|客户端|app|简报|"
@@ -71,10 +73,30 @@ STOP_ZH = frozenset(
 
 
 @lru_cache(maxsize=1)
-def _stop_en() -> frozenset[str]:
+def _stoplists() -> dict[str, frozenset[str]]:
     import justext
 
-    return frozenset(justext.get_stoplist("English"))
+    return {name: frozenset(justext.get_stoplist(name)) for name in justext.get_stoplists()}
+
+
+def _stop_en() -> frozenset[str]:
+    return _stoplists()["English"]
+
+
+def pick_stoplist(text: str) -> frozenset[str]:
+    """jusText's stop list (100 languages) that covers most of the page's Latin-script words.
+
+    A page in Italian or German read with English stop words looks like it has no prose at all.
+    """
+    words = Counter(w.lower() for w in _LATIN_WORD.findall(text[:20000]))
+    if not words:
+        return _stop_en()
+    best, best_hits = "English", -1
+    for name, stops in _stoplists().items():
+        hits = sum(c for w, c in words.items() if w in stops)
+        if hits > best_hits:
+            best, best_hits = name, hits
+    return _stoplists()[best]
 
 
 @lru_cache(maxsize=1)
@@ -87,13 +109,13 @@ def _jieba() -> Any:
     return jieba
 
 
-def stop_density(line: str, cjk: bool) -> float:
-    """Share of tokens that are function words (jieba tokens for Chinese, words for English)."""
+def stop_density(line: str, cjk: bool, stops: frozenset[str] | None = None) -> float:
+    """Share of tokens that are function words (jieba tokens for Chinese, words otherwise)."""
     if cjk:
         toks = [t for t in _jieba().lcut(line, HMM=False) if _CJK.search(t)]
         return sum(t in STOP_ZH for t in toks) / max(1, len(toks))
     words = [w.lower() for w in _LATIN_WORD.findall(line)]
-    stops = _stop_en()
+    stops = stops if stops is not None else _stop_en()
     return sum(w in stops for w in words) / max(1, len(words))
 
 
@@ -107,6 +129,8 @@ def list_like(s: str, cjk: bool) -> int:
     Menus, breadcrumbs, tag clouds, keyword headers and footers of place names are short items
     between separators; a sentence is one long item.
     """
+    if _PROSE_PUNCT.search(s):
+        return 0  # commas and full stops: a sentence (、 between names is not enough)
     items = _items(s)
     if len(items) < 3:
         return 0
@@ -137,8 +161,10 @@ def _is_cjk(li: LineInfo) -> bool:
     return li.cjk >= max(2, li.words)
 
 
-def classify(lines: list[str]) -> list[LineInfo | None]:
-    """Class every line (None for blank lines)."""
+def classify(lines: list[str], extracted: bool = False) -> list[LineInfo | None]:
+    """Class every line (None for blank lines). ``extracted``: text from the HTML extractor,
+    whose table rows (``| a | b |``) are content, not lists."""
+    stops = pick_stoplist("\n".join(lines))
     counts = Counter(ln.strip() for ln in lines if ln.strip())
     out: list[LineInfo | None] = []
     in_related = False
@@ -166,7 +192,7 @@ def classify(lines: list[str]) -> list[LineInfo | None]:
                     reason = f"spam:{cat}"
             if reason is None and li.n <= 160 and _CTA.search(body):
                 reason = "banner"
-            if reason is None:
+            if reason is None and not (extracted and _TABLE_ROW.match(body)):
                 n_items = list_like(body, cjk)
                 if n_items >= 4 or (n_items == 3 and not li.ends and li.n <= 40):
                     reason = "list"
@@ -184,18 +210,27 @@ def classify(lines: list[str]) -> list[LineInfo | None]:
             continue
         # Prose or not: length, inner punctuation, function words.
         if cjk:
-            if li.cjk >= 20 and _PUNCT_IN.search(s) and stop_density(s, True) >= 0.04:
+            # A headline can be long and carry a comma; prose ends like a sentence or runs on.
+            if (
+                li.cjk >= 20
+                and (li.ends or li.cjk >= 50)
+                and _PUNCT_IN.search(s)
+                and stop_density(s, True) >= 0.04
+            ):
                 li.cls = "good"
             elif li.ends and li.cjk >= 6:
                 li.cls = "near"
             elif li.cjk >= 12 and _PUNCT_IN.search(s) and stop_density(s, True) >= 0.08:
                 li.cls = "near"
         else:
-            if li.words >= 10 and stop_density(s, False) >= 0.25:
+            # jusText's thresholds (long and 30% stop words), with a shorter bar for a line that
+            # ends like a sentence: headlines of 10+ words do not.
+            sd = stop_density(s, False, stops) if li.words >= 4 else 0.0
+            if (li.n >= 150 and sd >= 0.3) or (li.n >= 60 and li.ends and sd >= 0.25):
                 li.cls = "good"
             elif li.ends and li.words >= 4:
                 li.cls = "near"
-            elif li.words >= 6 and stop_density(s, False) >= 0.2:
+            elif li.words >= 6 and sd >= 0.2 and li.n >= 100:
                 li.cls = "near"
         digits = len(_DIGITS.findall(s))
         if li.cls == "short":
@@ -218,20 +253,29 @@ def _heading_like(li: LineInfo) -> bool:
 
 
 def _clusters(infos: list[LineInfo | None], good: list[int]) -> list[list[int]]:
-    """Group good lines; a run of three or more chrome lines between two of them splits."""
+    """Group good lines. Three chrome lines, or six lines that are not prose, between two good
+    lines split them: a menu, a comment box or a list of headlines separates the article from
+    a cookie notice or a footer disclaimer, while an article's own short list rarely runs that
+    long (and if it does, both halves are large and both stay body)."""
     groups = [[good[0]]]
     for a, b in zip(good, good[1:], strict=False):
-        chrome = sum(1 for k in range(a + 1, b) if infos[k] is not None and infos[k].cls == "bad")
-        if chrome >= 3:
+        between = [infos[k] for k in range(a + 1, b) if infos[k] is not None]
+        chrome = sum(1 for li in between if li.cls == "bad" or li.reason)  # type: ignore[union-attr]
+        other = sum(1 for li in between if li.cls == "short")  # type: ignore[union-attr]
+        if chrome >= 3 or other >= 6:
             groups.append([b])
         else:
             groups[-1].append(b)
     return groups
 
 
-def decide(lines: list[str]) -> tuple[list[bool], list[str | None]]:
-    """For each line: keep it?, and the reason when it goes."""
-    infos = classify(lines)
+def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[str | None]]:
+    """For each line: keep it?, and the reason when it goes.
+
+    ``extracted``: the text comes from an HTML extractor that already chose the article's
+    blocks; then only chrome lines and the tiny or doubtful lines at the two edges go.
+    """
+    infos = classify(lines, extracted)
     keep = [True] * len(lines)
     why: list[str | None] = [None] * len(lines)
 
@@ -245,10 +289,47 @@ def decide(lines: list[str]) -> tuple[list[bool], list[str | None]]:
     good = [i for i, li in enumerate(infos) if li is not None and li.cls == "good"]
     if not good:
         return keep, why
-    groups = _clusters(infos, good)
-    mass = [sum(infos[k].n for k in g) for g in groups]  # type: ignore[union-attr]
-    body = [g for g, m in zip(groups, mass, strict=True) if m >= 0.25 * max(mass)]
-    start, end = body[0][0], body[-1][-1]
+    if extracted:
+        for order, reason in (
+            (range(len(lines)), "header"),
+            (range(len(lines) - 1, -1, -1), "footer"),
+        ):
+            for i in order:
+                li = infos[i]
+                if li is None or li.cls == "bad":
+                    continue
+                if li.cls == "short" and not li.heading and (_tiny(li) or li.reason):
+                    cut(i, reason)
+                    continue
+                break
+        return keep, why
+    # Short sentences (near) join the clusters: stories and interviews are made of them.
+    prose = [i for i, li in enumerate(infos) if li is not None and li.cls in ("good", "near")]
+    groups = _clusters(infos, prose)
+    mass = [
+        sum(infos[k].n for k in g if infos[k].cls == "good")  # type: ignore[union-attr]
+        + 0.5 * sum(infos[k].n for k in g if infos[k].cls == "near")  # type: ignore[union-attr]
+        for g in groups
+    ]
+    # The body is the largest cluster, grown to its neighbours while they are substantial and
+    # near: a cookie notice 200 menu lines above the article is not part of it.
+    main = max(range(len(groups)), key=lambda k: mass[k])
+    lo = hi = main
+
+    def joins(k: int, a: int, b: int) -> bool:
+        gap = [infos[j] for j in range(a + 1, b) if infos[j] is not None]
+        # Only a split made by a run of short lines (an inner list, captions) is bridged; a
+        # split made by chrome (menus, repeated teaser labels) stays.
+        chrome = sum(1 for li in gap if li.cls == "bad" or li.reason)  # type: ignore[union-attr]
+        if chrome >= 3:
+            return False
+        return len(gap) <= 15 or (mass[k] >= 0.25 * mass[main] and len(gap) <= 40)
+
+    while lo > 0 and joins(lo - 1, groups[lo - 1][-1], groups[lo][0]):
+        lo -= 1
+    while hi < len(groups) - 1 and joins(hi + 1, groups[hi][-1], groups[hi + 1][0]):
+        hi += 1
+    start, end = groups[lo][0], groups[hi][-1]
     # Header: walk up from the body, keep a title / lead, skip bylines and share bars.
     kept_head = 0
     stop = False
@@ -329,7 +410,7 @@ class PageLines(Formatter):
         if text is None or meta.get("format") not in self.formats:
             return False
         lines = text.split("\n")
-        keep, why = decide(lines)
+        keep, why = decide(lines, extracted=meta.get("format") == "html")
         if all(keep):
             return False
         new = re.sub(
