@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Any
 
 from zimo.data.filters.spam import line_spam
 from zimo.data.formatters.boilerplate import RELATED_HEADER, RELATED_ITEM_MAX, classify_line
-from zimo.data.pipeline import EXAMPLE_CHARS, Formatter
+from zimo.data.pipeline import EXAMPLE_CHARS, Formatter, Reject
 
 PAGE_FORMATS = ("html", "txt", "md")
 _CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -338,7 +339,9 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
         if li is None:
             continue
         if li.cls == "bad":
-            if li.reason not in ("byline", "share", "banner"):
+            # Single lines of furniture sit between a title and its text (byline, share bar,
+            # banner, breadcrumb); a spam header, a list or a footer ends the walk.
+            if li.reason not in ("byline", "share", "banner", "navigation", "seo_keywords"):
                 stop = True
             continue
         if not stop and kept_head < 3 and (_heading_like(li) or li.cls in ("good", "near")):
@@ -425,6 +428,12 @@ class PageLines(Formatter):
                     cut.append(f"[{r}] {ln.strip()[:300]}")
                     size += len(cut[-1])
         rec.setdefault("meta", {})["page_cut"] = "\n".join(cut)
+        if not new:
+            # Nothing but chrome: the record goes to the rejects whole, with the main reason.
+            reasons = Counter(r for r, k in zip(why, keep, strict=True) if not k and r)
+            spam = [r for r in reasons if r.startswith("spam:")]
+            rec["_page_reject"] = max(spam, key=reasons.__getitem__) if spam else "only_chrome"
+            return True
         rec["text"] = new
         self.stats.extra["lines_removed"] += sum(1 for k in keep if not k)
         if self.diffs < DIFF_DOCS:
@@ -437,3 +446,15 @@ class PageLines(Formatter):
                 },
             )
         return True
+
+    def run(self, records: Iterable[dict[str, Any]], reject: Reject) -> Iterator[dict[str, Any]]:
+        for rec in records:
+            self.stats.seen += 1
+            if self.apply(rec):
+                self.stats.changed += 1
+            reason = rec.pop("_page_reject", None)
+            if reason is not None:
+                self.drop(rec, reason, reject)
+                continue
+            self.stats.kept += 1
+            yield rec
