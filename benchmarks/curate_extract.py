@@ -193,7 +193,7 @@ def run_zimo(pages: list[dict[str, str]], texts: list[str] | None) -> list[str]:
 
 
 def _norm(s: str) -> str:
-    return re.sub(r"[\W_]+", "", s.lower())
+    return re.sub(r"[\W_]+", "", unicodedata.normalize("NFKC", s).lower())
 
 
 def line_labels(text_page: str, truth: str) -> list[tuple[str, bool]]:

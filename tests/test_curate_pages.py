@@ -94,6 +94,7 @@ def test_county_footer_and_seo_header_are_cut_even_without_a_lexicon_hit():
 def test_body_is_never_cut_inside_even_its_short_lines_and_lists():
     body = [
         "业内人士认为，随着电池成本下降和充电设施不断完善，新能源汽车的产业链正在向中西部地区转移。",
+        "（二）变化是有方向、有重点、有步骤的",
         "主要变化包括：",
         "电池材料",
         "整车制造",
@@ -255,3 +256,14 @@ def test_unicode_artefacts_zero_width_and_full_width_are_normalised():
     out = res.kept[0]["text"]
     assert "\u200b" not in out and "ABC" in out and "12" in out and "，" in out
     assert re.search("[Ａ-Ｚ０-９]", out) is None
+
+
+def test_an_echoed_caption_loses_its_second_copy_but_repeated_code_stays():
+    caption = "5月19日，阿比纳德尔在竞选总部发表胜选演讲。新华社记者 李梦馨 摄"
+    code = "-e ENV=dev \\"
+    b = ZH_BODIES[0]
+    lines = [ZH_TITLE, b[0], caption, b[1], code, code, caption, b[2], b[3]]
+    keep, why = decide(lines)
+    assert keep[2] and not keep[6] and why[6] == "repeated"
+    assert keep[4] and keep[5]
+    assert all(keep[i] for i in (0, 1, 3, 7, 8))

@@ -43,7 +43,10 @@ _LATIN_WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*")
 _SENT_END = tuple("。！？!?.…；;")
 _CLOSERS = "”’\"'）)】」』》 "
 # Separators of menus, breadcrumbs, tag clouds and keyword headers.
-_SEPS = re.compile(r"\s*(?:[|｜>»›→＞·•◆■●★／/\\]|_{1,}|\s{2,}|-{1,2}(?=\s)|、)\s*")
+_SEPS = re.compile(r"\s*(?:[|｜>»›→＞·•◆■●★／/\\]|_{1,}|\s{2,}|-{1,2}(?=\s))\s*")
+# 、 also joins items inside a sentence or a heading ("有方向、有立场、有原则"): as a list
+# separator it counts only in long runs.
+_ENUM_COMMA = re.compile(r"\s*、\s*")
 _URLISH = re.compile(
     r"<URL>|<EMAIL>|(?:https?://|www\.)\S+|\b[\w-]+(?:\.[\w-]+)*\.(?:com|cn|net|org|html?|php|aspx?|jsp)\b\S*",
     re.I,
@@ -51,6 +54,7 @@ _URLISH = re.compile(
 _DIGITS = re.compile(r"\d")
 _PROSE_PUNCT = re.compile(r"[，。！？；]|[,.;!?](?=\s)")
 _PUNCT_IN = re.compile(r"[，,；;：:、。！？!?]")
+_CODEISH = re.compile(r"[=\\{}();<>$]")
 _TABLE_ROW = re.compile(r"^\|.*\|$")
 _HEADING_MD = re.compile(r"^#{1,6}\s+\S")
 _CTA = re.compile(
@@ -134,7 +138,9 @@ def list_like(s: str, cjk: bool) -> int:
         return 0  # commas and full stops: a sentence (、 between names is not enough)
     items = _items(s)
     if len(items) < 3:
-        return 0
+        items = [p for p in _ENUM_COMMA.split(s) if p.strip()]
+        if len(items) < 5:
+            return 0
     lens = sorted(len(p.strip()) for p in items)
     median = lens[len(lens) // 2]
     limit = 14 if cjk else 30
@@ -253,6 +259,11 @@ def _heading_like(li: LineInfo) -> bool:
     return li.reason is None and not _tiny(li) and li.n <= 120
 
 
+def _chrome(li: LineInfo) -> bool:
+    """Chrome for splitting the body: a bad line, or a repeated / digit line that is not code."""
+    return li.cls == "bad" or (li.reason is not None and not _CODEISH.search(li.text))
+
+
 def _clusters(infos: list[LineInfo | None], good: list[int]) -> list[list[int]]:
     """Group good lines. Three chrome lines, or six lines that are not prose, between two good
     lines split them: a menu, a comment box or a list of headlines separates the article from
@@ -261,7 +272,7 @@ def _clusters(infos: list[LineInfo | None], good: list[int]) -> list[list[int]]:
     groups = [[good[0]]]
     for a, b in zip(good, good[1:], strict=False):
         between = [infos[k] for k in range(a + 1, b) if infos[k] is not None]
-        chrome = sum(1 for li in between if li.cls == "bad" or li.reason)  # type: ignore[union-attr]
+        chrome = sum(1 for li in between if _chrome(li))  # type: ignore[arg-type]
         other = sum(1 for li in between if li.cls == "short")  # type: ignore[union-attr]
         if chrome >= 3 or other >= 6:
             groups.append([b])
@@ -287,6 +298,14 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
     for i, li in enumerate(infos):
         if li is not None and li.cls == "bad":
             cut(i, li.reason or "bad")
+    # A title, caption or teaser echoed further down the page: keep its first copy. Code is
+    # left alone (a repeated `-e ENV=dev \` is the script, not the page).
+    seen: set[str] = set()
+    for i, li in enumerate(infos):
+        if li is not None and keep[i] and li.n >= 4 and not _CODEISH.search(li.text):
+            if li.text in seen:
+                cut(i, "repeated")
+            seen.add(li.text)
     good = [i for i, li in enumerate(infos) if li is not None and li.cls == "good"]
     if not good:
         return keep, why
@@ -321,7 +340,7 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
         gap = [infos[j] for j in range(a + 1, b) if infos[j] is not None]
         # Only a split made by a run of short lines (an inner list, captions) is bridged; a
         # split made by chrome (menus, repeated teaser labels) stays.
-        chrome = sum(1 for li in gap if li.cls == "bad" or li.reason)  # type: ignore[union-attr]
+        chrome = sum(1 for li in gap if _chrome(li))  # type: ignore[arg-type]
         if chrome >= 3:
             return False
         return len(gap) <= 15 or (mass[k] >= 0.25 * mass[main] and len(gap) <= 40)
