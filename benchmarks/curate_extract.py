@@ -31,7 +31,8 @@ Metrics, per document then averaged (as the benchmark's own ``evaluate.py`` does
 * for Chinese pages, whether every ground-truth sentence (split at 。！？!? and line breaks, 8+
   characters) that is present in the input is still present in the output: the share of
   documents that lose no article sentence;
-* documents per second per system (single process).
+* documents per second per system (single process), and how many documents came out empty
+  (Zimo rejects whole documents — its quality, spam and length rules — and they count as 0).
 
 Writes ``benchmarks/results/curate_extract{,_quick}.{json,md}``.
 
@@ -269,6 +270,8 @@ def evaluate(name: str, pages: list[dict[str, str]], zh: bool) -> dict[str, Any]
             "f1": round(statistics.mean(s[2] for s in scores), 4),
             "docs_per_s": round(len(pages) / max(seconds[sys_name], 1e-9), 1),
             "input": "text page" if sys_name in ("raw", "zimo-text") else "html",
+            # Zimo rejects whole documents (quality rules, spam, too short): they score 0 here.
+            "empty_outputs": sum(1 for o in outs if not o.strip()),
         }
         if sys_name in ("raw", "zimo-text"):
             tot = [
@@ -315,16 +318,16 @@ def main() -> None:
         "",
         f"CPU: {out['cpu']}. {out['note']}.",
         "",
-        "| set | docs | system | input | P | R | F1 | docs/s | boilerplate lines removed | "
+        "| set | docs | system | input | P | R | F1 | docs/s | empty | boilerplate lines removed | "
         "content lines kept | zh docs with no sentence lost |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         for sys_name, row in r["systems"].items():
             md.append(
                 f"| {r['set']} | {r['documents']} | {sys_name} | {row['input']} | "
                 f"{row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | "
-                f"{row['docs_per_s']} | {row.get('boilerplate_removed', '')} | "
+                f"{row['docs_per_s']} | {row['empty_outputs']} | {row.get('boilerplate_removed', '')} | "
                 f"{row.get('content_lines_kept', '')} | {row.get('docs_no_sentence_lost', '')} |"
             )
     (RESULTS / f"{stem}.md").write_text("\n".join(md) + "\n", encoding="utf-8")

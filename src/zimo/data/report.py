@@ -138,6 +138,8 @@ def _datasheet(report: dict[str, Any]) -> dict[str, Any]:
             "English person names and street addresses are not redacted unless presidio is enabled",
             "language id is script- and function-word-based: zh/en are reliable, close Latin languages less so",
             "boilerplate rules target common web/news layouts; site-specific chrome may survive",
+            "page_lines judges Chinese and Latin-script pages; Japanese/Korean pages get the Chinese "
+            "rules, and reader comments or teaser lists under a text page can survive as prose",
         ],
     }
 
