@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _StepSpec(BaseModel):
@@ -110,6 +110,66 @@ class SiteBoilerplateSpec(_StepSpec):
         from zimo.data.formatters.site_boilerplate import SiteBoilerplate
 
         return SiteBoilerplate(self.min_pages, self.min_share, self.formats)
+
+
+# Document formats: pages and files. Records from JSONL/CSV/Parquet tables (SMS, labelled rows)
+# are data, not pages; the page steps leave them untouched.
+DOC_FORMATS = ("html", "txt", "md", "pdf")
+
+
+class PageArtifactsSpec(_StepSpec):
+    """Remove pinyin / ruby annotations after Chinese characters (``產(chǎn)業(yè)`` → ``產業``)."""
+
+    step: Literal["page_artifacts"] = "page_artifacts"
+    formats: list[str] = Field(default_factory=lambda: list(DOC_FORMATS))
+
+    def build(self) -> Any:
+        from zimo.data.formatters.page_artifacts import PageArtifacts
+
+        return PageArtifacts(formats=self.formats)
+
+
+class PageLinesSpec(_StepSpec):
+    """Line-level chrome removal for pages: header and footer blocks, menus, lists of names,
+    banners, spam lines; the article body is never cut into."""
+
+    step: Literal["page_lines"] = "page_lines"
+    # PDF text-layer lines are layout lines, not paragraphs: judged line by line they would
+    # look like chrome, so PDFs are left out by default.
+    formats: list[str] = Field(default_factory=lambda: ["html", "txt", "md"])
+
+    def build(self) -> Any:
+        from zimo.data.formatters.page_lines import PageLines
+
+        return PageLines(formats=self.formats)
+
+
+class SpamSpec(_StepSpec):
+    """Reject documents full of adult or gambling spam terms (shipped word lists)."""
+
+    step: Literal["spam"] = "spam"
+    min_terms: int = Field(default=3, ge=1)  # distinct terms
+    min_per_kchar: float = Field(default=2.0, ge=0)  # term hits per 1,000 characters
+    formats: list[str] = Field(default_factory=lambda: list(DOC_FORMATS))
+
+    def build(self) -> Any:
+        from zimo.data.filters.spam import SpamFilter
+
+        return SpamFilter(self.min_terms, self.min_per_kchar, self.formats)
+
+
+class DocQualitySpec(_StepSpec):
+    """Record a 0–1 prose score in ``meta.quality_score``; reject below ``min_score``."""
+
+    step: Literal["doc_quality"] = "doc_quality"
+    min_score: float = Field(default=0.4, ge=0, le=1)
+    max_replacement: float = Field(default=0.01, ge=0, le=1)  # share of U+FFFD: mojibake
+    formats: list[str] = Field(default_factory=lambda: list(DOC_FORMATS))
+
+    def build(self) -> Any:
+        from zimo.data.filters.doc_quality import DocQuality
+
+        return DocQuality(self.min_score, self.max_replacement, self.formats)
 
 
 # Every kind of personal data the ``pii`` step knows (zimo.data.formatters.pii), all on by default.
@@ -209,6 +269,10 @@ StepSpec = Annotated[
     | ChineseConvertSpec
     | BoilerplateSpec
     | SiteBoilerplateSpec
+    | PageArtifactsSpec
+    | PageLinesSpec
+    | SpamSpec
+    | DocQualitySpec
     | PiiSpec
     | LengthSpec
     | LanguageSpec
@@ -224,6 +288,10 @@ STEP_NAMES = (
     "chinese_convert",
     "boilerplate",
     "site_boilerplate",
+    "page_artifacts",
+    "page_lines",
+    "spam",
+    "doc_quality",
     "pii",
     "length",
     "language",
@@ -240,9 +308,14 @@ def default_steps() -> list[Any]:
         NormalizeSpec(),
         PiiSpec(),
         BoilerplateSpec(),
+        # The page steps act on document formats only (see DOC_FORMATS); table rows pass.
+        PageArtifactsSpec(),
+        PageLinesSpec(),
+        SpamSpec(),
         LengthSpec(),
         LanguageSpec(),
         QualitySpec(),
+        DocQualitySpec(),
         SiteBoilerplateSpec(),
         ExactDedupSpec(),
         NearDupSpec(),
@@ -261,6 +334,13 @@ class ReadSpec(BaseModel):
     max_json_depth: int = Field(default=64, ge=1)
     max_files: int | None = None
     csv_delimiter: str | None = None  # None = by extension (.tsv tab) or sniffed
+    # HTML main-text extraction (trafilatura): "precision" drops more doubtful blocks,
+    # "recall" keeps more; the page_lines step then makes the same line decision as for text.
+    html_favor: Literal["balanced", "precision", "recall"] = "balanced"
+    html_tables: bool = True
+    # Markdown in the extracted text ("# Title", "**bold**", "| cell |" tables). Off: headings
+    # and paragraphs are plain lines either way, and table pipes would read as symbol noise.
+    html_formatting: bool = False
 
 
 class CurateConfig(BaseModel):
@@ -272,6 +352,16 @@ class CurateConfig(BaseModel):
     workers: int | None = Field(default=None, ge=1)  # None = all cores
     shard_mb: float = Field(default=32.0, gt=0)  # input bytes per shard (resume unit)
     shard_files: int = Field(default=2000, ge=1)  # at most this many files per shard
+    # One line to convert Chinese script with OpenCC ("t2s": traditional → simplified, "s2t",
+    # "tw2s", "hk2s" …): adds the chinese_convert step after normalize unless steps has one.
+    convert_chinese: str | None = None
+
+    @model_validator(mode="after")
+    def _add_convert(self) -> CurateConfig:
+        if self.convert_chinese and not any(s.step == "chinese_convert" for s in self.steps):
+            at = next((i + 1 for i, s in enumerate(self.steps) if s.step == "normalize"), 0)
+            self.steps.insert(at, ChineseConvertSpec(config=self.convert_chinese))
+        return self
 
     @field_validator("steps", mode="before")
     @classmethod

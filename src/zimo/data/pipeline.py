@@ -268,7 +268,15 @@ def build_steps(cfg: CurateConfig | dict[str, Any] | None = None) -> list[Step]:
         cfg = CurateConfig()
     elif isinstance(cfg, dict):
         cfg = CurateConfig.model_validate(cfg)
-    return [spec.build() for spec in cfg.steps if spec.enabled]
+    steps = [spec.build() for spec in cfg.steps if spec.enabled]
+    pages = next((st for st in steps if st.name == "page_lines"), None)
+    if pages is not None:
+        for st in steps:
+            # page_lines applies the same line rules to its formats and records what it cut
+            # for the report's diff; boilerplate removing those lines first would hide them.
+            if st.name == "boilerplate" and not getattr(st, "extra", None):
+                st.skip_formats = set(pages.formats)  # type: ignore[attr-defined]
+    return steps
 
 
 _CJK_RE = re.compile(

@@ -138,6 +138,8 @@ def _datasheet(report: dict[str, Any]) -> dict[str, Any]:
             "English person names and street addresses are not redacted unless presidio is enabled",
             "language id is script- and function-word-based: zh/en are reliable, close Latin languages less so",
             "boilerplate rules target common web/news layouts; site-specific chrome may survive",
+            "page_lines judges Chinese and Latin-script pages; Japanese/Korean pages get the Chinese "
+            "rules, and reader comments or teaser lists under a text page can survive as prose",
         ],
     }
 
@@ -185,7 +187,16 @@ def render_html(report: dict[str, Any]) -> str:
         for reason, exs in s.get("examples", {}).items():
             items = []
             for ex in exs:
-                if "before" in ex:
+                if "diff" in ex:
+                    # What a page step cut, line by line: red lines went, grey lines stayed.
+                    body = "".join(
+                        f'<div class="{"cut" if ln.startswith("- ") else "kept"}">{_esc(ln)}</div>'
+                        for ln in ex["diff"].split("\n")
+                    )
+                    items.append(
+                        f'<li><code>{_esc(ex["id"])}</code><div class="diff">{body}</div></li>'
+                    )
+                elif "before" in ex:
                     items.append(
                         f"<li><code>{_esc(ex['id'])}</code><br><b>before</b> <pre>{_esc(ex['before'])}</pre>"
                         f"<b>after</b> <pre>{_esc(ex['after'])}</pre></li>"
@@ -220,6 +231,8 @@ def render_html(report: dict[str, Any]) -> str:
     return f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>Zimo curate report</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}}
+.diff{{font-family:monospace;font-size:90%;max-height:30em;overflow:auto;background:#fafafa}}
+.cut{{color:#a00;background:#fee;white-space:pre-wrap}}.kept{{color:#444;white-space:pre-wrap}}
 pre{{white-space:pre-wrap;background:#f6f6f6;padding:4px;margin:2px 0;max-height:12em;overflow:auto}}</style>
 </head><body><h1>Zimo curate report</h1>{head}
 <h2>Steps</h2><table><tr><th>step</th><th>kind</th><th>in</th><th>kept</th><th>changed</th><th>dropped</th>

@@ -101,13 +101,15 @@ _DATELINE = re.compile(r"(\d{4}[-/.年]\d{1,2}[-/.月]\d{1,2}|\d{1,2}:\d{2})")
 _INLINE_BYLINE = re.compile(r"(来源|作者|记者|编辑|责任编辑|发布时间|发布日期|时间)\s*[:：]")
 _EN_BYLINE = re.compile(
     r"^([Bb]y [A-Z][\w.'-]+( [A-Z][\w.'-]+){0,3}\s*($|[|,·•]|and\b)|"
-    r"(published|updated|posted|last updated)\s*(on|at)?\s*[:：]?\s*\w{3,9}\.? \d{1,2}|"
+    r"([Pp]ublished|[Uu]pdated|[Pp]osted|[Ll]ast updated)\s*(on|at)?\s*[:：]?\s*\w{3,9}\.? \d{1,2}|"
     r"(published|updated|posted)\s*[:：]?\s*\d{1,4}[-/.]\d{1,2})"
 )
 
 
 def _is_nav_menu(line: str) -> bool:
     """Menus and breadcrumbs: several short items between separators ("首页 | 新闻 | 体育")."""
+    if line.startswith("|") and line.endswith("|"):
+        return False  # a table row as extractors write it ("| 2 | Martin Truex Jr. | 5035 |")
     parts = [p.strip() for p in re.split(_SEP, line)]
     parts = [p for p in parts if p]
     if len(parts) < 3:
@@ -150,6 +152,7 @@ class RemoveBoilerplate(Formatter):
     def __init__(self, extra_patterns: list[str] | None = None) -> None:
         super().__init__()
         self.extra = [re.compile(p) for p in (extra_patterns or [])]
+        self.skip_formats: set[str] = set()  # formats a later page_lines step cleans instead
 
     def format(self, text: str) -> str:
         lines = text.split("\n")
@@ -179,5 +182,7 @@ class RemoveBoilerplate(Formatter):
     def apply(self, rec: dict[str, Any]) -> bool:
         # Chat messages are not web pages: only the text of document records is cleaned.
         if rec.get("text") is None:
+            return False
+        if self.skip_formats and (rec.get("meta") or {}).get("format") in self.skip_formats:
             return False
         return super().apply(rec)

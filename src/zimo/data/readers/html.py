@@ -37,7 +37,13 @@ def read_html(f: IO[str], source: str, spec: ReadSpec) -> Iterator[dict[str, Any
 
     try:
         doc = trafilatura.bare_extraction(
-            html, include_comments=False, include_tables=True, with_metadata=True
+            html,
+            include_comments=False,
+            include_tables=spec.html_tables,
+            include_formatting=spec.html_formatting,
+            favor_precision=spec.html_favor == "precision",
+            favor_recall=spec.html_favor == "recall",
+            with_metadata=True,
         )
     except Exception as e:  # noqa: BLE001 - lxml/trafilatura raise many types on broken markup
         yield quarantine(source, 0, "html_parse_error", str(e), format="html")

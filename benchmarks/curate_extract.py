@@ -1,0 +1,338 @@
+"""Main-content extraction: Zimo's default curation vs trafilatura alone vs jusText alone vs raw.
+
+Data (from ``../shared/data/webpages``, never copied into the repository):
+
+* ``aeb``: scrapinghub's article-extraction-benchmark, 181 real article pages (mostly English)
+  with the article body as ground truth;
+* ``magic_zh`` / ``magic_en``: the article pages of opendatalab's magic-html benchmark, split by
+  the script of their ground truth (Chinese: 60-odd pages of Chinese news and blog sites).
+
+Two inputs per page, all systems side by side in one run:
+
+* **HTML**: raw HTML through ``raw`` (every text node, see below), ``trafilatura``
+  (``trafilatura.extract`` with its defaults), ``justext`` (jusText's English stop list for
+  Latin pages; for Chinese pages, which it has no stop list for and cannot split into words,
+  its language-independent mode with an empty stop list and zero stop-word thresholds), and
+  ``zimo`` (what ``zimo curate`` does with an ``.html`` file: its HTML reader, then every default
+  step, over the whole set at once so the cross-page steps see the corpus).
+* **text pages**: each page rendered to plain text *with all its chrome* — lxml, ``<script>``,
+  ``<style>``, ``<noscript>`` and ``<head>`` removed, a line break around every block element
+  (``p``, ``div``, ``li``, ``h1``… ``td``, ``br``), whitespace collapsed — the way a page saved
+  as text from a browser looks. ``zimo-text`` runs the default steps on it as a ``.txt`` record.
+
+Metrics, per document then averaged (as the benchmark's own ``evaluate.py`` does):
+
+* token precision / recall / F1 against the ground truth, over bags of tokens: lowercased
+  words, and every CJK character its own token (character level for Chinese);
+* for text pages, lines: a line of the text page is *content* if it is a ground-truth line or,
+  with 4+ tokens, if at least half its token trigrams occur in the ground truth; otherwise
+  *boilerplate*. Reported: the share of boilerplate lines Zimo removes and of content lines it
+  keeps;
+* for Chinese pages, whether every ground-truth sentence (split at 。！？!? and line breaks, 8+
+  characters) that is present in the input is still present in the output: the share of
+  documents that lose no article sentence;
+* documents per second per system (single process), and how many documents came out empty
+  (Zimo rejects whole documents — its quality, spam and length rules — and they count as 0).
+
+Writes ``benchmarks/results/curate_extract{,_quick}.{json,md}``.
+
+    .venv/bin/python benchmarks/curate_extract.py --quick   # 30 pages per set, ~1 minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import re
+import statistics
+import sys
+import tarfile
+import tempfile
+import time
+import unicodedata
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "webpages"
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT / "src"))
+
+from zimo.hw import cpu_info  # noqa: E402
+
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_TOK = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+", re.UNICODE)
+_BLOCKS = (
+    "p div li ul ol h1 h2 h3 h4 h5 h6 br tr td th table section article header footer nav "
+    "aside form dd dt dl blockquote pre figure figcaption main address hr option"
+).split()
+
+
+def tokens(text: str) -> list[str]:
+    # NFKC on both sides: Zimo's normalize step folds full-width letters and ligatures, which
+    # is the same content, not an extraction error.
+    return _TOK.findall(unicodedata.normalize("NFKC", text or "").lower())
+
+
+def prf(true: str, pred: str) -> tuple[float, float, float]:
+    t, p = Counter(tokens(true)), Counter(tokens(pred))
+    tp = sum((t & p).values())
+    prec = tp / sum(p.values()) if p else (1.0 if not t else 0.0)
+    rec = tp / sum(t.values()) if t else 1.0
+    f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+    return prec, rec, f1
+
+
+def render_text(html: str) -> str:
+    """The page as a browser's "save as text" gives it: every visible text node, by block."""
+    import lxml.html
+
+    try:
+        doc = lxml.html.fromstring(html)
+    except Exception:  # noqa: BLE001 - empty or broken markup
+        return ""
+    for bad in doc.xpath("//script|//style|//noscript|//head|//template|//svg"):
+        bad.drop_tree()
+    for el in doc.iter(*_BLOCKS):
+        el.tail = "\n" + (el.tail or "")
+        if el.text is not None or len(el):
+            el.text = "\n" + (el.text or "")
+    text = doc.text_content()
+    lines = [re.sub(r"\s+", " ", ln).strip() for ln in text.split("\n")]
+    return "\n".join(ln for ln in lines if ln)
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+def load_sets(limit: int | None) -> dict[str, list[dict[str, str]]]:
+    sets: dict[str, list[dict[str, str]]] = {}
+    aeb = SHARED / "article-extraction-benchmark"
+    gt = json.loads((aeb / "ground-truth.json").read_text(encoding="utf-8"))
+    pages = []
+    for key in sorted(gt):
+        path = aeb / "html" / f"{key}.html.gz"
+        if path.exists():
+            html = gzip.decompress(path.read_bytes()).decode("utf-8", "replace")
+            pages.append({"id": key, "html": html, "truth": gt[key].get("articleBody") or ""})
+    sets["aeb"] = pages[:limit]
+    with tarfile.open(SHARED / "magic-html-benchmark.tar.gz") as tar:
+        base = json.load(tar.extractfile("benchmark/data/article/base.json"))  # type: ignore[arg-type]
+        zh, en = [], []
+        for key in sorted(base):
+            member = f"benchmark/data/article/htmls/{key}.html"
+            try:
+                raw = tar.extractfile(member).read()  # type: ignore[union-attr]
+            except KeyError:
+                continue
+            truth = base[key]["content"]
+            page = {"id": key[:16], "html": raw.decode("utf-8", "replace"), "truth": truth}
+            is_zh = len(re.findall(f"[{_CJK}]", truth)) > 0.3 * max(1, len(tokens(truth)))
+            (zh if is_zh else en).append(page)
+    sets["magic_zh"] = zh[:limit]
+    sets["magic_en"] = en[:limit]
+    return sets
+
+
+# --- systems -----------------------------------------------------------------------------------
+
+
+def run_trafilatura(pages: list[dict[str, str]]) -> list[str]:
+    import trafilatura
+
+    return [trafilatura.extract(p["html"]) or "" for p in pages]
+
+
+def run_justext(pages: list[dict[str, str]], zh: bool) -> list[str]:
+    import justext
+
+    out = []
+    for p in pages:
+        try:
+            if zh:
+                paras = justext.justext(p["html"], frozenset(), stopwords_low=0, stopwords_high=0)
+            else:
+                paras = justext.justext(p["html"], justext.get_stoplist("English"))
+        except Exception:  # noqa: BLE001 - jusText raises on empty documents
+            out.append("")
+            continue
+        out.append("\n".join(x.text for x in paras if not x.is_boilerplate))
+    return out
+
+
+def run_zimo(pages: list[dict[str, str]], texts: list[str] | None) -> list[str]:
+    """Zimo's default curation: the reader for the file type, then the default steps."""
+    from zimo.data.curate_config import CurateConfig, ReadSpec
+    from zimo.data.pipeline import build_steps, run_steps
+    from zimo.data.readers.files import read_file
+
+    spec = ReadSpec()
+    recs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for i, p in enumerate(pages):
+            if texts is None:
+                path = root / f"{i:04d}-{p['id']}.html"
+                path.write_text(p["html"], encoding="utf-8")
+            else:
+                path = root / f"{i:04d}-{p['id']}.txt"
+                path.write_text(texts[i], encoding="utf-8")
+            for rec in read_file(path, spec, root):
+                if "reject_step" not in rec:
+                    rec["_i"] = i
+                    recs.append(rec)
+    res = run_steps(recs, build_steps(CurateConfig()))
+    out = [""] * len(pages)
+    for rec in res.kept:
+        out[rec["_i"]] = (out[rec["_i"]] + "\n" + rec["text"]).strip()
+    return out
+
+
+# --- line and sentence measures ----------------------------------------------------------------
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"[\W_]+", "", unicodedata.normalize("NFKC", s).lower())
+
+
+def line_labels(text_page: str, truth: str) -> list[tuple[str, bool]]:
+    truth_lines = {_norm(x) for x in truth.split("\n") if _norm(x)}
+    tt = tokens(truth)
+    grams = set(zip(tt, tt[1:], tt[2:], strict=False))
+    out = []
+    for ln in text_page.split("\n"):
+        key = _norm(ln)
+        if not key:
+            continue
+        toks = tokens(ln)
+        if key in truth_lines:
+            content = True
+        elif len(toks) >= 4:
+            tri = list(zip(toks, toks[1:], toks[2:], strict=False))
+            content = sum(g in grams for g in tri) >= 0.5 * len(tri)
+        else:
+            content = False
+        out.append((key, content))
+    return out
+
+
+def line_removal(text_page: str, output: str, truth: str) -> tuple[int, int, int, int]:
+    """(boilerplate lines, of them removed, content lines, of them kept)."""
+    kept = {_norm(x) for x in output.split("\n") if _norm(x)}
+    bp = bp_removed = ct = ct_kept = 0
+    for key, content in line_labels(text_page, truth):
+        if content:
+            ct += 1
+            ct_kept += key in kept
+        else:
+            bp += 1
+            bp_removed += key not in kept
+    return bp, bp_removed, ct, ct_kept
+
+
+def lost_sentences(source: str, output: str, truth: str) -> list[str]:
+    src, out = _norm(source), _norm(output)
+    lost = []
+    for sent in re.split(r"[。！？!?\n]", truth):
+        key = _norm(sent)
+        if len(key) >= 8 and key in src and key not in out:
+            lost.append(sent.strip())
+    return lost
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+def evaluate(name: str, pages: list[dict[str, str]], zh: bool) -> dict[str, Any]:
+    systems: dict[str, list[str]] = {}
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    text_pages = [render_text(p["html"]) for p in pages]
+    seconds["raw"] = time.perf_counter() - t
+    systems["raw"] = text_pages
+    for sys_name, fn in (
+        ("trafilatura", lambda: run_trafilatura(pages)),
+        ("justext", lambda: run_justext(pages, zh)),
+        ("zimo", lambda: run_zimo(pages, None)),
+        ("zimo-text", lambda: run_zimo(pages, text_pages)),
+    ):
+        t = time.perf_counter()
+        systems[sys_name] = fn()
+        seconds[sys_name] = time.perf_counter() - t
+    rows = {}
+    for sys_name, outs in systems.items():
+        scores = [prf(p["truth"], o) for p, o in zip(pages, outs, strict=True)]
+        row: dict[str, Any] = {
+            "precision": round(statistics.mean(s[0] for s in scores), 4),
+            "recall": round(statistics.mean(s[1] for s in scores), 4),
+            "f1": round(statistics.mean(s[2] for s in scores), 4),
+            "docs_per_s": round(len(pages) / max(seconds[sys_name], 1e-9), 1),
+            "input": "text page" if sys_name in ("raw", "zimo-text") else "html",
+            # Zimo rejects whole documents (quality rules, spam, too short): they score 0 here.
+            "empty_outputs": sum(1 for o in outs if not o.strip()),
+        }
+        if sys_name in ("raw", "zimo-text"):
+            tot = [
+                line_removal(tp, o, p["truth"])
+                for tp, o, p in zip(text_pages, outs, pages, strict=True)
+            ]
+            bp, bpr, ct, ctk = (sum(x[i] for x in tot) for i in range(4))
+            row["boilerplate_lines"] = bp
+            row["boilerplate_removed"] = round(bpr / max(1, bp), 4)
+            row["content_lines_kept"] = round(ctk / max(1, ct), 4)
+        if zh:
+            src = text_pages if sys_name in ("raw", "zimo-text") else text_pages
+            lost = [
+                lost_sentences(s, o, p["truth"]) for s, o, p in zip(src, outs, pages, strict=True)
+            ]
+            row["docs_no_sentence_lost"] = round(sum(not x for x in lost) / len(pages), 4)
+            row["lost_examples"] = [x[0][:80] for x in lost if x][:5]
+        rows[sys_name] = row
+    return {"set": name, "documents": len(pages), "systems": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="30 pages per set")
+    ap.add_argument("--limit", type=int, default=None)
+    args = ap.parse_args()
+    if not SHARED.exists():
+        sys.exit(f"shared data not found at {SHARED}: run from a checkout beside ../shared")
+    limit = args.limit or (30 if args.quick else None)
+    sets = load_sets(limit)
+    results = [evaluate(name, pages, zh=name == "magic_zh") for name, pages in sets.items()]
+    out = {
+        "benchmark": "curate_extract",
+        "quick": bool(args.quick),
+        "cpu": cpu_info(),
+        "note": "one process; the machine may be shared with other jobs (docs/s are indicative)",
+        "results": results,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = "curate_extract_quick" if args.quick else "curate_extract"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(out, ensure_ascii=False, indent=1))
+    md = [
+        f"# Main-content extraction ({'quick' if args.quick else 'full'} run)",
+        "",
+        f"CPU: {out['cpu']}. {out['note']}.",
+        "",
+        "| set | docs | system | input | P | R | F1 | docs/s | empty | boilerplate lines removed | "
+        "content lines kept | zh docs with no sentence lost |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        for sys_name, row in r["systems"].items():
+            md.append(
+                f"| {r['set']} | {r['documents']} | {sys_name} | {row['input']} | "
+                f"{row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | "
+                f"{row['docs_per_s']} | {row['empty_outputs']} | {row.get('boilerplate_removed', '')} | "
+                f"{row.get('content_lines_kept', '')} | {row.get('docs_no_sentence_lost', '')} |"
+            )
+    (RESULTS / f"{stem}.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

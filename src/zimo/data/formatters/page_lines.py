@@ -1,0 +1,479 @@
+"""Line-level page cleaning: keep the article, drop the site chrome around it (CJK-aware).
+
+In the spirit of jusText (classify each block from its length, stop-word density and link
+density, then let the neighbours decide the doubtful ones), C4 / Gopher / FineWeb's line filters
+(does a line end like a sentence, how much of it is punctuation, digits, separators) — made to
+work for Chinese, where a line has no spaces, sentences end in 。！？ and stop words come from
+jieba's segmentation. jusText itself works on HTML blocks and ships no Chinese stop list, and
+the line filters of C4 / FineWeb are English-only, so the decision is written here.
+
+Each non-empty line is classed as
+
+* ``good``: prose (long enough, with punctuation and function words),
+* ``near``: a short sentence (ends in 。！？.!? …),
+* ``short``: a title, a label, a list item,
+* ``bad`` with a reason: chrome by its kind (navigation menu, breadcrumb, share bar, copyright
+  footer, byline, subscription banner, spam keywords, a list of names between separators,
+  link text, a line repeated within the page).
+
+The article body runs from the first to the last cluster of ``good`` lines (clusters split by
+runs of chrome; a cluster much smaller than the largest — a long disclaimer in the footer — is
+not body). Inside the body only ``bad`` lines go: lists, short lines and headings of the article
+stay, so the body is never cut into. Before the body, the lines nearest to it that look like a
+title or a lead survive; everything else of the header goes as a block. After the body, short
+sentences that continue it survive until the first chrome line; the footer goes as a block.
+A page with no prose at all loses only its ``bad`` lines.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
+from typing import Any
+
+from zimo.data.filters.spam import line_spam
+from zimo.data.formatters.boilerplate import RELATED_HEADER, RELATED_ITEM_MAX, classify_line
+from zimo.data.pipeline import EXAMPLE_CHARS, Formatter, Reject
+
+PAGE_FORMATS = ("html", "txt", "md")
+_CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN_WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*")
+_SENT_END = tuple("。！？!?.…；;")
+_CLOSERS = "”’\"'）)】」』》 "
+# Separators of menus, breadcrumbs, tag clouds and keyword headers.
+_SEPS = re.compile(r"\s*(?:[|｜>»›→＞·•◆■●★／/\\]|_{1,}|\s{2,}|-{1,2}(?=\s))\s*")
+# 、 also joins items inside a sentence or a heading ("有方向、有立场、有原则"): as a list
+# separator it counts only in long runs.
+_ENUM_COMMA = re.compile(r"\s*、\s*")
+_URLISH = re.compile(
+    r"<URL>|<EMAIL>|(?:https?://|www\.)\S+|\b[\w-]+(?:\.[\w-]+)*\.(?:com|cn|net|org|html?|php|aspx?|jsp)\b\S*",
+    re.I,
+)
+_DIGITS = re.compile(r"\d")
+_PROSE_PUNCT = re.compile(r"[，。！？；]|[,.;!?](?=\s)")
+_PUNCT_IN = re.compile(r"[，,；;：:、。！？!?]")
+_CODEISH = re.compile(r"[=\\{}();<>$]")
+_TABLE_ROW = re.compile(r"^\|.*\|$")
+_HEADING_MD = re.compile(r"^#{1,6}\s+\S")
+_CTA = re.compile(
+    r"(订阅|关注|下载|注册|购买|咨询|领取|加入|扫码|添加)(我们|本站|本号|公众号|微信|客户端|app|简报|"
+    r"newsletter|通讯)|点击(这里|此处|订阅|关注|下载|注册|购买|咨询|领取|进入|查看|阅读)|"
+    r"(立即|马上|免费)(订阅|下载|注册|领取|咨询|体验)|订阅(我们的)?(简报|周报|日报|通讯|邮件)|"
+    r"\b(subscribe|sign up|register)\b.{0,30}\b(newsletter|updates|inbox|free)\b|"
+    r"\b(click here|download (our|the) app|follow us on|join our)\b|"
+    r"^(advertisement|sponsored( content)?|广告|赞助|推广)\s*[:：]?",
+    re.I,
+)
+# Chinese function words. jieba segments; this list says which segments carry grammar rather
+# than content (jusText has no Chinese stop list, jieba ships none for this use).
+STOP_ZH = frozenset(
+    "的 了 是 在 和 与 及 也 都 就 而 但 并 或 被 把 将 对 从 向 为 以 于 之 其 这 那 这个 那个 "
+    "这些 那些 我们 你们 他们 她们 它们 我 你 他 她 它 一个 没有 不 很 还 又 更 最 所以 因为 如果 "
+    "虽然 但是 可以 已经 因此 通过 由于 以及 等 着 过 让 给 到 会 能 要 有 说 上 中 下 后 时 地 "
+    "得 吗 呢 吧 啊 自己 这样 什么 如何 所 因 则 却 再 才 只 一些 这种 并且 而且 以后 之后 目前 "
+    "表示 认为 进行 就是 不是 还是 这里 那里 其中 如此 一直 曾 正在".split()
+)
+
+
+@lru_cache(maxsize=1)
+def _stoplists() -> dict[str, frozenset[str]]:
+    import justext
+
+    return {name: frozenset(justext.get_stoplist(name)) for name in justext.get_stoplists()}
+
+
+def _stop_en() -> frozenset[str]:
+    return _stoplists()["English"]
+
+
+def pick_stoplist(text: str) -> frozenset[str]:
+    """jusText's stop list (100 languages) that covers most of the page's Latin-script words.
+
+    A page in Italian or German read with English stop words looks like it has no prose at all.
+    """
+    words = Counter(w.lower() for w in _LATIN_WORD.findall(text[:20000]))
+    if not words:
+        return _stop_en()
+    best, best_hits = "English", -1
+    for name, stops in _stoplists().items():
+        hits = sum(c for w, c in words.items() if w in stops)
+        if hits > best_hits:
+            best, best_hits = name, hits
+    return _stoplists()[best]
+
+
+@lru_cache(maxsize=1)
+def _jieba() -> Any:
+    import logging
+
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)  # it logs its dictionary load on first use
+    return jieba
+
+
+def stop_density(line: str, cjk: bool, stops: frozenset[str] | None = None) -> float:
+    """Share of tokens that are function words (jieba tokens for Chinese, words otherwise)."""
+    if cjk:
+        toks = [t for t in _jieba().lcut(line, HMM=False) if _CJK.search(t)]
+        return sum(t in STOP_ZH for t in toks) / max(1, len(toks))
+    words = [w.lower() for w in _LATIN_WORD.findall(line)]
+    stops = stops if stops is not None else _stop_en()
+    return sum(w in stops for w in words) / max(1, len(words))
+
+
+def _items(s: str) -> list[str]:
+    return [p for p in _SEPS.split(s) if p and p.strip()]
+
+
+def list_like(s: str, cjk: bool) -> int:
+    """How many short items a separator-joined line holds (0 if it is not such a list).
+
+    Menus, breadcrumbs, tag clouds, keyword headers and footers of place names are short items
+    between separators; a sentence is one long item.
+    """
+    if _PROSE_PUNCT.search(s):
+        return 0  # commas and full stops: a sentence (、 between names is not enough)
+    items = _items(s)
+    if len(items) < 3:
+        items = [p for p in _ENUM_COMMA.split(s) if p.strip()]
+        if len(items) < 5:
+            return 0
+    lens = sorted(len(p.strip()) for p in items)
+    median = lens[len(lens) // 2]
+    limit = 14 if cjk else 30
+    if median > limit or any(p.strip().endswith(("。", "！", "？")) for p in items[:-1]):
+        return 0
+    # Space-separated CJK words ("东城区 西城区 朝阳区") count only when spaces are the joints.
+    return len(items)
+
+
+class LineInfo:
+    __slots__ = ("text", "n", "cjk", "words", "cls", "reason", "ends", "heading")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.n = len(text)
+        self.cjk = len(_CJK.findall(text))
+        self.words = len(_LATIN_WORD.findall(text))
+        self.cls = "short"
+        self.reason: str | None = None
+        self.ends = text.rstrip(_CLOSERS).endswith(_SENT_END)
+        self.heading = False
+
+
+def _is_cjk(li: LineInfo) -> bool:
+    return li.cjk >= max(2, li.words)
+
+
+def classify(lines: list[str], extracted: bool = False) -> list[LineInfo | None]:
+    """Class every line (None for blank lines). ``extracted``: text from the HTML extractor,
+    whose table rows (``| a | b |``) are content, not lists."""
+    stops = pick_stoplist("\n".join(lines))
+    counts = Counter(ln.strip() for ln in lines if ln.strip())
+    out: list[LineInfo | None] = []
+    in_related = False
+    for raw in lines:
+        s = raw.strip()
+        if not s:
+            out.append(None)
+            continue
+        li = LineInfo(s)
+        cjk = _is_cjk(li)
+        md_heading = bool(_HEADING_MD.match(s))
+        body = s.lstrip("#").strip() if md_heading else s
+        # Hard evidence of chrome, whatever the position.
+        reason = None
+        if RELATED_HEADER.match(body) and len(body) <= RELATED_ITEM_MAX * 4:
+            reason, in_related = "related", True
+        elif in_related and len(body) <= RELATED_ITEM_MAX and not li.ends:
+            reason = "related"
+        else:
+            in_related = False
+            reason = classify_line(body)
+            if reason is None:
+                cat = line_spam(body)
+                if cat:
+                    reason = f"spam:{cat}"
+            if reason is None and li.n <= 160 and _CTA.search(body):
+                reason = "banner"
+            if reason is None and not (extracted and _TABLE_ROW.match(body)):
+                n_items = list_like(body, cjk)
+                if n_items >= 4 or (n_items == 3 and not li.ends and li.n <= 40):
+                    reason = "list"
+            if reason is None:
+                url_chars = sum(len(m) for m in _URLISH.findall(body))
+                if url_chars >= 0.5 * len(body):
+                    reason = "links"
+        if reason is not None:
+            li.cls, li.reason = "bad", reason
+            out.append(li)
+            continue
+        if md_heading:
+            li.heading = True
+            out.append(li)
+            continue
+        # Prose or not: length, inner punctuation, function words.
+        if cjk:
+            # A headline can be long and carry a comma; prose ends like a sentence or runs on.
+            if (
+                li.cjk >= 20
+                and (li.ends or li.cjk >= 50)
+                and _PUNCT_IN.search(s)
+                and stop_density(s, True) >= 0.04
+            ):
+                li.cls = "good"
+            elif li.ends and li.cjk >= 6:
+                li.cls = "near"
+            elif li.cjk >= 12 and _PUNCT_IN.search(s) and stop_density(s, True) >= 0.08:
+                li.cls = "near"
+        else:
+            # jusText's thresholds (long and 30% stop words), with a shorter bar for a line that
+            # ends like a sentence: headlines of 10+ words do not.
+            sd = stop_density(s, False, stops) if li.words >= 4 else 0.0
+            if (li.n >= 150 and sd >= 0.3) or (li.n >= 60 and li.ends and sd >= 0.25):
+                li.cls = "good"
+            elif li.ends and li.words >= 4:
+                li.cls = "near"
+            elif li.words >= 6 and sd >= 0.2 and li.n >= 100:
+                li.cls = "near"
+        digits = len(_DIGITS.findall(s))
+        if li.cls == "short":
+            if counts[s] >= 2 and li.n <= 60:
+                li.reason = "repeated"  # soft: a menu item or a title echoed by the page
+            elif digits >= 0.4 * li.n and li.n >= 4:
+                li.reason = "digits"
+        out.append(li)
+    return out
+
+
+def _tiny(li: LineInfo) -> bool:
+    return (li.cjk <= 5 and li.words <= 2) or li.n <= 3
+
+
+def _heading_like(li: LineInfo) -> bool:
+    if li.heading:
+        return True
+    return li.reason is None and not _tiny(li) and li.n <= 120
+
+
+def _chrome(li: LineInfo) -> bool:
+    """Chrome for splitting the body: a bad line, or a repeated / digit line that is not code."""
+    return li.cls == "bad" or (li.reason is not None and not _CODEISH.search(li.text))
+
+
+def _clusters(infos: list[LineInfo | None], good: list[int]) -> list[list[int]]:
+    """Group good lines. Three chrome lines, or six lines that are not prose, between two good
+    lines split them: a menu, a comment box or a list of headlines separates the article from
+    a cookie notice or a footer disclaimer, while an article's own short list rarely runs that
+    long (and if it does, both halves are large and both stay body)."""
+    groups = [[good[0]]]
+    for a, b in zip(good, good[1:], strict=False):
+        between = [infos[k] for k in range(a + 1, b) if infos[k] is not None]
+        chrome = sum(1 for li in between if _chrome(li))  # type: ignore[arg-type]
+        other = sum(1 for li in between if li.cls == "short")  # type: ignore[union-attr]
+        if chrome >= 3 or other >= 6:
+            groups.append([b])
+        else:
+            groups[-1].append(b)
+    return groups
+
+
+def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[str | None]]:
+    """For each line: keep it?, and the reason when it goes.
+
+    ``extracted``: the text comes from an HTML extractor that already chose the article's
+    blocks; then only chrome lines and the tiny or doubtful lines at the two edges go.
+    """
+    infos = classify(lines, extracted)
+    keep = [True] * len(lines)
+    why: list[str | None] = [None] * len(lines)
+
+    def cut(i: int, reason: str) -> None:
+        if infos[i] is not None:
+            keep[i], why[i] = False, reason
+
+    for i, li in enumerate(infos):
+        if li is not None and li.cls == "bad":
+            cut(i, li.reason or "bad")
+    # A title, caption or teaser echoed further down the page: keep its first copy. Code is
+    # left alone (a repeated `-e ENV=dev \` is the script, not the page).
+    seen: set[str] = set()
+    for i, li in enumerate(infos):
+        if li is not None and keep[i] and li.n >= 4 and not _CODEISH.search(li.text):
+            if li.text in seen:
+                cut(i, "repeated")
+            seen.add(li.text)
+    good = [i for i, li in enumerate(infos) if li is not None and li.cls == "good"]
+    if not good:
+        return keep, why
+    if extracted:
+        for order, reason in (
+            (range(len(lines)), "header"),
+            (range(len(lines) - 1, -1, -1), "footer"),
+        ):
+            for i in order:
+                li = infos[i]
+                if li is None or li.cls == "bad":
+                    continue
+                if li.cls == "short" and not li.heading and (_tiny(li) or li.reason):
+                    cut(i, reason)
+                    continue
+                break
+        return keep, why
+    # Short sentences (near) join the clusters: stories and interviews are made of them.
+    prose = [i for i, li in enumerate(infos) if li is not None and li.cls in ("good", "near")]
+    groups = _clusters(infos, prose)
+    mass = [
+        sum(infos[k].n for k in g if infos[k].cls == "good")  # type: ignore[union-attr]
+        + 0.5 * sum(infos[k].n for k in g if infos[k].cls == "near")  # type: ignore[union-attr]
+        for g in groups
+    ]
+    # The body is the largest cluster, grown to its neighbours while they are substantial and
+    # near: a cookie notice 200 menu lines above the article is not part of it.
+    main = max(range(len(groups)), key=lambda k: mass[k])
+    lo = hi = main
+
+    def joins(k: int, a: int, b: int) -> bool:
+        gap = [infos[j] for j in range(a + 1, b) if infos[j] is not None]
+        # Only a split made by a run of short lines (an inner list, captions) is bridged; a
+        # split made by chrome (menus, repeated teaser labels) stays.
+        chrome = sum(1 for li in gap if _chrome(li))  # type: ignore[arg-type]
+        if chrome >= 3:
+            return False
+        return len(gap) <= 15 or (mass[k] >= 0.25 * mass[main] and len(gap) <= 40)
+
+    while lo > 0 and joins(lo - 1, groups[lo - 1][-1], groups[lo][0]):
+        lo -= 1
+    while hi < len(groups) - 1 and joins(hi + 1, groups[hi][-1], groups[hi + 1][0]):
+        hi += 1
+    start, end = groups[lo][0], groups[hi][-1]
+    # Header: walk up from the body, keep a title / lead, skip bylines and share bars.
+    kept_head = 0
+    stop = False
+    for i in range(start - 1, -1, -1):
+        li = infos[i]
+        if li is None:
+            continue
+        if li.cls == "bad":
+            # Single lines of furniture sit between a title and its text (byline, share bar,
+            # banner, breadcrumb); a spam header, a list or a footer ends the walk.
+            if li.reason not in ("byline", "share", "banner", "navigation", "seo_keywords"):
+                stop = True
+            continue
+        if not stop and kept_head < 3 and (_heading_like(li) or li.cls in ("good", "near")):
+            kept_head += 1
+            continue
+        stop = True
+        cut(i, "header")
+    # Footer: sentences that continue the body stay until the first chrome line.
+    stop = False
+    for i in range(end + 1, len(lines)):
+        li = infos[i]
+        if li is None:
+            continue
+        if li.cls == "bad":
+            if li.reason not in ("byline", "share"):
+                stop = True
+            continue
+        if not stop and li.cls in ("good", "near") and li.reason is None:
+            continue
+        stop = True
+        cut(i, "footer")
+    return keep, why
+
+
+def clean_page(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """The page without its chrome, and the removed lines with their reasons."""
+    lines = text.split("\n")
+    keep, why = decide(lines)
+    removed = [(lines[i].strip(), why[i] or "") for i in range(len(lines)) if not keep[i]]
+    if not removed:
+        return text, []
+    out = "\n".join(ln for ln, k in zip(lines, keep, strict=True) if k)
+    return re.sub(r"\n{3,}", "\n\n", out).strip(), removed
+
+
+def page_diff(text: str, keep: list[bool], why: list[str | None], width: int = 160) -> str:
+    """A diff a person can scan: ``-`` lines were cut (with the reason), two spaces were kept."""
+    out = []
+    for ln, k, r in zip(text.split("\n"), keep, why, strict=True):
+        s = ln.strip()
+        if not s:
+            continue
+        s = s if len(s) <= width else s[:width] + "…"
+        out.append(f"  {s}" if k else f"- {s}   [{r}]")
+    return "\n".join(out)
+
+
+DIFF_DOCS = 20  # documents whose full diff the report shows
+CUT_CHARS = 2000  # per record, the removed lines kept in meta.page_cut
+
+
+class PageLines(Formatter):
+    """Drop chrome lines of web pages and page-like text; counts removed lines per reason in
+    ``extra`` and records the removed lines in ``meta.page_cut`` (first 2,000 characters)."""
+
+    name = "page_lines"
+
+    def __init__(self, formats: list[str] | None = None) -> None:
+        super().__init__()
+        self.formats = set(formats if formats is not None else PAGE_FORMATS)
+        self.diffs = 0
+
+    def format(self, text: str) -> str:
+        return clean_page(text)[0]
+
+    def apply(self, rec: dict[str, Any]) -> bool:
+        text = rec.get("text")
+        meta = rec.get("meta") or {}
+        if text is None or meta.get("format") not in self.formats:
+            return False
+        lines = text.split("\n")
+        keep, why = decide(lines, extracted=meta.get("format") == "html")
+        if all(keep):
+            return False
+        new = re.sub(
+            r"\n{3,}", "\n\n", "\n".join(ln for ln, k in zip(lines, keep, strict=True) if k)
+        ).strip()
+        cut = []
+        size = 0
+        for ln, k, r in zip(lines, keep, why, strict=True):
+            if not k:
+                self.stats.extra[r or "bad"] += 1
+                if size < CUT_CHARS:
+                    cut.append(f"[{r}] {ln.strip()[:300]}")
+                    size += len(cut[-1])
+        rec.setdefault("meta", {})["page_cut"] = "\n".join(cut)
+        if not new:
+            # Nothing but chrome: the record goes to the rejects whole, with the main reason.
+            reasons = Counter(r for r, k in zip(why, keep, strict=True) if not k and r)
+            spam = [r for r in reasons if r.startswith("spam:")]
+            rec["_page_reject"] = max(spam, key=reasons.__getitem__) if spam else "only_chrome"
+            return True
+        rec["text"] = new
+        self.stats.extra["lines_removed"] += sum(1 for k in keep if not k)
+        if self.diffs < DIFF_DOCS:
+            self.diffs += 1
+            self.stats.add_example(
+                f"diff {self.diffs:02d}",
+                {
+                    "id": str(rec.get("id")),
+                    "diff": page_diff(text, keep, why)[: EXAMPLE_CHARS * 20],
+                },
+            )
+        return True
+
+    def run(self, records: Iterable[dict[str, Any]], reject: Reject) -> Iterator[dict[str, Any]]:
+        for rec in records:
+            self.stats.seen += 1
+            if self.apply(rec):
+                self.stats.changed += 1
+            reason = rec.pop("_page_reject", None)
+            if reason is not None:
+                self.drop(rec, reason, reject)
+                continue
+            self.stats.kept += 1
+            yield rec

@@ -1,0 +1,269 @@
+"""Page curation: chrome, spam, pinyin and quality on messy pages built from real patterns."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from page_fixtures import (
+    EN_BODIES,
+    ZH_BODIES,
+    annotate_pinyin,
+    county_footer,
+    messy_en_page,
+    messy_zh_page,
+)
+from zimo.data.curate import curate_path
+from zimo.data.curate_config import CurateConfig
+from zimo.data.filters.spam import doc_spam, line_spam
+from zimo.data.formatters.page_artifacts import strip_pinyin
+from zimo.data.formatters.page_lines import decide
+from zimo.data.pipeline import build_steps, run_steps
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+ZH_TITLE = "新能源汽车产业链迎来新一轮投资热潮"
+EN_TITLE = "City expands bus network to three new districts"
+
+
+def _doc(text: str, fmt: str = "txt", rid: str = "p") -> dict:
+    return {"id": rid, "text": text, "meta": {"format": fmt, "source": f"{rid}.{fmt}"}}
+
+
+def _curate(records: list[dict], cfg: CurateConfig | None = None):
+    return run_steps(records, build_steps(cfg or CurateConfig()))
+
+
+def _chrome_lines(page: str, body: list[str], title: str) -> list[str]:
+    keep = {p.strip() for p in body} | {title}
+    return [ln for ln in page.split("\n") if ln.strip() and ln.strip() not in keep]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_messy_zh_pages_lose_their_chrome_and_keep_the_article(seed):
+    rng = random.Random(seed)
+    body = ZH_BODIES[seed % len(ZH_BODIES)]
+    page = messy_zh_page(rng, body, ZH_TITLE, pinyin=seed % 2 == 0)
+    res = _curate([_doc(page)])
+    assert len(res.kept) == 1, [(r["reject_step"], r["reject_reason"]) for r in res.rejected]
+    out = res.kept[0]["text"]
+    for para in body:
+        assert para in out, para  # every article sentence, pinyin removed
+    assert ZH_TITLE in out
+    for line in _chrome_lines(strip_pinyin(page)[0], body, ZH_TITLE):
+        assert line.strip() not in out, line
+    assert "(" not in out and "chǎn" not in out
+    assert len(out) < 0.6 * len(page)
+    assert res.kept[0]["meta"]["page_cut"]  # what was cut is recorded per record
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_messy_en_pages_lose_their_chrome_and_keep_the_article(seed):
+    rng = random.Random(seed)
+    body = EN_BODIES[seed % len(EN_BODIES)]
+    page = messy_en_page(rng, body, EN_TITLE)
+    res = _curate([_doc(page)])
+    assert len(res.kept) == 1
+    out = res.kept[0]["text"]
+    for para in body:
+        assert para in out
+    chrome = [
+        ln
+        for ln in _chrome_lines(page, body, EN_TITLE)
+        if not ln.startswith("Published on")  # a date line under the title may stay
+    ]
+    for line in chrome:
+        assert line.strip() not in out, line
+
+
+def test_county_footer_and_seo_header_are_cut_even_without_a_lexicon_hit():
+    rng = random.Random(7)
+    body = ZH_BODIES[0]
+    seo = "_".join(["某某网", "最新资讯", "免费下载", "高清图片", "热门排行", "在线阅读"])
+    page = "\n".join([seo, ZH_TITLE, *body, county_footer(rng, 200)])
+    keep, why = decide(page.split("\n"))
+    assert keep[0] is False and keep[-1] is False
+    assert all(keep[1:-1])
+    assert why[-1] is not None
+
+
+def test_body_is_never_cut_inside_even_its_short_lines_and_lists():
+    body = [
+        "业内人士认为，随着电池成本下降和充电设施不断完善，新能源汽车的产业链正在向中西部地区转移。",
+        "（二）变化是有方向、有重点、有步骤的",
+        "主要变化包括：",
+        "电池材料",
+        "整车制造",
+        "充电设施",
+        "多地政府也出台了相应的扶持政策，吸引上下游企业集聚发展，推动产业结构优化升级。",
+    ]
+    page = "\n".join(
+        ["首页 | 新闻 | 财经 | 体育 | 娱乐", *body, "Copyright © 2023 某某网 版权所有"]
+    )
+    res = _curate([_doc(page)])
+    assert res.kept[0]["text"] == "\n".join(body)
+
+
+def test_a_plain_document_without_chrome_is_left_alone():
+    text = "\n".join(ZH_BODIES[2] + EN_BODIES[1])
+    res = _curate([_doc(text, "md")])
+    assert res.kept[0]["text"] == text
+    assert "page_cut" not in res.kept[0]["meta"]
+
+
+def test_table_records_are_not_touched_by_the_page_steps():
+    # SMS-like rows (format jsonl) that look like chrome or spam stay exactly as they are.
+    rows = [
+        "订阅我们的简报，点击订阅，立即领取优惠",
+        "澳门赌场百家乐真人娱乐现金网开户送彩金",
+        "首页 | 新闻 | 财经 | 体育",
+        "你好，明天下午三点开会，记得带上材料。",
+    ]
+    recs = [_doc(t, "jsonl", f"r{i}") for i, t in enumerate(rows)]
+    with_pages = _curate([dict(r, meta=dict(r["meta"])) for r in recs])
+    page_steps = {"page_artifacts", "page_lines", "spam", "doc_quality"}
+    without = CurateConfig(steps=[s for s in CurateConfig().steps if s.step not in page_steps])
+    plain = _curate([dict(r, meta=dict(r["meta"])) for r in recs], without)
+    assert [r["text"] for r in with_pages.kept] == [r["text"] for r in plain.kept]
+    assert [r["meta"] for r in with_pages.kept] == [r["meta"] for r in plain.kept]
+    assert not any(r["reject_step"] in page_steps for r in with_pages.rejected)
+
+
+def test_spam_page_is_rejected_but_a_page_behind_a_spam_header_keeps_its_article():
+    terms = ["百家乐", "真人娱乐", "现金网", "娱乐城", "体育投注", "时时彩", "六合彩", "老虎机"]
+    rng = random.Random(3)
+    spam = "\n".join(
+        f"{rng.choice(terms)}官网{rng.choice(terms)}注册，{rng.choice(terms)}最新地址，{rng.choice(terms)}开户"
+        for _ in range(12)
+    )
+    header = "_".join(terms[:6])
+    article = "\n".join([header, ZH_TITLE, *ZH_BODIES[1]])
+    res = _curate([_doc(spam, rid="spam"), _doc(article, rid="ok")])
+    assert [r["id"] for r in res.kept] == ["ok"]
+    assert res.kept[0]["text"].startswith(ZH_TITLE)
+    (rej,) = res.rejected
+    assert rej["reject_reason"] == "spam:gambling"
+    assert rej["text"] == spam  # the rejects keep the page as it came
+
+
+def test_spam_rules_spare_sentences_that_mention_a_term_once():
+    news = "警方近日破获一起利用境外网站组织网络赌博的案件，涉案的百家乐网站已被依法关停。"
+    assert line_spam(news) is None
+    assert doc_spam(news) is None
+    assert line_spam("百家乐_真人娱乐_现金网") == "gambling"
+    assert line_spam("free porn videos online") == "adult"
+    assert line_spam("The class passed the assessment.") is None  # no substring hits
+
+
+@pytest.mark.skipif(not (SHARED / "webpages" / "messy_zh").exists(), reason="shared data absent")
+def test_real_common_crawl_gambling_spam_lines_are_cut():
+    # Real CCNet rows: gambling keyword lines pasted around a news article.
+    path = SHARED / "webpages" / "messy_zh" / "chinesewebtext_cc_sample.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    row = next(r for r in rows if "威尼斯人现金直营" in r["raw_content"])
+    res = _curate([_doc(row["raw_content"])])
+    out = res.kept[0]["text"] if res.kept else ""
+    assert "威尼斯人现金直营" not in out
+    assert "据江西省应急管理厅消息" in out  # the article's first paragraph stays
+
+
+def test_pinyin_annotations_are_removed_and_glosses_kept():
+    assert strip_pinyin("產(chǎn)業(yè)的發(fā)展")[0] == "產業的發展"
+    assert strip_pinyin("我(wo3)爱(ai4)你(ni3)")[0] == "我爱你"
+    text = annotate_pinyin("企业和市场都在发展。他来自中国(China)，研究人工智能(AI)。")
+    out, n = strip_pinyin(text)
+    assert out == "企业和市场都在发展。他来自中国(China)，研究人工智能(AI)。"
+    assert n == 3
+    assert strip_pinyin("年份(2023)与型号(x)")[0] == "年份(2023)与型号(x)"
+
+
+def test_quality_score_is_recorded_and_low_scores_and_mojibake_are_rejected():
+    good = _doc("\n".join(ZH_BODIES[0]), rid="good")
+    tags = _doc("\n".join(["热门标签", "新闻 财经 体育", "汽车 房产 旅游"] * 3), rid="tags")
+    # Text decoded with the wrong codec: every tenth character lost to U+FFFD.
+    lost = "\n".join(ZH_BODIES[1])
+    broken = _doc("".join("\ufffd" if i % 10 == 3 else c for i, c in enumerate(lost)), rid="broken")
+    res = _curate([good, tags, broken])
+    assert [r["id"] for r in res.kept] == ["good"]
+    assert res.kept[0]["meta"]["quality_score"] >= 0.8
+    reasons = {r["id"]: r["reject_reason"] for r in res.rejected}
+    assert reasons["broken"] == "mojibake"
+    assert reasons["tags"] in ("low_quality_score", "only_chrome")
+
+
+def test_convert_chinese_is_one_config_line():
+    pytest.importorskip("opencc", reason="opencc is an optional extra")
+    cfg = CurateConfig.model_validate({"convert_chinese": "t2s"})
+    names = [s.step for s in cfg.steps]
+    assert names[names.index("normalize") + 1] == "chinese_convert"
+    res = _curate([_doc("\n".join(["軟體開發與資料庫的發展，讓產業更有效率。"] * 2))], cfg)
+    assert "软件开发与数据库" in res.kept[0]["text"] or "软体开发与资料库" in res.kept[0]["text"]
+
+
+def test_curate_cli_path_reports_a_readable_diff(tmp_path):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    rng = random.Random(11)
+    (inp / "portal.txt").write_text(
+        messy_zh_page(rng, ZH_BODIES[0], ZH_TITLE, pinyin=True), encoding="utf-8"
+    )
+    (inp / "blog.txt").write_text(
+        messy_zh_page(rng, ZH_BODIES[2], "学做饭的那些日子", pinyin=False), encoding="utf-8"
+    )
+    (inp / "story.md").write_text(messy_en_page(rng, EN_BODIES[1], EN_TITLE), encoding="utf-8")
+    out = tmp_path / "out"
+    curate_path(inp, out, workers=1, progress=False)
+    kept = pq.read_table(out / "curated.parquet").to_pylist()
+    assert len(kept) == 3
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert 'class="cut"' in html and "版权所有" in html
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    step = next(s for s in report["steps"] if s["name"] == "page_lines")
+    assert step["extra"]["lines_removed"] >= 30
+    assert any(k.startswith("diff") for k in step["examples"])
+
+
+def test_html_reader_exposes_trafilatura_precision_and_recall(tmp_path):
+    from zimo.data.curate_config import ReadSpec
+    from zimo.data.readers.files import read_file
+
+    paras = "".join(f"<p>{p}</p>" for p in EN_BODIES[0])
+    html = (
+        "<html><head><title>t</title></head><body><nav><a href='/'>Home</a> | "
+        "<a href='/w'>World</a></nav><article><h1>" + EN_TITLE + "</h1>" + paras + "</article>"
+        "<footer>© 2024 Daily Courier. All rights reserved.</footer></body></html>"
+    )
+    path = tmp_path / "a.html"
+    path.write_text(html, encoding="utf-8")
+    texts = {}
+    for favor in ("precision", "balanced", "recall"):
+        (rec,) = read_file(path, ReadSpec(html_favor=favor), tmp_path)
+        texts[favor] = rec["text"]
+        assert EN_BODIES[0][0] in rec["text"]
+    res = _curate([_doc(texts["recall"], "html")])
+    assert "All rights reserved" not in res.kept[0]["text"]
+    with pytest.raises(ValueError):
+        ReadSpec(html_favor="fast")
+
+
+def test_unicode_artefacts_zero_width_and_full_width_are_normalised():
+    text = "新能源\u200b汽车ＡＢＣ公司发布了全新车型，售价为１２万元。\n" + "\n".join(ZH_BODIES[1])
+    res = _curate([_doc(text)])
+    out = res.kept[0]["text"]
+    assert "\u200b" not in out and "ABC" in out and "12" in out and "，" in out
+    assert re.search("[Ａ-Ｚ０-９]", out) is None
+
+
+def test_an_echoed_caption_loses_its_second_copy_but_repeated_code_stays():
+    caption = "5月19日，阿比纳德尔在竞选总部发表胜选演讲。新华社记者 李梦馨 摄"
+    code = "-e ENV=dev \\"
+    b = ZH_BODIES[0]
+    lines = [ZH_TITLE, b[0], caption, b[1], code, code, caption, b[2], b[3]]
+    keep, why = decide(lines)
+    assert keep[2] and not keep[6] and why[6] == "repeated"
+    assert keep[4] and keep[5]
+    assert all(keep[i] for i in (0, 1, 3, 7, 8))
