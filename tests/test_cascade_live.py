@@ -160,6 +160,8 @@ def test_cascade_serves_degrades_and_the_flywheel_closes_the_loop(tmp_path: Path
         )
         train_after = sorted(p.name for p in (proj / ".zimo" / "artifacts" / "train").iterdir())
         assert set(train_after) > set(train_before)
+        r = run_zimo("flywheel", proj)  # no traffic since: nothing to learn, nothing changes
+        assert r.returncode != 0 and "nothing changed" in r.stderr
         new_thr = json.loads(cascade_file.read_text())["thresholds"][0]
         assert new_thr != 2.0
         deadline = time.time() + 20
@@ -171,8 +173,12 @@ def test_cascade_serves_degrades_and_the_flywheel_closes_the_loop(tmp_path: Path
                 break
             assert time.time() < deadline, "the new thresholds were not picked up"
             time.sleep(0.3)
-        r = run_zimo("flywheel", proj)
-        assert r.returncode != 0 and "nothing changed" in r.stderr
+        # The dashboard's cascade panel: shares per tier, cost against all-big, the rounds.
+        dash = c.get("/ui/api/cascade").json()["projects"][0]
+        assert dash["project"] == "tiny-sms" and dash["tiers"] == ["classical", "big"]
+        assert dash["share"]["big"] > 0 and abs(sum(dash["share"].values()) - 1) < 1e-9
+        assert 0 < dash["cost_vs_all_big"] < 1 and dash["degraded"] == 1
+        assert [r["round"] for r in dash["flywheel"]] == [1]
     # Teacher rows go to train only: dev and test stay human-labelled.
     split = next((proj / ".zimo" / "artifacts" / "split").iterdir())
     from zimo.dataset_io import read_records

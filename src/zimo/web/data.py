@@ -316,3 +316,59 @@ def _upstream_price(st: Any) -> tuple[float, float] | None:
     if pin is None and pout is None:
         return None
     return float(pin or 0.0), float(pout or 0.0)
+
+
+def cascade_summary(st: Any, projects: list[Path], hours: float) -> dict[str, Any]:
+    """Per cascaded project: the share each tier answered, cost per 1k requests against sending
+    everything to the big tier, shadow agreement over time, and the flywheel's rounds."""
+    from zimo.flywheel import STATE
+    from zimo.workspace import read_json_optional
+
+    log = getattr(st, "request_log", None) if st is not None else None
+    out: dict[str, Any] = {"projects": []}
+    since = time.time() - hours * 3600
+    for root in projects:
+        cascade = read_json_optional(Path(root) / ".zimo" / "route" / "cascade.json")
+        if not cascade:
+            continue
+        name = project_name(root)
+        rows = log.query(model=name, since=since) if log is not None else []
+        tiers: Counter = Counter()
+        cost = big_cost = 0.0
+        big_n = degraded = 0
+        shadow: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+        for r in rows:
+            route = r.get("route") or {}
+            if r.get("endpoint") == "shadow":
+                agree = (r.get("params") or {}).get("agree")
+                b = int(_parse_time(r["time"]) // 3600 * 3600)
+                shadow[b][0] += int(bool(agree))
+                shadow[b][1] += 1
+                continue
+            if r.get("status") != 200 or not isinstance(route, dict) or "tier" not in route:
+                continue
+            tiers[route["tier"]] += 1
+            cost += float(r.get("cost") or 0.0)
+            degraded += int(bool(route.get("degraded")))
+            last = (route.get("cascade") or [{}])[-1]
+            if last.get("tier") == cascade["tiers"][-1] and last.get("answered"):
+                big_n += 1
+                big_cost += float(last.get("cost_usd") or 0.0)
+        n = sum(tiers.values())
+        per_big = big_cost / big_n if big_n else None  # what one big-tier answer costs here
+        all_big = per_big * n if per_big is not None else None
+        out["projects"].append({
+            "project": name,
+            "tiers": cascade["tiers"],
+            "thresholds": cascade["thresholds"],
+            "requests": n,
+            "share": {t: (tiers[t] / n if n else 0.0) for t in cascade["tiers"]},
+            "degraded": degraded,
+            "cost_per_1k": cost / n * 1000 if n else None,
+            "all_big_cost_per_1k": per_big * 1000 if per_big is not None else None,
+            "cost_vs_all_big": cost / all_big if all_big else None,
+            "shadow": [{"time": datetime.fromtimestamp(b, timezone.utc).isoformat(),
+                        "agreement": a / k, "n": k} for b, (a, k) in sorted(shadow.items())],
+            "flywheel": read_json_optional(Path(root) / STATE).get("rounds", []),
+        })  # fmt: skip
+    return out

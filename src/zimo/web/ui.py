@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 from pathlib import Path
@@ -216,6 +217,14 @@ def mount_ui(app: FastAPI, projects: list[str | Path] | None = None) -> None:
     async def api_gateway(request: Request, hours: float = 24.0):
         _require_admin(request)
         return await asyncio.to_thread(D.gateway_summary, _state(request), hours)
+
+    @app.get("/ui/api/cascade")
+    async def api_cascade(request: Request, hours: float = 24.0):
+        _require_admin(request)
+        if not math.isfinite(hours) or not 0 < hours <= 24 * 366:
+            raise HTTPException(400, "hours must be a number of hours between 0 and 8784")
+        st = _state(request)
+        return await asyncio.to_thread(D.cascade_summary, st, _projects(request), hours)
 
     @app.get("/ui/api/keys")
     async def api_keys(request: Request):

@@ -250,6 +250,25 @@ async function pageGateway() {
   };
   $("#gw-hours").addEventListener("change", load);
   await load();
+  await drawCascades();
+}
+
+async function drawCascades() {
+  const d = await api(`/ui/api/cascade?hours=${$("#gw-hours").value}`);
+  if (!d.projects.length) return;
+  const pct = (x) => (x == null ? "—" : (100 * x).toFixed(1) + "%");
+  const money = (x) => (x == null ? "—" : "$" + x.toFixed(4));
+  $("#gw-cascade").innerHTML = d.projects.map((p) =>
+    `<h3>${esc(p.project)}</h3>` +
+    table(["tier", "threshold", "share answered"], p.tiers.map((t, i) =>
+      [esc(t), p.thresholds[i] == null ? "last" : p.thresholds[i].toFixed(3), pct(p.share[t])])) +
+    table(["requests", "degraded", "cost / 1k", "all-big cost / 1k", "cost vs all-big"],
+      [[p.requests, p.degraded, money(p.cost_per_1k), money(p.all_big_cost_per_1k), pct(p.cost_vs_all_big)]]) +
+    (p.shadow.length ? table(["hour", "shadow agreement", "calls"], p.shadow.map((s) =>
+      [esc(s.time.slice(0, 16).replace("T", " ")), pct(s.agreement), s.n])) : "<p>No shadow calls yet (route.shadow_rate).</p>") +
+    (p.flywheel.length ? table(["flywheel round", "time", "new rows", "rows", "retrained", "thresholds"], p.flywheel.map((r) =>
+      [r.round, esc(r.time), r.new_rows, r.rows, esc(r.retrained.join(", ")), esc(JSON.stringify(r.thresholds))])) : "<p>No flywheel round yet (zimo flywheel).</p>")
+  ).join("");
 }
 
 async function pageKeys() {
