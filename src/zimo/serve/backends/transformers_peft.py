@@ -486,6 +486,9 @@ class PeftBackend(Backend):
                 if p.top_p < 1.0:
                     sp, si = probs.sort(descending=True)
                     keep = (sp.cumsum(0) - sp) < p.top_p
+                    # The most likely token always stays: a top_p below float32's range
+                    # (1e-46) would otherwise keep nothing and fail the whole batch.
+                    keep[0] = True
                     sp = sp * keep
                     probs = torch.zeros_like(probs).scatter_(0, si, sp)
                     probs = probs / probs.sum()
