@@ -149,7 +149,9 @@ class ServeConfig(_Strict):
     log: LogConfig = LogConfig()
     keys_db: str | None = Field(None, description="API keys; None = ~/.zimo/serve/keys.sqlite")
     require_keys: bool | None = Field(
-        None, description="None = require keys when any key exists; True/False to force"
+        None,
+        description="None = always off loopback; on loopback once any key exists (and from "
+        "then on, even after the last key is revoked); True/False to force",
     )
     cors_origins: list[str] = Field(default_factory=list, description="empty = CORS off")
     embeddings: bool = Field(True, description="serve /v1/embeddings with the embedded MiniLM")

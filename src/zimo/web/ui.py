@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -47,6 +47,12 @@ def _require_admin(request: Request) -> None:
     """Admin key needed when the server has keys; open on a key-less localhost server."""
     st = _state(request)
     if st is None or not st.auth_required():
+        # Key-less servers are bound to loopback; should one still be reached from another
+        # machine (a proxy, a tunnel), its admin API must not answer unauthenticated.
+        from zimo.serve.service import is_loopback
+
+        if not is_loopback(request.client.host if request.client else None):
+            raise HTTPException(403, "without API keys the dashboard answers localhost only")
         return
     auth = request.headers.get("authorization", "")
     token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
@@ -168,7 +174,11 @@ def mount_ui(app: FastAPI, projects: list[str | Path] | None = None) -> None:
 
     @app.get("/ui/api/projects/{name}/samples")
     async def api_samples(
-        name: str, request: Request, q: str = "", split: str = "train", limit: int = 50
+        name: str,
+        request: Request,
+        q: str = Query("", max_length=1000),
+        split: str = "train",
+        limit: int = 50,
     ):
         _require_admin(request)
         root = _project(request, name)
@@ -213,7 +223,9 @@ def mount_ui(app: FastAPI, projects: list[str | Path] | None = None) -> None:
         return await asyncio.to_thread(D.models_summary, st, _projects(request))
 
     @app.get("/ui/api/gateway")
-    async def api_gateway(request: Request, hours: float = 24.0):
+    async def api_gateway(
+        request: Request, hours: float = Query(24.0, gt=0, le=24 * 366, allow_inf_nan=False)
+    ):
         _require_admin(request)
         return await asyncio.to_thread(D.gateway_summary, _state(request), hours)
 
