@@ -537,6 +537,7 @@ class _NullProgress:
 def _progress(enabled: bool) -> Any:
     if not enabled:
         return _NullProgress()
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     return Progress(
@@ -544,4 +545,5 @@ def _progress(enabled: bool) -> Any:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        console=Console(stderr=True),  # stdout carries the JSON summary scripts parse
     )
