@@ -34,7 +34,9 @@ def local(tmp_path_factory):
     root = tmp_path_factory.mktemp("harden")
     upstream = FakeOpenAI(responder=lambda body: "big answer", models=("big-model",)).start()
     os.environ[UPSTREAM_ENV] = upstream.api_key
+    label = {"task": "label", "labels": ["legitimate", "fraudulent"]}
     cfg = ServeConfig(
+        models=[{"name": "lab", "adapter_dir": None, "metadata": label}],  # base as classifier
         backend={"threads": 1, "batching": {"max_wait_ms": 50}},
         upstream={
             "base_url": upstream.base_url,
@@ -357,3 +359,16 @@ def test_revoking_the_last_key_leaves_an_exposed_server_closed(exposed):
     assert httpx.get(url + "/ui/api/keys").status_code == 401
     assert httpx.get(url + "/v1/models", headers=h).status_code == 401  # revoked
     assert keys.count_active() == 0
+
+
+def test_label_usage_counts_the_tokens_its_logprobs_list(local):
+    msgs = [{"role": "user", "content": "You won a prize, send your bank details."}]
+    r = _post(local["url"], "/v1/chat/completions",
+              {"model": "lab", "messages": msgs, "logprobs": True, "top_logprobs": 2})  # fmt: skip
+    assert r.status_code == 200, r.text
+    body = r.json()
+    content = body["choices"][0]["logprobs"]["content"]
+    label = body["choices"][0]["message"]["content"]
+    assert label in ("legitimate", "fraudulent")
+    assert body["usage"]["completion_tokens"] == len(content) > 1
+    assert "".join(e["token"] for e in content).strip() == label

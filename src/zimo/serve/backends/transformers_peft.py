@@ -65,6 +65,12 @@ def load_base(base: str, dtype) -> tuple[Any, Any]:
     return load_causal_lm(base, dtype=dtype)
 
 
+def _word_ids(label_ids: list[int]) -> list[int]:
+    """The label word's tokens: ``LabelPrompt.label_ids`` end with the end-of-turn token,
+    which generation does not count as a completion token either."""
+    return label_ids[:-1] if len(label_ids) > 1 else label_ids
+
+
 class _Row:
     """Decoding state of one job inside a batch."""
 
@@ -394,14 +400,21 @@ class PeftBackend(Backend):
                     ),
                     key=lambda x: -x[1],
                 )
-                lps = [TokenLogprob(labels[best], top[0][1], top[: max(1, j.params.top_logprobs)])]
+                # One entry per token of the label, as completion_tokens counts them: the
+                # first carries the label's log-probability and the other labels as
+                # alternatives; the rest are forced once the label is chosen (log p = 0).
+                ids = _word_ids(prompts[id(j)].label_ids[best])
+                alts = top[: max(1, j.params.top_logprobs)]
+                pieces = [self._piece(t) for t in ids] if len(ids) > 1 else [labels[best]]
+                lps = [TokenLogprob(pieces[0], top[0][1], alts)]
+                lps += [TokenLogprob(piece, 0.0, []) for piece in pieces[1:]]
             j.emit(labels[best], lps)
             j.finish(
                 Result(
                     text=labels[best],
                     finish_reason="stop",
                     prompt_tokens=len(j.prompt_ids),
-                    completion_tokens=len(prompts[id(j)].label_ids[best]),
+                    completion_tokens=len(_word_ids(prompts[id(j)].label_ids[best])),
                     logprobs=lps,
                     compute_s=dt / len(jobs),
                     queue_s=(j.started or t0) - j.submitted,
