@@ -372,3 +372,20 @@ def test_label_usage_counts_the_tokens_its_logprobs_list(local):
     assert label in ("legitimate", "fraudulent")
     assert body["usage"]["completion_tokens"] == len(content) > 1
     assert "".join(e["token"] for e in content).strip() == label
+
+
+def test_openapi_documents_request_bodies_and_errors(local):
+    doc = httpx.get(local["url"] + "/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    for path, model in (("/v1/chat/completions", "ChatRequest"),
+                        ("/v1/completions", "CompletionRequest"), ("/ui/api/keys", "KeyCreateRequest")):  # fmt: skip
+        body = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        assert body["schema"] == {"$ref": f"#/components/schemas/{model}"}
+    chat = schemas["ChatRequest"]
+    assert chat["properties"]["seed"]["anyOf"][0]["maximum"] == 2**64 - 1
+    assert {"model", "messages"} <= set(chat["required"])
+    for path, ops in doc["paths"].items():
+        for op in ops.values():
+            err = op["responses"]["400"]["content"]["application/json"]["schema"]
+            assert err == {"$ref": "#/components/schemas/ErrorResponse"}, path
+    assert set(schemas["ErrorDetail"]["properties"]) == {"message", "type", "param", "code"}

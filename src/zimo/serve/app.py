@@ -261,7 +261,24 @@ def create_app(
     from zimo.web import mount_ui  # the dashboard at /ui, on the same app and state
 
     mount_ui(app)
+    _document(app)
     return app
+
+
+def _document(app: FastAPI) -> None:
+    """/openapi.json with request bodies and error responses (handlers parse bodies by hand
+    to answer OpenAI-shaped errors, so FastAPI alone would document neither)."""
+    from fastapi.openapi.utils import get_openapi
+
+    from zimo.serve.schemas import complete_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            app.openapi_schema = complete_openapi(doc)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _build_state(

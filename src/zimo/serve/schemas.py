@@ -177,3 +177,85 @@ def validate(model: type[BaseModel], data: Any) -> Any:
         raise APIError(
             400, f"Invalid value for '{loc}': {err['msg']}{got_s}{tail}", param=loc
         ) from None
+
+
+# ----------------------------------------------------------------------------- documentation
+# Bodies the handlers parse by hand (to answer OpenAI-shaped errors); these models describe
+# them in the OpenAPI document so generic clients and fuzzers can build requests.
+class FeedbackRequest(BaseModel):
+    request_id: str
+    feedback: Literal[-1, 0, 1]
+
+
+class AdminModelRequest(BaseModel):
+    path: str = Field(description="a trained sub-model folder")
+    name: str | None = None
+
+
+class KeyCreateRequest(BaseModel):
+    name: str = Field(min_length=1)
+    models: list[str] | None = None
+    rate_per_minute: int | None = Field(None, ge=1)
+    admin: bool = False
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """Every error, OpenAI's shape."""
+
+    error: ErrorDetail
+
+
+REQUEST_BODIES: dict[tuple[str, str], type[BaseModel]] = {
+    ("/v1/chat/completions", "post"): ChatRequest,
+    ("/v1/completions", "post"): CompletionRequest,
+    ("/v1/embeddings", "post"): EmbeddingRequest,
+    ("/v1/feedback", "post"): FeedbackRequest,
+    ("/admin/models", "post"): AdminModelRequest,
+    ("/ui/api/keys", "post"): KeyCreateRequest,
+}
+ERROR_STATUSES = {
+    "400": "Invalid request (names the parameter)",
+    "401": "Missing, wrong or revoked API key",
+    "403": "Not allowed (model allow-list, admin endpoint, cross-site request)",
+    "404": "Unknown model, path or object",
+    "413": "Request body too large",
+    "415": "Not a JSON body",
+    "429": "Rate limit or queue full (see Retry-After)",
+    "504": "The model did not answer in time",
+}
+
+
+def complete_openapi(doc: dict[str, Any]) -> dict[str, Any]:
+    """Add the request bodies and the error responses to FastAPI's generated document."""
+    from pydantic.json_schema import models_json_schema
+
+    models = [*set(REQUEST_BODIES.values()), ErrorResponse]
+    refs, defs = models_json_schema(
+        [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
+    )
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(defs.get("$defs", {}))
+    error_ref = refs[(ErrorResponse, "validation")]
+    for path, ops in doc.get("paths", {}).items():
+        for method, op in ops.items():
+            model = REQUEST_BODIES.get((path, method))
+            if model is not None:
+                op["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": refs[(model, "validation")]}},
+                }
+            responses = op.setdefault("responses", {})
+            responses.pop("422", None)  # FastAPI's default; this server answers 400
+            for status, text in ERROR_STATUSES.items():
+                responses.setdefault(
+                    status,
+                    {"description": text, "content": {"application/json": {"schema": error_ref}}},
+                )
+    return doc
