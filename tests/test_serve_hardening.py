@@ -327,7 +327,6 @@ def exposed(tmp_path_factory):
     limited, lim = keys.create("a1-only", models=["a1"])
     cfg = ServeConfig(
         host="0.0.0.0",
-        backend={"threads": 1},
         keys_db=str(root / "keys.sqlite"),
         log={"enabled": False},
         watch_s=None,
@@ -343,6 +342,15 @@ def test_key_limited_to_one_model_cannot_read_another(exposed):
     h = {"authorization": f"Bearer {exposed['limited']}"}
     r = httpx.get(exposed["url"] + "/v1/models/gecko", headers=h)
     assert r.status_code == 404 and _is_openai_error(r)
+
+
+def test_engine_leaves_a_core_for_the_http_side(exposed):
+    """With a torch thread per core, the engine's threads spin-wait on each other whenever
+    the event loop preempts one: 4 concurrent clients got less than 1 (benchmarks/serve_load
+    measures it). By default the engine now uses every core but one."""
+    h = {"authorization": f"Bearer {exposed['admin']}"}
+    stats = httpx.get(exposed["url"] + "/admin/models", headers=h).json()["backend"]
+    assert stats["threads"] == max(1, len(os.sched_getaffinity(0)) - 1)
 
 
 def test_revoking_the_last_key_leaves_an_exposed_server_closed(exposed):

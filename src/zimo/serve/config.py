@@ -108,7 +108,9 @@ class BackendConfig(_Strict):
     adapter_memory_mb: float = Field(
         512.0, gt=0, description="budget for loaded LoRA adapters; least recently used evicted"
     )
-    threads: int | None = Field(None, ge=1, description="torch threads (None = all cores)")
+    threads: int | None = Field(
+        None, ge=1, description="torch threads (None = all cores but one, for the HTTP side)"
+    )
     stacked_lora: bool = Field(
         True, description="batch mixed adapters with stacked weights (False = PEFT adapter_names)"
     )

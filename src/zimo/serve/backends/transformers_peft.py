@@ -65,6 +65,12 @@ def load_base(base: str, dtype) -> tuple[Any, Any]:
     return load_causal_lm(base, dtype=dtype)
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _word_ids(label_ids: list[int]) -> list[int]:
     """The label word's tokens: ``LabelPrompt.label_ids`` end with the end-of-turn token,
     which generation does not count as a completion token either."""
@@ -121,12 +127,12 @@ class PeftBackend(Backend):
     def load(self) -> None:
         import torch
 
-        from zimo.hw import set_threads
+        from zimo.hw import serving_threads
 
-        if self.config.threads:
-            torch.set_num_threads(self.config.threads)
-        else:
-            set_threads()
+        # One request at a time is tokenised (under a lock): a Rust thread pool per core would
+        # only compete with the engine's threads.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        torch.set_num_threads(self.config.threads or serving_threads())
         self.device = _resolve_device(self.config.device)
         self.dtype = _resolve_dtype(self.config.dtype, self.device)
         model, tok = load_base(self.config.base, self.dtype)
@@ -574,5 +580,6 @@ class PeftBackend(Backend):
             adapter_loads=self.loads,
             adapter_evictions=self.evictions,
             stacked_lora=self.stack is not None,
+            threads=_torch_threads(),
         )
         return s
