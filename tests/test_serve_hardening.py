@@ -306,6 +306,7 @@ def test_rejected_requests_are_logged_and_counted(local):
     metrics = httpx.get(url + "/metrics").text
     for status in ("400", "404", "413"):
         assert f'status="{status}"' in metrics, status
+    assert "no-such-model-7" not in metrics  # made-up names do not become series
 
 
 def test_dashboard_shows_prompts_of_chat_requests(local):

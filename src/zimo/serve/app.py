@@ -145,7 +145,14 @@ def _log_rejected(st: ServeState | None, path: str, status: int, message: str, *
     if st is None or endpoint is None:
         return
     latency = time.perf_counter() - t0 if t0 is not None else 0.0
-    st.metrics.observe(endpoint, model or "-", status, latency)
+    # A metrics label only for names this server serves: names from refused requests are
+    # the client's choice, and one series per made-up name would grow without bound.
+    served = model is not None and (
+        model in st.virtual
+        or st.is_local(model)
+        or bool(st.upstream and st.upstream.cfg.models and model in st.upstream.cfg.models)
+    )
+    st.metrics.observe(endpoint, model if served else "-", status, latency)
     from zimo.serve.logdb import new_id
 
     st.log_request(id=new_id(), key_id=key.id if key else None, endpoint=endpoint, model=model,
