@@ -398,3 +398,10 @@ def test_openapi_documents_request_bodies_and_errors(local):
             err = op["responses"]["400"]["content"]["application/json"]["schema"]
             assert err == {"$ref": "#/components/schemas/ErrorResponse"}, path
     assert set(schemas["ErrorDetail"]["properties"]) == {"message", "type", "param", "code"}
+
+
+def test_key_creation_rate_past_64_bits_is_400(local):
+    r = _post(local["url"], "/ui/api/keys", {"name": "x", "rate_per_minute": 10**30})
+    assert r.status_code == 400, r.text
+    assert _is_openai_error(r)
+    assert httpx.get(local["url"] + "/ui/api/keys").json()["keys"] == []  # nothing created

@@ -193,9 +193,9 @@ class AdminModelRequest(BaseModel):
 
 
 class KeyCreateRequest(BaseModel):
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=200, pattern=r"\S")
     models: list[str] | None = None
-    rate_per_minute: int | None = Field(None, ge=1)
+    rate_per_minute: int | None = Field(None, ge=1, le=MAX_INT)  # SQLite holds 64 bits
     admin: bool = False
 
 

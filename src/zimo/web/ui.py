@@ -241,26 +241,15 @@ def mount_ui(app: FastAPI, projects: list[str | Path] | None = None) -> None:
         st = _state(request)
         if st is None or st.keys is None:
             raise HTTPException(409, "this server has no key store")
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise HTTPException(
-                400, "send a JSON body: {name, models?, rate_per_minute?, admin?}"
-            ) from None
-        if not isinstance(body, dict) or not str(body.get("name", "")).strip():
-            raise HTTPException(400, "a key needs a non-empty `name`")
-        models = body.get("models") or None
-        if models is not None and not (
-            isinstance(models, list) and all(isinstance(m, str) for m in models)
-        ):
-            raise HTTPException(400, "`models` must be a list of model names")
-        rate = body.get("rate_per_minute") or None
+        from zimo.serve.schemas import KeyCreateRequest, parse_json, validate
+
+        body: KeyCreateRequest = validate(KeyCreateRequest, parse_json(await request.body()))
         try:
             secret, rec = st.keys.create(
-                str(body["name"]),
-                models=models,
-                rate_per_minute=int(rate) if rate else None,
-                admin=bool(body.get("admin", False)),
+                body.name,
+                models=body.models or None,
+                rate_per_minute=body.rate_per_minute,
+                admin=body.admin,
             )
         except (ValueError, TypeError) as e:
             raise HTTPException(400, str(e)) from None
