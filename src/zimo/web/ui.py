@@ -174,11 +174,7 @@ def mount_ui(app: FastAPI, projects: list[str | Path] | None = None) -> None:
 
     @app.get("/ui/api/projects/{name}/samples")
     async def api_samples(
-        name: str,
-        request: Request,
-        q: str = Query("", max_length=1000),
-        split: str = "train",
-        limit: int = 50,
+        name: str, request: Request, q: str = "", split: str = "train", limit: int = 50
     ):
         _require_admin(request)
         root = _project(request, name)
