@@ -10,7 +10,9 @@ Starts a real server (a subprocess, so the load generator does not share its GIL
    + tokenisation + queueing, as a share of the compute time (target ≤ 10%);
 2. single: N concurrent clients, all on adapter ``a0``, for ``duration`` seconds;
 3. mixed: N concurrent clients round-robin over ``a0``…``a7`` (target: ≥ 0.8× single's
-   throughput; zero 5xx).
+   throughput; zero 5xx);
+0. scaling (first): 1, 4, 16 and 32 clients on ``a0`` (target: 4 clients get at least the
+   throughput of 1). ``--scaling-only`` runs just this.
 
 Writes ``benchmarks/results/serve_load.json`` and ``.md``. Only 127.0.0.1; client count and
 duration are bounded.
@@ -37,6 +39,7 @@ CACHE = RESULTS / "cache" / "serve_adapters"
 sys.path.insert(0, str(ROOT / "tests"))  # the adapter maker is shared with the tests
 
 MAX_CLIENTS, MAX_DURATION = 64, 300
+SCALING_CLIENTS = (1, 4, 16, 32)
 PROMPT = [{"role": "user", "content": "Write a short story about a lighthouse keeper."}]
 
 SERVER = """
@@ -141,6 +144,17 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--base", default="gecko")
     ap.add_argument("--out", default=str(RESULTS / "serve_load.json"))
+    ap.add_argument(
+        "--scaling-duration",
+        type=float,
+        default=None,
+        help="seconds per client count in the scaling run (1, 4, 16, 32 clients)",
+    )
+    ap.add_argument(
+        "--scaling-only",
+        action="store_true",
+        help="only the scaling run (no overhead, single and mixed runs)",
+    )
     a = ap.parse_args()
     clients = min(a.clients or (8 if a.quick else 32), MAX_CLIENTS)
     duration = min(a.duration or (20.0 if a.quick else 60.0), MAX_DURATION)
@@ -199,6 +213,16 @@ def main() -> None:
                     raise SystemExit("the server did not start in 600 s")
                 time.sleep(0.5)
         names = sorted(ads)
+        scale_s = min(a.scaling_duration or (15.0 if a.quick else 30.0), MAX_DURATION)
+        scaling = []
+        asyncio.run(load(url, names[:1], 4, 5, max_tokens, 8))  # warm-up (adapter load)
+        for n in SCALING_CLIENTS:
+            with con.status(f"scaling: {n} client(s) × {scale_s:.0f}s…"):
+                scaling.append(asyncio.run(load(url, names[:1], n, scale_s, max_tokens, 100_000)))
+            con.print(f"scaling {scaling[-1]}")
+        if a.scaling_only:
+            _write_scaling(a, scaling, max_tokens, scale_s)
+            return
         with con.status("overhead: sequential requests…"):
             ov = asyncio.run(overhead(url, names[0], overhead_n, max_tokens))
         con.print(f"overhead {ov}")
@@ -235,7 +259,10 @@ def main() -> None:
         "single": runs["single"],
         "mixed": runs["mixed"],
         "mixed_over_single_throughput": round(ratio, 3),
+        "scaling": scaling,
+        "scaling_4_over_1_throughput": _ratio(scaling, 4, 1),
         "targets": {
+            "throughput_4_clients_ge_1_client": _ratio(scaling, 4, 1) >= 1.0,
             "mixed_throughput_ge_0.8x_single": ratio >= 0.8,
             "zero_5xx": runs["single"]["errors_5xx"] + runs["mixed"]["errors_5xx"] == 0,
             "zero_5xx_condition": f"{clients} clients for {duration:.0f}s"
@@ -269,6 +296,55 @@ def main() -> None:
         f"{ov['compute_s_median'] * 1000:.0f} ms compute (target ≤ 10%)",
         f"- 5xx errors: {out['single']['errors_5xx'] + out['mixed']['errors_5xx']} "
         f"({out['targets']['zero_5xx_condition']})",
+    ]
+    md += ["", *_scaling_md(scaling, scale_s)]
+    Path(a.out).with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+def _ratio(scaling: list[dict], a: int, b: int) -> float:
+    by = {r["clients"]: r["throughput_req_s"] for r in scaling}
+    return round(by.get(a, 0.0) / max(by.get(b, 0.0), 1e-9), 3)
+
+
+def _scaling_md(scaling: list[dict], seconds: float) -> list[str]:
+    md = [
+        f"Scaling: one adapter, {seconds:.0f} s per client count (target: 4 clients get at least "
+        "the throughput of 1 — batching makes concurrency cheaper).",
+        "",
+        "| clients | ok | 5xx | req/s | tok/s | p50 s | p99 s | mean batch |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in scaling:
+        md.append(f"| {r['clients']} | {r['ok']} | {r['errors_5xx']} | {r['throughput_req_s']} | "
+                  f"{r['throughput_tok_s']} | {r['latency_p50_s']} | {r['latency_p99_s']} | "
+                  f"{r['mean_batch']} |")  # fmt: skip
+    md += ["", f"- 4 clients / 1 client throughput: **{_ratio(scaling, 4, 1):.2f}×**"]
+    return md
+
+
+def _write_scaling(a, scaling: list[dict], max_tokens: int, seconds: float) -> None:
+    from zimo.hw import cpu_info
+
+    out = {
+        "benchmark": "serve_load (scaling only)",
+        "cpu": cpu_info(),
+        "device": a.device,
+        "threads": a.threads,
+        "load_average": os.getloadavg(),
+        "base": a.base,
+        "max_tokens": max_tokens,
+        "scaling": scaling,
+        "scaling_4_over_1_throughput": _ratio(scaling, 4, 1),
+    }
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(out, indent=1))
+    md = [
+        f"# serve_load scaling ({out['cpu']['model']}, {out['cpu']['cores']} cores, device "
+        f"{a.device}; {max_tokens}-token answers; load average at the end "
+        f"{os.getloadavg()[0]:.1f}, other jobs share this machine)",
+        "",
+        *_scaling_md(scaling, seconds),
     ]
     Path(a.out).with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

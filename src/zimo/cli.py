@@ -136,7 +136,8 @@ def curate(
         from zimo.data.curate import curate_path
 
         stats = curate_path(input, output, None, engine=engine)
-        out.print(json.dumps(stats, indent=1, ensure_ascii=False, default=str)[:4000])
+        # Whole and unstyled: scripts parse this JSON (rich would wrap it and read "[..]" as markup).
+        typer.echo(json.dumps(stats, indent=1, ensure_ascii=False, default=str))
         return
     from zimo.build import build as run_build
 

@@ -44,6 +44,15 @@ def cpu_has_fast_bf16() -> bool:
     return cpu_info()["bf16"]
 
 
+def serving_threads() -> int:
+    """Torch threads for a server's engine: every core but one. The server process also runs
+    an event loop (HTTP, streaming) and tokenisation; with a thread per core the engine's
+    OpenMP team spin-waits whenever one of its threads is preempted, and on a busy 2-core
+    machine a 16-token answer took 10.9 s instead of 1.1 s (benchmarks/results/serve_load)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, n - 1)
+
+
 def set_threads() -> int:
     """Use every core for intra-op parallelism (torch defaults can be lower in containers)."""
     import torch

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import tempfile
@@ -125,7 +126,49 @@ MIGRATIONS: list[str] = [
         summary TEXT
     )""",
     "CREATE INDEX runs_stage ON runs(stage, id)",
+    # Which process runs a stage, so a run whose process died without a word (kill -9, power
+    # loss) is reported as such instead of "running" for ever.
+    "ALTER TABLE runs ADD COLUMN owner TEXT",
 ]
+
+
+def _proc_start(pid: int) -> str:
+    """The start time of process ``pid`` (Linux: /proc/<pid>/stat field 22), "" elsewhere.
+    With the pid it names one process even after the pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+    except OSError:
+        return ""
+    # The command name (field 2) is in parentheses and may itself hold spaces or ")".
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return fields[19] if len(fields) > 19 else ""
+
+
+def _this_process() -> str:
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_proc_start(pid)}"
+
+
+def _owner_gone(owner: str | None) -> bool:
+    """True when ``owner`` (host:pid:start) is a process of this machine that no longer
+    runs; False when it runs or when this machine cannot tell (another host)."""
+    if not owner:
+        return False
+    host, _, rest = owner.partition(":")
+    pid_s, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid_s.isdigit():
+        return False
+    pid = int(pid_s)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, but another user's
+        pass
+    except OSError:
+        return False
+    return bool(start) and _proc_start(pid) not in ("", start)
 
 
 class Registry:
@@ -159,8 +202,8 @@ class Registry:
     def start(self, stage: str, artifact: str) -> int:
         with self.connect() as con:
             cur = con.execute(
-                "INSERT INTO runs (stage, artifact, state, started_at) VALUES (?,?,?,?)",
-                (stage, artifact, "running", now_iso()),
+                "INSERT INTO runs (stage, artifact, state, started_at, owner) VALUES (?,?,?,?,?)",
+                (stage, artifact, "running", now_iso(), _this_process()),
             )
             return int(cur.lastrowid)
 
@@ -173,8 +216,22 @@ class Registry:
                 (state, now_iso(), seconds, error, canonical_json(summary or {}), run_id),
             )
 
+    def _settle_dead(self, con: sqlite3.Connection) -> None:
+        """Mark runs whose process ended without finishing them as ``killed``."""
+        rows = con.execute("SELECT id, owner FROM runs WHERE state='running'").fetchall()
+        for r in rows:
+            if _owner_gone(r["owner"]):
+                pid = r["owner"].split(":")[1]
+                con.execute(
+                    "UPDATE runs SET state='killed', finished_at=?, error=? "
+                    "WHERE id=? AND state='running'",
+                    (now_iso(), f"the process (pid {pid}) ended without finishing this run "
+                     "(killed or crashed); run the build again", r["id"]),
+                )  # fmt: skip
+
     def runs(self, stage: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         with self.connect() as con:
+            self._settle_dead(con)
             if stage:
                 rows = con.execute(
                     "SELECT * FROM runs WHERE stage=? ORDER BY id DESC LIMIT ?", (stage, limit)

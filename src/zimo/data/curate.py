@@ -20,7 +20,6 @@ doubled, because shard outputs are atomic and steps 3–4 are recomputed from th
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 import shutil
@@ -50,6 +49,9 @@ from zimo.errors import ConfigError, DataError
 
 WORK_DIR = ".work"
 CHUNK_RECORDS = 2000
+# Records also flow in chunks of at most this many characters: 2,000 records of a long text
+# file's 100,000-character pieces would otherwise be 200 M characters (gigabytes) at once.
+CHUNK_CHARS = 8_000_000
 ENGINES = ("local", "ray")
 
 
@@ -123,6 +125,18 @@ def _lengths(recs: list[dict[str, Any]]) -> list[int]:
     return [len(record_text(r)) for r in recs]
 
 
+def _take(stream: Iterator[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The next chunk: up to ``CHUNK_RECORDS`` records and ``CHUNK_CHARS`` characters."""
+    chunk: list[dict[str, Any]] = []
+    chars = 0
+    for rec in stream:
+        chunk.append(rec)
+        chars += len(record_text(rec))
+        if len(chunk) >= CHUNK_RECORDS or chars >= CHUNK_CHARS:
+            break
+    return chunk
+
+
 def process_shard(task: dict[str, Any]) -> dict[str, Any]:
     """Read a shard's files, run the leading steps, compute dedup signatures; write atomically.
 
@@ -168,7 +182,7 @@ def process_shard(task: dict[str, Any]) -> dict[str, Any]:
     n_kept = 0
     stream = records()
     while True:
-        chunk = list(itertools.islice(stream, CHUNK_RECORDS))
+        chunk = _take(stream)
         res = run_steps(chunk, lead)
         for k, step in enumerate(block):
             if hasattr(step, "signatures"):
@@ -297,8 +311,13 @@ class _Writer:
 def _batches(path: Path) -> Iterator[list[dict[str, Any]]]:
     """A shard's records in batches (bounded memory even for a shard of one huge file)."""
     pf = pq.ParquetFile(path)
-    for batch in pf.iter_batches(batch_size=CHUNK_RECORDS):
-        yield table_records(pa.Table.from_batches([batch]))
+    # Row group by row group: each is one chunk written by process_shard, so bounded in
+    # characters as well as records.
+    for i in range(pf.num_row_groups):
+        table = pf.read_row_group(i)
+        for batch in table.to_batches(max_chunksize=CHUNK_RECORDS):
+            yield table_records(pa.Table.from_batches([batch]))
+        del table
 
 
 def _assemble(
@@ -537,6 +556,7 @@ class _NullProgress:
 def _progress(enabled: bool) -> Any:
     if not enabled:
         return _NullProgress()
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     return Progress(
@@ -544,4 +564,5 @@ def _progress(enabled: bool) -> Any:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        console=Console(stderr=True),  # stdout carries the JSON summary scripts parse
     )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ipaddress
 import json
 import logging
 import time
@@ -40,12 +39,14 @@ from zimo.serve.schemas import (
     CompletionRequest,
     EmbeddingRequest,
     parse_json,
+    refuse_tools,
     validate,
 )
 from zimo.serve.service import (
     EMBEDDING_MODELS,
     Answer,
     ServeState,
+    is_loopback,
     make_redactor,
     open_request_log,
 )
@@ -71,7 +72,7 @@ class BodyLimit:
                 except ValueError:
                     too_big = False
                 if too_big:
-                    return await self._reject(send)
+                    return await self._reject(send, scope)
         seen = 0
 
         async def limited():
@@ -86,15 +87,15 @@ class BodyLimit:
         try:
             await self.app(scope, limited, send)
         except _TooLarge:
-            await self._reject(send)
+            await self._reject(send, scope)
 
-    async def _reject(self, send):
-        body = json.dumps(
-            error_body(
-                f"Request body too large: the limit is {self.max_bytes} bytes.",
-                code="request_too_large",
-            )
-        ).encode()
+    async def _reject(self, send, scope=None):
+        msg = f"Request body too large: the limit is {self.max_bytes} bytes."
+        if scope is not None:
+            app = scope.get("app")
+            st = getattr(getattr(app, "state", None), "zimo", None)
+            _log_rejected(st, scope.get("path", ""), 413, msg)
+        body = json.dumps(error_body(msg, code="request_too_large")).encode()
         await send(
             {
                 "type": "http.response.start",
@@ -114,17 +115,58 @@ def _state(request: Request) -> ServeState:
     return request.app.state.zimo
 
 
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
+_LOGGED_ENDPOINTS = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+}
+
+
+def _auth(request: Request) -> ApiKey | None:
+    """Authenticate, remembering the key so a later rejection is logged under it."""
+    key = _state(request).authenticate(request.headers.get("authorization"))
+    request.state.zimo_key = key
+    return key
 
 
 async def _body(request: Request) -> Any:
-    return parse_json(await request.body())
+    value = parse_json(await request.body())
+    if isinstance(value, dict) and isinstance(value.get("model"), str):
+        request.state.zimo_model = value["model"][:256]
+    return value
+
+
+def _log_rejected(st: ServeState | None, path: str, status: int, message: str, *,
+                  key: ApiKey | None = None, model: str | None = None,
+                  t0: float | None = None) -> None:  # fmt: skip
+    """Log and count a request refused before it reached a model (400/401/404/413…), so the
+    request log and /metrics show every request, not only the ones that got an answer."""
+    endpoint = _LOGGED_ENDPOINTS.get(path)
+    if st is None or endpoint is None:
+        return
+    latency = time.perf_counter() - t0 if t0 is not None else 0.0
+    # A metrics label only for names this server serves: names from refused requests are
+    # the client's choice, and one series per made-up name would grow without bound.
+    served = model is not None and (
+        model in st.virtual
+        or st.is_local(model)
+        or bool(st.upstream and st.upstream.cfg.models and model in st.upstream.cfg.models)
+    )
+    st.metrics.observe(endpoint, model if served else "-", status, latency)
+    from zimo.serve.logdb import new_id
+
+    st.log_request(id=new_id(), key_id=key.id if key else None, endpoint=endpoint, model=model,
+                   answered_by=None, escalated=False, route_score=None, messages=None,
+                   prompt=None, params=None, response=None, prompt_tokens=None,
+                   completion_tokens=None, latency_ms=latency * 1000, cost=None,
+                   status=status, error=message[:500], stream=False)  # fmt: skip
+
+
+def _log_rejected_request(request: Request, status: int, message: str) -> None:
+    rs = request.state
+    _log_rejected(getattr(request.app.state, "zimo", None), request.url.path, status, message,
+                  key=getattr(rs, "zimo_key", None), model=getattr(rs, "zimo_model", None),
+                  t0=getattr(rs, "zimo_t0", None))  # fmt: skip
 
 
 def _headers(ans: Answer | None, model: str, escalated: bool = False) -> dict[str, str]:
@@ -220,6 +262,14 @@ def create_app(
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["authorization", "content-type"],
         )
+    from zimo.serve.origin import LocalGuard
+
+    app.add_middleware(
+        LocalGuard,
+        state_of=lambda scope: getattr(scope["app"].state, "zimo", None),
+        bound=settings.host,
+        allowed_origins=settings.cors_origins or [],
+    )
     _errors(app)
     _routes(app)
     from zimo.serve.analytic import router as analytic_router
@@ -228,7 +278,24 @@ def create_app(
     from zimo.web import mount_ui  # the dashboard at /ui, on the same app and state
 
     mount_ui(app)
+    _document(app)
     return app
+
+
+def _document(app: FastAPI) -> None:
+    """/openapi.json with request bodies and error responses (handlers parse bodies by hand
+    to answer OpenAI-shaped errors, so FastAPI alone would document neither)."""
+    from fastapi.openapi.utils import get_openapi
+
+    from zimo.serve.schemas import complete_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            app.openapi_schema = complete_openapi(doc)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _build_state(
@@ -252,24 +319,25 @@ def _build_state(
 
 def _errors(app: FastAPI) -> None:
     @app.exception_handler(APIError)
-    async def _api(_req: Request, exc: APIError):
+    async def _api(req: Request, exc: APIError):
+        if not getattr(exc, "logged", False):
+            _log_rejected_request(req, exc.status, exc.message)
         return exc.response()
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_req: Request, exc: RequestValidationError):
+    async def _invalid(req: Request, exc: RequestValidationError):
         err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        return APIError(
-            400, f"Invalid request: {loc} {err.get('msg')}".strip(), param=loc or None
-        ).response()
+        e = APIError(400, f"Invalid request: {loc} {err.get('msg')}".strip(), param=loc or None)
+        _log_rejected_request(req, e.status, e.message)
+        return e.response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException):
         msg = {404: "Unknown path", 405: "Method not allowed"}.get(exc.status_code, str(exc.detail))
-        return JSONResponse(
-            error_body(f"{msg}: {_req.method} {_req.url.path}", code=None),
-            status_code=exc.status_code,
-        )
+        if exc.status_code in (404, 405):
+            msg = f"{msg}: {_req.method} {_req.url.path}"
+        return APIError(exc.status_code, msg, headers=dict(exc.headers or {})).response()
 
     @app.exception_handler(Exception)
     async def _boom(_req: Request, exc: Exception):
@@ -326,11 +394,13 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - one closure per endpoint
     @app.get("/v1/models/{model:path}")
     async def model_info(model: str, request: Request):
         st = _state(request)
-        st.authenticate(request.headers.get("authorization"))
+        key = st.authenticate(request.headers.get("authorization"))
         known = set(st.virtual) | set(st.local_names()) | {EMBEDDING_MODELS[0]}
         if model not in known and not (
             st.upstream and st.upstream.cfg.models and model in st.upstream.cfg.models
         ):
+            raise model_not_found(model)
+        if key is not None and not key.allows(model):  # same answer as for a missing model
             raise model_not_found(model)
         return {
             "id": model,
@@ -343,8 +413,8 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - one closure per endpoint
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         st = _state(request)
-        t0 = time.perf_counter()
-        key = st.authenticate(request.headers.get("authorization"))
+        t0 = request.state.zimo_t0 = time.perf_counter()
+        key = _auth(request)
         raw = await _body(request)
         req: ChatRequest = validate(ChatRequest, raw)
         if (req.n or 1) != 1:
@@ -356,6 +426,8 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - one closure per endpoint
                 param="response_format",
             )
         where = st.check_model(req.model, key)
+        if where != "upstream":
+            refuse_tools(raw, req.model)
         ctx = _LogCtx(st, "chat", req.model, key, t0, messages=raw.get("messages"),
                       params=_params(raw), stream=req.stream)  # fmt: skip
         if where == "upstream":
@@ -372,13 +444,15 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - one closure per endpoint
     @app.post("/v1/completions")
     async def completions(request: Request):
         st = _state(request)
-        t0 = time.perf_counter()
-        key = st.authenticate(request.headers.get("authorization"))
+        t0 = request.state.zimo_t0 = time.perf_counter()
+        key = _auth(request)
         raw = await _body(request)
         req: CompletionRequest = validate(CompletionRequest, raw)
         if (req.n or 1) != 1:
             raise APIError(400, "Only n=1 is supported by this server.", param="n")
         where = st.check_model(req.model, key)
+        if where != "upstream":
+            refuse_tools(raw, req.model)
         prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
         ctx = _LogCtx(st, "completions", req.model, key, t0, prompt="\n".join(prompts),
                       params=_params(raw), stream=req.stream)  # fmt: skip
@@ -432,8 +506,8 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - one closure per endpoint
     @app.post("/v1/embeddings")
     async def embeddings(request: Request):
         st = _state(request)
-        t0 = time.perf_counter()
-        key = st.authenticate(request.headers.get("authorization"))
+        t0 = request.state.zimo_t0 = time.perf_counter()
+        key = _auth(request)
         raw = await _body(request)
         req: EmbeddingRequest = validate(EmbeddingRequest, raw)
         if req.model not in EMBEDDING_MODELS or not st.settings.embeddings:
@@ -510,7 +584,7 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - one closure per endpoint
             key = st.authenticate(request.headers.get("authorization"))
             if key is None or not key.admin:
                 raise APIError(403, "admin endpoints need an admin key (zimo keys create --admin)")
-        elif not _is_loopback(request.client.host if request.client else None):
+        elif not is_loopback(request.client.host if request.client else None):
             raise APIError(403, "without API keys the admin endpoints answer localhost only")
 
     @app.get("/admin/models")
@@ -683,6 +757,7 @@ async def _guard(ctx: _LogCtx, awaitable):
         return await awaitable
     except APIError as e:
         ctx.done(None, e.status, None, e.message)
+        e.logged = True
         raise
     except asyncio.CancelledError:
         ctx.done(None, 499, None, "client closed the connection")
@@ -743,6 +818,7 @@ async def _chat_stream_local(st: ServeState, req: ChatRequest, ctx: _LogCtx) -> 
         job = st.submit(req.model, ids, params, stream=True)
     except APIError as e:
         ctx.done(None, e.status, None, e.message)
+        e.logged = True
         raise
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 

@@ -115,6 +115,8 @@ def run_server(settings: ServeConfig, projects: list[Path] = (), say=print) -> N
                 "point it at the adapter/ folder of a trained sub-model",
             )
     host = safe_host(settings, settings.host, say)
+    # The app decides on auth from the address actually bound, not the one asked for.
+    settings = settings.model_copy(update={"host": host})
     app = create_app(settings, projects=list(projects))
     say(f"zimo serve on http://{host}:{settings.port}/v1 (base {settings.backend.base}, "
         f"backend {settings.backend.kind}); models load now…")  # fmt: skip
@@ -253,8 +255,16 @@ def register(app: typer.Typer) -> None:
         export: Path = typer.Option(None, help="write all matching rows to .jsonl or .csv"),
     ) -> None:
         """Browse the gateway's request log, or export it."""
-        from zimo.serve.logdb import RequestLog, default_path, query
+        from zimo.serve.logdb import RequestLog, default_path, query, to_iso
 
+        if since is not None:
+            try:
+                since = to_iso(since)
+            except ValueError:
+                raise ConfigError(
+                    f"--since {since!r} is not a time",
+                    "use ISO-8601, e.g. --since 2026-01-31 or --since 2026-01-31T12:00:00Z",
+                ) from None
         path = db or default_path(project)
         if not path.is_file():
             raise ZimoError(f"no request log at {path}", "start `zimo serve` first or pass --db")

@@ -108,7 +108,9 @@ class BackendConfig(_Strict):
     adapter_memory_mb: float = Field(
         512.0, gt=0, description="budget for loaded LoRA adapters; least recently used evicted"
     )
-    threads: int | None = Field(None, ge=1, description="torch threads (None = all cores)")
+    threads: int | None = Field(
+        None, ge=1, description="torch threads (None = all cores but one, for the HTTP side)"
+    )
     stacked_lora: bool = Field(
         True, description="batch mixed adapters with stacked weights (False = PEFT adapter_names)"
     )
@@ -149,7 +151,9 @@ class ServeConfig(_Strict):
     log: LogConfig = LogConfig()
     keys_db: str | None = Field(None, description="API keys; None = ~/.zimo/serve/keys.sqlite")
     require_keys: bool | None = Field(
-        None, description="None = require keys when any key exists; True/False to force"
+        None,
+        description="None = always off loopback; on loopback once any key exists (and from "
+        "then on, even after the last key is revoked); True/False to force",
     )
     cors_origins: list[str] = Field(default_factory=list, description="empty = CORS off")
     embeddings: bool = Field(True, description="serve /v1/embeddings with the embedded MiniLM")

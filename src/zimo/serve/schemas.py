@@ -14,9 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from zimo.serve.errors import APIError
 
+# Bounds every request field is checked against before anything reaches a batch: one job
+# whose value the engine cannot take (a seed beyond 64 bits, a top_p that rounds to 0 in
+# float32) would otherwise fail every request batched beside it.
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what torch.Generator.manual_seed accepts
+MAX_INT = 2**31 - 1  # token counts beyond this are nonsense; keeps the schema finite
+
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # Floats must be finite: NaN/inf pass no sampling step meaningfully.
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
 
 class TextPart(_Lenient):
@@ -47,14 +54,20 @@ class ResponseFormat(_Lenient):
 
 class _Sampling(_Lenient):
     model: str = Field(min_length=1, max_length=256)
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_INT)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     n: int | None = Field(None, ge=1, le=128)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
+    # Tool calling is passed to the upstream unchanged; local sub-models cannot call tools,
+    # so they refuse these fields (400) instead of silently answering without tool_calls.
+    tools: Any = None
+    tool_choice: Any = None
+    functions: Any = None
+    function_call: Any = None
     # vLLM-compatible extension: keep generating through end-of-sequence (benchmarks).
     ignore_eos: bool = False
     # vLLM-compatible extension: > 1 discourages tokens the answer already used (small models
@@ -78,7 +91,7 @@ class _Sampling(_Lenient):
 
 class ChatRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_INT)
     logprobs: bool | None = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     response_format: ResponseFormat | None = None
@@ -101,7 +114,27 @@ class EmbeddingRequest(_Lenient):
     model: str = Field(min_length=1, max_length=256)
     input: str | list[str]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = None
+    dimensions: int | None = Field(None, ge=1, le=MAX_INT)
+
+
+TOOL_FIELDS = ("tools", "tool_choice", "functions", "function_call")
+
+
+def refuse_tools(raw: dict[str, Any], model: str) -> None:
+    """A 400 when a request for a model that cannot call tools carries tool fields."""
+    for f in TOOL_FIELDS:
+        if raw.get(f) is not None:
+            raise APIError(
+                400,
+                f"`{model}` cannot call tools: remove '{f}' from the request, or send it to a "
+                "model that supports tool calling (the upstream).",
+                param=f,
+                code="tools_not_supported",
+            )
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def parse_json(raw: bytes) -> Any:
@@ -109,7 +142,8 @@ def parse_json(raw: bytes) -> Any:
     if not raw.strip():
         raise APIError(400, "We could not parse the JSON body of your request: the body is empty.")
     try:
-        value = json.loads(raw.decode("utf-8"))  # strict UTF-8: no invalid bytes get through
+        # strict UTF-8: no invalid bytes get through; NaN/Infinity are not JSON.
+        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
         # JSON escapes can still carry lone surrogates (\ud800), which no tokenizer accepts.
         json.dumps(value, ensure_ascii=False).encode("utf-8")
         return value
@@ -121,6 +155,10 @@ def parse_json(raw: bytes) -> Any:
         ) from None
     except RecursionError:
         raise APIError(400, "The JSON body of your request is nested too deeply.") from None
+    except ValueError as e:  # NaN/Infinity, or an integer past Python's digit limit
+        raise APIError(
+            400, f"We could not parse the JSON body of your request ({str(e)[:200]})."
+        ) from None
 
 
 def validate(model: type[BaseModel], data: Any) -> Any:
@@ -139,3 +177,85 @@ def validate(model: type[BaseModel], data: Any) -> Any:
         raise APIError(
             400, f"Invalid value for '{loc}': {err['msg']}{got_s}{tail}", param=loc
         ) from None
+
+
+# ----------------------------------------------------------------------------- documentation
+# Bodies the handlers parse by hand (to answer OpenAI-shaped errors); these models describe
+# them in the OpenAPI document so generic clients and fuzzers can build requests.
+class FeedbackRequest(BaseModel):
+    request_id: str
+    feedback: Literal[-1, 0, 1]
+
+
+class AdminModelRequest(BaseModel):
+    path: str = Field(description="a trained sub-model folder")
+    name: str | None = None
+
+
+class KeyCreateRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=200, pattern=r"\S")
+    models: list[str] | None = None
+    rate_per_minute: int | None = Field(None, ge=1, le=MAX_INT)  # SQLite holds 64 bits
+    admin: bool = False
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """Every error, OpenAI's shape."""
+
+    error: ErrorDetail
+
+
+REQUEST_BODIES: dict[tuple[str, str], type[BaseModel]] = {
+    ("/v1/chat/completions", "post"): ChatRequest,
+    ("/v1/completions", "post"): CompletionRequest,
+    ("/v1/embeddings", "post"): EmbeddingRequest,
+    ("/v1/feedback", "post"): FeedbackRequest,
+    ("/admin/models", "post"): AdminModelRequest,
+    ("/ui/api/keys", "post"): KeyCreateRequest,
+}
+ERROR_STATUSES = {
+    "400": "Invalid request (names the parameter)",
+    "401": "Missing, wrong or revoked API key",
+    "403": "Not allowed (model allow-list, admin endpoint, cross-site request)",
+    "404": "Unknown model, path or object",
+    "413": "Request body too large",
+    "415": "Not a JSON body",
+    "429": "Rate limit or queue full (see Retry-After)",
+    "504": "The model did not answer in time",
+}
+
+
+def complete_openapi(doc: dict[str, Any]) -> dict[str, Any]:
+    """Add the request bodies and the error responses to FastAPI's generated document."""
+    from pydantic.json_schema import models_json_schema
+
+    models = [*set(REQUEST_BODIES.values()), ErrorResponse]
+    refs, defs = models_json_schema(
+        [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
+    )
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(defs.get("$defs", {}))
+    error_ref = refs[(ErrorResponse, "validation")]
+    for path, ops in doc.get("paths", {}).items():
+        for method, op in ops.items():
+            model = REQUEST_BODIES.get((path, method))
+            if model is not None:
+                op["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": refs[(model, "validation")]}},
+                }
+            responses = op.setdefault("responses", {})
+            responses.pop("422", None)  # FastAPI's default; this server answers 400
+            for status, text in ERROR_STATUSES.items():
+                responses.setdefault(
+                    status,
+                    {"description": text, "content": {"application/json": {"schema": error_ref}}},
+                )
+    return doc

@@ -11,6 +11,7 @@ prices, meters and formats it like any other answer.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,16 @@ from zimo.serve.schemas import ChatRequest
 log = logging.getLogger("zimo.serve")
 
 EMBEDDING_MODELS = ("all-MiniLM-L6-v2", "all-minilm-l6-v2", "minilm")
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 @dataclass
@@ -122,11 +133,24 @@ class ServeState:
             )
         return where
 
+    _keys_on: bool = False
+
+    def __post_init__(self) -> None:
+        # Decided at start: a server reachable from other machines always requires keys
+        # (with none active it refuses every request), so revoking the last key can never
+        # open it.
+        if self.settings.require_keys is None and not is_loopback(self.settings.host):
+            self._keys_on = True
+
     # ------------------------------------------------------------------ auth
     def auth_required(self) -> bool:
+        """Whether requests need a key. Once on, it stays on for the life of the server: a
+        key revoked (even the last one) closes access, it never opens it."""
         if self.settings.require_keys is not None:
             return self.settings.require_keys
-        return self.keys is not None and self.keys.count_active() > 0
+        if not self._keys_on and self.keys is not None and self.keys.count_active() > 0:
+            self._keys_on = True
+        return self._keys_on
 
     def authenticate(self, authorization: str | None) -> ApiKey | None:
         if not self.auth_required():

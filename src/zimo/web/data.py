@@ -228,6 +228,20 @@ def _parse_time(s: str) -> float:
         return 0.0
 
 
+def _with_prompt(row: dict[str, Any]) -> dict[str, Any]:
+    """A log row whose ``prompt`` is filled for chat requests too (they log ``messages``):
+    the last user message, which is what the dashboard's prompt column shows."""
+    if row.get("prompt") or not isinstance(row.get("messages"), list):
+        return row
+    for m in reversed(row["messages"]):
+        if isinstance(m, dict) and m.get("role") == "user":
+            content = m.get("content")
+            if isinstance(content, list):  # content parts: keep the text ones
+                content = "".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
+            return {**row, "prompt": content if isinstance(content, str) else None}
+    return row
+
+
 def gateway_summary(st: Any, hours: float) -> dict[str, Any]:
     """Traffic per model over time, the share each tier answered, cost saved, latency."""
     log = getattr(st, "request_log", None) if st is not None else None
@@ -299,7 +313,7 @@ def gateway_summary(st: Any, hours: float) -> dict[str, Any]:
                     "redacted",
                 )
             }
-            for r in recent
+            for r in map(_with_prompt, recent)
         ],
         "now": datetime.now(timezone.utc).isoformat(),
     }

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -48,6 +48,12 @@ def _require_admin(request: Request) -> None:
     """Admin key needed when the server has keys; open on a key-less localhost server."""
     st = _state(request)
     if st is None or not st.auth_required():
+        # Key-less servers are bound to loopback; should one still be reached from another
+        # machine (a proxy, a tunnel), its admin API must not answer unauthenticated.
+        from zimo.serve.service import is_loopback
+
+        if not is_loopback(request.client.host if request.client else None):
+            raise HTTPException(403, "without API keys the dashboard answers localhost only")
         return
     auth = request.headers.get("authorization", "")
     token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
@@ -214,7 +220,9 @@ def mount_ui(app: FastAPI, projects: list[str | Path] | None = None) -> None:
         return await asyncio.to_thread(D.models_summary, st, _projects(request))
 
     @app.get("/ui/api/gateway")
-    async def api_gateway(request: Request, hours: float = 24.0):
+    async def api_gateway(
+        request: Request, hours: float = Query(24.0, gt=0, le=24 * 366, allow_inf_nan=False)
+    ):
         _require_admin(request)
         return await asyncio.to_thread(D.gateway_summary, _state(request), hours)
 
@@ -238,26 +246,15 @@ def mount_ui(app: FastAPI, projects: list[str | Path] | None = None) -> None:
         st = _state(request)
         if st is None or st.keys is None:
             raise HTTPException(409, "this server has no key store")
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise HTTPException(
-                400, "send a JSON body: {name, models?, rate_per_minute?, admin?}"
-            ) from None
-        if not isinstance(body, dict) or not str(body.get("name", "")).strip():
-            raise HTTPException(400, "a key needs a non-empty `name`")
-        models = body.get("models") or None
-        if models is not None and not (
-            isinstance(models, list) and all(isinstance(m, str) for m in models)
-        ):
-            raise HTTPException(400, "`models` must be a list of model names")
-        rate = body.get("rate_per_minute") or None
+        from zimo.serve.schemas import KeyCreateRequest, parse_json, validate
+
+        body: KeyCreateRequest = validate(KeyCreateRequest, parse_json(await request.body()))
         try:
             secret, rec = st.keys.create(
-                str(body["name"]),
-                models=models,
-                rate_per_minute=int(rate) if rate else None,
-                admin=bool(body.get("admin", False)),
+                body.name,
+                models=body.models or None,
+                rate_per_minute=body.rate_per_minute,
+                admin=body.admin,
             )
         except (ValueError, TypeError) as e:
             raise HTTPException(400, str(e)) from None

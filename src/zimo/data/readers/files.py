@@ -9,7 +9,9 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -54,8 +56,72 @@ KNOWN_BINARY = {
     ".pptx",
     ".db",
 }
-MAX_MEMBER_BYTES = 256 * 1024 * 1024  # a zip member is read into memory: cap it (zip bombs)
-MAX_PDF_BYTES = 256 * 1024 * 1024
+MAX_MEMBER_BYTES = 256 * 1024 * 1024  # the most one archive member may expand to
+MAX_PDF_BYTES = 256 * 1024 * 1024  # a PDF is parsed in memory
+MAX_SPOOL_BYTES = 1024 * 1024 * 1024  # a compressed archive is spooled to disk up to this
+SPOOL_MEMORY_BYTES = 8 * 1024 * 1024  # ... keeping at most this much of it in memory
+# Compression-bomb guard: past RATIO_GRACE_BYTES of output, a stream may not expand more than
+# MAX_RATIO times its input. Real text compresses 3-20x; 1 GiB of zeros in 1 MB is 1000x.
+MAX_RATIO = 200
+RATIO_GRACE_BYTES = 16 * 1024 * 1024
+_COPY_BYTES = 1024 * 1024
+
+
+class CorruptInput(Exception):
+    """Input found unusable while reading it: quarantined with ``reason``, never read_error."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(detail or reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class _Inflating(io.RawIOBase):
+    """A decompressing stream read through a counter: corrupt data becomes
+    :class:`CorruptInput` (``corrupt_gzip`` / ``corrupt_zip``), and output past ``limit`` bytes
+    or past ``MAX_RATIO`` times the compressed input (``consumed()``) stops the read, so a
+    decompression bomb is refused after a bounded amount of work and memory."""
+
+    def __init__(self, inner: IO[bytes], consumed, kind: str, limit: int) -> None:
+        self._inner = inner
+        self._consumed = consumed  # () -> compressed bytes read so far (or in all)
+        self._kind = kind
+        self._limit = limit
+        self.produced = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.produced
+
+    def readinto(self, b: Any) -> int:
+        try:
+            data = self._inner.read(len(b))
+        except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+            raise CorruptInput(self._kind, f"{type(e).__name__}: {e}") from None
+        n = len(data)
+        b[:n] = data
+        self.produced += n
+        if self.produced > self._limit:
+            raise CorruptInput("too_large", f"expands past {self._limit} bytes")
+        if self.produced > RATIO_GRACE_BYTES:
+            ratio = self.produced / max(1, self._consumed())
+            if ratio > MAX_RATIO:
+                raise CorruptInput(
+                    "compression_bomb", f"expands {ratio:.0f}x (the limit is {MAX_RATIO}x)"
+                )
+        return n
+
+
+def _tell(f: IO[bytes]):
+    def consumed() -> int:
+        try:
+            return int(f.tell())
+        except (OSError, ValueError, AttributeError):
+            return 0
+
+    return consumed
 
 
 def iter_files(root: Path) -> Iterator[Path]:
@@ -111,10 +177,16 @@ def read_stream(
         yield quarantine(source, None, "empty_file")
         return
     if gz:
-        raw = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
+        inner = raw
+        raw = io.BufferedReader(  # type: ignore[assignment]
+            _Inflating(gzip.GzipFile(fileobj=inner), _tell(inner), "corrupt_gzip", MAX_SPOOL_BYTES)
+        )
         size = None
     try:
         head = raw.read(SNIFF_BYTES)
+    except CorruptInput as e:
+        yield quarantine(source, None, e.reason, e.detail)
+        return
     except (OSError, EOFError, zipfile.BadZipFile) as e:
         yield quarantine(source, None, "corrupt_gzip" if gz else "unreadable", str(e))
         return
@@ -179,11 +251,25 @@ def _read_text_stream(
 
 
 def _seekable(raw: IO[bytes], head: bytes) -> IO[bytes]:
-    """The whole stream as a seekable file: the file itself when it can seek (no copy)."""
-    if not isinstance(raw, gzip.GzipFile) and raw.seekable():
-        raw.seek(0)
-        return raw
-    return io.BytesIO(head + raw.read())
+    """The whole stream as a seekable file: the file itself when it can seek (no copy), else
+    a copy spooled to a temporary file in bounded chunks (never the whole stream in memory)."""
+    if isinstance(raw, io.BufferedReader | io.FileIO) and not isinstance(
+        getattr(raw, "raw", None), _Inflating
+    ):
+        if raw.seekable():
+            raw.seek(0)
+            return raw
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115
+    spool.write(head)
+    total = len(head)
+    while chunk := raw.read(_COPY_BYTES):
+        total += len(chunk)
+        if total > MAX_SPOOL_BYTES:
+            spool.close()
+            raise CorruptInput("too_large", f"an archive over {MAX_SPOOL_BYTES} bytes")
+        spool.write(chunk)
+    spool.seek(0)
+    return spool
 
 
 def _read_zip(data: IO[bytes], source: str, spec: ReadSpec, depth: int) -> Iterator[dict[str, Any]]:
@@ -204,20 +290,34 @@ def _read_zip(data: IO[bytes], source: str, spec: ReadSpec, depth: int) -> Itera
         if info.file_size > MAX_MEMBER_BYTES:
             yield quarantine(member, None, "too_large")
             continue
+        if info.file_size > RATIO_GRACE_BYTES and info.file_size > MAX_RATIO * max(
+            1, info.compress_size
+        ):
+            yield quarantine(member, None, "compression_bomb",
+                             f"{info.file_size} bytes from {info.compress_size}")  # fmt: skip
+            continue
         try:
-            body = zf.read(info)
+            fh = zf.open(info)
         except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as e:
             yield quarantine(member, None, "corrupt_zip", f"{type(e).__name__}: {e}")
             continue
-        yield from _guard(
-            read_stream(io.BytesIO(body), base, member, spec, len(body), depth + 1), member
+        # Streamed, not read whole: the declared sizes may lie, so the output is counted too.
+        csize = info.compress_size
+        body = io.BufferedReader(
+            _Inflating(fh, lambda c=csize: c, "corrupt_zip", MAX_MEMBER_BYTES), _COPY_BYTES
         )
+        with fh:
+            yield from _guard(
+                read_stream(body, base, member, spec, info.file_size, depth + 1), member
+            )
 
 
 def _guard(records: Iterator[dict[str, Any]], source: str) -> Iterator[dict[str, Any]]:
     """Turn an unexpected reader exception into a quarantine record (the run goes on)."""
     try:
         yield from records
+    except CorruptInput as e:
+        yield quarantine(source, None, e.reason, e.detail)
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as e:  # noqa: BLE001 - last line of defence: one bad file never fails a run

@@ -13,6 +13,7 @@ Engines: :mod:`.transformers_peft` (default), :mod:`.llamacpp`, :mod:`.vllm`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 import time
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zimo.serve.config import BackendConfig, SubModel
+
+log = logging.getLogger("zimo.serve")
 
 
 class BackendError(Exception):
@@ -114,13 +117,20 @@ class Job:
         self.cancelled = threading.Event()
         self.submitted = time.perf_counter()
         self.started: float | None = None
+        # Worker-side bookkeeping, so a failed batch knows which jobs it can run again:
+        # a job already answered is left alone, one that streamed text cannot restart.
+        self.settled = False
+        self.emitted = False
 
     # --- called from the worker thread
     def emit(self, text: str, logprobs: list[TokenLogprob] | None = None) -> None:
         if self.deltas is not None and (text or logprobs):
+            self.emitted = True
             self.loop.call_soon_threadsafe(self.deltas.put_nowait, Delta(text, logprobs))
 
     def finish(self, result: Result) -> None:
+        self.settled = True
+
         def _set() -> None:
             if not self.future.done():
                 self.future.set_result(result)
@@ -130,6 +140,8 @@ class Job:
         self.loop.call_soon_threadsafe(_set)
 
     def fail(self, exc: BaseException) -> None:
+        self.settled = True
+
         def _set() -> None:
             if not self.future.done():
                 self.future.set_exception(exc)
@@ -262,18 +274,7 @@ class Backend(ABC):
             for j in jobs:
                 j.started = t0
             try:
-                self.run_batch(jobs)
-            except BackendError as e:
-                for j in jobs:
-                    j.fail(e)
-            except Exception as e:  # one bad batch must not kill the worker
-                import logging
-
-                logging.getLogger("zimo.serve").exception("batch failed")
-                for j in jobs:
-                    j.fail(
-                        BackendError(500, f"the model failed on this request: {type(e).__name__}")
-                    )
+                self._run_isolated(jobs)
             finally:
                 self.busy_s += time.perf_counter() - t0
                 self.batches += 1
@@ -281,6 +282,39 @@ class Backend(ABC):
                 self.max_batch_seen = max(self.max_batch_seen, len(jobs))
                 if len({j.model for j in jobs}) > 1:
                     self.mixed_batches += 1
+
+    def _run_isolated(self, jobs: list[Job]) -> None:
+        """``run_batch(jobs)``; when it fails, each unanswered job runs again alone, so one
+        job the engine cannot take fails only itself, never the requests batched with it."""
+        try:
+            self.run_batch(jobs)
+            return
+        except Exception as e:  # one bad batch must not kill the worker
+            if len(jobs) == 1:
+                self._fail(jobs[0], e)
+                return
+            log.warning("a batch of %d failed (%s): running its jobs one by one", len(jobs), e)
+        for j in jobs:
+            if j.settled:
+                continue
+            if j.cancelled.is_set():  # nobody waits for it: do not spend a run on it
+                j.fail(BackendError(499, "the client went away"))
+                continue
+            if j.emitted:  # its client already holds part of an answer: cannot restart
+                self._fail(j, BackendError(500, "the model failed while streaming this answer"))
+                continue
+            try:
+                self.run_batch([j])
+            except Exception as e:
+                self._fail(j, e)
+
+    @staticmethod
+    def _fail(job: Job, e: Exception) -> None:
+        if isinstance(e, BackendError):
+            job.fail(e)
+            return
+        log.error("job for %s failed", job.model, exc_info=e)
+        job.fail(BackendError(500, f"the model failed on this request: {type(e).__name__}"))
 
     @abstractmethod
     def run_batch(self, jobs: list[Job]) -> None:

@@ -65,6 +65,18 @@ def load_base(base: str, dtype) -> tuple[Any, Any]:
     return load_causal_lm(base, dtype=dtype)
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _word_ids(label_ids: list[int]) -> list[int]:
+    """The label word's tokens: ``LabelPrompt.label_ids`` end with the end-of-turn token,
+    which generation does not count as a completion token either."""
+    return label_ids[:-1] if len(label_ids) > 1 else label_ids
+
+
 class _Row:
     """Decoding state of one job inside a batch."""
 
@@ -115,12 +127,12 @@ class PeftBackend(Backend):
     def load(self) -> None:
         import torch
 
-        from zimo.hw import set_threads
+        from zimo.hw import serving_threads
 
-        if self.config.threads:
-            torch.set_num_threads(self.config.threads)
-        else:
-            set_threads()
+        # One request at a time is tokenised (under a lock): a Rust thread pool per core would
+        # only compete with the engine's threads.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        torch.set_num_threads(self.config.threads or serving_threads())
         self.device = _resolve_device(self.config.device)
         self.dtype = _resolve_dtype(self.config.dtype, self.device)
         model, tok = load_base(self.config.base, self.dtype)
@@ -394,14 +406,21 @@ class PeftBackend(Backend):
                     ),
                     key=lambda x: -x[1],
                 )
-                lps = [TokenLogprob(labels[best], top[0][1], top[: max(1, j.params.top_logprobs)])]
+                # One entry per token of the label, as completion_tokens counts them: the
+                # first carries the label's log-probability and the other labels as
+                # alternatives; the rest are forced once the label is chosen (log p = 0).
+                ids = _word_ids(prompts[id(j)].label_ids[best])
+                alts = top[: max(1, j.params.top_logprobs)]
+                pieces = [self._piece(t) for t in ids] if len(ids) > 1 else [labels[best]]
+                lps = [TokenLogprob(pieces[0], top[0][1], alts)]
+                lps += [TokenLogprob(piece, 0.0, []) for piece in pieces[1:]]
             j.emit(labels[best], lps)
             j.finish(
                 Result(
                     text=labels[best],
                     finish_reason="stop",
                     prompt_tokens=len(j.prompt_ids),
-                    completion_tokens=len(prompts[id(j)].label_ids[best]),
+                    completion_tokens=len(_word_ids(prompts[id(j)].label_ids[best])),
                     logprobs=lps,
                     compute_s=dt / len(jobs),
                     queue_s=(j.started or t0) - j.submitted,
@@ -486,6 +505,9 @@ class PeftBackend(Backend):
                 if p.top_p < 1.0:
                     sp, si = probs.sort(descending=True)
                     keep = (sp.cumsum(0) - sp) < p.top_p
+                    # The most likely token always stays: a top_p below float32's range
+                    # (1e-46) would otherwise keep nothing and fail the whole batch.
+                    keep[0] = True
                     sp = sp * keep
                     probs = torch.zeros_like(probs).scatter_(0, si, sp)
                     probs = probs / probs.sum()
@@ -558,5 +580,6 @@ class PeftBackend(Backend):
             adapter_loads=self.loads,
             adapter_evictions=self.evictions,
             stacked_lora=self.stack is not None,
+            threads=_torch_threads(),
         )
         return s
