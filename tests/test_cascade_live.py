@@ -190,3 +190,44 @@ def test_cascade_serves_degrades_and_the_flywheel_closes_the_loop(tmp_path: Path
     )
     assert any(r["meta"]["origin"] == "teacher" for p in (proj / ".zimo" / "artifacts" / "split").iterdir()
                for r in read_records(p / "train.parquet"))  # fmt: skip
+
+
+@pytest.mark.slow
+def test_three_tier_cascade_with_a_lora_tier(tmp_path: Path, big, monkeypatch):
+    """classical → LoRA → big: the LoRA tier is calibrated on its dev answers and served
+    through the engine (the cheap tiers ask each other in order)."""
+    from openai import OpenAI
+
+    from zimo.serve.app import create_app
+    from zimo.serve.cli import settings_from_projects
+
+    monkeypatch.setenv("FAKE_UP_KEY", big.api_key)
+    yaml_text = BASE.format(url=big.base_url, local="tiny-sms@classical",
+                            price=", price_per_1k_tokens: 0.005", shadow=0.0)  # fmt: skip
+    yaml_text = yaml_text.replace(
+        "train: {method: classical}",
+        "train:\n  - {method: classical}\n"
+        "  - {name: sub, base: gecko, method: lora, task: label, max_steps: 3, batch_size: 4}",
+    ).replace(
+        "    - {name: big,",
+        "    - {name: sub, model: tiny-sms@sub}\n    - {name: big,",
+    )
+    proj = make_tiny_project(tmp_path, 160, 70, yaml_text)
+    r = run_zimo("build", proj)
+    assert r.returncode == 0, r.stderr
+    r = run_zimo("route", "fit", proj)
+    assert r.returncode == 0, r.stderr
+    fitted = json.loads((proj / ".zimo" / "route" / "cascade.json").read_text())
+    assert len(fitted["thresholds"]) == 2
+    # Force the classical tier to pass every request on, so the LoRA tier is asked.
+    (proj / ".zimo" / "route" / "cascade.json").write_text(
+        json.dumps(dict(fitted, thresholds=[2.0, -1.0]))
+    )
+    settings, roots = settings_from_projects([proj])
+    with LiveServer(create_app(settings, projects=roots)) as srv:
+        oa = OpenAI(base_url=srv.url + "/v1", api_key="none")
+        z = oa.chat.completions.create(
+            model="tiny-sms", messages=[{"role": "user", "content": "Are we still on for lunch?"}]
+        ).model_extra["zimo"]
+        assert [s["tier"] for s in z["cascade"]] == ["classical", "sub"]
+        assert z["route"]["tier"] == "sub" and z["model"] == "tiny-sms@sub"

@@ -114,20 +114,7 @@ def evaluate_tabular(project, test: pd.DataFrame, train_dir: Path, out_dir: Path
         "tolerance": tol,
     }
     write_json_atomic(out_dir / "metrics.json", result)
-    _print(console, headline)
+    from zimo.eval.label_eval import _print_table
+
+    _print_table(console, {"headline": headline})
     return result
-
-
-def _print(console: Console, headline: dict[str, dict[str, Any]]) -> None:
-    from rich.table import Table
-
-    if not headline:
-        return
-    keys = list(next(iter(headline.values())).keys())
-    table = Table(title="evaluation on the test split", title_justify="left")
-    table.add_column("system")
-    for k in keys:
-        table.add_column(k, justify="right")
-    for name, vals in headline.items():
-        table.add_row(name, *[("—" if vals.get(k) is None else f"{vals[k]:.4g}") for k in keys])
-    console.print(table)

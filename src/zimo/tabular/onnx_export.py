@@ -29,15 +29,15 @@ What converts exactly (checked with onnxmltools 1.16 / skl2onnx 1.20 / onnxrunti
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+from zimo.workspace import write_bytes_atomic
 
 if TYPE_CHECKING:
     import lightgbm
@@ -54,21 +54,6 @@ REL_TOL = 1e-3
 # Chinese are covered by the character n-grams.
 ONNX_WORD_PATTERN = r"[a-zA-Z0-9_]{2,}"
 _WHITESPACE = re.compile(r"\s+")
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    # zimo.workspace has only text/JSON atomic writers; an ONNX model is bytes.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _session(model_bytes: bytes):
@@ -141,7 +126,7 @@ def export_lightgbm_onnx(
         diff = np.abs(got - ref).max(axis=1)
         agree = got.argmax(axis=1) == ref.argmax(axis=1)
     out_path = Path(out_path)
-    _write_bytes_atomic(out_path, data)
+    write_bytes_atomic(out_path, data)
     return {
         "path": str(out_path),
         "bytes": len(data),
@@ -277,7 +262,7 @@ def export_text_classifier_onnx(
     diff = float(np.abs(got - ref).max())
     agreement = float((got.argmax(axis=1) == ref.argmax(axis=1)).mean())
     out_path = Path(out_path)
-    _write_bytes_atomic(out_path, data)
+    write_bytes_atomic(out_path, data)
     return {
         "path": str(out_path),
         "bytes": len(data),
