@@ -91,8 +91,9 @@ def evaluate_tabular(project, test: pd.DataFrame, train_dir: Path, out_dir: Path
         "shap": shap_importance(pred.booster, X, pred.features.feature_names),
     }
     keys = ["r2", "mae", "rmse", "mape", "within_tol"] if reg else ["accuracy", "macro_f1"]
+    # Every system has every key (None where it does not apply), as the label headline has.
     headline = {
-        name: {k: m.get(k) for k in keys + ["latency_ms_p50", "rows_per_s"] if k in m}
+        name: {k: m.get(k) for k in keys + ["latency_ms_p50", "rows_per_s"]}
         for name, m in metrics.items()
     }
     notes = list(plan.notes)
