@@ -324,3 +324,45 @@ def test_dask_engine_build_matches_local(table_project: Path, tmp_path: Path):
         .read_text()
     )["summary"]
     assert summary["engine"] == "dask"
+
+
+def test_classification_table_builds_serves_and_exports(tmp_path: Path):
+    """A text target becomes a multiclass model: metrics, probabilities over v2, ONNX."""
+    from zimo.serve.app import create_app
+    from zimo.serve.config import ServeConfig
+
+    df = _orders(900, seed=5)
+    df["lateness"] = pd.cut(df.pop("minutes"), [-1e9, 20, 30, 1e9],
+                            labels=["early", "on_time", "late"]).astype(str)  # fmt: skip
+    csv = tmp_path / "orders.csv"
+    df.to_csv(csv, index=False)
+    proj = tmp_path / "late"
+    assert (
+        run_zimo(
+            "init", proj, "--template", "tabular", "--data", csv, "--target", "lateness"
+        ).returncode
+        == 0
+    )
+    assert "inferred: multiclass" in (proj / "zimo.yaml").read_text()
+    r = run_zimo("build", proj)
+    assert r.returncode == 0, r.stderr
+    ev = json.loads(run_zimo("status", proj, "--json").stdout)["metrics"]["eval"]
+    assert ev["lightgbm"]["accuracy"] > ev["baseline_mean"]["accuracy"] + 0.2
+    rows = df.drop(columns=["lateness"]).head(3).to_dict("records")
+    cfg = ServeConfig(serve_base=False, embeddings=False, watch_s=None, log={"enabled": False})
+    with LiveServer(create_app(cfg, projects=[proj])) as srv:
+        body = httpx.post(srv.url + "/v1/predict", json={"model": "late", "rows": rows}).json()
+        assert set(body["predictions"]) <= {"early", "on_time", "late"}
+        assert all(abs(sum(p.values()) - 1) < 1e-6 for p in body["probabilities"])
+        inputs = [
+            {"name": k, "shape": [3], "datatype": "BYTES", "data": [x[k] for x in rows]}
+            for k in rows[0]
+        ]
+        out = httpx.post(srv.url + "/v2/models/late/infer", json={"inputs": inputs}).json()[
+            "outputs"
+        ]
+        probs = next(o for o in out if o["name"] == "probabilities")
+        assert probs["shape"] == [3, 3]
+    r = run_zimo("export", proj, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["verify"]["model"]["agreement"] >= 0.99

@@ -231,3 +231,36 @@ def test_three_tier_cascade_with_a_lora_tier(tmp_path: Path, big, monkeypatch):
         ).model_extra["zimo"]
         assert [s["tier"] for s in z["cascade"]] == ["classical", "sub"]
         assert z["route"]["tier"] == "sub" and z["model"] == "tiny-sms@sub"
+
+
+def test_shadow_calls_measure_live_agreement(tmp_path: Path, big, monkeypatch):
+    """With shadow_rate 1, every cheap answer is also asked of the big tier in the background;
+    the log and the dashboard show how often they agree."""
+    from zimo.serve.app import create_app
+    from zimo.serve.cli import settings_from_projects
+    from zimo.serve.logdb import query
+
+    monkeypatch.setenv("FAKE_UP_KEY", big.api_key)
+    proj = _project(tmp_path, big.base_url, shadow=1.0)
+    assert run_zimo("build", proj).returncode == 0
+    assert run_zimo("route", "fit", proj).returncode == 0
+    cascade_file = proj / ".zimo" / "route" / "cascade.json"
+    fitted = json.loads(cascade_file.read_text())
+    cascade_file.write_text(
+        json.dumps(dict(fitted, thresholds=[-1.0]))
+    )  # the cheap tier answers all
+    settings, roots = settings_from_projects([proj])
+    texts = [line.split("\t", 1)[1] for line in SMS.read_text().splitlines()[500:510]]
+    with LiveServer(create_app(settings, projects=roots)) as srv:
+        c = httpx.Client(base_url=srv.url, timeout=60)
+        for t in texts:
+            z = c.post("/v1/chat/completions", json={"model": "tiny-sms", "messages": [
+                {"role": "user", "content": t}]}).json()["zimo"]  # fmt: skip
+            assert z["route"]["tier"] == "classical"
+        deadline = time.time() + 20
+        while len(query(settings.log_path(), endpoint="shadow")) < len(texts):
+            assert time.time() < deadline, "shadow calls were not logged"
+            time.sleep(0.2)
+        dash = c.get("/ui/api/cascade").json()["projects"][0]
+        assert sum(s["n"] for s in dash["shadow"]) == len(texts)
+        assert 0.5 <= dash["shadow"][0]["agreement"] <= 1.0

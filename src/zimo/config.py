@@ -107,6 +107,9 @@ def _section_error(section: str, e: ValidationError, model: type[BaseModel]) -> 
     err = e.errors(include_url=False)[0]
     key = ".".join([section, *(str(x) for x in err["loc"])])
     if err["type"] == "extra_forbidden":
+        guess = difflib.get_close_matches(str(err["loc"][-1]), list(model.model_fields), n=1)
+        if guess:
+            return ConfigError(f"unknown key '{key}' in {CONFIG_NAME}; did you mean '{guess[0]}'?")
         return ConfigError(
             f"unknown key '{key}' in {CONFIG_NAME}",
             f"allowed keys in {section}: {', '.join(model.model_fields)}",
@@ -147,6 +150,8 @@ class ProjectConfig(Section):
         if not isinstance(data, dict):
             return data
         task = data.get("task", "label")
+        if task not in ("label", "chat", "generate", "tabular"):
+            return data  # the bad `task` is the error to report
         raw = data.get("train")
         if raw is None:
             raw = {"method": "lightgbm"} if task == "tabular" else {}

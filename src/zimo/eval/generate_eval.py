@@ -794,7 +794,7 @@ def evaluate_generate_project(
             "the test split has no rows with a reference answer: nothing to evaluate",
             "add data or raise split.test in zimo.yaml; chat rows need an assistant answer",
         )
-    system = getattr(cfg.lm_train(), "system", None)
+    system = getattr(_lm_cfg(cfg), "system", None)
     if system:  # the same system prompt as in training, for every system under test
         for it in items:
             if not it.messages or it.messages[0].get("role") != "system":
@@ -805,7 +805,7 @@ def evaluate_generate_project(
     cpu = cpu_info()
     machine = f"{cpu['model']}, {cpu['cores']} cores"
     local_cost = CostModel(machine_price_per_hour=ecfg.machine_price_per_hour, machine=machine)
-    base = getattr(cfg.lm_train(), "base", None) or "gecko"
+    base = getattr(_lm_cfg(cfg), "base", None) or "gecko"
     # The synth stage's teacher cache (<project>/.zimo/cache/teacher.sqlite; the work dir is
     # <project>/.zimo/work/eval-<id>): judge and teacher answers are cached with synth calls and
     # survive eval reruns.
@@ -919,3 +919,9 @@ def write_answers(path: Path, items: Sequence[GenerateItem], runs: Sequence[Syst
         lines.append(json.dumps(row, ensure_ascii=False))
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path
+
+
+def _lm_cfg(cfg: Any) -> Any:
+    """The language-model sub-model's train settings (a project may also train classical
+    ones); a plain namespace with ``train`` (as callers that build configs by hand pass) too."""
+    return cfg.lm_train() if hasattr(cfg, "lm_train") else getattr(cfg, "train", None)
