@@ -30,13 +30,22 @@ def make_handler(router):
         prompt = "\n".join(m.text() for m in req.messages if m.role == "user")
         tier, score = await asyncio.to_thread(router.decide, prompt)
         model = router.tier(tier).served_model
-        if st.is_local(model):
+        sub_req = req.model_copy(update={"model": model})
+        if model in st.virtual and model != req.model:
+            # A tier may itself be served by a handler: a cascade (a project's name under
+            # route.mode: cascade) or a classical sub-model, so `auto` can pick a cascade.
+            ans = await st.virtual[model](sub_req, st)
+        elif st.is_local(model):
             ans = await st.chat_local(model, req)
         else:
-            ans = await st.chat_upstream(req.model_copy(update={"model": model}))
-        ans.escalated = tier != cheapest
+            ans = await st.chat_upstream(sub_req)
+        inner = ans.route or {}
+        ans.escalated = tier != cheapest or bool(ans.escalated)
         ans.route = {"tier": tier, "model": model, "score": round(float(score), 4),
                      "router": "pre-call"}  # fmt: skip
+        if "cascade" in inner:  # the cascade the router picked says which of its tiers answered
+            ans.route.update(cascade=inner["cascade"], cascade_tier=inner.get("tier"),
+                             degraded=inner.get("degraded", False))  # fmt: skip
         return ans
 
     return handler
