@@ -104,3 +104,27 @@ def test_form_scorer_needs_form_features():
     f, y = _topics_and_form(n=120)
     with pytest.raises(ValueError, match="form"):
         make_scorer("form", "gain").fit(PromptFeatures(f.surface, f.emb), y)
+
+
+def test_form_router_fits_through_the_config_and_beats_random_on_unseen_subjects(tmp_path):
+    # All 45 subjects, cross-fitted by subject inside fit_router, no embedding needed.
+    from route_fixtures import DATA
+    from zimo.route.outcomes import load_outcome_csvs
+    from zimo.route.router import Router, fit_router
+
+    if not DATA.is_dir():
+        pytest.skip("shared router data not found")
+    full = load_outcome_csvs(DATA, ["weak", "strong"])
+    cfg = {
+        "tiers": [
+            {"name": "weak", "price_per_1k_tokens": 0.0006},
+            {"name": "strong", "price_per_1k_tokens": 0.01},
+        ],
+        "target": {"quality": 0.97},
+        "router": {"kind": "form", "folds": 5},
+    }
+    router = fit_router(full, cfg, tmp_path / "r")
+    assert router.meta["kind"] == "form"
+    assert router.meta["cross_fitted"]["apgr"] > 0.51  # random: 0.50
+    tier, score = Router.load(tmp_path / "r").decide(full.prompts[0])
+    assert tier in ("weak", "strong") and 0 <= score <= 1
