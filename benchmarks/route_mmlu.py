@@ -1,6 +1,7 @@
 """Router quality on unseen subjects: APGR, CPT(50%), CPT(80%) (RouteLLM terms).
 
     python benchmarks/route_mmlu.py [--train DIR] [--test DIR] [--quick]
+    python benchmarks/route_mmlu.py --holdout 12 [--seeds 0 1 2 3 4] [--confidence-per-subject N]
 
 Outcome CSVs ``prompt,<weak>,<strong>`` (one per subject; default ``../shared/data/router_mmlu``).
 Without ``--test``: grouped K-fold by subject, repeated with different subject-to-fold
@@ -8,7 +9,9 @@ assignments, so every router is always scored on subjects it never saw; we repor
 median and spread over all folds, plus the APGR of the pooled out-of-fold scores (one number
 over all prompts, far less noisy than a per-fold mean: a fold whose weak-strong gap is small
 turns small quality changes into large PGR swings). With ``--test``: fit on ``--train`` (default:
-the shared data), score on ``--test``.
+the shared data), score on ``--test``. With ``--holdout K``: the ``--test`` experience repeated
+over fixed splits of the training subjects (K held out per seed), every row's mean, spread and
+worst split (``route_mmlu_holdout.json`` + ``.md``).
 
 Writes ``benchmarks/results/route_mmlu.json`` + ``.md`` + ``.png`` (the cost–quality curves).
 Embeddings are cached in ``benchmarks/results/cache/minilm.sqlite`` (git-ignored).
@@ -1121,9 +1124,9 @@ def main() -> None:
             f"{repeats * args.folds} folds ({repeats} repeats x {args.folds})"
         )
     notes.append(
-        f"MiniLM vectors from the disk cache {CACHE.relative_to(ROOT)} where present (seeded in "
-        "an earlier session on a GPU from fp16-stored weights: max abs difference to CPU vectors "
-        f"3e-4); missing prompts computed here (embedding took {timings['embed_s']:.0f} s)"
+        f"MiniLM vectors from the disk cache {CACHE.relative_to(ROOT)} where present (a cache "
+        "seeded on a GPU from fp16-stored weights differs from CPU vectors by at most 3e-4); "
+        f"missing prompts computed here (embedding took {timings['embed_s']:.0f} s)"
     )
     notes.append(
         f"run took {timings['total_s']:.0f} s wall, {timings['total_cpu_s']:.0f} s CPU; load "
