@@ -1,7 +1,7 @@
 """Router quality on unseen subjects: APGR, CPT(50%), CPT(80%) (RouteLLM terms).
 
     python benchmarks/route_mmlu.py [--train DIR] [--test DIR] [--quick]
-    python benchmarks/route_mmlu.py --holdout 12 [--seeds 0 1 2 3 4] [--confidence-per-subject N]
+    python benchmarks/route_mmlu.py --holdout 12 [--seeds 0 .. 9] [--confidence-per-subject N]
 
 Outcome CSVs ``prompt,<weak>,<strong>`` (one per subject; default ``../shared/data/router_mmlu``).
 Without ``--test``: grouped K-fold by subject, repeated with different subject-to-fold
@@ -999,7 +999,7 @@ def main() -> None:
         help="fit on all but K subjects, score on those K, once per --seeds (writes "
         "route_mmlu_holdout.json unless --out)",
     )
-    ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--seeds", type=int, nargs="*", default=list(range(10)))
     ap.add_argument(
         "--confidence-per-subject",
         type=int,
