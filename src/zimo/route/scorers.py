@@ -144,7 +144,7 @@ class SurfaceScorer(Scorer):
 class FormScorer(Scorer):
     """Logistic regression on the surface and form statistics: what kind of task the prompt is
     (options, negation, calculation, code, length), never what it is about. Microseconds per
-    prompt and nothing that names a topic. Measured on 12 held-out MMLU subjects x 5 splits
+    prompt and nothing that names a topic. Measured on 12 held-out MMLU subjects x 10 splits
     (benchmarks/route_mmlu.py --holdout 12) it is steadier than the embedding routers but ranks
     below them and adds nothing to the ensemble, so it is a kind to choose, not a default
     member (docs/routing.md)."""
@@ -179,7 +179,7 @@ class TopicRemoved(Scorer):
     saw, that part of its score is noise. Removing the between-subject directions (a crude
     domain-adversarial step: what is left cannot name the training subject) leaves what varies
     *within* subjects. Without groups it is ``inner`` unchanged. On held-out MMLU subjects it
-    ranked below the plain members (the ensemble −0.038 ± 0.019 APGR over 5 splits): the
+    ranked below the plain members (the ensemble −0.028 ± 0.010 APGR over 10 splits): the
     directions that separate subjects also carry difficulty that transfers to related ones."""
 
     def __init__(self, inner: Scorer, k: int = 16):
