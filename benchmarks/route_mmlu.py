@@ -1,6 +1,7 @@
 """Router quality on unseen subjects: APGR, CPT(50%), CPT(80%) (RouteLLM terms).
 
     python benchmarks/route_mmlu.py [--train DIR] [--test DIR] [--quick]
+    python benchmarks/route_mmlu.py --holdout 12 [--seeds 0 .. 9] [--confidence-per-subject N]
 
 Outcome CSVs ``prompt,<weak>,<strong>`` (one per subject; default ``../shared/data/router_mmlu``).
 Without ``--test``: grouped K-fold by subject, repeated with different subject-to-fold
@@ -8,7 +9,9 @@ assignments, so every router is always scored on subjects it never saw; we repor
 median and spread over all folds, plus the APGR of the pooled out-of-fold scores (one number
 over all prompts, far less noisy than a per-fold mean: a fold whose weak-strong gap is small
 turns small quality changes into large PGR swings). With ``--test``: fit on ``--train`` (default:
-the shared data), score on ``--test``.
+the shared data), score on ``--test``. With ``--holdout K``: the ``--test`` experience repeated
+over fixed splits of the training subjects (K held out per seed), every row's mean, spread and
+worst split (``route_mmlu_holdout.json`` + ``.md``).
 
 Writes ``benchmarks/results/route_mmlu.json`` + ``.md`` + ``.png`` (the cost–quality curves).
 Embeddings are cached in ``benchmarks/results/cache/minilm.sqlite`` (git-ignored).
@@ -537,9 +540,10 @@ def write_md(result: dict, path: Path) -> None:
     res = result["results"]
     if result["mode"] == "grouped_cv":
         lines += [
-            "| router | folds | APGR mean ± sd (median) | CPT(50%) mean ± sd | CPT(80%) mean |"
-            f" pooled APGR | paired Δ vs {BASELINE}: APGR / CPT(50%) (± se) | target met |",
-            "|---|---|---|---|---|---|---|---|",
+            "| router | folds | APGR mean ± sd (median) | APGR worst fold | CPT(50%) mean ± sd |"
+            " CPT(50%) worst fold | CPT(80%) mean | pooled APGR |"
+            f" paired Δ vs {BASELINE}: APGR / CPT(50%) (± se) | target met |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, m in res.items():
             pooled = m.get("pooled", {}).get("apgr")
@@ -553,7 +557,8 @@ def write_md(result: dict, path: Path) -> None:
             )
             lines.append(
                 f"| {name} | {m['folds']} | {m['apgr']['mean']:.3f} ± {m['apgr']['std']:.3f} "
-                f"({m['apgr']['median']:.3f}) | {m['cpt50']['mean']:.3f} ± {m['cpt50']['std']:.3f}"
+                f"({m['apgr']['median']:.3f}) | {m['apgr']['min']:.3f} | "
+                f"{m['cpt50']['mean']:.3f} ± {m['cpt50']['std']:.3f} | {m['cpt50']['max']:.3f}"
                 f" | {m['cpt80']['mean']:.3f} | {'' if pooled is None else f'{pooled:.3f}'} | "
                 f"{delta} | {met} |"
             )
@@ -619,6 +624,352 @@ def write_md(result: dict, path: Path) -> None:
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
+# -- --holdout: what a new user sees ---------------------------------------------------------
+# Fit on the subjects of the training data, score on a folder of subjects the router never saw,
+# as `route_mmlu.py --train A --test B` does, repeated over deterministic splits of the shared
+# subjects (seed s: the sorted subject names permuted by numpy's default_rng(s), the first K held
+# out). The seeds are fixed in advance (0..n-1), not picked by outcome. Every row of one split is
+# scored on the same held-out subjects, so rows compare pairwise by split.
+HOLDOUT_MEMBERS = (
+    "length",
+    "logreg",
+    "knn",
+    "features",
+    "form",
+    "logreg-topic_removed",
+    "knn-topic_removed",
+    "logreg-C0.01",
+    "logreg-pca32",
+)
+# Equal-weight means of the members' cross-fitted z-scores (the ensemble's own combination).
+HOLDOUT_COMBOS = {
+    "ensemble": ("length", "logreg", "knn", "features"),
+    "ensemble+form": ("length", "logreg", "knn", "features", "form"),
+    "ensemble-topic_removed": ("length", "logreg-topic_removed", "knn-topic_removed", "features"),
+    "ensemble-topic_removed+form": (
+        "length",
+        "logreg-topic_removed",
+        "knn-topic_removed",
+        "features",
+        "form",
+    ),
+    "topic_free": ("length", "features", "form"),
+    "form+knn": ("form", "knn"),
+    "ensemble-no_logreg": ("length", "knn", "features"),
+    "ensemble-logreg_C0.01": ("length", "logreg-C0.01", "knn", "features"),
+    "ensemble-logreg_pca32": ("length", "logreg-pca32", "knn", "features"),
+}
+HOLDOUT_DOC = {
+    "length": "log prompt length alone (the stand-alone length router, P(cheap right))",
+    "features": "the 11 surface statistics (ensemble member)",
+    "form": "surface + 15 topic-free form statistics (options, negation, statements, numbers, "
+    "compute verbs, code, blanks), logistic regression C=0.1 (route.router.kind: form)",
+    "logreg / knn": "the ensemble's MiniLM members",
+    "logreg-topic_removed / knn-topic_removed": "the same members on MiniLM vectors with the top "
+    "16 principal directions of the training subjects' mean vectors projected out",
+    "ensemble": "the default router (length, logreg, knn, features; cross-fitted z-scores, equal "
+    "weights), MiniLM",
+    "ensemble+form": "the default ensemble plus the form member",
+    "ensemble-topic_removed(+form)": "the ensemble with topic-removed logreg/knn (and the form "
+    "member)",
+    "topic_free": "length + features + form: no prompt vector at all",
+    "logreg-C0.01": "the logreg member with 5x stronger regularisation (C 0.01 instead of 0.05)",
+    "logreg-pca32": "the logreg member on the top 32 principal components of the training "
+    "prompts' MiniLM vectors (fewer embedding dimensions), re-normalised",
+    "ensemble-no_logreg / ensemble-logreg_C0.01 / ensemble-logreg_pca32": "the default "
+    "ensemble without its logreg member, or with it replaced by the variant",
+    "form+knn": "the form member and the MiniLM kNN member",
+    "sub:*": "the confidence subsample (a fixed --confidence-per-subject prompts per subject), "
+    "the same splits, every row refitted on it; paired Δ vs sub:ensemble",
+    "sub:conf": "log length + the embedded LM's answer confidence (zimo.route.lm_features."
+    "lm_confidence: letter entropy, top, margin, log letter mass, next-token entropy), "
+    "logistic regression",
+    "sub:form+conf": "the form member with the confidence columns added",
+    "sub:ensemble+form+conf / sub:topic_free+conf": "the ensemble / topic_free combination with "
+    "form+conf as its form member",
+}
+
+
+CONF_CACHE = RESULTS / "cache" / "lm_conf.sqlite"
+CONF_TOKENS = 128  # the last 128 tokens: the options and the answer cue
+
+
+def confidence_subsample(o: Outcomes, per_subject: int) -> np.ndarray:
+    """Row indices of a fixed subsample, independent of the splits: each subject's rows in a
+    random order (seed 12345 + its rank), the first ``per_subject`` kept, so a larger sample
+    contains a smaller one (and its cached LM passes)."""
+    keep = []
+    for r, g in enumerate(sorted(set(o.groups.tolist()))):
+        idx = np.random.default_rng(12345 + r).permutation(np.flatnonzero(o.groups == g))
+        keep.extend(idx[:per_subject].tolist())
+    return np.sort(np.array(keep))
+
+
+def holdout_splits(groups: np.ndarray, k: int, seeds: list[int]) -> list[tuple[int, list[str]]]:
+    subjects = sorted(set(groups.tolist()))
+    if not 0 < k < len(subjects):
+        raise SystemExit(f"--holdout {k}: need 0 < K < {len(subjects)} subjects")
+    return [
+        (s, sorted(subjects[i] for i in np.random.default_rng(s).permutation(len(subjects))[:k]))
+        for s in seeds
+    ]
+
+
+class _PCAEmb:
+    """A scorer on the top ``k`` principal components of the training prompt vectors."""
+
+    def __init__(self, inner, k: int = 32):
+        self.inner, self.k = inner, k
+        self.needs_embeddings = True
+
+    def _project(self, f):
+        from zimo.route.scorers import PromptFeatures
+
+        e = (f.emb - self.mean) @ self.basis.T
+        e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+        return PromptFeatures(f.surface, e, f.groups, f.form)
+
+    def fit(self, f, y):
+        self.mean = f.emb.mean(0)
+        self.basis = np.linalg.svd(f.emb - self.mean, full_matrices=False)[2][: self.k]
+        self.inner.fit(self._project(f), y)
+        return self
+
+    def predict(self, f):
+        return self.inner.predict(self._project(f))
+
+
+def _holdout_member(name: str):
+    """A gain member by name: the product's kinds, plus the benchmark-only variants."""
+    from zimo.route.scorers import GainScorer, LogRegScorer, ensemble_member
+
+    variants = {
+        "logreg-C0.01": lambda: LogRegScorer(C=0.01),
+        "logreg-pca32": lambda: _PCAEmb(LogRegScorer(), 32),
+    }
+    if name not in variants:
+        return ensemble_member(name, "gain")
+    g = GainScorer("logreg")
+    g.cheap, g.strong = variants[name](), variants[name]()
+    return g
+
+
+def _member_scores(names, ftr, fte, y) -> dict[str, np.ndarray]:
+    """Cross-fitted z-scores on the test rows for each member, and the equal-weight combos."""
+    from zimo.route.scorers import ENSEMBLE_FOLDS, EnsembleScorer
+
+    ens = EnsembleScorer([_holdout_member(k) for k in names], folds=ENSEMBLE_FOLDS)
+    ens.fit(ftr, y)
+    z = {
+        k: (m.predict(fte) - mu) / sd
+        for k, m, (mu, sd) in zip(names, ens.members, ens.stats, strict=True)
+    }
+    return z
+
+
+def run_holdout(args, o: Outcomes, feats, progress) -> dict:
+    from zimo.route.scorers import FormScorer, GainScorer, PromptFeatures
+
+    qw, qs = o.quality[:, 0], o.quality[:, -1]
+    y = labels_for(o, "gain")
+    splits = holdout_splits(o.groups, args.holdout, args.seeds)
+    per_split: dict[str, list[dict]] = {}
+    task = progress.add_task("holdout", total=len(splits))
+
+    def record(name, s, te):
+        m = evaluate_scores(s, qw[te], qs[te])
+        per_split.setdefault(name, []).append(m)
+
+    for _seed, test_subjects in splits:
+        te = np.flatnonzero(np.isin(o.groups, test_subjects))
+        tr = np.flatnonzero(~np.isin(o.groups, test_subjects))
+        ftr, fte = feats.subset(tr), feats.subset(te)
+        per_split.setdefault("random", []).append(random_expected(qw[te], qs[te]))
+        record("oracle", oracle_scores(qw[te], qs[te]), te)
+        record("length", make_scorer("length", "gain").fit(ftr, y[tr]).predict(fte), te)
+        z = _member_scores(HOLDOUT_MEMBERS, ftr, fte, y[tr])
+        for k in HOLDOUT_MEMBERS[1:]:
+            record(k, z[k], te)
+        for name, members in HOLDOUT_COMBOS.items():
+            record(name, np.mean([z[k] for k in members], 0), te)
+        progress.advance(task)
+
+    conf = conf_idx = None
+    if args.confidence_per_subject:
+        # After the main rows: the LM pass is the slow part, and a run can find it cached by a
+        # pass started beside it.
+        from zimo.route.lm_features import lm_confidence
+
+        conf_idx = confidence_subsample(o, args.confidence_per_subject)
+        # One torch thread: on 2 shared cores two spinning OpenMP threads ran far slower.
+        import torch
+
+        torch.set_num_threads(1)
+        conf = lm_confidence(
+            [o.prompts[i] for i in conf_idx],
+            model=args.confidence_model,
+            max_tokens=CONF_TOKENS,
+            cache_path=CONF_CACHE,
+            progress=True,
+        )
+    for _seed, test_subjects in splits if conf is not None else []:
+        # The same split on the confidence subsample: every row there re-fitted on it, so the
+        # rows with and without the LM's confidence see the same prompts.
+        pos = {i: j for j, i in enumerate(conf_idx)}
+        ctr = conf_idx[~np.isin(o.groups[conf_idx], test_subjects)]
+        cte = conf_idx[np.isin(o.groups[conf_idx], test_subjects)]
+        c_tr, c_te = conf[[pos[i] for i in ctr]], conf[[pos[i] for i in cte]]
+        gtr, gte = feats.subset(ctr), feats.subset(cte)
+
+        def with_conf(f, extra):
+            return PromptFeatures(f.surface, f.emb, f.groups, np.hstack([f.form, extra]))
+
+        zs = _member_scores(("length", "logreg", "knn", "features", "form"), gtr, gte, y[ctr])
+        # The form member with the confidence columns added, standardised the same way.
+        zc = _member_scores(("form",), with_conf(gtr, c_tr), with_conf(gte, c_te), y[ctr])["form"]
+        ens4 = [zs[k] for k in HOLDOUT_COMBOS["ensemble"]]
+        record("sub:ensemble", np.mean(ens4, 0), cte)
+        record("sub:ensemble+form", np.mean(ens4 + [zs["form"]], 0), cte)
+        record("sub:ensemble+form+conf", np.mean(ens4 + [zc], 0), cte)
+        record("sub:form", zs["form"], cte)
+        record("sub:form+conf", zc, cte)
+        record("sub:topic_free", np.mean([zs["length"], zs["features"], zs["form"]], 0), cte)
+        record("sub:topic_free+conf", np.mean([zs["length"], zs["features"], zc], 0), cte)
+        # The LM's confidence with the prompt's length only.
+        g = GainScorer("form")
+        g.cheap, g.strong = FormScorer(), FormScorer()
+        short = (
+            PromptFeatures(gtr.surface[:, :1], None, None, c_tr),
+            PromptFeatures(gte.surface[:, :1], None, None, c_te),
+        )
+        record("sub:conf", g.fit(short[0], y[ctr]).predict(short[1]), cte)
+
+    summary = {}
+    base = per_split["ensemble"]
+    for name, ms in per_split.items():
+        d = {
+            k: summarize([m[k] for m in ms]) | {"per_split": [round(m[k], 4) for m in ms]}
+            for k in ("apgr", "cpt50", "cpt80")
+        }
+        d["splits"] = len(ms)
+        ref = per_split["sub:ensemble"] if name.startswith("sub:") else base
+        if name not in ("ensemble", "sub:ensemble", "random", "oracle") and len(ms) > 1:
+            d["paired_vs_ensemble"] = {
+                k: {
+                    "mean": float(np.mean([m[k] - r[k] for m, r in zip(ms, ref, strict=True)])),
+                    "se": float(
+                        np.std([m[k] - r[k] for m, r in zip(ms, ref, strict=True)], ddof=1)
+                        / np.sqrt(len(ms))
+                    ),
+                }
+                for k in ("apgr", "cpt50")
+            }
+        summary[name] = d
+    return {
+        "splits": [{"seed": s, "test_subjects": t} for s, t in splits],
+        "gaps": [round(m["gap"], 4) for m in per_split["oracle"]],
+        "results": summary,
+        "confidence": None
+        if conf is None
+        else {
+            "model": args.confidence_model,
+            "per_subject": args.confidence_per_subject,
+            "prompts": int(len(conf_idx)),
+        },
+    }
+
+
+def write_holdout_md(result: dict, path: Path) -> None:
+    h = result["holdout"]
+    lines = [
+        "# route_mmlu --holdout: fitted on some subjects, scored on subjects it never saw",
+        "",
+        f"data: {result['train']} ({result['data']['prompts']} prompts, "
+        f"{result['data']['groups']} subjects); {len(h['splits'])} splits, each holding out "
+        f"{result['holdout_k']} subjects (seeds {', '.join(str(s['seed']) for s in h['splits'])}: "
+        "the sorted subject names permuted by numpy default_rng(seed), the first K held out); "
+        f"CPU: {result['cpu_info']['model']} x{result['cpu_info']['cores']}",
+        "",
+        "Worst split = the lowest APGR / highest CPT(50%) over the held-out subject groups. Paired "
+        "Δ = mean over splits of (row − ensemble) on the same held-out subjects, ± standard error.",
+        "",
+        "| router | APGR mean ± sd | APGR worst / best | CPT(50%) mean ± sd | CPT(50%) worst | "
+        "paired Δ vs ensemble: APGR / CPT(50%) | APGR per split |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, m in h["results"].items():
+        d = m.get("paired_vs_ensemble")
+        delta = (
+            f"{d['apgr']['mean']:+.3f} ± {d['apgr']['se']:.3f} / "
+            f"{d['cpt50']['mean']:+.3f} ± {d['cpt50']['se']:.3f}"
+            if d
+            else ""
+        )
+        a, c = m["apgr"], m["cpt50"]
+        lines.append(
+            f"| {name} | {a['mean']:.3f} ± {a['std']:.3f} | {a['min']:.3f} / {a['max']:.3f} | "
+            f"{c['mean']:.3f} ± {c['std']:.3f} | {c['max']:.3f} | {delta} | "
+            f"{' '.join(f'{x:.3f}' for x in a['per_split'])} |"
+        )
+    lines += ["", "Held-out subjects per split:", ""]
+    lines += [f"- seed {s['seed']}: {', '.join(s['test_subjects'])}" for s in h["splits"]]
+    lines += ["", f"Weak–strong gap per split: {h['gaps']}", ""]
+    if h["confidence"]:
+        c = h["confidence"]
+        lines += [
+            f"`sub:` rows: a fixed subsample of {c['per_subject']} prompts per subject "
+            f"({c['prompts']} prompts; the embedded LM's pass is too slow on these 2 cores for all "
+            f"of them), the same splits, every row refitted on the subsample; their paired Δ is "
+            f"vs `sub:ensemble`. Confidence model: {c['model']} (last 128 tokens).",
+            "",
+        ]
+    lines += [f"- **{k}**: {v}" for k, v in HOLDOUT_DOC.items()]
+    lines += ["", *[f"- {n}" for n in result["notes"]], ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def holdout_main(args) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    t0, c0, load0 = time.perf_counter(), time.process_time(), os.getloadavg()
+    train_dir = args.train or DEFAULT_DATA
+    o = load_outcome_csvs(train_dir, ["weak", "strong"])
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=True
+    ) as progress:
+        feats = build_features(o.prompts, cache_path=CACHE, progress=True, groups=o.groups)
+        h = run_holdout(args, o, feats, progress)
+    load1 = os.getloadavg()
+    notes = [
+        f"run took {time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU; "
+        f"load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end "
+        f"({os.cpu_count()} cores, shared with other jobs)"
+    ]
+    result = {
+        "benchmark": "route_mmlu",
+        "mode": "holdout",
+        "holdout_k": args.holdout,
+        "train": str(train_dir),
+        "data": o.summary(),
+        "holdout": h,
+        "target": {"apgr": 0.60, "cpt50": 0.40, "note": "issue 23: on subjects outside the data"},
+        "cpu_info": cpu_info(),
+        "notes": notes,
+    }
+    out = (
+        args.out if args.out != RESULTS / "route_mmlu.json" else RESULTS / "route_mmlu_holdout.json"
+    )
+    out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    write_holdout_md(result, out.with_suffix(".md"))
+    for name, m in h["results"].items():
+        print(
+            f"{name:28s} APGR {m['apgr']['mean']:.3f} ± {m['apgr']['std']:.3f} "
+            f"(worst {m['apgr']['min']:.3f})  CPT(50%) {m['cpt50']['mean']:.3f} "
+            f"(worst {m['cpt50']['max']:.3f})"
+        )
+    print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--train", type=Path, default=None, help="outcome CSV folder to fit on")
@@ -640,6 +991,23 @@ def main() -> None:
         help=f"LM rows, <model>@<layer> (default {' '.join(LM_EMBEDDERS)})",
     )
     ap.add_argument("--out", type=Path, default=RESULTS / "route_mmlu.json")
+    ap.add_argument(
+        "--holdout",
+        type=int,
+        default=0,
+        metavar="K",
+        help="fit on all but K subjects, score on those K, once per --seeds (writes "
+        "route_mmlu_holdout.json unless --out)",
+    )
+    ap.add_argument("--seeds", type=int, nargs="*", default=list(range(10)))
+    ap.add_argument(
+        "--confidence-per-subject",
+        type=int,
+        default=0,
+        help="with --holdout: also compare rows with the embedded LM's answer confidence on a "
+        "subsample of N prompts per subject",
+    )
+    ap.add_argument("--confidence-model", default="gecko")
     args = ap.parse_args()
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -648,6 +1016,9 @@ def main() -> None:
     set_threads()
     if args.latency_only:
         update_latency(args.out)
+        return
+    if args.holdout:
+        holdout_main(args)
         return
     t0, c0, load0 = time.perf_counter(), time.process_time(), os.getloadavg()
     if args.lm_embedders is not None:  # replace the LM rows
@@ -753,9 +1124,9 @@ def main() -> None:
             f"{repeats * args.folds} folds ({repeats} repeats x {args.folds})"
         )
     notes.append(
-        f"MiniLM vectors from the disk cache {CACHE.relative_to(ROOT)} where present (seeded in "
-        "an earlier session on a GPU from fp16-stored weights: max abs difference to CPU vectors "
-        f"3e-4); missing prompts computed here (embedding took {timings['embed_s']:.0f} s)"
+        f"MiniLM vectors from the disk cache {CACHE.relative_to(ROOT)} where present (a cache "
+        "seeded on a GPU from fp16-stored weights differs from CPU vectors by at most 3e-4); "
+        f"missing prompts computed here (embedding took {timings['embed_s']:.0f} s)"
     )
     notes.append(
         f"run took {timings['total_s']:.0f} s wall, {timings['total_cpu_s']:.0f} s CPU; load "

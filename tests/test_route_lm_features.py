@@ -31,3 +31,24 @@ def test_surprisal_separates_text_from_noise_and_is_cached(tmp_path):
         return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
     assert cos(h[0], hid[0]) > cos(h[0], hid[1])
+
+
+def test_answer_confidence_follows_the_model_and_is_cached(tmp_path):
+    from zimo.route.lm_features import CONFIDENCE_NAMES, lm_confidence
+
+    q = "Q: Pick the letter.\nA. one\nB. two\nC. three\nD. four\nAnswer:"
+    # Five answered examples before: the model follows the format (answers with a letter)
+    # where alone it mostly ends its turn.
+    primed = "\n\n".join([q + " B"] * 5 + [q])
+    five = "Q: Pick.\nA. a\nB. b\nC. c\nD. d\nE. e\nAnswer:"
+    cache = tmp_path / "conf.sqlite"
+    c = lm_confidence([q, primed, five, "Tell me a story."], cache_path=cache)
+    assert c.shape == (4, len(CONFIDENCE_NAMES)) and np.isfinite(c).all()
+    col = dict(zip(CONFIDENCE_NAMES, c.T, strict=True))
+    assert ((col["lm_letter_entropy"] >= 0) & (col["lm_letter_entropy"] <= 1 + 1e-6)).all()
+    assert col["lm_letter_mass"][1] > col["lm_letter_mass"][0] + 1.0, col["lm_letter_mass"]
+    assert col["lm_letter_mass"][1] > np.log(0.5)  # most of the next token's mass on a letter
+    assert ((col["lm_letter_top"] >= 0.25 - 1e-6) & (col["lm_letter_top"] <= 1 + 1e-6))[:2].all()
+    assert col["lm_letter_top"][2] >= 0.2 - 1e-6  # five options: the top is at least 1/5
+    again = lm_confidence([primed], cache_path=cache)
+    assert np.array_equal(again[0], c[1])

@@ -72,7 +72,7 @@ class RouterConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["logreg", "mlp", "knn", "length", "features", "ensemble"] = "ensemble"
+    kind: Literal["logreg", "mlp", "knn", "length", "features", "form", "ensemble"] = "ensemble"
     label: Literal["gain", "good_enough", "cheap_correct"] = Field(
         "gain",
         description="gain: P(cheap right) - P(strong right) from two models; good_enough: the "

@@ -428,3 +428,108 @@ class LMEmbedder:
 
     def embed(self, texts: Sequence[str], *, cache_path=None, progress: bool = False):
         return self.transform(self.raw(texts, cache_path=cache_path, progress=progress))
+
+
+# -- the cheap tier's own confidence, from a first pass ------------------------------------------
+# What a cascade reads after the cheap call (its answer's probability), read off an embedded LM
+# standing in for the cheap tier: one forward pass over the prompt, the LM head applied at the
+# last position only, the distribution over the option letters. Unlike the prompt vector it does
+# not say what the prompt is about, only how sure a model is of its answer, which is what should
+# carry over to subjects (and tasks) the router never saw.
+
+CONFIDENCE_NAMES = (
+    "lm_letter_entropy",  # entropy of the renormalised distribution over the options' letters
+    "lm_letter_top",  # probability of the most likely letter (renormalised)
+    "lm_letter_margin",  # top minus second
+    "lm_letter_mass",  # log of the probability mass on any option letter (format followed?)
+    "lm_next_entropy",  # entropy of the full next-token distribution (open-ended prompts too)
+)
+_OPTION = None
+
+
+def option_letters(text: str) -> list[str]:
+    """Letters of the options listed one per line (``A. ...``, ``B) ...``); [] if none."""
+    import re
+
+    global _OPTION
+    if _OPTION is None:
+        _OPTION = re.compile(r"^\s*\(?([A-J])[.):]\s", re.M)
+    seen = list(dict.fromkeys(_OPTION.findall(text)))
+    return seen if len(seen) >= 2 else []
+
+
+def _confidence(
+    texts: list[str], model: str, max_tokens: int, dtype: str, batch_size: int, bar
+) -> np.ndarray:
+    import torch
+
+    lm, tok = _load(model, dtype)
+    # Keep the end of a long prompt: the options and the "Answer:" cue are there.
+    tok.truncation_side = "left"
+    ids = _token_ids(tok, texts, max_tokens)
+    tok.truncation_side = "right"
+    letters = "ABCDEFGHIJ"
+    # Both spellings a model may continue with ("Answer: A" / "Answer:A").
+    lid = {
+        c: sorted({tok.encode(" " + c, add_special_tokens=False)[-1], tok.encode(c)[-1]})
+        for c in letters
+    }
+    order = np.argsort([len(x) for x in ids], kind="stable")[::-1]
+    out = np.zeros((len(texts), len(CONFIDENCE_NAMES)), dtype=np.float32)
+    tok.padding_side = "right"
+    body, head = lm.get_decoder(), lm.get_output_embeddings()
+    with torch.inference_mode():
+        for a in range(0, len(order), batch_size):
+            idx = order[a : a + batch_size]
+            b = tok.pad({"input_ids": [ids[i] for i in idx]}, padding=True, return_tensors="pt")
+            h = body(**b, use_cache=False).last_hidden_state
+            last = b["attention_mask"].sum(1) - 1
+            # The LM head on the last position only: a 49k-way projection of every position
+            # would cost as much as half the layers.
+            logp = torch.log_softmax(head(h[torch.arange(len(idx)), last]).float(), -1)
+            for r, i in enumerate(idx):
+                opts = option_letters(texts[i]) or list("ABCD")
+                lp = torch.stack([torch.logsumexp(logp[r, lid[c]], 0) for c in opts])
+                mass = float(torch.logsumexp(lp, 0))
+                p = torch.softmax(lp, 0)
+                top = torch.topk(p, 2).values
+                ent_all = float(-(logp[r].exp() * logp[r]).sum())
+                out[i] = (
+                    float(-(p * p.clamp_min(1e-12).log()).sum()) / np.log(len(opts)),
+                    float(top[0]),
+                    float(top[0] - top[1]),
+                    mass,
+                    ent_all,
+                )
+            if bar is not None:
+                bar[0].update(bar[1], advance=len(idx))
+    return out
+
+
+def lm_confidence(
+    texts: Sequence[str],
+    *,
+    model: str = "gecko",
+    max_tokens: int = 256,
+    cache_path: str | os.PathLike | None = None,
+    batch_size: int = 8,
+    dtype: str = "auto",
+    progress: bool = False,
+) -> np.ndarray:
+    """``(n, 5)``: the embedded LM's confidence in its next token (``CONFIDENCE_NAMES``): over the
+    option letters the prompt lists (A-D when it lists none) and over the whole vocabulary.
+
+    One forward pass per prompt (the last ``max_tokens`` tokens), cached by text in
+    ``cache_path``."""
+    mat = _cached(
+        "lmconf",
+        texts,
+        model,
+        max_tokens,
+        0,
+        lambda chunk, bar: _confidence(chunk, model, max_tokens, dtype, batch_size, bar),
+        cache_path,
+        progress,
+        f"{model} answer confidence",
+    )
+    return np.zeros((0, len(CONFIDENCE_NAMES))) if mat is None else mat.astype(np.float64)
