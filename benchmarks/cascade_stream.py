@@ -202,11 +202,13 @@ def main() -> None:
         result["seed_build_s"] = round(time.perf_counter() - t0, 1)
         port = free_port()
         exe = Path(sys.executable).parent / "zimo"
+        # The server's log goes to a file: a pipe nobody reads fills up and blocks the server.
+        server_log = open(work / "serve.log", "wb")  # noqa: SIM115 - closed after the server
         server = subprocess.Popen([str(exe), "serve", str(project), "--port", str(port)], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+                                  stdout=subprocess.DEVNULL, stderr=server_log)  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_up(url, server)
+            _wait_up(url, server, work / "serve.log")
             for k, msgs in enumerate(rounds):
                 cost_all_big = sum(
                     count_tokens(" ".join(m["content"] for m in label_messages(
@@ -232,6 +234,7 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
+            server_log.close()
     last = result["rounds"][-1]
     result["targets"] = {
         "accuracy_vs_big>=0.99": last["accuracy_vs_big"] >= 0.99,
@@ -267,11 +270,11 @@ def main() -> None:
     print("\n".join(md))
 
 
-def _wait_up(url: str, server: subprocess.Popen) -> None:
+def _wait_up(url: str, server: subprocess.Popen, log_path: Path) -> None:
     deadline = time.time() + 300
     while time.time() < deadline:
         if server.poll() is not None:
-            raise SystemExit("zimo serve exited: " + server.stderr.read().decode()[-1500:])
+            raise SystemExit("zimo serve exited: " + log_path.read_text(errors="replace")[-1500:])
         try:
             if any(m["id"] == "zh-sms" for m in httpx.get(url + "/v1/models").json()["data"]):
                 return

@@ -83,8 +83,11 @@ def serve_timings(project: Path, rows: pd.DataFrame, n_single: int, n_batches: i
     port = free_port()
     exe = Path(sys.executable).parent / "zimo"
     env = {**os.environ, "ZIMO_LOG_LEVEL": "warning"}
+    # The server's log goes to a file: a pipe nobody reads fills up and blocks the server.
+    log_path = project.parent / "serve.log"
+    log_file = open(log_path, "wb")  # noqa: SIM115 - closed with the server below
     proc = subprocess.Popen([str(exe), "serve", str(project), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)  # fmt: skip
+                            stdout=subprocess.DEVNULL, stderr=log_file, env=env)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         c = httpx.Client(base_url=url, timeout=60)
@@ -143,6 +146,7 @@ def serve_timings(project: Path, rows: pd.DataFrame, n_single: int, n_batches: i
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        log_file.close()
 
 
 def main() -> None:

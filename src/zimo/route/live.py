@@ -328,6 +328,11 @@ def fit_live_cascade(project, *, upstream_url: str | None = None, max_train_rows
                                     quality_target=target, confidence=confidence)  # fmt: skip
     except TargetUnreachable as e:
         raise ZimoError(e.message, e.hint) from None
+    if confidence in ("margin", "max_prob"):
+        # These confidences lie in [0, 1]: "every answer passes" is 0 and "none does" is above
+        # 1, written as finite numbers because JSON (the answers' zimo.cascade) has no infinity.
+        cascade.thresholds = [0.0 if t == -np.inf else 1.5 if t == np.inf else t
+                              for t in cascade.thresholds]  # fmt: skip
     cascade.meta.update({
         "models": {t.name: t.model for t in tiers},
         "labels": labels,
@@ -440,6 +445,8 @@ def make_cascade_handler(live: LiveCascade):
             conf = float(_margin(probs)[0])
             thr = live.threshold(i)
             ok = thr is not None and conf >= thr
+            if thr is not None and not np.isfinite(thr):
+                thr = None  # a cascade file from elsewhere: JSON answers cannot carry infinity
             total_cost += ans.cost
             trail.append({"tier": tier.name, "model": tier.model, "confidence": round(conf, 4),
                           "threshold": thr, "answered": ok, "cost_usd": ans.cost,
