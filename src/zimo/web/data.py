@@ -6,6 +6,7 @@ Plain functions returning JSON-able dicts, so scripts get the same numbers as th
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from collections import Counter, defaultdict
@@ -374,7 +375,9 @@ def cascade_summary(st: Any, projects: list[Path], hours: float) -> dict[str, An
         out["projects"].append({
             "project": name,
             "tiers": cascade["tiers"],
-            "thresholds": cascade["thresholds"],
+            # A hand-written cascade file may hold ±Infinity, which JSON cannot carry.
+            "thresholds": [t if isinstance(t, int | float) and math.isfinite(t) else None
+                           for t in cascade["thresholds"]],  # fmt: skip
             "requests": n,
             "share": {t: (tiers[t] / n if n else 0.0) for t in cascade["tiers"]},
             "degraded": degraded,
