@@ -17,7 +17,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from zimo.errors import ConfigError, ZimoError
+from zimo.errors import ConfigError, ZimoError, section_error
 from zimo.workspace import write_json_atomic
 
 # ONNX's TreeEnsemble compares features with float32 split thresholds (onnxmltools converts
@@ -44,12 +44,7 @@ def analytic_export_config(raw: Any) -> AnalyticExportConfig:
     try:
         return AnalyticExportConfig.model_validate(raw or {})
     except ValidationError as e:
-        err = e.errors(include_url=False)[0]
-        key = "export." + ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            known = ", ".join(AnalyticExportConfig.model_fields)
-            raise ConfigError(f"unknown key '{key}' in zimo.yaml", f"allowed: {known}") from None
-        raise ConfigError(f"'{key}' in zimo.yaml: {err['msg'].lower()}", "fix the value") from None
+        raise section_error("export", e, AnalyticExportConfig) from None
 
 
 def export_tabular(folder: Path, fmt: str, out: Path, test: pd.DataFrame | None,

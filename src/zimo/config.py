@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from zimo.classical.config import ClassicalTrainConfig
 from zimo.data.curate_config import CurateConfig
-from zimo.errors import ConfigError
+from zimo.errors import ConfigError, section_error
 from zimo.guard.config import GuardConfig
 from zimo.synth.config import SynthConfig, TeacherConfig
 from zimo.tabular.config import LightGBMTrainConfig, TabularConfig, TabularEvalConfig
@@ -102,21 +102,6 @@ class LabelEvalConfig(Section):
     )
 
 
-def _section_error(section: str, e: ValidationError, model: type[BaseModel]) -> ConfigError:
-    """One-line error for a section validated by its own model (its keys differ by task)."""
-    err = e.errors(include_url=False)[0]
-    key = ".".join([section, *(str(x) for x in err["loc"])])
-    if err["type"] == "extra_forbidden":
-        guess = difflib.get_close_matches(str(err["loc"][-1]), list(model.model_fields), n=1)
-        if guess:
-            return ConfigError(f"unknown key '{key}' in {CONFIG_NAME}; did you mean '{guess[0]}'?")
-        return ConfigError(
-            f"unknown key '{key}' in {CONFIG_NAME}",
-            f"allowed keys in {section}: {', '.join(model.model_fields)}",
-        )
-    return ConfigError(f"'{key}' in {CONFIG_NAME}: {err['msg'].lower()}", "fix the value")
-
-
 class ProjectConfig(Section):
     name: str
     task: Literal["label", "chat", "generate", "tabular"] = "label"
@@ -183,7 +168,7 @@ class ProjectConfig(Section):
             try:
                 cfg = model.model_validate(item)
             except ValidationError as e:
-                raise _section_error(where, e, model) from None
+                raise section_error(where, e, model) from None
             name = submodel_name(cfg)
             if name in names:
                 raise ConfigError(
@@ -204,7 +189,7 @@ class ProjectConfig(Section):
             try:
                 return {**data, "eval": model.model_validate(data["eval"])}
             except ValidationError as e:
-                raise _section_error("eval", e, model) from None
+                raise section_error("eval", e, model) from None
         if task == "label":
             model = LabelEvalConfig
         elif task in ("chat", "generate"):
@@ -216,7 +201,7 @@ class ProjectConfig(Section):
         try:
             return {**data, "eval": model.model_validate(data["eval"])}
         except ValidationError as e:
-            raise _section_error("eval", e, model) from None
+            raise section_error("eval", e, model) from None
 
     @model_validator(mode="after")
     def _other_sections(self) -> ProjectConfig:

@@ -34,3 +34,21 @@ class DataError(ZimoError):
     """Input data that cannot be used at all (single bad records are quarantined instead)."""
 
     exit_code = 1
+
+
+def section_error(section: str, e, model) -> ConfigError:
+    """One-line error for a ``zimo.yaml`` section validated by its own pydantic model: names
+    the key, suggests the closest allowed key for a typo."""
+    import difflib
+
+    err = e.errors(include_url=False)[0]
+    key = ".".join([section, *(str(x) for x in err["loc"])])
+    if err["type"] == "extra_forbidden":
+        guess = difflib.get_close_matches(str(err["loc"][-1]), list(model.model_fields), n=1)
+        if guess:
+            return ConfigError(f"unknown key '{key}' in zimo.yaml; did you mean '{guess[0]}'?")
+        return ConfigError(
+            f"unknown key '{key}' in zimo.yaml",
+            f"allowed keys in {section}: {', '.join(model.model_fields)}",
+        )
+    return ConfigError(f"'{key}' in zimo.yaml: {err['msg'].lower()}", "fix the value")

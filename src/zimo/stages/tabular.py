@@ -175,14 +175,13 @@ def run_split(ctx: StageContext) -> StageResult:
 
 
 def run_train(ctx: StageContext, tcfg) -> StageResult:
-    from zimo.config import submodel_name
     from zimo.tabular.learn import train_tabular
 
     cfg = ctx.project.config
     plan = _load_plan(ctx.input("ingest"))
     train = pd.read_parquet(ctx.input("split") / "train.parquet")
     dev = pd.read_parquet(ctx.input("split") / "dev.parquet")
-    from zimo.stages.train import _progress_bar
+    from zimo.stages.train import _progress_bar, write_analytic_meta
 
     with _progress_bar(ctx) as progress:
         try:
@@ -191,20 +190,8 @@ def run_train(ctx: StageContext, tcfg) -> StageResult:
             )
         except ValueError as e:
             raise DataError(str(e), "check the table and the split") from None
-    meta = {
-        "name": cfg.name,
-        "submodel": submodel_name(tcfg),
-        "task": "tabular",
-        "kind": "tabular",
-        "method": "lightgbm",
-        "objective": plan.objective,
-        "target": plan.target,
-        "classes": plan.classes,
-        "inputs": plan.inputs,
-        "adapter": None,
-        "artifact": ctx.artifact,
-    }
-    write_json_atomic(ctx.work / "zimo_model.json", meta)
+    write_analytic_meta(ctx, tcfg, task="tabular", kind="tabular", objective=plan.objective,
+                        target=plan.target, classes=plan.classes, inputs=plan.inputs)  # fmt: skip
     return StageResult(rows={"train_rows": summary["train_rows"],
                              "rounds": summary["best_iteration"]}, summary=summary)  # fmt: skip
 

@@ -26,9 +26,18 @@ def _splits(ctx: StageContext) -> tuple[list[dict], list[dict]]:
     return train, dev
 
 
+def write_analytic_meta(ctx: StageContext, tcfg, *, task: str, kind: str, **fields) -> None:
+    """``zimo_model.json`` of an analytic sub-model: what serving and export read."""
+    from zimo.config import submodel_name
+
+    meta = {"name": ctx.project.config.name, "submodel": submodel_name(tcfg), "task": task,
+            "kind": kind, "method": tcfg.method, **fields, "adapter": None,
+            "artifact": ctx.artifact}  # fmt: skip
+    write_json_atomic(ctx.work / MODEL_META, meta)
+
+
 def run_classical(ctx: StageContext, ccfg) -> StageResult:
     from zimo.classical.model import train_classical
-    from zimo.config import submodel_name
 
     cfg = ctx.project.config
     train, dev = _splits(ctx)
@@ -39,18 +48,8 @@ def run_classical(ctx: StageContext, ccfg) -> StageResult:
                                       positive_label=positive)  # fmt: skip
         except ValueError as e:
             raise DataError(str(e), "check the train split's labels") from None
-    meta = {
-        "name": cfg.name,
-        "submodel": submodel_name(ccfg),
-        "task": "label",
-        "kind": "classical",
-        "method": "classical",
-        "labels": cfg.labels,
-        "positive_label": cfg.positive_label,
-        "adapter": None,
-        "artifact": ctx.artifact,
-    }
-    write_json_atomic(ctx.work / MODEL_META, meta)
+    write_analytic_meta(ctx, ccfg, task="label", kind="classical", labels=cfg.labels,
+                        positive_label=cfg.positive_label)  # fmt: skip
     return StageResult(rows={"train_rows": summary["train_rows"]}, summary=summary)
 
 
