@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import random
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,16 +103,11 @@ def label_messages(labels: list[str], instruction: str | None, text: str) -> lis
 
 
 def parse_label(content: str | None, labels: list[str]) -> str | None:
-    """The label an answer names: an exact match, else the first label word it contains."""
-    if not content:
-        return None
-    text = content.strip().strip(".!\"'`*").lower()
-    by_lower = {lab.lower(): lab for lab in labels}
-    if text in by_lower:
-        return by_lower[text]
-    hits = [(m.start(), lab) for lab in labels
-            for m in [re.search(rf"(?<!\w){re.escape(lab.lower())}(?!\w)", text)] if m]  # fmt: skip
-    return min(hits)[1] if hits else None
+    """The label an upstream answer names, or None: the teacher-labelling parser (a JSON
+    answer, a bare label, or one unique whole-word / CJK mention; two labels are no answer)."""
+    from zimo.synth.label import parse_label as parse
+
+    return parse(content or "", labels)[0]
 
 
 def _text_key(text: str) -> str:
@@ -194,18 +188,23 @@ def _margin(p: np.ndarray) -> np.ndarray:
     return label_margin(p)
 
 
-def _tier_folder(project, tier: Tier) -> Path:
-    from zimo.build import artifact_path, train_stage_name
+def _tier_submodel(project, tier: Tier) -> tuple[int, str, Any]:
+    """(index in `train:`, name, config) of the sub-model a local tier names."""
     from zimo.config import submodel_name
 
     subs = project.config.submodels()
-    sub_name = tier.model.split("@", 1)[1] if "@" in tier.model else submodel_name(subs[0])
-    index = next(i for i, s in enumerate(subs) if submodel_name(s) == sub_name)
-    folder = artifact_path(project.root, train_stage_name(index, sub_name))
+    name = tier.model.split("@", 1)[1] if "@" in tier.model else submodel_name(subs[0])
+    index = next(i for i, s in enumerate(subs) if submodel_name(s) == name)
+    return index, name, subs[index]
+
+
+def _tier_folder(project, tier: Tier) -> Path:
+    from zimo.build import artifact_path, train_stage_name
+
+    index, name, _ = _tier_submodel(project, tier)
+    folder = artifact_path(project.root, train_stage_name(index, name))
     if folder is None:
-        raise ZimoError(
-            f"sub-model {sub_name!r} is not trained", f"run `zimo build {project.root}`"
-        )
+        raise ZimoError(f"sub-model {name!r} is not trained", f"run `zimo build {project.root}`")
     return folder
 
 
@@ -245,6 +244,7 @@ def fit_live_cascade(project, *, upstream_url: str | None = None, max_train_rows
     from sklearn.model_selection import cross_val_predict
 
     from zimo.build import artifact_path
+    from zimo.classical.config import ClassicalTrainConfig
     from zimo.dataset_io import read_records
     from zimo.route.calibrate import TargetUnreachable
     from zimo.route.cascade import calibrate_cascade
@@ -287,37 +287,29 @@ def fit_live_cascade(project, *, upstream_url: str | None = None, max_train_rows
     conf = np.full((len(rows), len(tiers) - 1), np.nan)
     quality[:, -1] = (big_pred == gold).astype(float)
     for j, tier in enumerate(tiers[:-1]):
-        kind_classical = _is_classical(project, tier)
-        if kind_classical:
-            # Dev rows: the trained model. Train rows: out-of-fold answers of the same recipe,
-            # so the threshold is set on answers the model did not learn from.
-            proba_dev, pred_dev = local_tier_answers(project, tier, texts[:n_dev])
-            conf[:n_dev, j] = _margin(proba_dev)
-            quality[:n_dev, j] = (pred_dev == gold[:n_dev]).astype(float)
-            if len(train) >= 30:
-                from zimo.classical.model import make_pipeline, normalise
+        # Dev rows: the trained model. A language-model tier learned from the train rows, so
+        # only its dev answers are honest; a classical tier adds out-of-fold answers of the
+        # same recipe on train, answers the model did not learn from.
+        proba_dev, pred_dev = local_tier_answers(project, tier, texts[:n_dev])
+        conf[:n_dev, j] = _margin(proba_dev)
+        quality[:n_dev, j] = (pred_dev == gold[:n_dev]).astype(float)
+        ccfg = _tier_submodel(project, tier)[2]
+        if isinstance(ccfg, ClassicalTrainConfig) and len(train) >= 30:
+            from zimo.classical.model import make_pipeline, normalise
 
-                ccfg = _classical_cfg(project, tier)
-                folds = (
-                    int(min(5, np.bincount(gold[n_dev:]).min()))
-                    if len(set(gold[n_dev:])) > 1
-                    else 0
-                )
-                if folds >= 2:
-                    # The served recipe itself (calibrated probabilities included): a margin
-                    # from another recipe would set a threshold the served model does not meet.
-                    p_oof = cross_val_predict(make_pipeline(ccfg), normalise(texts[n_dev:]),
-                                              gold[n_dev:], cv=folds, method="predict_proba")  # fmt: skip
-                    from zimo.classical.model import ClassicalPredictor
+            folds = (
+                int(min(5, np.bincount(gold[n_dev:]).min())) if len(set(gold[n_dev:])) > 1 else 0
+            )
+            if folds >= 2:
+                # The served recipe itself (calibrated probabilities included): a margin
+                # from another recipe would set a threshold the served model does not meet.
+                p_oof = cross_val_predict(make_pipeline(ccfg), normalise(texts[n_dev:]),
+                                          gold[n_dev:], cv=folds, method="predict_proba")  # fmt: skip
+                from zimo.classical.model import ClassicalPredictor
 
-                    served = ClassicalPredictor(_tier_folder(project, tier))  # its decision rule
-                    conf[n_dev:, j] = _margin(p_oof)
-                    quality[n_dev:, j] = (served.decide(p_oof) == gold[n_dev:]).astype(float)
-        else:
-            # A language-model tier learned from the train rows: only dev answers are honest.
-            proba_dev, pred_dev = local_tier_answers(project, tier, texts[:n_dev])
-            conf[:n_dev, j] = _margin(proba_dev)
-            quality[:n_dev, j] = (pred_dev == gold[:n_dev]).astype(float)
+                served = ClassicalPredictor(_tier_folder(project, tier))  # its decision rule
+                conf[n_dev:, j] = _margin(p_oof)
+                quality[n_dev:, j] = (served.decide(p_oof) == gold[n_dev:]).astype(float)
     tokens = np.array([len(t) / 2 + 40 for t in texts])  # ~2 chars/token + the label prompt
     costs = np.column_stack([np.zeros(len(rows)) if t.local else
                              np.array([t.cost(int(k)) for k in tokens]) for t in tiers])  # fmt: skip
@@ -343,20 +335,6 @@ def fit_live_cascade(project, *, upstream_url: str | None = None, max_train_rows
     cascade.save(project.root / CASCADE_FILE)
     return {"thresholds": dict(zip([t.name for t in tiers[:-1]], cascade.thresholds, strict=True)),
             **cascade.meta}  # fmt: skip
-
-
-def _is_classical(project, tier: Tier) -> bool:
-    return _classical_cfg(project, tier) is not None
-
-
-def _classical_cfg(project, tier: Tier):
-    from zimo.classical.config import ClassicalTrainConfig
-    from zimo.config import submodel_name
-
-    subs = project.config.submodels()
-    name = tier.model.split("@", 1)[1] if "@" in tier.model else submodel_name(subs[0])
-    cfg = next((s for s in subs if submodel_name(s) == name), None)
-    return cfg if isinstance(cfg, ClassicalTrainConfig) else None
 
 
 def _upstream_settings(project, url: str | None):
