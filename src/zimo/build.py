@@ -109,7 +109,7 @@ def stages_for(project: Project) -> list[Stage]:
     if cfg.task == "tabular":
         dag = _tabular_stages(project)
         if cfg.export is not None:
-            dag.append(_export_stage(project, dag))
+            dag.append(_export_stage(project))
         return dag
     split_deps = ["curate"]
     dag = [
@@ -132,11 +132,11 @@ def stages_for(project: Project) -> list[Stage]:
     eval_deps = ["split"] + [t.name for t in trains]
     dag.append(Stage("eval", eval_deps, ["eval"], "1", eval_stage.run, "evaluate and report"))
     if cfg.export is not None:
-        dag.append(_export_stage(project, dag))
+        dag.append(_export_stage(project))
     return dag
 
 
-def _export_stage(project: Project, dag: list[Stage]) -> Stage:
+def _export_stage(project: Project) -> Stage:
     from zimo.kinds import kind_of
 
     if kind_of(project.config.primary().method).name == "lm":

@@ -3,17 +3,16 @@
 
 from __future__ import annotations
 
+import io
 import json
-import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from zimo.build import StageContext, StageResult
 from zimo.errors import ConfigError, DataError
-from zimo.workspace import write_json_atomic
+from zimo.workspace import write_bytes_atomic, write_json_atomic
 
 TABLE = "table.parquet"
 PLAN = "plan.json"
@@ -25,9 +24,9 @@ def _write_frame(df: pd.DataFrame, path: Path) -> None:
     for c in out.columns:
         if out[c].dtype == object:
             out[c] = out[c].map(lambda v: None if v is None or v != v else str(v))
-    tmp = path.with_name(f".{path.name}.tmp")
-    out.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    buf = io.BytesIO()
+    out.to_parquet(buf, index=False)
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def run_ingest(ctx: StageContext) -> StageResult:
@@ -199,16 +198,9 @@ def run_train(ctx: StageContext, tcfg) -> StageResult:
 def run_eval(ctx: StageContext) -> StageResult:
     from zimo.tabular.evaluate import evaluate_tabular
 
-    trains = {n: p for n, p in ctx.inputs.items() if n == "train" or n.startswith("train-")}
     test = pd.read_parquet(ctx.input("split") / "test.parquet")
-    result = evaluate_tabular(ctx.project, test, trains["train"], ctx.work, console=ctx.console)
+    result = evaluate_tabular(ctx.project, test, ctx.input("train"), ctx.work, console=ctx.console)
     ctx.console.print(
         f"  report: {ctx.workspace.artifact_dir('eval', ctx.artifact) / 'report.html'}"
     )
     return StageResult(rows={"test_rows": len(test)}, summary={"headline": result["headline"]})
-
-
-def timed(fn, *args) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    out = fn(*args)
-    return out, time.perf_counter() - t0
