@@ -236,6 +236,23 @@ def test_onnx_exports_verify(table_project: Path, text_project: Path):
     assert r.returncode == 2 and "does not apply to a table" in r.stderr
 
 
+def test_analytic_export_section_has_no_ignored_keys(tmp_path: Path):
+    """`export.verify` would be ignored for analytic sub-models (always checked): refused."""
+    csv = tmp_path / "t.csv"
+    _orders(100).to_csv(csv, index=False)
+    proj = tmp_path / "p"
+    assert (
+        run_zimo(
+            "init", proj, "--template", "tabular", "--data", csv, "--target", "minutes"
+        ).returncode
+        == 0
+    )
+    yaml_path = proj / "zimo.yaml"
+    yaml_path.write_text(yaml_path.read_text() + "export: {formats: [onnx], verify: false}\n")
+    r = run_zimo("status", proj)
+    assert r.returncode == 2 and "unknown key 'export.verify'" in r.stderr
+
+
 TWO_SUBMODELS = """\
 name: two
 task: label

@@ -36,7 +36,8 @@ class AnalyticExportConfig(BaseModel):
     formats: list[Literal["onnx", "lightgbm"]] = Field(default_factory=lambda: ["onnx"],
                                                       min_length=1)  # fmt: skip
     output: str | None = Field(None, description="default: <project>/.zimo/exports/<format>")
-    verify: bool = True
+    # No `verify` switch: an analytic export is always checked against the model (it is cheap),
+    # and a key that is accepted and then ignored would mislead.
     check_rows: int = Field(2000, ge=1, description="test rows used for the agreement check")
 
 
