@@ -56,9 +56,9 @@ ENGINE_KEYS = (
 
 
 def _test_split(project: Path) -> list[dict]:
-    from zimo.build import artifact_path
     from zimo.config import load_project
     from zimo.dataset_io import read_records
+    from zimo.stages.dag import artifact_path
 
     proj = load_project(project)
     split = artifact_path(proj.root, "split")

@@ -111,7 +111,7 @@ def project_split(project: Path) -> dict | None:
     import pandas as pd
 
     try:
-        from zimo.build import artifact_path
+        from zimo.stages.dag import artifact_path
 
         d = artifact_path(project, "split")
     except Exception:  # no project / no workspace: fall back to the raw TSV
@@ -134,7 +134,8 @@ def find_adapter(args) -> tuple[Path | None, str, dict]:
     if args.adapter:
         return args.adapter, "--adapter", {}
     try:
-        from zimo.build import artifact_path, status
+        from zimo.build import status
+        from zimo.stages.dag import artifact_path
 
         train_dir = artifact_path(args.project, "train")
         state = next(

@@ -269,8 +269,8 @@ eval: {systems: [finetuned, tfidf_logreg], latency_samples: 2}
 
 
 def test_two_submodels_stage_names_and_bad_names(tmp_path: Path):
-    from zimo.build import stages_for
     from zimo.config import load_project
+    from zimo.stages.dag import stages_for
 
     proj = make_tiny_project(tmp_path, 60, 30, TWO_SUBMODELS)
     assert [s.name for s in stages_for(load_project(proj))][-3:] == ["train", "train-sub", "eval"]
@@ -309,8 +309,8 @@ def test_two_submodels_build_and_serve(tmp_path: Path):
 
 
 def test_example_delivery_eta_config_loads():
-    from zimo.build import stages_for
     from zimo.config import load_project
+    from zimo.stages.dag import stages_for
 
     p = load_project(ROOT / "examples" / "delivery-eta")
     assert [s.name for s in stages_for(p)] == ["ingest", "split", "train", "eval"]

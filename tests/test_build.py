@@ -89,7 +89,7 @@ def test_missing_data_file_is_one_line(tiny_project):
 
 
 def test_read_json_optional_gives_an_empty_object_for_missing_or_bad_files(tmp_path):
-    from zimo.workspace import read_json_optional, write_json_atomic
+    from zimo.fileio import read_json_optional, write_json_atomic
 
     good = tmp_path / "good.json"
     write_json_atomic(good, {"labels": ["ham", "spam"]})

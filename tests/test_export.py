@@ -436,7 +436,7 @@ def test_cli_errors_are_one_line(tmp_path):
 
 def test_export_config_rejects_unknown_keys():
     from zimo.errors import ConfigError
-    from zimo.export.project import export_config
+    from zimo.export.config import export_config
 
     cfg = export_config({"formats": ["gguf", "ollama"], "quant": "f16"})
     assert cfg.formats == ["gguf", "ollama"] and cfg.verify

@@ -1,8 +1,8 @@
 """`zimo build`: run the project's stage DAG like a build system.
 
-Each stage's artifact id is a hash of its input artifact ids, its config sections and its
-code version (ingest also hashes the data files). A stage whose artifact already exists is
-skipped, so a rerun with nothing changed takes seconds, and changing a training parameter
+The DAG and each stage's artifact id come from :mod:`zimo.stages.dag` (a hash of the
+stage's input artifact ids, config sections and code version). A stage whose artifact already
+exists is skipped, so a rerun with nothing changed takes seconds, and changing a training parameter
 reruns only train and what depends on it. A stage works in ``.zimo/work/<stage>-<id>/`` and
 its folder is renamed into ``artifacts/`` only when it finished, so a crash leaves no
 half-written artifact, and a rerun with the same id resumes in the same work folder.
@@ -12,186 +12,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from zimo import interrupts
-from zimo.config import Project, load_project
+from zimo.config import load_project
 from zimo.errors import ConfigError
-from zimo.workspace import Workspace, hash_obj, hash_path
-
-
-@dataclass
-class StageContext:
-    project: Project
-    workspace: Workspace
-    stage: str
-    artifact: str
-    work: Path
-    inputs: dict[str, Path]
-    console: Console
-
-    def input(self, stage: str) -> Path:
-        return self.inputs[stage]
-
-
-@dataclass
-class StageResult:
-    rows: dict[str, int] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Stage:
-    name: str
-    deps: list[str]
-    sections: list[str]  # config keys (top-level) that change the artifact
-    version: str  # bump when the stage's code changes its output
-    run: Callable[[StageContext], StageResult]
-    help: str = ""
-    # Extra config hashed into the artifact id: a sub-model's own `train:` entry, so changing
-    # one sub-model of a list retrains only that one.
-    config: Any = None
-
-
-def train_stage_name(index: int, name: str) -> str:
-    """The primary sub-model trains in ``train``; each further one in ``train-<name>``."""
-    return "train" if index == 0 else f"train-{name}"
-
-
-def _train_stages(project: Project, deps: list[str]) -> list[Stage]:
-    from zimo.config import submodel_name
-    from zimo.kinds import kind_of, resolve
-
-    stages = []
-    subs = project.config.submodels()
-    for i, tcfg in enumerate(subs):
-        kind = kind_of(tcfg.method)
-
-        def run(ctx: StageContext, _ref=kind.train, _cfg=tcfg) -> StageResult:
-            return resolve(_ref)(ctx, _cfg)
-
-        name = train_stage_name(i, submodel_name(tcfg))
-        sections = ["labels", "instruction", "task"] + ([] if len(subs) > 1 else ["train"])
-        if project.config.task == "tabular":
-            sections = ["tabular"] + ([] if len(subs) > 1 else ["train"])
-        cfg_key = tcfg.model_dump(mode="json") if len(subs) > 1 else None
-        stages.append(Stage(name, deps, sections, "1", run, f"train {submodel_name(tcfg)}",
-                            config=cfg_key))  # fmt: skip
-    return stages
-
-
-def _tabular_stages(project: Project) -> list[Stage]:
-    from zimo.stages import tabular
-
-    dag = [
-        Stage("ingest", [], ["data", "tabular"], "1", tabular.run_ingest, "read the table"),
-        Stage("split", ["ingest"], ["split"], "1", tabular.run_split, "train/dev/test split"),
-    ]
-    trains = _train_stages(project, ["ingest", "split"])
-    dag += trains
-    deps = ["split"] + [t.name for t in trains]
-    dag.append(Stage("eval", deps, ["eval"], "1", tabular.run_eval, "evaluate and report"))
-    return dag
-
-
-def stages_for(project: Project) -> list[Stage]:
-    """The DAG for a project's task, in topological order."""
-    from zimo.stages import curate as curate_stage
-    from zimo.stages import eval as eval_stage
-    from zimo.stages import ingest, split, synth
-
-    cfg = project.config
-    if cfg.task == "tabular":
-        dag = _tabular_stages(project)
-        if cfg.export is not None:
-            dag.append(_export_stage(project))
-        return dag
-    split_deps = ["curate"]
-    dag = [
-        Stage("ingest", [], ["data", "labels", "task"], "1", ingest.run, "read the data files"),
-        Stage("curate", ["ingest"], ["curate"], "1", curate_stage.run, "clean and dedup"),
-    ]
-    if cfg.synth is not None:
-        teacher_keys = ["synth", "teacher", "labels"]
-        dag.append(Stage("synth", ["curate"], teacher_keys, "1", synth.run, "teacher data"))
-        split_deps = ["curate", "synth"]
-    dag.append(Stage("split", split_deps, ["split"], "1", split.run, "train/dev/test split"))
-    train_deps = ["split"]
-    if cfg.guard is not None:
-        from zimo.stages import guard
-
-        dag.append(Stage("guard", ["split"], ["guard"], "1", guard.run, "training-mix guard"))
-        train_deps = ["split", "guard"]
-    trains = _train_stages(project, train_deps)
-    dag += trains
-    eval_deps = ["split"] + [t.name for t in trains]
-    dag.append(Stage("eval", eval_deps, ["eval"], "1", eval_stage.run, "evaluate and report"))
-    if cfg.export is not None:
-        dag.append(_export_stage(project))
-    return dag
-
-
-def _export_stage(project: Project) -> Stage:
-    from zimo.kinds import kind_of
-
-    if kind_of(project.config.primary().method).name == "lm":
-        from zimo.export.stage import run as export_run
-    else:
-        from zimo.analytic_export import run_stage as export_run
-    return Stage("export", ["split", "train", "eval"], ["export"], "1", export_run,
-                 "export and verify")  # fmt: skip
-
-
-def _ids(project: Project, dag: list[Stage]) -> dict[str, str]:
-    ids: dict[str, str] = {}
-    for st in dag:
-        key: dict[str, Any] = {
-            "stage": st.name,
-            "version": st.version,
-            "config": {s: project.section(s) for s in st.sections},
-            "inputs": {d: ids[d] for d in st.deps},
-        }
-        if st.config is not None:
-            key["submodel"] = st.config
-        if st.name == "ingest":
-            path = project.data_path()
-            key["data_hash"] = hash_path(path) if path.exists() else "missing"
-        if st.name == "split":
-            from zimo.flywheel import rows_path
-
-            rows = rows_path(project.root)
-            if rows.is_file():  # new flywheel rows change the train split, and what follows
-                key["flywheel_hash"] = hash_path(rows)
-        ids[st.name] = hash_obj(key)
-    return ids
-
-
-def _stage_names(dag: list[Stage]) -> list[str]:
-    return [s.name for s in dag]
-
-
-def _downstream(dag: list[Stage], names: set[str]) -> set[str]:
-    out = set(names)
-    for st in dag:  # topological order, so one pass suffices
-        if any(d in out for d in st.deps):
-            out.add(st.name)
-    return out
-
-
-def _upstream(dag: list[Stage], target: str) -> set[str]:
-    by_name = {s.name: s for s in dag}
-    need, todo = set(), [target]
-    while todo:
-        n = todo.pop()
-        if n not in need:
-            need.add(n)
-            todo.extend(by_name[n].deps)
-    return need
+from zimo.stages.base import StageContext, StageResult
+from zimo.stages.dag import artifact_ids, downstream, latest_artifact, stages_for, upstream
+from zimo.workspace import Workspace
 
 
 def build(
@@ -209,13 +40,13 @@ def build(
     project = load_project(project_dir)
     ws = Workspace(project.root)
     dag = stages_for(project)
-    names = _stage_names(dag)
+    names = [st.name for st in dag]
     for f in (force or []) + ([target] if target else []):
         if f not in names:
             raise ConfigError(f"unknown stage {f!r}", f"stages are: {', '.join(names)}")
-    selected = _upstream(dag, target) if target else set(names)
-    forced = _downstream(dag, set(force or [])) & selected
-    ids = _ids(project, dag)
+    selected = upstream(dag, target) if target else set(names)
+    forced = downstream(dag, set(force or [])) & selected
+    ids = artifact_ids(project, dag)
     report: dict[str, Any] = {"project": str(project.root), "ran": [], "skipped": [], "ids": ids}
     t_all = time.perf_counter()
     for st in dag:
@@ -274,7 +105,7 @@ def status(project_dir: str | Path) -> dict[str, Any]:
     project = load_project(project_dir)
     ws = Workspace(project.root)
     dag = stages_for(project)
-    ids = _ids(project, dag)
+    ids = artifact_ids(project, dag)
     stages = []
     for st in dag:
         aid = ids[st.name]
@@ -295,7 +126,7 @@ def status(project_dir: str | Path) -> dict[str, Any]:
             }
         stages.append(entry)
     metrics: dict[str, Any] = {}
-    eval_dir = _latest_artifact(ws, "eval", ids.get("eval"))
+    eval_dir = latest_artifact(ws, "eval", ids.get("eval"))
     if eval_dir and (eval_dir / "metrics.json").is_file():
         data = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
         metrics["eval"] = data.get("headline", {})
@@ -307,18 +138,3 @@ def status(project_dir: str | Path) -> dict[str, Any]:
     }
 
 
-def _latest_artifact(ws: Workspace, stage: str, current: str | None) -> Path | None:
-    if current and ws.exists(stage, current):
-        return ws.artifact_dir(stage, current)
-    found = ws.artifacts(stage)
-    return ws.artifact_dir(stage, found[0]) if found else None
-
-
-def artifact_path(project_dir: str | Path, stage: str) -> Path | None:
-    """The current (fresh) artifact of a stage, or the newest stale one, or None."""
-    project = load_project(project_dir)
-    ws = Workspace(project.root)
-    ids = _ids(project, stages_for(project))
-    if stage not in ids:
-        raise ConfigError(f"unknown stage {stage!r}", f"stages are: {', '.join(ids)}")
-    return _latest_artifact(ws, stage, ids[stage])

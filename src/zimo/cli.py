@@ -87,7 +87,7 @@ def build(
 
 
 def _print_done(project: Path, report: dict) -> None:
-    from zimo.build import artifact_path
+    from zimo.stages.dag import artifact_path
 
     console.print(
         f"[bold]done[/bold] in {report['seconds']:.1f}s — ran: {', '.join(report['ran']) or 'nothing'}"

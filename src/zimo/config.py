@@ -17,7 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from zimo.classical.config import ClassicalTrainConfig
 from zimo.data.curate_config import CurateConfig
 from zimo.errors import ConfigError, section_error
+from zimo.eval.config import EvalConfig
+from zimo.export.config import analytic_export_config, export_config
 from zimo.guard.config import GuardConfig
+from zimo.route.config import parse_route_config
+from zimo.serve.config import ServeConfig
 from zimo.synth.config import SynthConfig, TeacherConfig
 from zimo.tabular.config import LightGBMTrainConfig, TabularConfig, TabularEvalConfig
 from zimo.train.config import TrainConfig
@@ -193,8 +197,6 @@ class ProjectConfig(Section):
         if task == "label":
             model = LabelEvalConfig
         elif task in ("chat", "generate"):
-            from zimo.eval.config import EvalConfig
-
             model = EvalConfig
         else:
             return data  # the bad `task` is the error to report
@@ -209,20 +211,12 @@ class ProjectConfig(Section):
         # the key), here at load time so a typo fails before any stage runs.
         if self.export is not None:
             if isinstance(self.primary(), TrainConfig):
-                from zimo.export.project import export_config
-
                 export_config(self.export)
             else:
-                from zimo.analytic_export import analytic_export_config
-
                 analytic_export_config(self.export)
         if self.route is not None:
-            from zimo.route.config import parse_route_config
-
             parse_route_config(self.route)
         if self.serve is not None:
-            from zimo.serve.config import ServeConfig
-
             try:
                 ServeConfig.model_validate(self.serve)
             except ValidationError as e:

@@ -11,42 +11,14 @@ retrained tiers and the new thresholds up without a restart.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from zimo.errors import ZimoError
-from zimo.workspace import read_json_optional, write_json_atomic, write_text_atomic
-
-FLYWHEEL_DIR = Path(".zimo") / "flywheel"
-ROWS = FLYWHEEL_DIR / "rows.jsonl"
-STATE = FLYWHEEL_DIR / "state.json"
-
-
-def rows_path(root: Path) -> Path:
-    return Path(root) / ROWS
-
-
-def read_rows(root: Path) -> list[dict[str, Any]]:
-    """The flywheel's training rows as records (empty when it never ran)."""
-    from zimo.records import make_record
-
-    path = rows_path(root)
-    if not path.is_file():
-        return []
-    out = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        rec = make_record(row["text"], source="flywheel", offset=i, label=row["label"],
-                          origin="teacher", generator=row.get("teacher"),
-                          extra_meta={"request_id": row.get("request_id")})  # fmt: skip
-        rec["meta"]["created_at"] = row.get("time")  # stable ids and hashes across reads
-        out.append(rec)
-    return out
+from zimo.fileio import read_json_optional, write_json_atomic, write_jsonl_atomic
+from zimo.teacher_rows import raw_rows
+from zimo.workspace import Layout
 
 
 def collect(project, log_path: Path | None = None) -> tuple[list[dict[str, Any]], str | None]:
@@ -59,10 +31,10 @@ def collect(project, log_path: Path | None = None) -> tuple[list[dict[str, Any]]
         raise ZimoError(f"no request log at {path}",
                         f"serve the project first (`zimo serve {project.root}`) or pass --log")  # fmt: skip
     big = cascade_tiers(project)[-1]
-    state = read_json_optional(project.root / STATE)
+    state = read_json_optional(Layout(project.root).flywheel_state)
     since = state.get("watermark")
     labels = set(project.config.labels or [])
-    seen = {r["text"] for r in _existing(project.root)}
+    seen = {r["text"] for r in raw_rows(project.root)}
     new = []
     last = since
     for row in query(path, model=project.name, since=since):
@@ -93,13 +65,6 @@ def _user_text(messages: Any) -> str | None:
     return users[-1] if users and isinstance(users[-1], str) else None
 
 
-def _existing(root: Path) -> list[dict[str, Any]]:
-    path = rows_path(root)
-    if not path.is_file():
-        return []
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-
-
 def run_flywheel(project_dir: str | Path, *, log_path: Path | None = None,
                  upstream_url: str | None = None, console=None) -> dict[str, Any]:  # fmt: skip
     """One round: collect, retrain, recalibrate. Raises when there is nothing new."""
@@ -120,16 +85,15 @@ def run_flywheel(project_dir: str | Path, *, log_path: Path | None = None,
     if not new:
         raise ZimoError("no new logged answers of the big tier since the last flywheel round; "
                         "nothing changed", "serve more traffic first")  # fmt: skip
-    rows = _existing(project.root) + new
-    write_text_atomic(rows_path(project.root),
-                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))  # fmt: skip
+    rows = raw_rows(project.root) + new
+    write_jsonl_atomic(Layout(project.root).flywheel_rows, rows)
     cache = UpstreamAnswers(project.root)  # the calibration will not ask for these again
     for r in new:
         cache.add(r["text"], r["label"])
     console.print(f"  flywheel: {len(new)} new teacher row(s), {len(rows)} in all; retraining")
     report = build(project.root, console=console)
     cal = fit_live_cascade(project, upstream_url=upstream_url, console=console)
-    state = read_json_optional(project.root / STATE)
+    state = read_json_optional(Layout(project.root).flywheel_state)
     rounds = state.get("rounds", [])
     rounds.append({
         "round": len(rounds) + 1,
@@ -141,5 +105,5 @@ def run_flywheel(project_dir: str | Path, *, log_path: Path | None = None,
         "dev": cal.get("dev"),
         "seconds": round(time.perf_counter() - t0, 1),
     })  # fmt: skip
-    write_json_atomic(project.root / STATE, {"watermark": watermark, "rounds": rounds})
+    write_json_atomic(Layout(project.root).flywheel_state, {"watermark": watermark, "rounds": rounds})
     return rounds[-1]

@@ -23,6 +23,7 @@ class Kind:
     load: str | None = None  # Predictor(folder), for kinds the gateway answers in-process
     export: str | None = None  # export(folder, fmt, out, ctx) -> report dict
     formats: tuple[str, ...] = ()
+    export_stage: str = "zimo.export.analytic:run_stage"  # run(ctx) -> StageResult
 
 
 KINDS: tuple[Kind, ...] = (
@@ -32,6 +33,7 @@ KINDS: tuple[Kind, ...] = (
         "lm",
         "zimo.stages.train:run_lm",
         formats=("hf", "gguf", "ollama"),
+        export_stage="zimo.export.stage:run",
     ),  # fmt: skip
     Kind(
         "classical",
@@ -39,7 +41,7 @@ KINDS: tuple[Kind, ...] = (
         "text",
         "zimo.stages.train:run_classical",
         "zimo.classical.model:ClassicalPredictor",
-        "zimo.analytic_export:export_classical",
+        "zimo.export.analytic:export_classical",
         ("onnx",),
     ),  # fmt: skip
     Kind(
@@ -48,7 +50,7 @@ KINDS: tuple[Kind, ...] = (
         "table",
         "zimo.stages.tabular:run_train",
         "zimo.tabular.predictor:TabularPredictor",
-        "zimo.analytic_export:export_tabular",
+        "zimo.export.analytic:export_tabular",
         ("onnx", "lightgbm"),
     ),  # fmt: skip
 )

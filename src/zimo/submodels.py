@@ -16,8 +16,8 @@ from zimo.errors import ZimoError
 
 def submodel_of(project_dir: str | Path) -> dict[str, Any]:
     """The newest trained sub-model of one project, as a dict with ``dir`` and its metadata."""
-    from zimo.build import artifact_path
     from zimo.config import load_project
+    from zimo.stages.dag import artifact_path
 
     project = load_project(project_dir)
     train_dir = artifact_path(project.root, "train")

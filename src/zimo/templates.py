@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from zimo.errors import ConfigError
-from zimo.workspace import write_text_atomic
+from zimo.fileio import write_text_atomic
 
 CLASSIFY = """\
 # Zimo project: a label (classification) sub-model.

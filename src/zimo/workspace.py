@@ -1,10 +1,16 @@
-"""A project's workspace: content-addressed artifacts and a SQLite registry of runs.
+"""A project's workspace: every path under ``<project>/.zimo/``, content-addressed artifacts
+and a SQLite registry of runs.
 
-Layout under ``<project>/.zimo/``::
+Layout (:class:`Layout` is the one place these names are spelled)::
 
     artifacts/<stage>/<artifact_id>/   finished outputs + manifest.json (never modified)
     work/<stage>-<artifact_id>/        a stage in progress (kept after a crash, so it resumes)
     registry.sqlite                    runs: stage, artifact, state, times, error (WAL)
+    requests.sqlite                    the gateway's request log when it serves this project
+    cache/teacher.sqlite               teacher answers, shared by synth and eval
+    route/                             the fitted router and the cascade's thresholds
+    flywheel/                          the big tier's answers kept as training rows
+    exports/                           `zimo export` outputs by default
 
 An artifact appears only by renaming a finished work folder into ``artifacts/``, so an
 interrupted stage never leaves a half-written artifact behind.
@@ -19,7 +25,6 @@ import shutil
 import socket
 import sqlite3
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from zimo import __version__
+from zimo.fileio import write_json_atomic
 from zimo.records import now_iso
 
 WORKSPACE_DIR = ".zimo"
@@ -55,53 +61,6 @@ def hash_path(path: Path) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()[:16]
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON via temp file + rename so readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_json_optional(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``, or ``{}`` when the file is missing, unreadable or not an
-    object: for optional side files (``label_task.json``, ``zimo_model.json`` ...)."""
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return obj if isinstance(obj, dict) else {}
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write via temp file + rename (fsynced) so readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def git_version() -> str:
@@ -252,22 +211,48 @@ class Registry:
         return rows[0] if rows else None
 
 
+class Layout:
+    """Where each file of a project's workspace lives. Creates nothing: a reader can ask for a
+    path without making a ``.zimo/`` folder appear."""
+
+    def __init__(self, project_root: str | Path):
+        self.project = Path(project_root)
+        self.dir = self.project / WORKSPACE_DIR
+        self.artifacts = self.dir / "artifacts"
+        self.work = self.dir / "work"
+        self.registry = self.dir / "registry.sqlite"
+        self.requests_db = self.dir / "requests.sqlite"
+        self.teacher_cache = self.dir / "cache" / "teacher.sqlite"
+        self.route_dir = self.dir / "route"
+        self.cascade = self.route_dir / "cascade.json"
+        self.upstream_answers = self.route_dir / "upstream_answers.jsonl"
+        self.flywheel_rows = self.dir / "flywheel" / "rows.jsonl"
+        self.flywheel_state = self.dir / "flywheel" / "state.json"
+        self.exports = self.dir / "exports"
+        self.launch_train = self.dir / "launch" / "train"
+        self.synth_cli = self.dir / "synth-cli"
+
+    def artifact_dir(self, stage: str, artifact_id: str) -> Path:
+        return self.artifacts / stage / artifact_id
+
+
 class Workspace:
     """Artifacts of one project, addressed by stage name and artifact id."""
 
     def __init__(self, project_root: Path):
-        self.root = Path(project_root) / WORKSPACE_DIR
+        self.layout = Layout(project_root)
+        self.root = self.layout.dir
         self.root.mkdir(parents=True, exist_ok=True)
-        self.registry = Registry(self.root / "registry.sqlite")
+        self.registry = Registry(self.layout.registry)
 
     def artifact_dir(self, stage: str, artifact_id: str) -> Path:
-        return self.root / "artifacts" / stage / artifact_id
+        return self.layout.artifact_dir(stage, artifact_id)
 
     def exists(self, stage: str, artifact_id: str) -> bool:
         return (self.artifact_dir(stage, artifact_id) / "manifest.json").is_file()
 
     def work_dir(self, stage: str, artifact_id: str) -> Path:
-        d = self.root / "work" / f"{stage}-{artifact_id}"
+        d = self.layout.work / f"{stage}-{artifact_id}"
         d.mkdir(parents=True, exist_ok=True)
         return d
 
@@ -276,7 +261,7 @@ class Workspace:
         return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
 
     def artifacts(self, stage: str) -> list[str]:
-        d = self.root / "artifacts" / stage
+        d = self.layout.artifacts / stage
         if not d.is_dir():
             return []
         found = [p for p in d.iterdir() if (p / "manifest.json").is_file()]

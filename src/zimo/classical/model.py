@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from zimo.classical.config import ClassicalTrainConfig
-from zimo.workspace import read_json_optional, write_json_atomic
+from zimo.fileio import read_json_optional, write_json_atomic
 
 MODEL_FILE = "classical.joblib"
 

@@ -35,6 +35,7 @@ from zimo.eval.metrics import (
     generate_item_scores,
     generate_metrics,
 )
+from zimo.workspace import Layout
 
 if TYPE_CHECKING:  # (zimo.infer imports torch: not at import time)
     from zimo.infer.penalties import Penalties
@@ -780,9 +781,9 @@ def evaluate_generate_project(
 
     from zimo.eval.cost import assumptions_text
     from zimo.eval.generate_report import write_generate_report
+    from zimo.fileio import write_json_atomic
     from zimo.hw import cpu_info
     from zimo.models import load_causal_lm
-    from zimo.workspace import write_json_atomic
 
     console = console or Console(stderr=True)
     cfg = project.config
@@ -806,10 +807,9 @@ def evaluate_generate_project(
     machine = f"{cpu['model']}, {cpu['cores']} cores"
     local_cost = CostModel(machine_price_per_hour=ecfg.machine_price_per_hour, machine=machine)
     base = getattr(_lm_cfg(cfg), "base", None) or "gecko"
-    # The synth stage's teacher cache (<project>/.zimo/cache/teacher.sqlite; the work dir is
-    # <project>/.zimo/work/eval-<id>): judge and teacher answers are cached with synth calls and
-    # survive eval reruns.
-    cache = teacher_cache or Path(out_dir).resolve().parent.parent / "cache" / "teacher.sqlite"
+    # The synth stage's teacher cache (the build passes it): judge and teacher answers are
+    # cached with synth calls and survive eval reruns.
+    cache = teacher_cache or Layout(project.root).teacher_cache
     runs: list[SystemRun] = []
     shared = None  # (model, tokenizer) of base + adapter, reused for the zero-shot base
     ft_source = _finetuned_source(Path(train_dir), base) if "finetuned" in systems else None
@@ -907,7 +907,7 @@ def write_answers(path: Path, items: Sequence[GenerateItem], runs: Sequence[Syst
     """
     import json
 
-    from zimo.workspace import write_text_atomic
+    from zimo.fileio import write_text_atomic
 
     lines = []
     for i, it in enumerate(items):

@@ -286,7 +286,7 @@ def write_generate_report(
     cost_assumptions: list[str] | None = None,
 ) -> dict[str, Path]:
     """Write ``report.html`` and ``eval.json`` into ``out_dir``; returns both paths."""
-    from zimo.workspace import write_json_atomic
+    from zimo.fileio import write_json_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -453,7 +453,7 @@ def render_page(
 
 def write_report(path: str | Path, html: str) -> Path:
     """Write the page atomically (a reader never sees half a file)."""
-    from zimo.workspace import write_text_atomic
+    from zimo.fileio import write_text_atomic
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)

@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
+from zimo.fileio import write_json_atomic
 from zimo.infer.label import decide, dev_threshold
-from zimo.workspace import write_json_atomic
 
 
 def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:

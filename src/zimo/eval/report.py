@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from zimo.workspace import write_text_atomic
+from zimo.fileio import write_text_atomic
 
 SYSTEM_TEXT = {
     "finetuned": "the sub-model: base + LoRA adapter trained on the train split",

@@ -12,9 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 from zimo import __version__
 from zimo.errors import ConfigError, ZimoError
@@ -31,26 +29,6 @@ from zimo.records import now_iso
 
 FORMATS = ("hf", "gguf", "ollama")
 REPORT_NAME = "export_report.json"
-
-
-class ExportConfig(BaseModel):
-    """The ``export:`` section of ``zimo.yaml``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    formats: list[Literal["hf", "gguf", "ollama"]] = Field(
-        default_factory=lambda: ["gguf"], min_length=1, description="what to write"
-    )
-    quant: Literal["f16", "q8_0", "q4_k_m"] = Field(
-        "q8_0", description="GGUF quantisation (q4_k_m needs the zimo[llamacpp] extra)"
-    )
-    output: str | None = Field(
-        None, description="output folder (default: <project>/.zimo/exports/<format>-<quant>)"
-    )
-    verify: bool = Field(True, description="load the export back and compare (recommended)")
-    label_texts_max: int = Field(
-        200, ge=0, description="test-split texts used for the label-agreement check"
-    )
 
 
 def _is_disk_full(e: BaseException | None) -> bool:
@@ -170,7 +148,7 @@ def export_model(
     from zimo.export.card import base_license, render_model_card
     from zimo.export.ollama import ollama_model_name, write_ollama_folder
     from zimo.export.verify import verify_gguf
-    from zimo.workspace import write_json_atomic, write_text_atomic
+    from zimo.fileio import write_json_atomic, write_text_atomic
 
     meta = dict(metadata or {})
     if fmt not in FORMATS:

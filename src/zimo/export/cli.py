@@ -43,7 +43,7 @@ def _summary(report: dict) -> str:
 def _train_metadata(adapter: Path) -> dict:
     """Name, task and labels from the train artifact an adapter folder sits in, if any."""
     from zimo.export.project import label_task
-    from zimo.workspace import read_json_optional
+    from zimo.fileio import read_json_optional
 
     meta = read_json_optional(adapter.parent / "zimo_model.json")
     if not meta:
@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
         if (project is None) == (adapter is None):
             raise ConfigError("give a project folder or --adapter DIR (one of them)")
         if project is not None and _is_analytic(project):
-            from zimo.analytic_export import export_analytic_project
+            from zimo.export.analytic import export_analytic_project
 
             with console.status("exporting (convert, load back and compare)…"):
                 reports = export_analytic_project(project, [fmt] if fmt else None, output)

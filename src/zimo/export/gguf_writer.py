@@ -260,7 +260,7 @@ def source_gguf(base_dir: str | os.PathLike | None) -> Path | None:
     """The GGUF a base model folder was converted from (``zimo.models`` records it), if any."""
     if base_dir is None:
         return None
-    from zimo.workspace import read_json_optional
+    from zimo.fileio import read_json_optional
 
     src = read_json_optional(Path(base_dir) / "zimo_source.json").get("source_gguf")
     return Path(src) if src and Path(src).is_file() else None

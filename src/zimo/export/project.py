@@ -1,7 +1,7 @@
 """Find what to export in a project: the trained model, its metadata and the test texts.
 
-Kept apart from the CLI so the lead's ``export`` stage and ``zimo export`` share it; the only
-workspace API it relies on is :func:`zimo.build.artifact_path`.
+Kept apart from the CLI so the ``export`` build stage and ``zimo export`` share it; it finds
+the artifacts through :func:`zimo.stages.dag.artifact_path`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from zimo.errors import ConfigError, ZimoError
-from zimo.export.api import ExportConfig
+from zimo.config import load_project
+from zimo.errors import ZimoError
+from zimo.export.config import ExportConfig, export_config
+from zimo.stages.dag import artifact_path
+from zimo.workspace import Layout
 
 
 @dataclass
@@ -29,24 +30,8 @@ class ProjectExport:
     default_root: Path | None = None  # exports go to <root>/<format>-<quant> by default
 
 
-def export_config(raw: Any) -> ExportConfig:
-    """Validate the ``export:`` section; a bad key is a one-line ConfigError naming it."""
-    try:
-        return ExportConfig.model_validate(raw or {})
-    except ValidationError as e:
-        err = e.errors(include_url=False)[0]
-        key = "export." + ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            known = ", ".join(ExportConfig.model_fields)
-            raise ConfigError(f"unknown key '{key}' in zimo.yaml", f"allowed: {known}") from None
-        raise ConfigError(f"'{key}' in zimo.yaml: {err['msg'].lower()}", "fix the value") from None
-
-
 def resolve_project(project_dir: str | Path) -> ProjectExport:
     """The trained sub-model of a project, or a one-line error saying to train first."""
-    from zimo.build import artifact_path
-    from zimo.config import load_project
-
     project = load_project(project_dir)
     train_dir = artifact_path(project.root, "train")
     if train_dir is None or not (train_dir / "zimo_model.json").is_file():
@@ -60,7 +45,7 @@ def resolve_project(project_dir: str | Path) -> ProjectExport:
         split_dir=artifact_path(project.root, "split"),
         eval_dir=artifact_path(project.root, "eval"),
     )
-    pe.default_root = project.root / ".zimo" / "exports"
+    pe.default_root = Layout(project.root).exports
     return pe
 
 
@@ -68,7 +53,7 @@ def label_task(train_dir: Path) -> dict[str, Any]:
     """The served label prompt and decision rule from a train artifact's ``label_task.json``
     (labels, instruction, system, max_text_tokens, positive_label, decision_threshold), the
     same keys :func:`zimo.serve.registry.load_submodel` applies; empty when there is none."""
-    from zimo.workspace import read_json_optional
+    from zimo.fileio import read_json_optional
 
     task = read_json_optional(Path(train_dir) / "label_task.json")
     keys = ("labels", "instruction", "system", "max_text_tokens", "positive_label",
@@ -81,7 +66,7 @@ def from_artifacts(
 ) -> ProjectExport:
     """Build the export inputs from a project's train (and split/eval) artifact folders.
 
-    The lead's ``export`` build stage can call this with ``ctx.input("train")`` etc.
+    The ``export`` build stage calls this with ``ctx.input("train")`` etc.
     """
     cfg = export_config(project.config.export)
     meta = json.loads((train_dir / "zimo_model.json").read_text(encoding="utf-8"))

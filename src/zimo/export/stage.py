@@ -1,8 +1,7 @@
 """The ``export`` build stage (for ``zimo build`` when ``export:`` is configured).
 
-Wire it into the DAG as ``Stage("export", ["split", "train", "eval"], ["export"], "1",
-stage.run, "merged weights / GGUF / Ollama")``; each configured format is written to
-``<artifact>/<format>-<quant>/``.
+The DAG (:mod:`zimo.stages.dag`) finds it through the LM kind in :mod:`zimo.kinds`; each
+configured format is written to ``<artifact>/<format>-<quant>/``.
 """
 
 from __future__ import annotations
@@ -10,12 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from zimo.export.project import export_all, from_artifacts
+from zimo.stages.base import StageContext, StageResult
 
 
-def run(ctx: Any) -> Any:
+def run(ctx: StageContext) -> StageResult:
     """Export the train artifact in every format of the project's ``export:`` section."""
-    from zimo.build import StageResult
-
     pe = from_artifacts(
         ctx.project,
         ctx.input("train"),

@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from zimo.errors import ConfigError
+from zimo.workspace import Layout
 
 
 def _load(project: Path, outcomes: Path | None):
@@ -90,7 +91,7 @@ def register(app: typer.Typer) -> None:
             return
 
         proj, cfg, data = _load(project, outcomes)
-        out_dir = out or Path(proj.root) / ".zimo" / "route"
+        out_dir = out or Layout(proj.root).route_dir
         router = fit_router(
             data, cfg, out_dir, embed_cache_path=out_dir / "embeddings.sqlite", progress=True
         )
@@ -120,7 +121,7 @@ def register(app: typer.Typer) -> None:
         from zimo.route.router import Router, evaluate_router
 
         proj, cfg, data = _load(project, outcomes)
-        rdir = router_dir or Path(proj.root) / ".zimo" / "route"
+        rdir = router_dir or Layout(proj.root).route_dir
         router = Router.load(rdir, embed_cache_path=rdir / "embeddings.sqlite")
         res = evaluate_router(router, data, out or rdir)
         table = Table(title=f"router on {len(data)} prompts")

@@ -27,11 +27,10 @@ from typing import Any
 import numpy as np
 
 from zimo.errors import ConfigError, ZimoError
+from zimo.workspace import Layout
 
 log = logging.getLogger("zimo.serve")
 
-CASCADE_FILE = Path(".zimo") / "route" / "cascade.json"
-UPSTREAM_CACHE = Path(".zimo") / "route" / "upstream_answers.jsonl"
 
 
 @dataclass
@@ -119,7 +118,7 @@ class UpstreamAnswers:
     twice for the same message."""
 
     def __init__(self, project_root: Path):
-        self.path = Path(project_root) / UPSTREAM_CACHE
+        self.path = Layout(project_root).upstream_answers
         self.answers: dict[str, str] = {}
         if self.path.is_file():
             for line in self.path.read_text(encoding="utf-8").splitlines():
@@ -199,7 +198,7 @@ def _tier_submodel(project, tier: Tier) -> tuple[int, str, Any]:
 
 
 def _tier_folder(project, tier: Tier) -> Path:
-    from zimo.build import artifact_path, train_stage_name
+    from zimo.stages.dag import artifact_path, train_stage_name
 
     index, name, _ = _tier_submodel(project, tier)
     folder = artifact_path(project.root, train_stage_name(index, name))
@@ -243,12 +242,12 @@ def fit_live_cascade(project, *, upstream_url: str | None = None, max_train_rows
     """Calibrate the cascade's thresholds and save them to ``.zimo/route/cascade.json``."""
     from sklearn.model_selection import cross_val_predict
 
-    from zimo.build import artifact_path
     from zimo.classical.config import ClassicalTrainConfig
     from zimo.dataset_io import read_records
     from zimo.route.calibrate import TargetUnreachable
     from zimo.route.cascade import calibrate_cascade
     from zimo.route.config import parse_route_config
+    from zimo.stages.dag import artifact_path
 
     cfg = project.config
     rc = parse_route_config(cfg.route)
@@ -332,7 +331,7 @@ def fit_live_cascade(project, *, upstream_url: str | None = None, max_train_rows
         "tier_quality": {t.name: float(np.nanmean(quality[:, j])) for j, t in enumerate(tiers)},
         "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })  # fmt: skip
-    cascade.save(project.root / CASCADE_FILE)
+    cascade.save(Layout(project.root).cascade)
     return {"thresholds": dict(zip([t.name for t in tiers[:-1]], cascade.thresholds, strict=True)),
             **cascade.meta}  # fmt: skip
 
@@ -356,7 +355,7 @@ def _redactor():
 
 
 def _flywheel_rows(project) -> list[dict]:
-    from zimo.flywheel import read_rows
+    from zimo.teacher_rows import read_rows
 
     return read_rows(project.root)
 
@@ -373,7 +372,7 @@ class LiveCascade:
         self.instruction = project.config.instruction
         rc = project.config.route or {}
         self.shadow_rate = float((rc.get("shadow_rate") if isinstance(rc, dict) else 0) or 0)
-        self.path = project.root / CASCADE_FILE
+        self.path = Layout(project.root).cascade
         self._mtime = None
         self.cascade = None
         self.reload()

@@ -26,6 +26,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from zimo.serve.errors import APIError, model_not_found
+from zimo.workspace import Layout
 
 log = logging.getLogger("zimo.serve")
 MODEL_META = "zimo_model.json"
@@ -43,7 +44,7 @@ class Entry:
 
 def train_artifacts(project: Path) -> list[tuple[str, Path]]:
     """(stage, newest finished artifact) for the project's train stages (train, train-*)."""
-    root = Path(project).expanduser().resolve() / ".zimo" / "artifacts"
+    root = Layout(Path(project).expanduser().resolve()).artifacts
     if not root.is_dir():
         return []
     out = []

@@ -12,13 +12,12 @@ import asyncio
 import logging
 from pathlib import Path
 
+from zimo.workspace import Layout
+
 log = logging.getLogger("zimo.serve")
 
-ROUTER_DIR = Path(".zimo") / "route"
-
-
 def router_dir(project: str | Path) -> Path | None:
-    d = Path(project) / ROUTER_DIR
+    d = Layout(project).route_dir
     return d if (d / "router.json").is_file() else None
 
 

@@ -290,7 +290,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _export(rows: list[dict], out: Path) -> None:
-    from zimo.workspace import write_text_atomic
+    from zimo.fileio import write_text_atomic
 
     if out.suffix == ".csv":
         import io

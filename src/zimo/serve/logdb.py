@@ -30,6 +30,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from zimo.workspace import Layout
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
 
 
@@ -335,5 +337,5 @@ def default_path(project_root: str | Path | None = None) -> Path:
     """Where ``zimo serve`` keeps its log: ``<project>/.zimo/requests.sqlite``, or
     ``$ZIMO_HOME/requests.sqlite`` (default ``~/.zimo``) without a project."""
     if project_root is not None:
-        return Path(project_root) / ".zimo" / "requests.sqlite"
+        return Layout(project_root).requests_db
     return Path(os.environ.get("ZIMO_HOME", Path.home() / ".zimo")) / "requests.sqlite"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from zimo.serve.config import SubModel
+from zimo.workspace import Layout
 
 log = logging.getLogger("zimo.serve")
 
@@ -80,7 +81,7 @@ def discover_project(project: str | Path) -> list[SubModel]:
     arts = train_artifacts(root)
     out: list[SubModel] = []
     for stage, _newest in arts:
-        folder_root = root / ".zimo" / "artifacts" / stage
+        folder_root = Layout(root).artifacts / stage
         done = [
             p
             for p in folder_root.iterdir()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from zimo.build import StageContext, StageResult
 from zimo.data.pipeline import build_steps, run_steps
 from zimo.dataset_io import read_records, write_records
 from zimo.errors import DataError
-from zimo.workspace import write_json_atomic
+from zimo.fileio import write_json_atomic
+from zimo.stages.base import StageContext, StageResult
 
 
 def run(ctx: StageContext) -> StageResult:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from zimo.build import StageContext, StageResult
+from zimo.config import submodel_name
 from zimo.dataset_io import read_records
 from zimo.errors import DataError
+from zimo.kinds import kind_of
+from zimo.stages.base import StageContext, StageResult, train_stage_name
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -27,8 +29,9 @@ def run(ctx: StageContext) -> StageResult:
         from zimo.eval.generate_eval import evaluate_generate_project
 
         result = evaluate_generate_project(
-            ctx.project, train, test, lm_dir, ctx.work, console=ctx.console
-        )
+            ctx.project, train, test, lm_dir, ctx.work, console=ctx.console,
+            teacher_cache=ctx.workspace.layout.teacher_cache,
+        )  # fmt: skip
     ctx.console.print(
         f"  report: {ctx.workspace.artifact_dir('eval', ctx.artifact) / 'report.html'}"
     )
@@ -37,10 +40,6 @@ def run(ctx: StageContext) -> StageResult:
 
 def _submodel_dirs(ctx: StageContext):
     """The language-model sub-model's train artifact and the classical ones' by name."""
-    from zimo.build import train_stage_name
-    from zimo.config import submodel_name
-    from zimo.kinds import kind_of
-
     lm_dir, classical = None, {}
     for i, tcfg in enumerate(ctx.project.config.submodels()):
         name = submodel_name(tcfg)

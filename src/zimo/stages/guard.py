@@ -4,9 +4,9 @@ flags) stays under ``guard.max_synthetic_share``; dev and test are left as they 
 
 from __future__ import annotations
 
-from zimo.build import StageContext, StageResult
 from zimo.dataset_io import read_records, write_records
-from zimo.workspace import write_json_atomic
+from zimo.fileio import write_json_atomic
+from zimo.stages.base import StageContext, StageResult
 
 
 def run(ctx: StageContext) -> StageResult:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from zimo.build import StageContext, StageResult
 from zimo.data.table import read_table
 from zimo.dataset_io import write_records
+from zimo.stages.base import StageContext, StageResult
 
 
 def run(ctx: StageContext) -> StageResult:

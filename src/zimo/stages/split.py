@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from zimo.build import StageContext, StageResult
 from zimo.data.split import split_records
 from zimo.dataset_io import read_records, write_records
+from zimo.stages.base import StageContext, StageResult
+from zimo.teacher_rows import read_rows
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -19,8 +20,6 @@ def run(ctx: StageContext) -> StageResult:
     parts = split_records(records, dev=cfg.dev, test=cfg.test, seed=cfg.seed, stratify=cfg.stratify)
     # The flywheel's teacher rows (the big model's logged answers) join the train split only:
     # dev and test stay human-labelled, so thresholds and reports measure real quality.
-    from zimo.flywheel import read_rows
-
     teacher = [r for r in read_rows(ctx.project.root) if ctx.project.config.task != "label"
                or r.get("label") in (ctx.project.config.labels or [])]  # fmt: skip
     if teacher:

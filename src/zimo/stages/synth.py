@@ -6,8 +6,8 @@ changed setting that gives the stage a new artifact id still reuses every paid c
 
 from __future__ import annotations
 
-from zimo.build import StageContext, StageResult
 from zimo.dataset_io import read_records
+from zimo.stages.base import StageContext, StageResult
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -24,7 +24,7 @@ def run(ctx: StageContext) -> StageResult:
         inputs = str((ctx.project.root / synth.self_instruct.seed_tasks).resolve())
     elif synth.mode == "distill" and synth.distill.log_db:
         inputs = str((ctx.project.root / synth.distill.log_db).expanduser().resolve())
-    cache = ctx.workspace.root / "cache" / "teacher.sqlite"
+    cache = ctx.workspace.layout.teacher_cache
     cache.parent.mkdir(parents=True, exist_ok=True)
     summary = run_synth(
         synth, teacher, out_dir=ctx.work, inputs=inputs, cache_path=cache, labels=cfg.labels

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from zimo.build import StageContext, StageResult
 from zimo.errors import ConfigError, DataError
-from zimo.workspace import write_bytes_atomic, write_json_atomic
+from zimo.fileio import write_bytes_atomic, write_json_atomic
+from zimo.stages.base import StageContext, StageResult
 
 TABLE = "table.parquet"
 PLAN = "plan.json"

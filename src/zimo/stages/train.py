@@ -8,10 +8,10 @@ from contextlib import contextmanager
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from zimo.build import StageContext, StageResult
 from zimo.dataset_io import read_records
 from zimo.errors import DataError
-from zimo.workspace import write_json_atomic
+from zimo.fileio import write_json_atomic
+from zimo.stages.base import StageContext, StageResult
 
 MODEL_META = "zimo_model.json"
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from zimo.errors import ConfigError
+from zimo.workspace import Layout
 
 
 def _parse_teacher_synth(project: Path | None, config: Path | None) -> tuple[dict, dict, list]:
@@ -103,7 +104,7 @@ def register(app: typer.Typer) -> None:
         if output is None:
             if project is None:
                 raise ConfigError("no output folder", "pass --output DIR")
-            output = Path(project) / ".zimo" / "synth-cli" / synth_cfg.mode
+            output = Layout(project).synth_cli / synth_cfg.mode
         inputs: Path | None = input
         if inputs is None and project is not None and synth_cfg.mode in ("answer", "label"):
             from zimo.config import load_project
@@ -169,8 +170,8 @@ def register_logs(app: typer.Typer) -> None:
         until: str | None = typer.Option(None, help="ISO time, exclusive"),
     ) -> None:
         """Write matching rows as JSON lines."""
+        from zimo.fileio import write_text_atomic
         from zimo.serve.logdb import RequestLog
-        from zimo.workspace import write_text_atomic
 
         _need(db)
         with RequestLog(db) as log:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from zimo.dataset_io import write_records
-from zimo.workspace import write_json_atomic
+from zimo.fileio import write_json_atomic
 
 DATA_FILE = "data.parquet"
 REJECTS_FILE = "rejects.parquet"

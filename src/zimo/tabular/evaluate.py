@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from zimo.workspace import read_json_optional, write_json_atomic
+from zimo.fileio import read_json_optional, write_json_atomic
 
 
 def _latency(pred, df: pd.DataFrame, n: int) -> dict[str, float | None]:

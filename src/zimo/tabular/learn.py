@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from zimo.fileio import write_json_atomic
 from zimo.tabular.columns import TablePlan, as_numeric, normalise_missing
 from zimo.tabular.config import LightGBMTrainConfig, TabularConfig
 from zimo.tabular.features import FeatureBuilder
-from zimo.workspace import write_json_atomic
 
 
 def target_values(df: pd.DataFrame, plan: TablePlan) -> np.ndarray:

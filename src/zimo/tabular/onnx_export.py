@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from zimo.workspace import write_bytes_atomic
+from zimo.fileio import write_bytes_atomic
 
 if TYPE_CHECKING:
     import lightgbm

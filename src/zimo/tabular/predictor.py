@@ -98,6 +98,6 @@ class TabularPredictor:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    from zimo.workspace import read_json_optional
+    from zimo.fileio import read_json_optional
 
     return read_json_optional(path)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import typer
 
+from zimo.workspace import Layout
+
 
 def register(app: typer.Typer) -> None:
     """Add ``models`` to the ``zimo`` app."""
@@ -95,7 +97,7 @@ def launch_train(
     tcfg = cfg.train
     if cfg.instruction and not tcfg.instruction:
         tcfg = tcfg.model_copy(update={"instruction": cfg.instruction})
-    out = Path(out) if out else proj.root / ".zimo" / "launch" / "train"
+    out = Path(out) if out else Layout(proj.root).launch_train
     rank0 = int(os.environ.get("RANK", "0")) == 0
     from contextlib import nullcontext
 

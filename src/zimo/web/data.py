@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from zimo.dataset_io import read_records
+from zimo.fileio import read_jsonl
+from zimo.workspace import Layout
 
 
 def project_name(root: Path) -> str:
@@ -33,7 +35,7 @@ def _status(root: Path) -> dict[str, Any]:
 
 
 def _artifact(root: Path, stage: str) -> Path | None:
-    from zimo.build import artifact_path
+    from zimo.stages.dag import artifact_path
 
     try:
         return artifact_path(root, stage)
@@ -47,8 +49,8 @@ def project_summary(root: Path) -> dict[str, Any]:
         st = _status(root)
     except Exception as e:  # noqa: BLE001 - show the config error instead of failing the page
         return {"name": Path(root).name, "root": str(root), "error": getattr(e, "message", str(e))}
-    from zimo.build import stages_for
     from zimo.config import load_project
+    from zimo.stages.dag import stages_for
 
     dag = stages_for(load_project(root))
     edges = [[d, s.name] for s in dag for d in s.deps]
@@ -161,9 +163,8 @@ def runs(root: Path) -> dict[str, Any]:
 
 def train_log(root: Path) -> list[dict[str, Any]]:
     """The training log of the run in progress (work folder), else of the newest artifact."""
-    ws_root = Path(root) / ".zimo"
     candidates = []
-    work = ws_root / "work"
+    work = Layout(root).work
     if work.is_dir():
         candidates += [p / "train_log.jsonl" for p in work.glob("train-*")]
     d = _artifact(root, "train")
@@ -173,13 +174,7 @@ def train_log(root: Path) -> list[dict[str, Any]]:
     if not candidates:
         return []
     newest = max(candidates, key=lambda p: p.stat().st_mtime)
-    rows = []
-    for line in newest.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line being written right now
-    return rows
+    return read_jsonl(newest)  # a line being written right now is skipped
 
 
 def models_summary(st: Any, projects: list[Path]) -> dict[str, Any]:
@@ -207,7 +202,7 @@ def models_summary(st: Any, projects: list[Path]) -> dict[str, Any]:
         except Exception:  # noqa: BLE001
             entry["metrics"] = {}
         exports = []
-        exp_root = Path(root) / ".zimo" / "exports"
+        exp_root = Layout(root).exports
         for p in sorted(exp_root.rglob("*")) if exp_root.is_dir() else []:
             if (
                 p.is_file()
@@ -336,14 +331,13 @@ def _upstream_price(st: Any) -> tuple[float, float] | None:
 def cascade_summary(st: Any, projects: list[Path], hours: float) -> dict[str, Any]:
     """Per cascaded project: the share each tier answered, cost per 1k requests against sending
     everything to the big tier, shadow agreement over time, and the flywheel's rounds."""
-    from zimo.flywheel import STATE
-    from zimo.workspace import read_json_optional
+    from zimo.fileio import read_json_optional
 
     log = getattr(st, "request_log", None) if st is not None else None
     out: dict[str, Any] = {"projects": []}
     since = time.time() - hours * 3600
     for root in projects:
-        cascade = read_json_optional(Path(root) / ".zimo" / "route" / "cascade.json")
+        cascade = read_json_optional(Layout(root).cascade)
         if not cascade:
             continue
         name = project_name(root)
@@ -386,6 +380,6 @@ def cascade_summary(st: Any, projects: list[Path], hours: float) -> dict[str, An
             "cost_vs_all_big": cost / all_big if all_big else None,
             "shadow": [{"time": datetime.fromtimestamp(b, timezone.utc).isoformat(),
                         "agreement": a / k, "n": k} for b, (a, k) in sorted(shadow.items())],
-            "flywheel": read_json_optional(Path(root) / STATE).get("rounds", []),
+            "flywheel": read_json_optional(Layout(root).flywheel_state).get("rounds", []),
         })  # fmt: skip
     return out

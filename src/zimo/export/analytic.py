@@ -12,13 +12,17 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from zimo.errors import ConfigError, ZimoError, section_error
-from zimo.workspace import write_json_atomic
+from zimo.config import load_project
+from zimo.errors import ConfigError, ZimoError
+from zimo.export.config import AnalyticExportConfig, analytic_export_config
+from zimo.fileio import write_json_atomic
+from zimo.stages.base import StageResult
+from zimo.stages.dag import artifact_path
+from zimo.workspace import Layout
 
 # ONNX's TreeEnsemble compares features with float32 split thresholds (onnxmltools converts
 # LightGBM's doubles; a double input does not change it, measured): a row whose value lies
@@ -26,26 +30,6 @@ from zimo.workspace import write_json_atomic
 # 3 of 4,000 test rows, so a table export passes at 99% agreement and records the rest; the
 # TF-IDF graph has no thresholds and must agree on every row but one in a thousand.
 AGREEMENT_TARGET = {"tabular": 0.99, "classical": 0.999}
-
-
-class AnalyticExportConfig(BaseModel):
-    """The ``export:`` section for a project whose primary sub-model is analytic."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    formats: list[Literal["onnx", "lightgbm"]] = Field(default_factory=lambda: ["onnx"],
-                                                      min_length=1)  # fmt: skip
-    output: str | None = Field(None, description="default: <project>/.zimo/exports/<format>")
-    # No `verify` switch: an analytic export is always checked against the model (it is cheap),
-    # and a key that is accepted and then ignored would mislead.
-    check_rows: int = Field(2000, ge=1, description="test rows used for the agreement check")
-
-
-def analytic_export_config(raw: Any) -> AnalyticExportConfig:
-    try:
-        return AnalyticExportConfig.model_validate(raw or {})
-    except ValidationError as e:
-        raise section_error("export", e, AnalyticExportConfig) from None
 
 
 def export_tabular(folder: Path, fmt: str, out: Path, test: pd.DataFrame | None,
@@ -122,9 +106,6 @@ def export_classical(folder: Path, fmt: str, out: Path, texts: list[str] | None,
 def export_analytic_project(project_dir: str | Path, formats: list[str] | None,
                             output: Path | None) -> list[dict[str, Any]]:  # fmt: skip
     """Export a project's primary analytic sub-model in each format (CLI entry)."""
-    from zimo.build import artifact_path
-    from zimo.config import load_project
-
     project = load_project(project_dir)
     cfg = analytic_export_config(project.config.export)
     train_dir = artifact_path(project.root, "train")
@@ -135,7 +116,7 @@ def export_analytic_project(project_dir: str | Path, formats: list[str] | None,
     root = (
         Path(output)
         if output
-        else (Path(cfg.output) if cfg.output else project.root / ".zimo" / "exports")
+        else (Path(cfg.output) if cfg.output else Layout(project.root).exports)
     )
     return [_export_one(project, train_dir, split_dir, f, root / f if not output or len(formats or cfg.formats) > 1 else root, cfg)
             for f in (formats or cfg.formats)]  # fmt: skip
@@ -157,8 +138,6 @@ def _export_one(project, train_dir: Path, split_dir: Path | None, fmt: str, out:
 
 def run_stage(ctx) -> Any:
     """The ``export`` build stage for a project whose primary sub-model is analytic."""
-    from zimo.build import StageResult
-
     cfg = analytic_export_config(ctx.project.config.export)
     reports = [_export_one(ctx.project, ctx.input("train"), ctx.input("split"), f, ctx.work / f, cfg)
                for f in cfg.formats]  # fmt: skip
