@@ -164,8 +164,8 @@ def run_justext(pages: list[dict[str, str]], zh: bool) -> list[str]:
 
 def run_zimo(pages: list[dict[str, str]], texts: list[str] | None) -> list[str]:
     """Zimo's default curation: the reader for the file type, then the default steps."""
-    from zimo.data.curate_config import CurateConfig, ReadSpec
-    from zimo.data.pipeline import build_steps, run_steps
+    from zimo.data.curate_config import CurateConfig, ReadSpec, build_steps
+    from zimo.data.pipeline import run_steps
     from zimo.data.readers.files import read_file
 
     spec = ReadSpec()

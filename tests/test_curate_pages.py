@@ -19,11 +19,11 @@ from page_fixtures import (
     messy_zh_page,
 )
 from zimo.data.curate import curate_path
-from zimo.data.curate_config import CurateConfig
+from zimo.data.curate_config import CurateConfig, build_steps
 from zimo.data.filters.spam import doc_spam, line_spam
 from zimo.data.formatters.page_artifacts import strip_pinyin
 from zimo.data.formatters.page_lines import decide
-from zimo.data.pipeline import build_steps, run_steps
+from zimo.data.pipeline import run_steps
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 ZH_TITLE = "新能源汽车产业链迎来新一轮投资热潮"

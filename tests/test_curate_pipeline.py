@@ -5,13 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from zimo.data.pipeline import (
-    CurateConfig,
-    Filter,
-    Formatter,
-    build_steps,
-    run_steps,
-)
+from zimo.data.curate_config import CurateConfig, build_steps
+from zimo.data.pipeline import Filter, Formatter, run_steps
 from zimo.records import make_record
 
 BASIC = ["fix_unicode", "normalize", "length", "exact_dedup"]

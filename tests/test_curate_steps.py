@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from curate_fixtures import EN_BODY, ZH_BODY, shared_texts
+from zimo.data.curate_config import build_steps
 from zimo.data.dedup.near_dup import NearDedup, shingle_hashes
 from zimo.data.filters.language import LanguageFilter, detect_language
 from zimo.data.filters.quality import QualityFilter
 from zimo.data.formatters.boilerplate import RemoveBoilerplate
-from zimo.data.pipeline import build_steps, run_steps
+from zimo.data.pipeline import run_steps
 from zimo.records import make_record
 
 

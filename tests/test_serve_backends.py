@@ -8,7 +8,8 @@ import importlib.util
 
 import pytest
 
-from zimo.serve.backends.base import Job, SamplingParams, make_backend
+from zimo.serve.backends.base import Job, SamplingParams
+from zimo.serve.backends.factory import make_backend
 from zimo.serve.config import BackendConfig, SubModel
 
 NEEDS_LLAMA_CPP = pytest.mark.skipif(

@@ -136,5 +136,3 @@ def status(project_dir: str | Path) -> dict[str, Any]:
         "stages": stages,
         "metrics": metrics,
     }
-
-

@@ -105,5 +105,7 @@ def run_flywheel(project_dir: str | Path, *, log_path: Path | None = None,
         "dev": cal.get("dev"),
         "seconds": round(time.perf_counter() - t0, 1),
     })  # fmt: skip
-    write_json_atomic(Layout(project.root).flywheel_state, {"watermark": watermark, "rounds": rounds})
+    write_json_atomic(
+        Layout(project.root).flywheel_state, {"watermark": watermark, "rounds": rounds}
+    )
     return rounds[-1]

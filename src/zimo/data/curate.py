@@ -33,13 +33,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from zimo.data.curate_config import CurateConfig
+from zimo.data.curate_config import CurateConfig, build_steps
 from zimo.data.pipeline import (
     EXAMPLE_CHARS,
     GlobalStep,
     Step,
     StepStats,
-    build_steps,
     record_text,
     run_steps,
 )

@@ -18,12 +18,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from zimo.data.formatters.pii import PII_TYPES
+
 
 class _StepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
 
-    def build(self) -> Any:  # -> zimo.data.pipeline.Step (lazy imports avoid an import cycle)
+    def build(self) -> Any:  # -> zimo.data.pipeline.Step; lazy: a step may import a heavy library
         raise NotImplementedError
 
 
@@ -173,7 +175,6 @@ class DocQualitySpec(_StepSpec):
 
 
 # Every kind of personal data the ``pii`` step knows (zimo.data.formatters.pii), all on by default.
-PII_TYPES = ("email", "url", "ip", "cn_id", "bank_card", "cn_mobile", "cn_landline", "phone")
 
 
 class PiiSpec(_StepSpec):
@@ -378,3 +379,22 @@ class CurateConfig(BaseModel):
                 out.append(item)
             return out
         return v
+
+
+def build_steps(
+    cfg: CurateConfig | dict[str, Any] | None = None,
+) -> list[Any]:  # list[zimo.data.pipeline.Step]
+    """Instantiate the steps a :class:`CurateConfig` describes, in order (disabled ones skipped)."""
+    if cfg is None:
+        cfg = CurateConfig()
+    elif isinstance(cfg, dict):
+        cfg = CurateConfig.model_validate(cfg)
+    steps = [spec.build() for spec in cfg.steps if spec.enabled]
+    pages = next((st for st in steps if st.name == "page_lines"), None)
+    if pages is not None:
+        for st in steps:
+            # page_lines applies the same line rules to its formats and records what it cut
+            # for the report's diff; boilerplate removing those lines first would hide them.
+            if st.name == "boilerplate" and not getattr(st, "extra", None):
+                st.skip_formats = set(pages.formats)  # type: ignore[attr-defined]
+    return steps

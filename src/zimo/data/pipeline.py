@@ -20,16 +20,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from zimo.data.curate_config import CurateConfig  # re-exported: the lead imports it from here
-
 __all__ = [
-    "CurateConfig",
     "CurateResult",
     "Filter",
     "Formatter",
     "Step",
     "StepStats",
-    "build_steps",
     "record_text",
     "run_steps",
 ]
@@ -260,23 +256,6 @@ def run_steps(
         stream = step.run(stream, make_reject(step.name))
     kept = list(stream)
     return CurateResult(kept=kept, rejected=rejected, stats=[s.stats for s in steps])
-
-
-def build_steps(cfg: CurateConfig | dict[str, Any] | None = None) -> list[Step]:
-    """Instantiate the steps a :class:`CurateConfig` describes, in order (disabled ones skipped)."""
-    if cfg is None:
-        cfg = CurateConfig()
-    elif isinstance(cfg, dict):
-        cfg = CurateConfig.model_validate(cfg)
-    steps = [spec.build() for spec in cfg.steps if spec.enabled]
-    pages = next((st for st in steps if st.name == "page_lines"), None)
-    if pages is not None:
-        for st in steps:
-            # page_lines applies the same line rules to its formats and records what it cut
-            # for the report's diff; boilerplate removing those lines first would hide them.
-            if st.name == "boilerplate" and not getattr(st, "extra", None):
-                st.skip_formats = set(pages.formats)  # type: ignore[attr-defined]
-    return steps
 
 
 _CJK_RE = re.compile(

@@ -59,8 +59,6 @@ class AnalyticExportConfig(BaseModel):
     check_rows: int = Field(2000, ge=1, description="test rows used for the agreement check")
 
 
-
-
 def analytic_export_config(raw: Any) -> AnalyticExportConfig:
     try:
         return AnalyticExportConfig.model_validate(raw or {})

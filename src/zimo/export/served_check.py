@@ -35,7 +35,7 @@ async def _label_all(backend: Any, model: str, texts: list[str]) -> list[Any]:
 
 def start_engine(kind: str, sub: Any, *, base: str, threads: int | None = None) -> Any:
     """A started serving engine (``transformers`` or ``llamacpp``) serving ``sub``."""
-    from zimo.serve.backends.base import make_backend
+    from zimo.serve.backends.factory import make_backend
     from zimo.serve.config import BackendConfig
 
     cfg: dict[str, Any] = {"kind": kind, "base": base, "threads": threads}

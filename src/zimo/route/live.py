@@ -32,7 +32,6 @@ from zimo.workspace import Layout
 log = logging.getLogger("zimo.serve")
 
 
-
 @dataclass
 class Tier:
     name: str

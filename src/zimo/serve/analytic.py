@@ -6,9 +6,7 @@ answers ``/v1/chat/completions`` like a LoRA label sub-model (the label as the c
 (KServe v2: ``GET /v2/models/{name}``, ``POST /v2/models/{name}/infer``), which KServe, Triton
 and Seldon clients speak, and a plain form, ``POST /v1/predict {"model", "rows": [...]}``.
 
-Names: a project's primary sub-model answers to the project's name; every sub-model also
-answers to ``<project>@<sub-model>`` (e.g. ``sms-fraud@classical``) when the project has more
-than one. A watcher reloads a sub-model when a newer train artifact appears (no restart).
+Names are those of :mod:`zimo.serve.project_models`. A watcher reloads a sub-model when a newer train artifact appears (no restart).
 """
 
 from __future__ import annotations
@@ -26,10 +24,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from zimo.serve.errors import APIError, model_not_found
-from zimo.workspace import Layout
+from zimo.serve.project_models import MODEL_META, served_names, train_artifacts
 
 log = logging.getLogger("zimo.serve")
-MODEL_META = "zimo_model.json"
 MAX_ROWS = 100_000
 
 
@@ -40,46 +37,6 @@ class Entry:
     folder: Path
     predictor: Any
     project: str
-
-
-def train_artifacts(project: Path) -> list[tuple[str, Path]]:
-    """(stage, newest finished artifact) for the project's train stages (train, train-*)."""
-    root = Layout(Path(project).expanduser().resolve()).artifacts
-    if not root.is_dir():
-        return []
-    out = []
-    for stage in sorted(
-        p for p in root.iterdir() if p.name == "train" or p.name.startswith("train-")
-    ):
-        done = [p for p in stage.iterdir()
-                if (p / "manifest.json").is_file() and (p / MODEL_META).is_file()]  # fmt: skip
-        if done:
-            newest = max(done, key=lambda p: (p / "manifest.json").stat().st_mtime)
-            out.append((stage.name, newest))
-    return out
-
-
-def served_names(project_name: str, stage: str, sub: str | None, n_subs: int,
-                 always_alias: bool = False) -> list[str]:  # fmt: skip
-    """The names one sub-model answers to (see the module docstring). ``always_alias``: also
-    ``<project>@<name>`` for a project's only sub-model (analytic kinds cost nothing to alias;
-    a cascade takes the project's name, so its tiers need theirs)."""
-    names = [project_name] if stage == "train" else []
-    if n_subs > 1 or stage != "train" or always_alias:
-        names.append(f"{project_name}@{sub or stage.removeprefix('train-')}")
-    return names
-
-
-def is_cascade(project: Path) -> bool:
-    """Whether the project serves its name through a cascade (route.mode: cascade)."""
-    import yaml
-
-    try:
-        raw = yaml.safe_load((Path(project) / "zimo.yaml").read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        return False
-    route = raw.get("route") if isinstance(raw, dict) else None
-    return isinstance(route, dict) and route.get("mode") == "cascade"
 
 
 class AnalyticModels:

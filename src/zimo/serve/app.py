@@ -28,7 +28,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from zimo.serve.backends.base import Backend, Result, TokenLogprob, make_backend
+from zimo.serve.backends.base import Backend, Result, TokenLogprob
+from zimo.serve.backends.factory import make_backend
 from zimo.serve.config import ServeConfig, SubModel
 from zimo.serve.errors import APIError, error_body, model_not_found
 from zimo.serve.gateway import StreamTally, Upstream
@@ -275,7 +276,7 @@ def create_app(
     from zimo.serve.analytic import router as analytic_router
 
     app.include_router(analytic_router)
-    from zimo.web import mount_ui  # the dashboard at /ui, on the same app and state
+    from zimo.web.ui import mount_ui  # the dashboard at /ui, on the same app and state
 
     mount_ui(app)
     _document(app)

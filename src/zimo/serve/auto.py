@@ -16,6 +16,7 @@ from zimo.workspace import Layout
 
 log = logging.getLogger("zimo.serve")
 
+
 def router_dir(project: str | Path) -> Path | None:
     d = Layout(project).route_dir
     return d if (d / "router.json").is_file() else None

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from zimo.serve.config import SubModel
+from zimo.serve.project_models import MODEL_META, is_cascade, served_names, train_artifacts
 from zimo.workspace import Layout
 
 log = logging.getLogger("zimo.serve")
 
-MODEL_META = "zimo_model.json"  # written by zimo.stages.train next to adapter/
 LABEL_TASK = "label_task.json"  # written by zimo.train.label: the exact label prompt
 
 
@@ -75,8 +75,6 @@ def load_submodel(folder: str | Path, name: str | None = None) -> SubModel:
 def discover_project(project: str | Path) -> list[SubModel]:
     """The newest trained language sub-models of a project folder (empty when none is trained
     yet). Analytic sub-models (classical, tables) are served by ``zimo.serve.analytic``."""
-    from zimo.serve.analytic import is_cascade, served_names, train_artifacts
-
     root = Path(project).expanduser().resolve()
     arts = train_artifacts(root)
     out: list[SubModel] = []

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from zimo.data.pipeline import build_steps, run_steps
+from zimo.data.curate_config import build_steps
+from zimo.data.pipeline import run_steps
 from zimo.dataset_io import read_records, write_records
 from zimo.errors import DataError
 from zimo.fileio import write_json_atomic

@@ -2,8 +2,5 @@
 
 Server-rendered shells (Jinja2) plus one small bundled script that reads the JSON endpoints
 under ``/ui/api`` — the same endpoints scripts can use. No CDN: everything ships in the package.
+:func:`zimo.web.ui.mount_ui` adds it to a gateway app.
 """
-
-from zimo.web.ui import mount_ui
-
-__all__ = ["mount_ui"]

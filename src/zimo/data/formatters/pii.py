@@ -14,8 +14,10 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
-from zimo.data.curate_config import PII_TYPES
 from zimo.data.pipeline import Formatter
+
+# The types a `pii` step may name in zimo.yaml (person/address need the presidio extra).
+PII_TYPES = ("email", "url", "ip", "cn_id", "bank_card", "cn_mobile", "cn_landline", "phone")
 
 PLACEHOLDERS = {
     "email": "<EMAIL>",

@@ -345,20 +345,3 @@ def make_label_prompt(tokenizer, sub: SubModel):
     if sub.metadata.get("max_text_tokens"):
         kw["max_text_tokens"] = int(sub.metadata["max_text_tokens"])
     return LabelPrompt(tokenizer, sub.labels, sub.metadata.get("instruction"), **kw)
-
-
-def make_backend(config: BackendConfig) -> Backend:
-    """The engine named by ``config.kind`` (optional engines fail with an install hint)."""
-    if config.kind == "transformers":
-        from zimo.serve.backends.transformers_peft import PeftBackend
-
-        return PeftBackend(config)
-    if config.kind == "llamacpp":
-        from zimo.serve.backends.llamacpp import LlamaCppBackend
-
-        return LlamaCppBackend(config)
-    if config.kind == "vllm":
-        from zimo.serve.backends.vllm import VllmBackend
-
-        return VllmBackend(config)
-    raise ValueError(f"unknown backend kind {config.kind!r}")
