@@ -241,20 +241,12 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
 
 
 def test_cli_register_and_config_file(tmp_path):
-    import typer
     from typer.testing import CliRunner
 
-    from zimo.data.cli import register
+    from zimo.cli import app  # the shipped CLI
 
     _corpus(tmp_path / "in")
     (tmp_path / "zimo.yaml").write_text("curate:\n  steps: [normalize, length, exact_dedup]\n")
-    app = typer.Typer()
-    register(app)
-
-    @app.callback()
-    def _root() -> None:  # a group, as in zimo.cli
-        pass
-
     res = CliRunner().invoke(
         app,
         [
@@ -270,7 +262,9 @@ def test_cli_register_and_config_file(tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
-    assert "exact_dedup" in res.output and (tmp_path / "out" / "report.html").exists()
+    stats = json.loads(res.stdout)  # the JSON on stdout; the summary table went to stderr
+    assert "exact_dedup" in res.stderr and (tmp_path / "out" / "report.html").exists()
+    assert stats["kept"] >= 1 and [s["name"] for s in stats["steps"]][-1] == "exact_dedup"
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [s["name"] for s in report["steps"]] == ["read", "normalize", "length", "exact_dedup"]
 

@@ -352,13 +352,8 @@ def test_distill_from_log_db(tmp_path):
 
 # -- CLI ---------------------------------------------------------------------------------------
 def test_cli_synth_answer(tmp_path, monkeypatch):
-    import typer
+    from zimo.cli import app  # the shipped CLI
 
-    from zimo.synth.cli import register, register_logs
-
-    app = typer.Typer()
-    register(app)
-    register_logs(app)
     inp = tmp_path / "in.jsonl"
     inp.write_text('{"text": "hello there"}\n{"text": "second"}\n')
     with FakeOpenAI() as srv:
@@ -386,9 +381,7 @@ def test_cli_synth_answer(tmp_path, monkeypatch):
     assert summary["produced"] == 12 and summary["teacher"]["max_cost"] == 1
     db = tmp_path / "r.sqlite"
     _fill_log(db)
-    res = CliRunner().invoke(
-        app, ["logs", "export", "--db", str(db), "-o", str(tmp_path / "x.jsonl")]
-    )
+    res = CliRunner().invoke(app, ["logs", "--db", str(db), "--export", str(tmp_path / "x.jsonl")])
     assert res.exit_code == 0, res.output
     assert len((tmp_path / "x.jsonl").read_text().splitlines()) == 8
 

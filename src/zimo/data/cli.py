@@ -1,12 +1,9 @@
-"""``zimo curate --input DIR --output DIR [--engine local|ray] [--config FILE]`` (ad-hoc use).
-
-The project form (``zimo curate <project>``) lives in :mod:`zimo.cli`; when that command
-already exists, :func:`register` leaves it alone and the lead's command can call
-:func:`run_adhoc` for the folder form.
-"""
+"""``zimo curate PROJECT`` (the build's curate stage) and ``zimo curate --input DIR --output
+DIR [--engine local|ray] [--config FILE]`` (a folder, ad hoc)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -84,22 +81,30 @@ def run_adhoc(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``zimo curate`` (folder form) unless the app already has a ``curate`` command."""
-    names = {
-        c.name or (c.callback.__name__ if c.callback else None) for c in app.registered_commands
-    }
-    if "curate" in names:
-        return
+    app.command("curate")(curate)
 
-    @app.command("curate")
-    def curate(
-        input: Path = typer.Option(..., "--input", "-i", help="folder (or file) to curate"),
-        output: Path = typer.Option(..., "--output", "-o", help="where curated.parquet etc. go"),
-        engine: str = typer.Option("local", help="local (processes) | ray (Ray Data)"),
-        config: Path | None = typer.Option(
-            None, "--config", "-c", help="YAML with a curate: section"
-        ),
-        workers: int | None = typer.Option(None, help="processes (default: all cores)"),
-    ) -> None:
-        """Curate a folder of mixed files: clean, deduplicate, redact PII, report."""
-        run_adhoc(input, output, engine, config, workers)
+
+def curate(
+    project: Path | None = typer.Argument(None, help="project folder (holds zimo.yaml)"),
+    input: Path | None = typer.Option(None, "--input", "-i", help="ad hoc: folder (or file)"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="ad hoc: output folder"),
+    engine: str = typer.Option("local", help="local (processes) | ray (Ray Data)"),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="ad hoc: YAML with a curate: section (or a zimo.yaml)"
+    ),
+    workers: int | None = typer.Option(None, help="ad hoc: processes (default: all cores)"),
+    force: bool = typer.Option(False, "--force", "-f", help="rerun curate even if fresh"),
+) -> None:
+    """Clean, deduplicate and redact a project's data, or a folder (--input/--output)."""
+    if project is None:
+        if input is None or output is None:
+            raise ConfigError("give a project folder, or both --input DIR and --output DIR")
+        stats = run_adhoc(input, output, engine, config, workers, Console(stderr=True))
+        # Whole and unstyled on stdout: scripts parse this JSON (the table went to stderr).
+        typer.echo(json.dumps(stats, indent=1, ensure_ascii=False, default=str))
+        return
+    from zimo.build import build as run_build
+    from zimo.project_cli import console, print_done
+
+    report = run_build(project, target="curate", force=["curate"] if force else [], console=console)
+    print_done(project, report)

@@ -242,9 +242,6 @@ def register(app: typer.Typer) -> None:
 
     app.add_typer(keys, name="keys")
 
-    if any(g.name == "logs" for g in getattr(app, "registered_groups", [])):
-        return  # another area registered `zimo logs` already (see the report to the lead)
-
     @app.command("logs")
     def logs(
         db: Path = typer.Option(None, "--db", help="request log (default: the serve log)"),

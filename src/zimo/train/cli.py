@@ -1,6 +1,6 @@
 """CLI of the training area.
 
-- ``zimo models`` (the lead's ``cli.py`` calls :func:`register`);
+- ``zimo models`` (registered through the ``zimo.commands`` entry point);
 - ``python -m zimo.train.cli PROJECT``: train one project's sub-model outside the build DAG, for
   multi-process launchers (``torchrun``, ``accelerate launch -m zimo.train.cli ...``): every
   rank runs this same module, joins the process group from the launcher's environment, trains
