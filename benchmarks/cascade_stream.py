@@ -8,7 +8,7 @@
    (a subprocess on a free 127.0.0.1 port) through ``route.mode: cascade``: classical tier
    first, the big tier last.
 2. The big tier is a STAND-IN: a real OpenAI-compatible HTTP server (``tests/fake_openai.py``)
-   that answers each message's gold label, priced as a big model (0.005 per 1k tokens). So
+   that answers each message's gold label, priced as a big model (5 USD per 1M tokens). So
    "accuracy against the all-big answers" equals accuracy against the gold labels here, and
    the cost of sending everything to it is computed with the stand-in's own token count.
 3. ``--rounds`` rounds of ``--round-size`` new messages stream through the gateway (``--clients``
@@ -44,7 +44,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 STREAM = ROOT.parent / "shared" / "data" / "zh_spam_sms" / "zh_spam_sms.tsv"
 sys.path.insert(0, str(ROOT / "tests"))
 LABELS = {"0": "normal", "1": "spam"}
-PRICE_PER_1K = 0.005
+PRICE_PER_1M = 5.0  # USD per 1M tokens, a big model's list price
 INSTRUCTION = "这条短信是正常短信还是垃圾/诈骗短信？只回答 normal 或 spam。"
 
 YAML = """\
@@ -62,7 +62,7 @@ route:
   mode: cascade
   tiers:
     - {{name: classical, model: zh-sms@classical}}
-    - {{name: big, model: big-model, price_per_1k_tokens: {price}}}
+    - {{name: big, model: big-model, price_per_1m_tokens: {price}}}
   target: {{quality: 0.99}}
 serve:
   watch_s: 1.0
@@ -160,9 +160,9 @@ def main() -> None:
         raise SystemExit("--clients must be 1-64 and --rounds at least 1")
     from fake_openai import FakeOpenAI, count_tokens
     from serve_fixtures import free_port
+    from zimo.data.formatters.redact import Redactor
     from zimo.hw import cpu_info
     from zimo.route.live import label_messages
-    from zimo.synth.redact import Redactor
 
     rows = load_stream(args.stream)
     rng = np.random.default_rng(0)
@@ -188,13 +188,13 @@ def main() -> None:
     result: dict = {"benchmark": "cascade_stream", "cpu": cpu_info(), "quick": args.quick,
                     "stream": args.stream.name, "seed_rows": args.seed_rows, "round_size": size,
                     "clients": args.clients, "upstream": "stand-in: answers the gold label at "
-                    f"{PRICE_PER_1K} per 1k tokens (not a real big model)",
+                    f"{PRICE_PER_1M} USD per 1M tokens (not a real big model)",
                     "lora_tier": "not configured: a gecko-zh LoRA tier trains for tens of "
                     "minutes per round on 2 cores; the cascade measured is classical + big",
                     "rounds": []}  # fmt: skip
     with FakeOpenAI(answer, models=("big-model",)) as up:
         env = {**os.environ, "ZIMO_BENCH_UPSTREAM_KEY": up.api_key}
-        (project / "zimo.yaml").write_text(YAML.format(url=up.base_url, price=PRICE_PER_1K,
+        (project / "zimo.yaml").write_text(YAML.format(url=up.base_url, price=PRICE_PER_1M,
                                                        instruction=INSTRUCTION), encoding="utf-8")  # fmt: skip
         t0 = time.perf_counter()
         zimo("build", project, env=env)
@@ -213,7 +213,7 @@ def main() -> None:
                 cost_all_big = sum(
                     count_tokens(" ".join(m["content"] for m in label_messages(
                         ["normal", "spam"], INSTRUCTION, red(t)))) + 1
-                    for _, t in msgs) * PRICE_PER_1K / 1000  # fmt: skip
+                    for _, t in msgs) * PRICE_PER_1M / 1_000_000  # fmt: skip
                 t1 = time.perf_counter()
                 res = asyncio.run(stream_round(url, msgs, args.clients))
                 m = round_metrics(res, cost_all_big)

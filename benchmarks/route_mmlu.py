@@ -344,8 +344,8 @@ def decide_latency(o: Outcomes, lm_specs: list[str], n: int = 40) -> dict:
     cfg = RouteConfig.model_validate(
         {
             "tiers": [
-                {"name": "weak", "price_per_1k_tokens": 0.0006},
-                {"name": "strong", "price_per_1k_tokens": 0.01},
+                {"name": "weak", "price_per_1m_tokens": 0.6},
+                {"name": "strong", "price_per_1m_tokens": 10},
             ],
             "router": {"kind": DEFAULT_KIND},
         }

@@ -13,7 +13,7 @@ import pytest
 from fake_openai import FakeOpenAI, Fault
 from project_fixtures import SMS, make_tiny_project, run_zimo
 from serve_fixtures import LiveServer
-from zimo.synth.redact import Redactor
+from zimo.data.formatters.redact import Redactor
 
 BASE = """\
 name: tiny-sms
@@ -85,9 +85,8 @@ def test_cascade_config_errors_are_one_line(tmp_path: Path, big, monkeypatch):
 def test_cascade_serves_degrades_and_the_flywheel_closes_the_loop(tmp_path: Path, big, monkeypatch):
     from openai import OpenAI
 
-    from zimo.serve.app import create_app
-    from zimo.serve.cli import settings_from_projects
-    from zimo.serve.logdb import query
+    from zimo.logs.requests import query
+    from zimo.serve.cli import gateway_app, settings_from_projects
 
     monkeypatch.setenv("FAKE_UP_KEY", big.api_key)
     proj = _project(tmp_path, big.base_url, shadow=0.0)
@@ -108,7 +107,7 @@ def test_cascade_serves_degrades_and_the_flywheel_closes_the_loop(tmp_path: Path
 
     settings, roots = settings_from_projects([proj])
     texts = [line.split("\t", 1)[1] for line in SMS.read_text().splitlines()[400:460]]
-    with LiveServer(create_app(settings, projects=roots)) as srv:
+    with LiveServer(gateway_app(settings, projects=roots)) as srv:
         oa = OpenAI(base_url=srv.url + "/v1", api_key="none")
         c = httpx.Client(base_url=srv.url, timeout=60)
         tiers = []
@@ -198,8 +197,7 @@ def test_three_tier_cascade_with_a_lora_tier(tmp_path: Path, big, monkeypatch):
     through the engine (the cheap tiers ask each other in order)."""
     from openai import OpenAI
 
-    from zimo.serve.app import create_app
-    from zimo.serve.cli import settings_from_projects
+    from zimo.serve.cli import gateway_app, settings_from_projects
 
     monkeypatch.setenv("FAKE_UP_KEY", big.api_key)
     yaml_text = BASE.format(url=big.base_url, local="tiny-sms@classical",
@@ -224,7 +222,7 @@ def test_three_tier_cascade_with_a_lora_tier(tmp_path: Path, big, monkeypatch):
         json.dumps(dict(fitted, thresholds=[2.0, -1.0]))
     )
     settings, roots = settings_from_projects([proj])
-    with LiveServer(create_app(settings, projects=roots)) as srv:
+    with LiveServer(gateway_app(settings, projects=roots)) as srv:
         oa = OpenAI(base_url=srv.url + "/v1", api_key="none")
         z = oa.chat.completions.create(
             model="tiny-sms", messages=[{"role": "user", "content": "Are we still on for lunch?"}]
@@ -236,9 +234,8 @@ def test_three_tier_cascade_with_a_lora_tier(tmp_path: Path, big, monkeypatch):
 def test_shadow_calls_measure_live_agreement(tmp_path: Path, big, monkeypatch):
     """With shadow_rate 1, every cheap answer is also asked of the big tier in the background;
     the log and the dashboard show how often they agree."""
-    from zimo.serve.app import create_app
-    from zimo.serve.cli import settings_from_projects
-    from zimo.serve.logdb import query
+    from zimo.logs.requests import query
+    from zimo.serve.cli import gateway_app, settings_from_projects
 
     monkeypatch.setenv("FAKE_UP_KEY", big.api_key)
     proj = _project(tmp_path, big.base_url, shadow=1.0)
@@ -252,7 +249,7 @@ def test_shadow_calls_measure_live_agreement(tmp_path: Path, big, monkeypatch):
     cascade_file.write_text(json.dumps(dict(fitted, thresholds=[float("-inf")])))
     settings, roots = settings_from_projects([proj])
     texts = [line.split("\t", 1)[1] for line in SMS.read_text().splitlines()[500:510]]
-    with LiveServer(create_app(settings, projects=roots)) as srv:
+    with LiveServer(gateway_app(settings, projects=roots)) as srv:
         c = httpx.Client(base_url=srv.url, timeout=60)
         for t in texts:
             z = c.post("/v1/chat/completions", json={"model": "tiny-sms", "messages": [

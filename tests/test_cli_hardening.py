@@ -46,7 +46,7 @@ def test_a_run_killed_with_sigkill_is_not_running_forever(tmp_path):
 
 
 def test_logs_since_garbage_is_a_one_line_usage_error(tmp_path):
-    from zimo.serve.logdb import RequestLog
+    from zimo.logs.requests import RequestLog
 
     db = tmp_path / "requests.sqlite"
     with RequestLog(db) as log:

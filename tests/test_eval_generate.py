@@ -12,16 +12,9 @@ from fake_openai import FakeOpenAI
 from zimo.errors import ConfigError, DataError
 from zimo.eval.config import EvalConfig
 from zimo.eval.cost import CostModel, Measurement, cost_summary, measurements_from_batches
-from zimo.eval.generate_eval import (
-    GenerateItem,
-    Generation,
-    detect_overlap,
-    evaluate_generate,
-    items_from_records,
-    precomputed,
-    run_system,
-)
+from zimo.eval.generate_items import GenerateItem, Generation, detect_overlap, items_from_records
 from zimo.eval.generate_report import write_generate_report
+from zimo.eval.generate_score import evaluate_generate, precomputed, run_system
 from zimo.synth.config import TeacherConfig
 from zimo.synth.teacher import Teacher
 
@@ -162,7 +155,7 @@ def test_cost_model_local_and_remote():
     assert local["cost_per_1k"]["value"] == pytest.approx(0.5)
     assert local["latency_p50_s"]["value"] == pytest.approx(2.0)
     assert local["tokens_per_s"]["value"] == pytest.approx(60 / 3.0)
-    remote = CostModel(kind="remote", price_in_per_1k=0.5, price_out_per_1k=1.5)
+    remote = CostModel(kind="remote", price_in_per_1m=500, price_out_per_1m=1500)
     r = cost_summary([Measurement(1.0, None, 1000, 2000)] * 3, remote, n_boot=200)
     assert r["cost_per_1k"]["value"] == pytest.approx(1000 * (0.5 + 3.0))
     assert "list price" in r["assumption"]
@@ -207,7 +200,7 @@ def test_judge_in_evaluation_and_self_contained_report(tmp_path):
 
 def test_generate_local_with_embedded_model():
     """Batched greedy answers from the real embedded gecko model, in input order."""
-    from zimo.eval.generate_eval import generate_local
+    from zimo.eval.generate_local import generate_local
     from zimo.models import load_causal_lm
 
     model, tok = load_causal_lm("gecko")
@@ -227,7 +220,7 @@ def test_generate_local_with_embedded_model():
 
 def test_repetition_penalty_counts_only_the_answer():
     """The penalty curbs repeats within the answer but leaves the prompt's words free."""
-    from zimo.eval.generate_eval import generate_local
+    from zimo.eval.generate_local import generate_local
     from zimo.infer.penalties import Penalties
     from zimo.models import load_causal_lm
 
@@ -354,7 +347,7 @@ def test_eval_answers_command(tmp_path):
 
 
 def test_answers_end_at_spelled_out_turn_markers():
-    from zimo.eval.generate_eval import _cut_at_stop_text
+    from zimo.eval.generate_local import _cut_at_stop_text
 
     assert _cut_at_stop_text("答案。<|im_end|>\n<|im_start|>user\n再问") == "答案。"
     assert _cut_at_stop_text("<|im_start>\n<|im_start>") == ""  # misspelt marker

@@ -23,11 +23,10 @@ from zimo.eval.metrics import (
     generate_metrics,
     label_metrics,
     label_metrics_from_proba,
-    lcs_length,
     parse_json_answer,
     rouge_l,
-    tokenize,
 )
+from zimo.rouge import lcs_length, tokenize
 
 # ------------------------------------------------------------------------------------------
 # label

@@ -80,7 +80,7 @@ def test_auto_routes_between_local_and_upstream(tmp_path, router):
                 # The length router sends the long prompt to a tier at least as strong.
                 order = ["weak", "strong"]
                 assert order.index(tiers[long]) >= order.index(tiers[short])
-    from zimo.serve.logdb import query
+    from zimo.logs.requests import query
 
     rows = query(tmp_path / "requests.sqlite", model="auto")
     assert len(rows) == 2 and all(r["answered_by"] in ("gecko", "big-model") for r in rows)

@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 from project_fixtures import make_tiny_project
 from zimo.errors import ConfigError
+from zimo.logs.requests import RequestLog
 from zimo.serve.cli import register, safe_host, settings_from_projects
 from zimo.serve.config import ServeConfig
 from zimo.serve.keys import KeyStore
-from zimo.serve.logdb import RequestLog
 
 
 @pytest.fixture

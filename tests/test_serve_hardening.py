@@ -19,8 +19,8 @@ import pytest
 
 from fake_openai import FakeOpenAI
 from serve_fixtures import LiveServer
-from zimo.serve.app import create_app
 from zimo.serve.backends.base import Backend, BackendError, Job, Result, SamplingParams
+from zimo.serve.cli import gateway_app
 from zimo.serve.config import BackendConfig, ServeConfig
 from zimo.serve.keys import KeyStore
 
@@ -54,7 +54,7 @@ def local(tmp_path_factory):
         watch_s=None,
         embeddings=False,
     )
-    with LiveServer(create_app(cfg)) as srv:
+    with LiveServer(gateway_app(cfg)) as srv:
         yield {"srv": srv, "url": srv.url, "log": root / "requests.sqlite", "upstream": upstream}
     upstream.stop()
     os.environ.pop(UPSTREAM_ENV, None)
@@ -333,7 +333,7 @@ def exposed(tmp_path_factory):
         watch_s=None,
         embeddings=False,
     )
-    with LiveServer(create_app(cfg)) as srv:
+    with LiveServer(gateway_app(cfg)) as srv:
         yield {"url": srv.url, "keys": keys, "admin": admin, "rec": rec,
                "limited": limited, "lim": lim}  # fmt: skip
     keys.close()

@@ -149,7 +149,7 @@ def test_stacked_lora_matches_peft_mixed_batches():
 
 
 def test_request_log_redacts_and_never_stores_text_when_told(tmp_path):
-    from zimo.serve.logdb import RequestLog, query
+    from zimo.logs.requests import RequestLog, query
     from zimo.serve.service import ServeState, make_redactor
 
     cfg = ServeConfig.model_validate({"log": {"redact": True}})

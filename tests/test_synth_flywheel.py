@@ -12,7 +12,7 @@ import pytest
 
 from fake_openai import FakeOpenAI
 from zimo.dataset_io import read_records
-from zimo.serve.logdb import RequestLog
+from zimo.logs.requests import RequestLog
 from zimo.synth.config import DistillOptions
 from zimo.synth.distill import distill
 

@@ -15,12 +15,12 @@ from typer.testing import CliRunner
 from fake_openai import FakeOpenAI, Reply, last_user_text
 from zimo.dataset_io import read_records
 from zimo.errors import ConfigError, DataError
-from zimo.serve.logdb import RequestLog
+from zimo.logs.requests import RequestLog
+from zimo.rouge import RougePool, rouge_l_f1, tokenize
 from zimo.synth.answer import answer
 from zimo.synth.config import LabelOptions, SelfInstructOptions, SynthConfig, TeacherConfig
 from zimo.synth.distill import distill
 from zimo.synth.label import label, parse_label
-from zimo.synth.rouge import RougePool, rouge_l, tokenize
 from zimo.synth.run import run_synth
 from zimo.synth.self_instruct import load_seed_tasks, parse_tasks, self_instruct
 from zimo.synth.teacher import Teacher
@@ -100,7 +100,7 @@ def test_self_instruct_end_to_end(tmp_path, teacher_factory):
     seeds = [tokenize(s["instruction"]) for s in load_seed_tasks(SEEDS)]
     for i, a in enumerate(insts):
         for b in insts[:i] + seeds:
-            assert rouge_l(a, b) < 0.7
+            assert rouge_l_f1(a, b) < 0.7
     rejects = pq.read_table(tmp_path / "out" / "rejects.parquet").to_pylist()
     assert {r["reject_reason"] for r in rejects} >= {"banned_keyword", "duplicate", "too_similar"}
     # A rerun is free and gives the same data.
@@ -202,7 +202,7 @@ def test_rouge_matches_reference_lcs_and_handles_cjk():
         "about",
         "spring",
     ]
-    assert rouge_l(tokenize("写一首关于春天的诗"), tokenize("写一首关于秋天的诗")) > 0.8
+    assert rouge_l_f1(tokenize("写一首关于春天的诗"), tokenize("写一首关于秋天的诗")) > 0.8
 
 
 # -- answer ------------------------------------------------------------------------------------

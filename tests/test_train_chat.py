@@ -91,7 +91,7 @@ def test_full_finetune_writes_safetensors(tmp_path):
 def test_gemma_fallback_answer_ends_with_a_token_the_base_can_learn():
     """gecko-zh (a pretrained Gemma) has no chat template: Zimo's fallback ends the answer with
     <eos>, which pretraining taught, not <end_of_turn>, which it never produced."""
-    from zimo.eval.generate_eval import _stop_ids
+    from zimo.eval.generate_local import _stop_ids
     from zimo.models import load_causal_lm
     from zimo.prompts import ensure_chat_template
 

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def server(trained_project, tmp_path_factory):
-    from zimo.serve.app import create_app
+    from zimo.serve.cli import gateway_app
     from zimo.serve.config import ServeConfig
 
     home = tmp_path_factory.mktemp("serve-home")
@@ -34,7 +34,7 @@ def server(trained_project, tmp_path_factory):
             "embeddings": False,
         }
     )
-    with LiveServer(create_app(cfg, projects=[trained_project])) as live:
+    with LiveServer(gateway_app(cfg, projects=[trained_project])) as live:
         yield live
 
 

@@ -7,13 +7,13 @@ and Ray Data. ``meta`` is a struct column, so provenance stays queryable (``meta
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from zimo.fileio import atomic_path
 
 
 def _table(records: list[dict[str, Any]]) -> pa.Table:
@@ -36,16 +36,8 @@ def _table(records: list[dict[str, Any]]) -> pa.Table:
 
 def write_records(path: Path, records: list[dict[str, Any]]) -> int:
     """Write records to ``path`` (temp file + rename). Returns the row count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(Path(path)) as tmp:
         pq.write_table(_table(records), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return len(records)
 
 

@@ -23,8 +23,8 @@ from zimo.workspace import Layout
 
 def collect(project, log_path: Path | None = None) -> tuple[list[dict[str, Any]], str | None]:
     """New teacher rows from the request log since the last round, and the new watermark."""
+    from zimo.logs.requests import default_path, query
     from zimo.route.live import cascade_tiers
-    from zimo.serve.logdb import default_path, query
 
     path = Path(log_path) if log_path else default_path(project.root)
     if not path.is_file():

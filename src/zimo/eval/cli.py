@@ -13,32 +13,26 @@ An id without an answer counts as a failure for that system.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from zimo.errors import ConfigError, DataError
+from zimo.fileio import iter_jsonl
 
 
 def _read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         raise ConfigError(f"file {path} does not exist", "check the path")
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(
-                    f"{path}:{n} is not valid JSON ({e.msg})", "fix that line"
-                ) from None
+    try:
+        for n, obj in iter_jsonl(path, strict=True):
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:{n} is not a JSON object", "one object per line")
             rows.append(obj)
+    except ValueError as e:
+        raise DataError(str(e), "fix that line") from None
     return rows
 
 
@@ -48,7 +42,7 @@ def _first(obj: dict, *keys: str):
 
 def load_test_items(path: Path):
     """Test items from a JSONL file (see the module docstring for the fields)."""
-    from zimo.eval.generate_eval import GenerateItem
+    from zimo.eval.generate_items import GenerateItem
 
     items = []
     for n, row in enumerate(_read_jsonl(path), 1):
@@ -87,8 +81,8 @@ def eval_answers(
     from rich.console import Console
 
     from zimo.eval.config import EvalConfig
-    from zimo.eval.generate_eval import evaluate_generate, precomputed
     from zimo.eval.generate_report import write_generate_report
+    from zimo.eval.generate_score import evaluate_generate, precomputed
 
     console = Console(stderr=True)
     items = load_test_items(test)

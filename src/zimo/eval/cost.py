@@ -31,6 +31,7 @@ from zimo.eval.bootstrap import (
     bootstrap_quantile,
     ci_from_sums,
 )
+from zimo.prices import token_cost
 
 
 @dataclass
@@ -53,15 +54,14 @@ class CostModel:
     kind: Literal["local", "remote"] = "local"
     machine_price_per_hour: float = 0.10
     machine: str = ""  # e.g. the CPU model, for the assumptions text
-    price_in_per_1k: float = 0.0
-    price_out_per_1k: float = 0.0
+    price_in_per_1m: float = 0.0
+    price_out_per_1m: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     def request_cost(self, m: Measurement) -> float:
         if self.kind == "remote":
-            return (
-                m.prompt_tokens / 1000.0 * self.price_in_per_1k
-                + m.completion_tokens / 1000.0 * self.price_out_per_1k
+            return token_cost(m.prompt_tokens, self.price_in_per_1m) + token_cost(
+                m.completion_tokens, self.price_out_per_1m
             )
         secs = m.compute_s if m.compute_s is not None else m.latency_s
         return secs * self.machine_price_per_hour / 3600.0
@@ -69,8 +69,8 @@ class CostModel:
     def assumption(self, system: str) -> str:
         if self.kind == "remote":
             text = (
-                f"{system}: billed per token at list price: {self.price_in_per_1k:g} per 1k prompt "
-                f"tokens, {self.price_out_per_1k:g} per 1k completion tokens (token counts from "
+                f"{system}: billed per token at list price: {self.price_in_per_1m:g} per 1M prompt "
+                f"tokens, {self.price_out_per_1m:g} per 1M completion tokens (token counts from "
                 f"the endpoint's usage fields); latency includes the network."
             )
         else:

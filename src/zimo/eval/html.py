@@ -26,6 +26,8 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from zimo.fileio import read_jsonl
+
 _TEMPLATES = Path(__file__).with_name("templates")
 
 
@@ -284,12 +286,8 @@ def training_curve(train_dir: Path | str) -> dict[str, Any] | None:
         return None
     train: list[list[float]] = []
     dev: list[list[float]] = []
-    for line in log.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a half-written last line of an interrupted run
-        if row.get("step") is None:
+    for row in read_jsonl(log):  # a half-written last line of an interrupted run is skipped
+        if not isinstance(row, dict) or row.get("step") is None:
             continue
         if row.get("loss") is not None:
             train.append([row["step"], row["loss"]])

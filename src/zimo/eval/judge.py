@@ -26,6 +26,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -326,26 +327,15 @@ def judge_pairwise(
 
     model = getattr(getattr(teacher, "config", None), "model", None)
     if orders:
+        collect = partial(collect_verdicts, teacher, orders, max_attempts=max_attempts,
+                          language=language, prompt_version=prompt_version,
+                          max_tokens=max_tokens)  # fmt: skip
         progress = getattr(teacher, "progress", None)
         if callable(progress):
             with progress(None, f"judging {candidate} vs {reference}"):
-                collect_verdicts(
-                    teacher,
-                    orders,
-                    max_attempts=max_attempts,
-                    language=language,
-                    prompt_version=prompt_version,
-                    max_tokens=max_tokens,
-                )
+                collect()
         else:
-            collect_verdicts(
-                teacher,
-                orders,
-                max_attempts=max_attempts,
-                language=language,
-                prompt_version=prompt_version,
-                max_tokens=max_tokens,
-            )
+            collect()
     for n, (i, j) in pairs.items():
         v1, v2 = orders[i], orders[j]
         rows[n].update(
@@ -360,6 +350,14 @@ def judge_pairwise(
             ],
         )
 
+    return _summary(rows, orders, candidate, reference, model, prompt_version,
+                    dict(n_boot=n_boot, seed=seed, confidence=confidence))  # fmt: skip
+
+
+def _summary(rows: list[dict[str, Any]], orders: list[OrderVerdict], candidate: str,
+             reference: str, model: str | None, prompt_version: str,
+             boot: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """Win rate with its bootstrap CI, counts, and the judge's usage."""
     counts = {k: sum(1 for r in rows if r["outcome"] == k) for k in ("win", "tie", "loss")}
     failures = [r for r in rows if r["outcome"] == "failure"]
     if failures and len(failures) == len(rows):
@@ -375,9 +373,7 @@ def judge_pairwise(
     )
     win_rate = bootstrap_mean(
         scores,
-        n_boot=n_boot,
-        seed=seed,
-        confidence=confidence,
+        **boot,
         method=f"(wins + ½ ties) / judged items; each item judged twice by {model or 'the judge'} "
         f"with the answers swapped, disagreeing orders = tie, judge failures left out; prompt "
         f"{prompt_version}; percentile bootstrap CI",

@@ -27,6 +27,7 @@ from zimo.eval.bootstrap import (
     bootstrap_mean,
     ci_from_sums,
 )
+from zimo.rouge import rouge_l_f1, tokenize
 
 NO_ANSWER = "<no answer>"
 
@@ -386,68 +387,9 @@ def chrf(hypothesis: str | None, reference: str) -> float:
     return float(chrf_from_stats(chrf_stats(hypothesis, reference))[0])
 
 
-_CJK = (
-    r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
-    r"\U00020000-\U0002ebef\U00030000-\U0003134f"
-)
-# One CJK character (ideograph, kana or hangul syllable), or a run of letters/digits.
-_TOKEN = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+", re.UNICODE)
-_CJK_CHAR = re.compile(rf"[{_CJK}]")
-
-
-def tokenize(text: str | None, mode: str = "char") -> list[str]:
-    """Tokens for ROUGE: each CJK character alone, Latin/digit runs as lower-cased words.
-
-    Punctuation is dropped. ``mode="jieba"`` segments Chinese into words with jieba (when it
-    is installed); character tokens are the common choice for Chinese ROUGE because they need
-    no segmenter and do not depend on its dictionary.
-    """
-    if not text:
-        return []
-    text = unicodedata.normalize("NFKC", text).casefold()
-    if mode == "jieba":
-        try:
-            import jieba  # optional: word-level Chinese ROUGE
-        except ImportError as e:
-            raise ValueError("tokenizer 'jieba' needs `pip install jieba`") from e
-        toks: list[str] = []
-        for w in jieba.lcut(text):
-            toks.extend(_TOKEN.findall(w) if not _CJK_CHAR.search(w) else ["".join(w.split())])
-        return [t for t in toks if t and (_CJK_CHAR.search(t) or t.isalnum())]
-    if mode != "char":
-        raise ValueError(f"unknown ROUGE tokenizer {mode!r}: use 'char' or 'jieba'")
-    return _TOKEN.findall(text)
-
-
-def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    """Length of the longest common subsequence of two token lists.
-
-    Bit-parallel (Allison & Dix 1986; Hyyrö 2004): each token of ``a`` updates a bit vector over
-    ``b`` with a few big-integer operations, so long answers cost O(|a|·|b|/64) not a Python
-    O(|a|·|b|) double loop.
-    """
-    if not a or not b:
-        return 0
-    m = len(b)
-    masks: dict[str, int] = {}
-    for j, tok in enumerate(b):
-        masks[tok] = masks.get(tok, 0) | (1 << j)
-    full = (1 << m) - 1
-    v = full
-    for tok in a:
-        u = v & masks.get(tok, 0)
-        v = ((v + u) | (v - u)) & full
-    return m - bin(v).count("1")
-
-
 def rouge_l(hypothesis: str | None, reference: str, tokenizer: str = "char") -> float:
-    """ROUGE-L F1 (0–100) on :func:`tokenize` tokens (LCS-based, β = 1)."""
-    h, r = tokenize(hypothesis, tokenizer), tokenize(reference, tokenizer)
-    lcs = lcs_length(h, r)
-    if lcs == 0:
-        return 0.0
-    p, rec = lcs / len(h), lcs / len(r)
-    return 100.0 * 2 * p * rec / (p + rec)
+    """ROUGE-L F1 (0–100) on :func:`zimo.rouge.tokenize` tokens (LCS-based, β = 1)."""
+    return 100.0 * rouge_l_f1(tokenize(hypothesis, tokenizer), tokenize(reference, tokenizer))
 
 
 def embedding_similarity(hypotheses: Sequence[str | None], references: Sequence[str]) -> np.ndarray:

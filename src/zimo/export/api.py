@@ -146,20 +146,11 @@ def export_model(
     ``base_license``.
     """
     from zimo.export.card import base_license, render_model_card
-    from zimo.export.ollama import ollama_model_name, write_ollama_folder
-    from zimo.export.verify import verify_gguf
+    from zimo.export.ollama import ollama_model_name
     from zimo.fileio import write_json_atomic, write_text_atomic
 
     meta = dict(metadata or {})
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown export format {fmt!r}", f"use one of {', '.join(FORMATS)}")
-    if fmt == "hf":
-        quant = None  # merged weights keep the base's dtype
-    else:
-        quant = quant or "q8_0"
-        if quant not in QUANTS:
-            raise ConfigError(f"unknown quant type {quant!r}", f"use one of {', '.join(QUANTS)}")
-        check_quant(quant)  # the missing-extra error comes before any slow work
+    quant = _check_format(fmt, quant)
     source = Path(adapter_dir_or_model_dir).expanduser()
     if fmt != "hf":
         _precheck_arch(source, base)
@@ -188,17 +179,7 @@ def export_model(
     report["base_license"] = meta.get("base_license") or base_license(
         report["source"]["base"], result.base_dir
     )
-    label_spec = None
-    if label_texts and meta.get("labels"):
-        from zimo.export.verify import LABEL_RULE_KEYS
-
-        label_spec = {
-            "labels": list(meta["labels"]),
-            "instruction": meta.get("instruction"),
-            "texts": list(label_texts),
-        }
-        # the served prompt and decision rule (label_task.json), when the caller has them
-        label_spec.update({k: meta[k] for k in LABEL_RULE_KEYS if k in meta})
+    label_spec = _label_spec(meta, label_texts)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         files: dict[str, Any] = {}
@@ -211,49 +192,8 @@ def export_model(
             if verify:
                 report["hf_reload"] = _hf_reload_check(result.model, result.tokenizer, staging)
         else:
-            gguf_name = f"{name}-{quant}.gguf"
-            res = write_gguf(
-                result.model,
-                result.tokenizer,
-                staging / gguf_name,
-                quant,
-                name=name,
-                base_dir=result.base_dir,
-                extra_metadata={"general.license": report["base_license"]}
-                if report["base_license"]
-                else None,
-            )
-            files.update(
-                {"gguf": gguf_name, "size_bytes": res.size_bytes, "tensor_types": res.tensor_types}
-            )
-            report["gguf"] = {"arch": res.arch, "n_tensors": res.n_tensors}
-            if verify:
-                report["verify"] = verify_gguf(
-                    result.model,
-                    result.tokenizer,
-                    staging / gguf_name,
-                    quant,
-                    label_spec=label_spec,
-                    llamacpp=llamacpp,
-                    new_tokens=new_tokens,
-                    reference_=result.reference,
-                )
-            if fmt == "ollama":
-                report["ollama"] = write_ollama_folder(
-                    staging,
-                    gguf_name,
-                    result.tokenizer,
-                    model_name=name,
-                    task=meta.get("task"),
-                    license_text=report["base_license"],
-                    command_dir=out_dir,
-                    label_task={
-                        k: meta[k] for k in ("labels", "instruction", "system") if k in meta
-                    }
-                    if meta.get("labels")
-                    else None,
-                )
-                files["modelfile"] = "Modelfile"
+            files = _write_gguf_files(result, staging, name, quant, fmt, meta, report, out_dir,
+                                      label_spec, verify, llamacpp, new_tokens)  # fmt: skip
         report["files"] = files
         checks = [report["merge"].get("passed", True)]
         for part in ("hf_reload", "verify"):
@@ -274,6 +214,86 @@ def export_model(
             raise disk_full_error(f"the export to {out_dir}", None, free) from e
         raise
     return report
+
+
+def _check_format(fmt: str, quant: str | None) -> str | None:
+    """The quant to use for ``fmt`` (None for merged weights); a bad value is a one-line error
+    before any slow work, as is a quant whose extra is missing."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    if fmt == "hf":
+        return None  # merged weights keep the base's dtype
+    quant = quant or "q8_0"
+    if quant not in QUANTS:
+        raise ConfigError(f"unknown quant type {quant!r}", f"use one of {', '.join(QUANTS)}")
+    check_quant(quant)
+    return quant
+
+
+def _label_spec(meta: dict[str, Any], label_texts: list[str] | None) -> dict[str, Any] | None:
+    """The label-agreement check's inputs: the served prompt and decision rule
+    (``label_task.json``) when the caller has them."""
+    if not (label_texts and meta.get("labels")):
+        return None
+    from zimo.export.verify import LABEL_RULE_KEYS
+
+    spec = {"labels": list(meta["labels"]), "instruction": meta.get("instruction"),
+            "texts": list(label_texts)}  # fmt: skip
+    spec.update({k: meta[k] for k in LABEL_RULE_KEYS if k in meta})
+    return spec
+
+
+def _write_gguf_files(result: Any, staging: Path, name: str, quant: str, fmt: str,
+                      meta: dict[str, Any], report: dict[str, Any], out_dir: Path,
+                      label_spec: dict[str, Any] | None, verify: bool, llamacpp: bool,
+                      new_tokens: int) -> dict[str, Any]:  # fmt: skip
+    """The GGUF file (and the Ollama folder), verified against the merged model."""
+    from zimo.export.ollama import write_ollama_folder
+    from zimo.export.verify import verify_gguf
+
+    files: dict[str, Any] = {}
+    gguf_name = f"{name}-{quant}.gguf"
+    res = write_gguf(
+        result.model,
+        result.tokenizer,
+        staging / gguf_name,
+        quant,
+        name=name,
+        base_dir=result.base_dir,
+        extra_metadata={"general.license": report["base_license"]}
+        if report["base_license"]
+        else None,
+    )
+    files.update(
+        {"gguf": gguf_name, "size_bytes": res.size_bytes, "tensor_types": res.tensor_types}
+    )
+    report["gguf"] = {"arch": res.arch, "n_tensors": res.n_tensors}
+    if verify:
+        report["verify"] = verify_gguf(
+            result.model,
+            result.tokenizer,
+            staging / gguf_name,
+            quant,
+            label_spec=label_spec,
+            llamacpp=llamacpp,
+            new_tokens=new_tokens,
+            reference_=result.reference,
+        )
+    if fmt == "ollama":
+        report["ollama"] = write_ollama_folder(
+            staging,
+            gguf_name,
+            result.tokenizer,
+            model_name=name,
+            task=meta.get("task"),
+            license_text=report["base_license"],
+            command_dir=out_dir,
+            label_task={k: meta[k] for k in ("labels", "instruction", "system") if k in meta}
+            if meta.get("labels")
+            else None,
+        )
+        files["modelfile"] = "Modelfile"
+    return files
 
 
 def _adapter_base(source: Path) -> str | None:

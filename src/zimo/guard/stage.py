@@ -1,6 +1,6 @@
 """The guard as a pipeline step: score records, flag or drop machine-written text.
 
-For the lead's curate/build stage::
+For a build stage (``zimo.stages.guard``) or a script::
 
     from zimo.guard import GuardConfig
     from zimo.guard.stage import guard_records

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from zimo.errors import ZimoError
+from zimo.fileio import write_text_atomic
 from zimo.route.calibrate import TargetUnreachable
 
 # -- confidence measures ---------------------------------------------------------------------
@@ -111,10 +112,7 @@ class Cascade:
 
     def save(self, path: str | os.PathLike) -> Path:
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(p.suffix + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, default=float), encoding="utf-8")
-        os.replace(tmp, p)
+        write_text_atomic(p, json.dumps(asdict(self), indent=2, default=float))
         return p
 
     @classmethod

@@ -2,7 +2,7 @@
 
 Both read the project's ``route:`` section; the outcome data comes from ``route.outcomes`` or
 ``--outcomes``. The fitted router goes to ``<project>/.zimo/route/`` unless ``--out`` says
-otherwise (the lead may move it into the workspace's artifact store).
+otherwise.
 """
 
 from __future__ import annotations

@@ -5,17 +5,19 @@ Example::
     route:
       tiers:                       # cheapest first; the last is the strongest
         - {name: classical, model: sms-tfidf, price_per_request: 0.0}
-        - {name: gecko, model: sms-fraud, price_per_1k_tokens: 0.0001}
-        - {name: upstream, model: gpt-4o, price_per_1k_tokens: 0.01}
+        - {name: gecko, model: sms-fraud, price_per_1m_tokens: 0.1}
+        - {name: upstream, model: gpt-4o, price_per_1m_tokens: 10}
       target: {quality: 0.98}      # or {max_cost: 2.0}  (per 1k requests)
       router: {kind: ensemble}
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from zimo.prices import read_per_1k_keys, token_cost
 
 # auto: gecko's first 12 layers where the CPU has native bf16, MiniLM elsewhere (decided by
 # benchmarks/route_mmlu.py on unseen subjects and its decide() timing; docs/routing.md).
@@ -31,19 +33,26 @@ class TierConfig(BaseModel):
 
     name: str = Field(..., min_length=1, description="tier name used in outcome data and logs")
     model: str | None = Field(None, description="model name served for this tier (default: name)")
-    price_per_1k_tokens: float | None = Field(None, ge=0, description="prompt+answer tokens")
+    price_per_1m_tokens: float | None = Field(
+        None, ge=0, description="USD per 1M prompt+answer tokens"
+    )
     price_per_request: float | None = Field(None, ge=0, description="fixed price per call")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _per_1k(cls, data: Any) -> Any:
+        return read_per_1k_keys(data, {"price_per_1k_tokens": "price_per_1m_tokens"})
 
     @property
     def served_model(self) -> str:
         return self.model or self.name
 
     def has_price(self) -> bool:
-        return self.price_per_1k_tokens is not None or self.price_per_request is not None
+        return self.price_per_1m_tokens is not None or self.price_per_request is not None
 
     def cost(self, tokens: float) -> float:
         """Price of one call that reads and writes ``tokens`` tokens in total."""
-        return (self.price_per_request or 0.0) + (self.price_per_1k_tokens or 0.0) * tokens / 1000
+        return (self.price_per_request or 0.0) + token_cost(tokens, self.price_per_1m_tokens)
 
 
 class TargetConfig(BaseModel):
@@ -145,7 +154,7 @@ class RouteConfig(BaseModel):
             # its upstream tier has a price.
             if not t.has_price() and self.mode != "cascade":
                 raise ValueError(
-                    f"route.tiers[{i}] ({t.name!r}) has no price: set price_per_1k_tokens or "
+                    f"route.tiers[{i}] ({t.name!r}) has no price: set price_per_1m_tokens or "
                     "price_per_request (0 is allowed)"
                 )
         return self

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 
 from zimo.errors import ConfigError, ZimoError
+from zimo.fileio import read_jsonl
+from zimo.prices import token_cost
 from zimo.workspace import Layout
 
 log = logging.getLogger("zimo.serve")
@@ -37,11 +39,11 @@ class Tier:
     name: str
     model: str
     local: bool
-    price_per_1k_tokens: float | None
+    price_per_1m_tokens: float | None
     price_per_request: float | None
 
     def cost(self, tokens: int) -> float:
-        return (self.price_per_request or 0.0) + (self.price_per_1k_tokens or 0.0) * tokens / 1000
+        return (self.price_per_request or 0.0) + token_cost(tokens, self.price_per_1m_tokens)
 
 
 def cascade_tiers(project) -> list[Tier]:
@@ -69,11 +71,11 @@ def cascade_tiers(project) -> list[Tier]:
             )
         if not local and not t.has_price():
             raise ConfigError(f"route.tiers[{i}] ({t.name!r}) is an upstream model without a price",
-                              "set price_per_1k_tokens or price_per_request")  # fmt: skip
-        tiers.append(Tier(t.name, model, local, t.price_per_1k_tokens, t.price_per_request))
+                              "set price_per_1m_tokens or price_per_request")  # fmt: skip
+        tiers.append(Tier(t.name, model, local, t.price_per_1m_tokens, t.price_per_request))
     if tiers[-1].local:
         raise ConfigError("the last tier of a cascade must be the big (upstream) model",
-                          "add it last: {name: big, model: gpt-4o, price_per_1k_tokens: 0.005}")  # fmt: skip
+                          "add it last: {name: big, model: gpt-4o, price_per_1m_tokens: 5}")  # fmt: skip
     if any(not t.local for t in tiers[:-1]):
         raise ConfigError("only the last tier of a cascade may be an upstream model",
                           "list the project's sub-models first, cheapest first")  # fmt: skip
@@ -119,13 +121,10 @@ class UpstreamAnswers:
     def __init__(self, project_root: Path):
         self.path = Layout(project_root).upstream_answers
         self.answers: dict[str, str] = {}
-        if self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                    self.answers[row["key"]] = row["label"]
-                except (ValueError, KeyError):
-                    continue  # a torn last line after a crash: that answer is asked again
+        # A torn last line after a crash is skipped: that answer is asked again.
+        for row in read_jsonl(self.path):
+            if isinstance(row, dict) and "key" in row and "label" in row:
+                self.answers[row["key"]] = row["label"]
 
     def get(self, text: str) -> str | None:
         return self.answers.get(_text_key(text))

@@ -9,7 +9,7 @@ One forward pass of the embedded ``gecko`` (SmolLM2-135M) over the prompt gives
 - the **mean-pooled hidden state of a middle layer** (576 numbers): what the LM "thinks" the
   prompt is about, a representation trained on far more text than MiniLM's sentence objective.
 
-The issue's hypothesis is that these carry difficulty information the sentence embedding
+The hypothesis is that these carry difficulty information the sentence embedding
 lacks. ``benchmarks/route_lm_features.py`` measures them next to the MiniLM features on unseen
 subjects; a full pass with the LM head costs ~140 ms CPU per ~100-token prompt, nearly three
 times the router's 50 ms budget.

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from zimo.errors import DataError, ZimoError
+from zimo.fileio import atomic_path, write_text_atomic
 from zimo.route.calibrate import assign_tiers, choose_threshold, sweep
 from zimo.route.config import RouteConfig, parse_route_config
 from zimo.route.features import estimate_tokens
@@ -188,20 +189,16 @@ class Router:
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "router.joblib.tmp"
-        joblib.dump(
-            {"scorers": self.scorers, "threshold": self.threshold, "embedder": self.embedder}, tmp
-        )
-        os.replace(tmp, out / "router.joblib")  # atomic: a reader never sees half a file
+        with atomic_path(out / "router.joblib") as tmp:
+            joblib.dump({"scorers": self.scorers, "threshold": self.threshold,
+                         "embedder": self.embedder}, tmp)  # fmt: skip
         meta = {
             "format_version": FORMAT_VERSION,
             "config": self.config.model_dump(mode="json"),
             "threshold": self.threshold,
             **self.meta,
         }
-        tmpj = out / "router.json.tmp"
-        tmpj.write_text(json.dumps(meta, indent=2, default=float), encoding="utf-8")
-        os.replace(tmpj, out / "router.json")
+        write_text_atomic(out / "router.json", json.dumps(meta, indent=2, default=float))
         return out
 
     @classmethod

@@ -501,7 +501,7 @@ def make_scorer(kind: str, label: str = "gain", *, knn_k: int = 50, seed: int = 
 
     ``label="gain"`` expects ``y`` of shape ``(n, 2)`` (cheap right, strong right); the other
     labels a 0/1 vector. The ``length`` router is monotone in the prompt length whatever the
-    label (the issue's "prompt length alone" baseline); inside the ensemble every member,
+    label (the "prompt length alone" baseline); inside the ensemble every member,
     length included, estimates the same quantity (see :func:`ensemble_member`).
     """
     if kind == "ensemble":

@@ -1,6 +1,6 @@
 """``zimo serve``: one OpenAI-compatible server for many sub-models, plus a gateway upstream.
 
-Public API (imported lazily, so ``import zimo.serve.logdb`` stays light)::
+Public API (imported lazily, so ``import zimo.logs.requests`` stays light)::
 
     from zimo.serve import create_app, ServeConfig, run_server
     app = create_app(ServeConfig(models=[...], upstream={...}))

@@ -290,7 +290,7 @@ def _flat(data: list) -> list:
 
 
 def _predict(st, key, entry: Entry, rows: list[dict[str, Any]], endpoint: str) -> dict[str, Any]:
-    from zimo.serve.logdb import new_id
+    from zimo.logs.requests import new_id
     from zimo.tabular.features import RowError
 
     t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """CLI of the serving area: ``zimo serve``, ``zimo keys create|list|revoke``, ``zimo logs``.
 
-``register(app)`` adds them to the main typer app. The project-loading part is one small
-function, :func:`settings_from_projects`, so the lead can swap in the workspace API.
+``register(app)`` adds them to the main typer app; :func:`gateway_app` is the app it serves
+(the API with the dashboard mounted); :func:`settings_from_projects` reads projects' configs.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def settings_from_projects(
             )
         raw.setdefault("backend", {})["base"] = next(iter(bases))
     if len(roots) == 1 and not (raw.get("log") or {}).get("path"):
-        from zimo.serve.logdb import default_path
+        from zimo.logs.requests import default_path
 
         raw.setdefault("log", {})["path"] = str(default_path(roots[0]))
     try:
@@ -102,11 +102,20 @@ def safe_host(settings: ServeConfig, host: str, say=print) -> str:
     return host
 
 
+def gateway_app(settings: ServeConfig, projects: list[Path] = ()):
+    """What ``zimo serve`` runs: the API app with the dashboard mounted at ``/ui`` (on the same
+    app and state, so it shows the live registry and log)."""
+    from zimo.serve.app import create_app
+    from zimo.web.ui import mount_ui
+
+    app = create_app(settings, projects=list(projects))
+    mount_ui(app)
+    return app
+
+
 def run_server(settings: ServeConfig, projects: list[Path] = (), say=print) -> None:
     """Start ``zimo serve`` in the foreground (uvicorn) until interrupted."""
     import uvicorn
-
-    from zimo.serve.app import create_app
 
     for sub in settings.models:
         if sub.adapter_dir and not (Path(sub.adapter_dir) / "adapter_config.json").is_file():
@@ -117,7 +126,7 @@ def run_server(settings: ServeConfig, projects: list[Path] = (), say=print) -> N
     host = safe_host(settings, settings.host, say)
     # The app decides on auth from the address actually bound, not the one asked for.
     settings = settings.model_copy(update={"host": host})
-    app = create_app(settings, projects=list(projects))
+    app = gateway_app(settings, projects)
     say(f"zimo serve on http://{host}:{settings.port}/v1 (base {settings.backend.base}, "
         f"backend {settings.backend.kind}); models load now…")  # fmt: skip
     uvicorn.run(app, host=host, port=settings.port, log_level="warning", timeout_keep_alive=30)
@@ -131,159 +140,160 @@ def _keys(db: Path | None):
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``serve``, ``keys`` and ``logs`` to the ``zimo`` CLI."""
-
-    @app.command("serve")
-    def serve(
-        projects: list[Path] = typer.Argument(
-            None, help="project folders whose sub-models to serve"
-        ),
-        host: str = typer.Option(None, help="bind address (default 127.0.0.1)"),
-        port: int = typer.Option(None, help="port (default 8000)"),
-        base: str = typer.Option(None, help="base model: preset, folder or .gguf"),
-        backend: str = typer.Option(None, help="transformers | llamacpp | vllm"),
-        upstream: str = typer.Option(None, help="OpenAI-compatible URL for non-local models"),
-        model: list[str] = typer.Option([], "--model", "-m", help="NAME=FOLDER of a sub-model"),
-        config: Path = typer.Option(None, help="a YAML file with serve settings"),
-    ) -> None:
-        """Serve sub-models (and a gateway to the big model) through an OpenAI-compatible API."""
-        import yaml
-
-        over: dict = {}
-        if config is not None:
-            if not config.is_file():
-                raise ConfigError(
-                    f"{config} does not exist", "pass a YAML file with serve settings"
-                )
-            over = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-            over = over.get("serve", over)
-        for k, v in (("host", host), ("port", port)):
-            if v is not None:
-                over[k] = v
-        if base:
-            over.setdefault("backend", {})["base"] = base
-        if backend:
-            over.setdefault("backend", {})["kind"] = backend
-        if upstream:
-            over.setdefault("upstream", {})["base_url"] = upstream
-        settings, roots = settings_from_projects(list(projects or []), over)
-        extra = []
-        from zimo.serve.registry import load_submodel
-
-        for spec in model:
-            name, sep, folder = spec.partition("=")
-            if not sep:
-                raise ConfigError(f"--model {spec!r} must be NAME=FOLDER", "e.g. -m sms=out/sms")
-            try:
-                extra.append(load_submodel(folder, name))
-            except (ValueError, OSError) as e:
-                raise ZimoError(str(e), "point --model at a trained sub-model folder") from None
-        if extra:
-            settings = settings.model_copy(update={"models": [*settings.models, *extra]})
-        run_server(settings, roots, say=lambda m: typer.echo(m, err=True))
-
-    keys = typer.Typer(help="API keys of `zimo serve` (stored hashed).", no_args_is_help=True)
-    db_opt = typer.Option(None, "--db", help="key database (default ~/.zimo/serve/keys.sqlite)")
-
-    @keys.command("create")
-    def keys_create(
-        name: str = typer.Argument(..., help="who or what uses the key"),
-        models: str = typer.Option(None, help="comma-separated allow-list (default: all)"),
-        rate: int = typer.Option(None, help="requests per minute (default: the server's)"),
-        admin: bool = typer.Option(False, help="may call /admin endpoints"),
-        db: Path = db_opt,
-    ) -> None:
-        """Create a key and print it once (only its hash is stored)."""
-        allow = [m.strip() for m in models.split(",") if m.strip()] if models else None
-        ks = _keys(db)
-        try:
-            key, rec = ks.create(name, models=allow, rate_per_minute=rate, admin=admin)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        finally:
-            ks.close()
-        typer.echo(key)
-        typer.echo(f"key {rec.id} created; store it now — it cannot be shown again", err=True)
-
-    @keys.command("list")
-    def keys_list(db: Path = db_opt, as_json: bool = typer.Option(False, "--json")) -> None:
-        """List keys (ids, names, allow-lists; never secrets)."""
-        ks = _keys(db)
-        try:
-            rows = [k.public() for k in ks.list()]
-        finally:
-            ks.close()
-        if as_json:
-            typer.echo(json.dumps(rows, indent=1))
-            return
-        from rich.console import Console
-        from rich.table import Table
-
-        t = Table("id", "name", "models", "rate/min", "admin", "created", "revoked", "last used")
-        for r in rows:
-            t.add_row(r["id"], r["name"], ",".join(r["models"]) if r["models"] else "all",
-                      str(r["rate_per_minute"] or "-"), "yes" if r["admin"] else "",
-                      r["created_at"], r["revoked_at"] or "", r["last_used_at"] or "")  # fmt: skip
-        Console().print(t)
-
-    @keys.command("revoke")
-    def keys_revoke(
-        key_id: str = typer.Argument(..., help="key id (or the full key)"), db: Path = db_opt
-    ) -> None:
-        """Revoke a key; running servers refuse it from the next request on."""
-        ks = _keys(db)
-        try:
-            ok = ks.revoke(key_id)
-        finally:
-            ks.close()
-        if not ok:
-            raise ZimoError(f"no active key {key_id!r}", "see `zimo keys list`")
-        typer.echo(f"revoked {key_id}")
-
+    """Add ``serve``, ``keys`` and ``logs`` to the ``zimo`` app."""
+    app.command("serve")(serve)
     app.add_typer(keys, name="keys")
+    app.command("logs")(logs)
 
-    @app.command("logs")
-    def logs(
-        db: Path = typer.Option(None, "--db", help="request log (default: the serve log)"),
-        project: Path = typer.Option(None, help="a project: use <project>/.zimo/requests.sqlite"),
-        model: str = typer.Option(None, help="only this requested model"),
-        since: str = typer.Option(None, help="ISO time, inclusive"),
-        limit: int = typer.Option(20, help="newest N rows (table view)"),
-        export: Path = typer.Option(None, help="write all matching rows to .jsonl or .csv"),
-    ) -> None:
-        """Browse the gateway's request log, or export it."""
-        from zimo.serve.logdb import RequestLog, default_path, query, to_iso
 
-        if since is not None:
-            try:
-                since = to_iso(since)
-            except ValueError:
-                raise ConfigError(
-                    f"--since {since!r} is not a time",
-                    "use ISO-8601, e.g. --since 2026-01-31 or --since 2026-01-31T12:00:00Z",
-                ) from None
-        path = db or default_path(project)
-        if not path.is_file():
-            raise ZimoError(f"no request log at {path}", "start `zimo serve` first or pass --db")
-        if export is not None:
-            with RequestLog(path) as rl:
-                rows = list(rl.iter(model=model, since=since))
-            _export(rows, export)
-            typer.echo(f"{len(rows)} rows -> {export}", err=True)
-            return
-        rows = query(path, model=model, since=since, limit=limit, newest_first=True)
-        from rich.console import Console
-        from rich.table import Table
+def serve(
+    projects: list[Path] = typer.Argument(None, help="project folders whose sub-models to serve"),
+    host: str = typer.Option(None, help="bind address (default 127.0.0.1)"),
+    port: int = typer.Option(None, help="port (default 8000)"),
+    base: str = typer.Option(None, help="base model: preset, folder or .gguf"),
+    backend: str = typer.Option(None, help="transformers | llamacpp | vllm"),
+    upstream: str = typer.Option(None, help="OpenAI-compatible URL for non-local models"),
+    model: list[str] = typer.Option([], "--model", "-m", help="NAME=FOLDER of a sub-model"),
+    config: Path = typer.Option(None, help="a YAML file with serve settings"),
+) -> None:
+    """Serve sub-models (and a gateway to the big model) through an OpenAI-compatible API."""
+    import yaml
 
-        t = Table("time", "key", "model", "answered by", "status", "tokens", "ms", "cost $", "text")
-        for r in rows:
-            text = r.get("response") or r.get("error") or ""
-            t.add_row(r["time"], r.get("key_id") or "-", str(r.get("model")),
-                      str(r.get("answered_by") or "-"), str(r.get("status")),
-                      str((r.get("prompt_tokens") or 0) + (r.get("completion_tokens") or 0)),
-                      f"{r.get('latency_ms') or 0:.0f}", f"{r.get('cost') or 0:.6f}",
-                      text.replace("\n", " ")[:50])  # fmt: skip
-        Console().print(t)
+    over: dict = {}
+    if config is not None:
+        if not config.is_file():
+            raise ConfigError(f"{config} does not exist", "pass a YAML file with serve settings")
+        over = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        over = over.get("serve", over)
+    for k, v in (("host", host), ("port", port)):
+        if v is not None:
+            over[k] = v
+    if base:
+        over.setdefault("backend", {})["base"] = base
+    if backend:
+        over.setdefault("backend", {})["kind"] = backend
+    if upstream:
+        over.setdefault("upstream", {})["base_url"] = upstream
+    settings, roots = settings_from_projects(list(projects or []), over)
+    extra = []
+    from zimo.serve.registry import load_submodel
+
+    for spec in model:
+        name, sep, folder = spec.partition("=")
+        if not sep:
+            raise ConfigError(f"--model {spec!r} must be NAME=FOLDER", "e.g. -m sms=out/sms")
+        try:
+            extra.append(load_submodel(folder, name))
+        except (ValueError, OSError) as e:
+            raise ZimoError(str(e), "point --model at a trained sub-model folder") from None
+    if extra:
+        settings = settings.model_copy(update={"models": [*settings.models, *extra]})
+    run_server(settings, roots, say=lambda m: typer.echo(m, err=True))
+
+
+keys = typer.Typer(help="API keys of `zimo serve` (stored hashed).", no_args_is_help=True)
+db_opt = typer.Option(None, "--db", help="key database (default ~/.zimo/serve/keys.sqlite)")
+
+
+@keys.command("create")
+def keys_create(
+    name: str = typer.Argument(..., help="who or what uses the key"),
+    models: str = typer.Option(None, help="comma-separated allow-list (default: all)"),
+    rate: int = typer.Option(None, help="requests per minute (default: the server's)"),
+    admin: bool = typer.Option(False, help="may call /admin endpoints"),
+    db: Path = db_opt,
+) -> None:
+    """Create a key and print it once (only its hash is stored)."""
+    allow = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    ks = _keys(db)
+    try:
+        key, rec = ks.create(name, models=allow, rate_per_minute=rate, admin=admin)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    finally:
+        ks.close()
+    typer.echo(key)
+    typer.echo(f"key {rec.id} created; store it now — it cannot be shown again", err=True)
+
+
+@keys.command("list")
+def keys_list(db: Path = db_opt, as_json: bool = typer.Option(False, "--json")) -> None:
+    """List keys (ids, names, allow-lists; never secrets)."""
+    ks = _keys(db)
+    try:
+        rows = [k.public() for k in ks.list()]
+    finally:
+        ks.close()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("id", "name", "models", "rate/min", "admin", "created", "revoked", "last used")
+    for r in rows:
+        t.add_row(r["id"], r["name"], ",".join(r["models"]) if r["models"] else "all",
+                  str(r["rate_per_minute"] or "-"), "yes" if r["admin"] else "",
+                  r["created_at"], r["revoked_at"] or "", r["last_used_at"] or "")  # fmt: skip
+    Console().print(t)
+
+
+@keys.command("revoke")
+def keys_revoke(
+    key_id: str = typer.Argument(..., help="key id (or the full key)"), db: Path = db_opt
+) -> None:
+    """Revoke a key; running servers refuse it from the next request on."""
+    ks = _keys(db)
+    try:
+        ok = ks.revoke(key_id)
+    finally:
+        ks.close()
+    if not ok:
+        raise ZimoError(f"no active key {key_id!r}", "see `zimo keys list`")
+    typer.echo(f"revoked {key_id}")
+
+
+def logs(
+    db: Path = typer.Option(None, "--db", help="request log (default: the serve log)"),
+    project: Path = typer.Option(None, help="a project: use <project>/.zimo/requests.sqlite"),
+    model: str = typer.Option(None, help="only this requested model"),
+    since: str = typer.Option(None, help="ISO time, inclusive"),
+    limit: int = typer.Option(20, help="newest N rows (table view)"),
+    export: Path = typer.Option(None, help="write all matching rows to .jsonl or .csv"),
+) -> None:
+    """Browse the gateway's request log, or export it."""
+    from zimo.logs.requests import RequestLog, default_path, query, to_iso
+
+    if since is not None:
+        try:
+            since = to_iso(since)
+        except ValueError:
+            raise ConfigError(
+                f"--since {since!r} is not a time",
+                "use ISO-8601, e.g. --since 2026-01-31 or --since 2026-01-31T12:00:00Z",
+            ) from None
+    path = db or default_path(project)
+    if not path.is_file():
+        raise ZimoError(f"no request log at {path}", "start `zimo serve` first or pass --db")
+    if export is not None:
+        with RequestLog(path) as rl:
+            rows = list(rl.iter(model=model, since=since))
+        _export(rows, export)
+        typer.echo(f"{len(rows)} rows -> {export}", err=True)
+        return
+    rows = query(path, model=model, since=since, limit=limit, newest_first=True)
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("time", "key", "model", "answered by", "status", "tokens", "ms", "cost $", "text")
+    for r in rows:
+        text = r.get("response") or r.get("error") or ""
+        t.add_row(r["time"], r.get("key_id") or "-", str(r.get("model")),
+                  str(r.get("answered_by") or "-"), str(r.get("status")),
+                  str((r.get("prompt_tokens") or 0) + (r.get("completion_tokens") or 0)),
+                  f"{r.get('latency_ms') or 0:.0f}", f"{r.get('cost') or 0:.6f}",
+                  text.replace("\n", " ")[:50])  # fmt: skip
+    Console().print(t)
 
 
 def _export(rows: list[dict], out: Path) -> None:

@@ -167,6 +167,6 @@ class ServeConfig(_Strict):
     def log_path(self) -> Path:
         if self.log.path:
             return Path(self.log.path).expanduser()
-        from zimo.serve.logdb import default_path
+        from zimo.logs.requests import default_path
 
         return default_path()  # $ZIMO_HOME/requests.sqlite, what `zimo logs` reads by default

@@ -5,8 +5,7 @@ Sources of sub-models:
 - explicit entries (``ServeConfig.models``: name, adapter_dir, metadata);
 - project folders: the newest finished ``train`` artifact of each project
   (``<project>/.zimo/artifacts/train/<id>/`` with ``manifest.json``, ``zimo_model.json`` and
-  ``adapter/``), found by :func:`discover_project` — small on purpose, so the lead can swap in
-  the workspace API;
+  ``adapter/``), found by :func:`discover_project`;
 - ``POST /admin/models`` at run time.
 
 A watcher polls the project folders every ``watch_s`` seconds, so a newly trained sub-model is

@@ -96,7 +96,7 @@ class ServeState:
     upstream: Upstream | None
     metrics: Metrics = field(default_factory=Metrics)
     limiter: RateLimiter = field(default_factory=RateLimiter)
-    request_log: Any = None  # zimo.serve.logdb.RequestLog
+    request_log: Any = None  # zimo.logs.requests.RequestLog
     redactor: Callable[[str], str] | None = None
     virtual: dict[str, VirtualHandler] = field(default_factory=dict)
     analytic: Any = None  # zimo.serve.analytic.AnalyticModels: classical and table sub-models
@@ -370,16 +370,13 @@ class ServeState:
 
 
 def open_request_log(path: Path):
-    from zimo.serve.logdb import RequestLog
+    from zimo.logs.requests import RequestLog
 
     return RequestLog(path)
 
 
-def make_redactor() -> Callable[[str], str] | None:
-    """The same PII redaction as synth/curate (``zimo.synth.redact.Redactor``)."""
-    try:
-        from zimo.synth.redact import Redactor
-    except ImportError:
-        log.warning("log.redact is on but zimo.synth.redact is missing: logging metadata only")
-        return lambda _text: "<REDACTED>"
+def make_redactor() -> Callable[[str], str]:
+    """The same PII redaction as synth and curate."""
+    from zimo.data.formatters.redact import Redactor
+
     return Redactor()

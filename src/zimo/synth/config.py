@@ -6,8 +6,8 @@ Example::
       base_url: https://api.example.com/v1
       model: big-model
       api_key_env: TEACHER_API_KEY
-      price_in_per_1k: 0.0005
-      price_out_per_1k: 0.0015
+      price_in_per_1m: 0.5          # USD per 1M tokens, as providers quote
+      price_out_per_1m: 1.5
       max_concurrency: 8
       requests_per_minute: 600
       max_cost: 5.0          # dollars (or your currency); the run stops cleanly at this spend
@@ -19,9 +19,11 @@ Example::
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from zimo.prices import read_per_1k_keys
 
 
 class _Section(BaseModel):
@@ -36,8 +38,8 @@ class TeacherConfig(_Section):
     api_key_env: str | None = Field(
         "OPENAI_API_KEY", description="env var holding the API key (None: no key)"
     )
-    price_in_per_1k: float = Field(0.0, ge=0, description="price per 1k prompt tokens")
-    price_out_per_1k: float = Field(0.0, ge=0, description="price per 1k completion tokens")
+    price_in_per_1m: float = Field(0.0, ge=0, description="USD per 1M prompt tokens")
+    price_out_per_1m: float = Field(0.0, ge=0, description="USD per 1M completion tokens")
     max_concurrency: int = Field(8, ge=1, le=1024)
     requests_per_minute: float | None = Field(
         None, gt=0, description="start at most this many requests per minute (None: no limit)"
@@ -56,6 +58,12 @@ class TeacherConfig(_Section):
     )
     temperature: float = Field(0.7, ge=0, le=2)
     max_tokens: int = Field(1024, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _per_1k(cls, data: Any) -> Any:
+        return read_per_1k_keys(data, {"price_in_per_1k": "price_in_per_1m",
+                                       "price_out_per_1k": "price_out_per_1m"})  # fmt: skip
 
 
 class SelfInstructOptions(_Section):

@@ -12,13 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from zimo.data.formatters.redact import Redactor
 from zimo.errors import DataError
+from zimo.logs.requests import RequestLog, to_iso
 from zimo.records import make_record
-from zimo.serve.logdb import RequestLog, to_iso
 from zimo.synth import templates
 from zimo.synth.config import DistillOptions
 from zimo.synth.output import SynthResult, write_output
-from zimo.synth.redact import Redactor
 
 
 def _prompt_messages(row: dict[str, Any]) -> list[dict[str, Any]] | None:

@@ -53,8 +53,8 @@ class SynthResult:
                 "model": cfg.model,
                 "base_url": cfg.base_url,
                 "local": cfg.local,
-                "price_in_per_1k": cfg.price_in_per_1k,
-                "price_out_per_1k": cfg.price_out_per_1k,
+                "price_in_per_1m": cfg.price_in_per_1m,
+                "price_out_per_1m": cfg.price_out_per_1m,
                 "max_cost": cfg.max_cost,
             }
             out["usage"] = teacher.usage.to_dict()

@@ -23,10 +23,10 @@ from typing import Any
 
 from zimo.errors import DataError
 from zimo.records import make_record
+from zimo.rouge import RougePool, tokenize
 from zimo.synth import templates
 from zimo.synth.config import SelfInstructOptions
 from zimo.synth.output import SynthResult, write_output
-from zimo.synth.rouge import RougePool, tokenize
 from zimo.synth.teacher import ChatRequest, Teacher
 
 # Tasks a text-only model cannot do (the Alpaca list) and their Chinese counterparts.

@@ -33,10 +33,11 @@ from typing import Any
 
 import openai
 
+from zimo.data.formatters.redact import Redactor
 from zimo.errors import ConfigError, ZimoError
+from zimo.prices import token_cost
 from zimo.synth.cache import TeacherCache, request_key
 from zimo.synth.config import TeacherConfig
-from zimo.synth.redact import Redactor
 
 
 class TeacherFatal(ZimoError):
@@ -290,7 +291,7 @@ class Teacher:
     # -- one call ----------------------------------------------------------------------------
     def _cost(self, pt: int, ct: int) -> float:
         c = self.config
-        return pt / 1000.0 * c.price_in_per_1k + ct / 1000.0 * c.price_out_per_1k
+        return token_cost(pt, c.price_in_per_1m) + token_cost(ct, c.price_out_per_1m)
 
     def _over_budget(self) -> bool:
         """``max_cost`` caps the whole job, cached answers included at what they cost when

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from zimo.fileio import write_json_atomic
+from zimo.fileio import atomic_path, write_json_atomic
 from zimo.tabular.columns import TablePlan, as_numeric, normalise_missing
 from zimo.tabular.config import LightGBMTrainConfig, TabularConfig
 from zimo.tabular.features import FeatureBuilder
@@ -184,9 +184,8 @@ def train_tabular(
         baselines = {"prior": (counts / counts.sum()).tolist()}
     write_json_atomic(out_dir / "baselines.json", baselines)
     linear = _linear_baseline(plan, fb, X_tr, y_tr, cfg.seed)
-    tmp = out_dir / ".linear.joblib.tmp"
-    joblib.dump(linear, tmp)
-    os.replace(tmp, out_dir / "linear.joblib")
+    with atomic_path(out_dir / "linear.joblib") as tmp:
+        joblib.dump(linear, tmp)
     write_json_atomic(out_dir / "features.json", fb.to_json())
     write_json_atomic(out_dir / "train_curve.json", curve)
     return summary

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -92,178 +92,200 @@ def _page(name: str, request: Request, **ctx: Any) -> HTMLResponse:
     )
 
 
+router = APIRouter()
+
+
 def mount_ui(app: FastAPI, projects: list[str | Path] | None = None) -> None:
     """Add the dashboard to a FastAPI app (``zimo serve`` calls this)."""
     app.state.ui_projects = [Path(p).resolve() for p in projects or []]
     app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="ui-static")
+    app.include_router(router)
 
-    @app.get("/ui", include_in_schema=False)
-    async def ui_root():
-        return RedirectResponse("/ui/projects")
 
-    for slug, _title in PAGES:
+@router.get("/ui", include_in_schema=False)
+async def ui_root():
+    return RedirectResponse("/ui/projects")
 
-        def make(slug=slug):
-            async def page(request: Request):
-                return _page(slug, request)
 
-            return page
+def _page_route(slug: str):
+    async def page(request: Request):
+        return _page(slug, request)
 
-        app.get(f"/ui/{slug}", response_class=HTMLResponse, include_in_schema=False)(make())
+    return page
 
-    @app.get("/ui/projects/{name}/report", include_in_schema=False)
-    async def report(name: str, request: Request):
-        # The report is a static file of the workspace; same auth as the data endpoints.
-        _require_admin(request)
-        path = D.eval_report(_project(request, name))
-        if path is None:
-            raise HTTPException(404, "no evaluation report yet: build the project first")
-        return FileResponse(path, media_type="text/html")
 
-    @app.get("/ui/projects/{name}/curate-report", include_in_schema=False)
-    async def curate_report(name: str, request: Request):
-        _require_admin(request)
-        path = D.curate_report(_project(request, name))
-        if path is None:
-            raise HTTPException(404, "no curate report yet")
-        return FileResponse(path, media_type="text/html")
+for _slug, _title in PAGES:
+    router.get(f"/ui/{_slug}", response_class=HTMLResponse, include_in_schema=False)(
+        _page_route(_slug)
+    )
 
-    # ---------------------------------------------------------------- JSON API
-    @app.get("/ui/api/projects")
-    async def api_projects(request: Request):
-        _require_admin(request)
-        out = []
-        for root in _projects(request):
-            info = await asyncio.to_thread(D.project_summary, root)
-            b = _BUILDS.get(info["name"])
-            if b:
-                info["ui_build"] = {
-                    "running": b["thread"].is_alive(),
-                    "error": b.get("error"),
-                    "started": b["started"],
-                }
-            out.append(info)
-        return {"projects": out}
 
-    @app.post("/ui/api/projects/{name}/build", status_code=202)
-    async def api_build(name: str, request: Request):
-        _require_admin(request)
-        root = _project(request, name)
-        with _BUILD_LOCK:
-            cur = _BUILDS.get(name)
-            if cur and cur["thread"].is_alive():
-                return {"status": "already running"}
-            entry: dict[str, Any] = {"started": time.time(), "error": None}
+@router.get("/ui/projects/{name}/report", include_in_schema=False)
+async def report(name: str, request: Request):
+    # The report is a static file of the workspace; same auth as the data endpoints.
+    _require_admin(request)
+    path = D.eval_report(_project(request, name))
+    if path is None:
+        raise HTTPException(404, "no evaluation report yet: build the project first")
+    return FileResponse(path, media_type="text/html")
 
-            def run() -> None:
-                from zimo.build import build
 
-                try:
-                    build(root)
-                except BaseException as e:  # noqa: BLE001 - shown in the UI
-                    entry["error"] = getattr(e, "message", None) or str(e) or type(e).__name__
+@router.get("/ui/projects/{name}/curate-report", include_in_schema=False)
+async def curate_report(name: str, request: Request):
+    _require_admin(request)
+    path = D.curate_report(_project(request, name))
+    if path is None:
+        raise HTTPException(404, "no curate report yet")
+    return FileResponse(path, media_type="text/html")
 
-            entry["thread"] = threading.Thread(target=run, name=f"ui-build-{name}", daemon=True)
-            _BUILDS[name] = entry
-            entry["thread"].start()
-        return {"status": "started"}
 
-    @app.get("/ui/api/projects/{name}/dataset")
-    async def api_dataset(name: str, request: Request):
-        _require_admin(request)
-        return await asyncio.to_thread(D.dataset_summary, _project(request, name))
+# ---------------------------------------------------------------- JSON API
+@router.get("/ui/api/projects")
+async def api_projects(request: Request):
+    _require_admin(request)
+    out = []
+    for root in _projects(request):
+        info = await asyncio.to_thread(D.project_summary, root)
+        b = _BUILDS.get(info["name"])
+        if b:
+            info["ui_build"] = {
+                "running": b["thread"].is_alive(),
+                "error": b.get("error"),
+                "started": b["started"],
+            }
+        out.append(info)
+    return {"projects": out}
 
-    @app.get("/ui/api/projects/{name}/samples")
-    async def api_samples(
-        name: str, request: Request, q: str = "", split: str = "train", limit: int = 50
-    ):
-        _require_admin(request)
-        root = _project(request, name)
-        return await asyncio.to_thread(D.samples, root, split, q, max(1, min(limit, 500)))
 
-    @app.get("/ui/api/projects/{name}/runs")
-    async def api_runs(name: str, request: Request):
-        _require_admin(request)
-        return await asyncio.to_thread(D.runs, _project(request, name))
+@router.post("/ui/api/projects/{name}/build", status_code=202)
+async def api_build(name: str, request: Request):
+    _require_admin(request)
+    root = _project(request, name)
+    with _BUILD_LOCK:
+        cur = _BUILDS.get(name)
+        if cur and cur["thread"].is_alive():
+            return {"status": "already running"}
+        entry: dict[str, Any] = {"started": time.time(), "error": None}
 
-    @app.get("/ui/api/projects/{name}/train/stream")
-    async def api_train_stream(name: str, request: Request):
-        """Server-sent events: one `data:` line per training-log row, live while training."""
-        _require_admin(request)
-        root = _project(request, name)
+        def run() -> None:
+            from zimo.build import build
 
-        async def events():
-            sent = 0
-            idle = 0.0
-            while idle < 600:
-                if await request.is_disconnected():
-                    return
-                rows = await asyncio.to_thread(D.train_log, root)
-                if len(rows) < sent:  # a new run started: begin again
-                    sent = 0
-                if len(rows) > sent:
-                    for row in rows[sent:]:
-                        yield f"data: {json.dumps(row)}\n\n"
-                    sent = len(rows)
-                    idle = 0.0
-                else:
-                    yield ": keep-alive\n\n"
-                await asyncio.sleep(1.0)
-                idle += 1.0
+            try:
+                build(root)
+            except BaseException as e:  # noqa: BLE001 - shown in the UI
+                entry["error"] = getattr(e, "message", None) or str(e) or type(e).__name__
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        entry["thread"] = threading.Thread(target=run, name=f"ui-build-{name}", daemon=True)
+        _BUILDS[name] = entry
+        entry["thread"].start()
+    return {"status": "started"}
 
-    @app.get("/ui/api/models")
-    async def api_models(request: Request):
-        _require_admin(request)
-        st = _state(request)
-        return await asyncio.to_thread(D.models_summary, st, _projects(request))
 
-    @app.get("/ui/api/gateway")
-    async def api_gateway(
-        request: Request, hours: float = Query(24.0, gt=0, le=24 * 366, allow_inf_nan=False)
-    ):
-        _require_admin(request)
-        return await asyncio.to_thread(D.gateway_summary, _state(request), hours)
+@router.get("/ui/api/projects/{name}/dataset")
+async def api_dataset(name: str, request: Request):
+    _require_admin(request)
+    return await asyncio.to_thread(D.dataset_summary, _project(request, name))
 
-    @app.get("/ui/api/cascade")
-    async def api_cascade(request: Request, hours: float = 24.0):
-        _require_admin(request)
-        if not math.isfinite(hours) or not 0 < hours <= 24 * 366:
-            raise HTTPException(400, "hours must be a number of hours between 0 and 8784")
-        st = _state(request)
-        return await asyncio.to_thread(D.cascade_summary, st, _projects(request), hours)
 
-    @app.get("/ui/api/keys")
-    async def api_keys(request: Request):
-        _require_admin(request)
-        st = _state(request)
-        return {"keys": [k.public() for k in st.keys.list()] if st and st.keys else []}
+@router.get("/ui/api/projects/{name}/samples")
+async def api_samples(
+    name: str, request: Request, q: str = "", split: str = "train", limit: int = 50
+):
+    _require_admin(request)
+    root = _project(request, name)
+    return await asyncio.to_thread(D.samples, root, split, q, max(1, min(limit, 500)))
 
-    @app.post("/ui/api/keys", status_code=201)
-    async def api_key_create(request: Request):
-        _require_admin(request)
-        st = _state(request)
-        if st is None or st.keys is None:
-            raise HTTPException(409, "this server has no key store")
-        from zimo.serve.schemas import KeyCreateRequest, parse_json, validate
 
-        body: KeyCreateRequest = validate(KeyCreateRequest, parse_json(await request.body()))
-        try:
-            secret, rec = st.keys.create(
-                body.name,
-                models=body.models or None,
-                rate_per_minute=body.rate_per_minute,
-                admin=body.admin,
-            )
-        except (ValueError, TypeError) as e:
-            raise HTTPException(400, str(e)) from None
-        return {"key": secret, "record": rec.public()}
+@router.get("/ui/api/projects/{name}/runs")
+async def api_runs(name: str, request: Request):
+    _require_admin(request)
+    return await asyncio.to_thread(D.runs, _project(request, name))
 
-    @app.delete("/ui/api/keys/{key_id}")
-    async def api_key_revoke(key_id: str, request: Request):
-        _require_admin(request)
-        st = _state(request)
-        if st is None or st.keys is None or not st.keys.revoke(key_id):
-            raise HTTPException(404, f"no active key {key_id!r}")
-        return {"revoked": key_id}
+
+@router.get("/ui/api/projects/{name}/train/stream")
+async def api_train_stream(name: str, request: Request):
+    """Server-sent events: one `data:` line per training-log row, live while training."""
+    _require_admin(request)
+    root = _project(request, name)
+
+    async def events():
+        sent = 0
+        idle = 0.0
+        while idle < 600:
+            if await request.is_disconnected():
+                return
+            rows = await asyncio.to_thread(D.train_log, root)
+            if len(rows) < sent:  # a new run started: begin again
+                sent = 0
+            if len(rows) > sent:
+                for row in rows[sent:]:
+                    yield f"data: {json.dumps(row)}\n\n"
+                sent = len(rows)
+                idle = 0.0
+            else:
+                yield ": keep-alive\n\n"
+            await asyncio.sleep(1.0)
+            idle += 1.0
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+@router.get("/ui/api/models")
+async def api_models(request: Request):
+    _require_admin(request)
+    st = _state(request)
+    return await asyncio.to_thread(D.models_summary, st, _projects(request))
+
+
+@router.get("/ui/api/gateway")
+async def api_gateway(
+    request: Request, hours: float = Query(24.0, gt=0, le=24 * 366, allow_inf_nan=False)
+):
+    _require_admin(request)
+    return await asyncio.to_thread(D.gateway_summary, _state(request), hours)
+
+
+@router.get("/ui/api/cascade")
+async def api_cascade(request: Request, hours: float = 24.0):
+    _require_admin(request)
+    if not math.isfinite(hours) or not 0 < hours <= 24 * 366:
+        raise HTTPException(400, "hours must be a number of hours between 0 and 8784")
+    st = _state(request)
+    return await asyncio.to_thread(D.cascade_summary, st, _projects(request), hours)
+
+
+@router.get("/ui/api/keys")
+async def api_keys(request: Request):
+    _require_admin(request)
+    st = _state(request)
+    return {"keys": [k.public() for k in st.keys.list()] if st and st.keys else []}
+
+
+@router.post("/ui/api/keys", status_code=201)
+async def api_key_create(request: Request):
+    _require_admin(request)
+    st = _state(request)
+    if st is None or st.keys is None:
+        raise HTTPException(409, "this server has no key store")
+    from zimo.serve.schemas import KeyCreateRequest, parse_json, validate
+
+    body: KeyCreateRequest = validate(KeyCreateRequest, parse_json(await request.body()))
+    try:
+        secret, rec = st.keys.create(
+            body.name,
+            models=body.models or None,
+            rate_per_minute=body.rate_per_minute,
+            admin=body.admin,
+        )
+    except (ValueError, TypeError) as e:
+        raise HTTPException(400, str(e)) from None
+    return {"key": secret, "record": rec.public()}
+
+
+@router.delete("/ui/api/keys/{key_id}")
+async def api_key_revoke(key_id: str, request: Request):
+    _require_admin(request)
+    st = _state(request)
+    if st is None or st.keys is None or not st.keys.revoke(key_id):
+        raise HTTPException(404, f"no active key {key_id!r}")
+    return {"revoked": key_id}

@@ -45,15 +45,14 @@ def base_gguf(base: str) -> Path:
     p = Path(base).expanduser()
     if p.is_file() and p.suffix == ".gguf":
         return p
-    from zimo import models
+    from zimo.models import embedded_gguf
 
-    # zimo.models has no public "GGUF file of a preset" helper yet (asked for in the report).
-    finder = models._EMBEDDED_GGUF.get(base)
-    if finder is None:
+    found = embedded_gguf(base)
+    if found is None:
         raise BackendError(
             500, f"backend llamacpp needs a .gguf base or an embedded preset, got {base!r}"
         )
-    return Path(finder())
+    return Path(found)
 
 
 def _last_logits(llm):

@@ -1,8 +1,9 @@
-"""PII redaction for everything sent to a remote teacher.
+"""PII redaction for everything that leaves the machine or is logged: teacher calls (synth),
+the gateway's upstream calls and request log (serve), the cascade's big tier.
 
-Uses curation's PII step (``zimo.data.formatters.pii.RedactPii``) so synth and curate redact
-the same things the same way. If that module is missing (or fails to build), a minimal
-fallback covers what must never leave the machine: Chinese mobile numbers, Chinese resident
+Uses curation's PII step (``zimo.data.formatters.pii.RedactPii``) so every area redacts the
+same things the same way. If that step fails to build, a minimal fallback covers what must
+never leave the machine: Chinese mobile numbers, Chinese resident
 ID numbers, e-mail addresses and bank card numbers (Luhn-checked), with the same
 ``<TYPE>`` placeholder style.
 """
@@ -68,7 +69,9 @@ class Redactor:
 
     def __init__(self) -> None:
         curation = _curation_redactor()
-        self.backend = "zimo.data.formatters.pii" if curation else "zimo.synth.redact fallback"
+        self.backend = (
+            "zimo.data.formatters.pii" if curation else "zimo.data.formatters.redact fallback"
+        )
         self._curation = curation
         self.changed = 0
 

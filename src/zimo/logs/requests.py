@@ -228,6 +228,13 @@ class RequestLog:
     def query(self, **filters: Any) -> list[dict[str, Any]]:
         return list(self.iter(**filters))
 
+    def owner_of(self, request_id: str) -> tuple[bool, str | None]:
+        """``(found, key_id)`` of a logged request: who may give feedback on it."""
+        with self._lock:
+            row = self._db.execute("SELECT key_id FROM requests WHERE id = ?",
+                                   (request_id,)).fetchone()  # fmt: skip
+        return (False, None) if row is None else (True, row[0])
+
     def count(self, **filters: Any) -> int:
         sql, args = _where(**filters)
         with self._lock:

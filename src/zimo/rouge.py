@@ -1,53 +1,74 @@
-"""ROUGE-L for the Self-Instruct novelty filter, CJK-aware and fast.
+"""ROUGE-L, one implementation for the whole house: the Self-Instruct novelty filter (synth)
+and the generate-task metric (eval) tokenise and match the same way.
 
-Self-Instruct keeps a generated instruction only if its ROUGE-L F-measure against every
-instruction already in the pool is below 0.7. The reference implementation (``rouge-score``)
-tokenises by ``[a-z0-9]+`` after lowercasing, which deletes Chinese text entirely, and its LCS
-is a pure-Python O(m·n) table, so the paper ran it in a process pool. Here:
-
-- tokens are lowercase ASCII words/numbers (as ``rouge-score``) plus *single characters* for
-  CJK scripts (the usual character-level ROUGE for Chinese);
-- the LCS uses the bit-parallel algorithm (Allison & Dix 1986; Hyyrö 2004): for a candidate of
-  ≤ 64 tokens, one uint64 per pool entry, and the whole pool advances one token column at a
-  time with numpy, so scoring against 10k instructions is a few ms. Longer candidates fall back
-  to the same algorithm on Python integers (exact, arbitrary width).
+- Tokens: NFKC, case-folded; each CJK character alone (the usual character-level ROUGE for
+  Chinese, which needs no segmenter), other letter/digit runs as words, punctuation dropped;
+  ``mode="jieba"`` segments Chinese into words instead. The reference implementation
+  (``rouge-score``) tokenises by ``[a-z0-9]+``, which deletes Chinese text entirely.
+- LCS: the bit-parallel algorithm (Allison & Dix 1986; Hyyrö 2004), O(|a|·|b|/64) on Python
+  integers for one pair; :class:`RougePool` advances a whole pool of ≤ 64-token candidates
+  one token column at a time with numpy, so scoring against 10k instructions is a few ms.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections.abc import Sequence
 
 import numpy as np
 
-_TOKEN = re.compile(
-    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]|[a-z0-9]+"
+_CJK = (
+    r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+    r"\U00020000-\U0002ebef\U00030000-\U0003134f"
 )
+# One CJK character (ideograph, kana or hangul syllable), or a run of letters/digits.
+_TOKEN = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+", re.UNICODE)
+_CJK_CHAR = re.compile(rf"[{_CJK}]")
 
 
-def tokenize(text: str) -> list[str]:
-    """Lowercase ASCII words and numbers, plus one token per CJK character."""
-    return _TOKEN.findall(text.lower())
+def tokenize(text: str | None, mode: str = "char") -> list[str]:
+    """Tokens for ROUGE: each CJK character alone, Latin/digit runs as lower-cased words.
+
+    Punctuation is dropped. ``mode="jieba"`` segments Chinese into words with jieba (when it
+    is installed); character tokens are the common choice for Chinese ROUGE because they need
+    no segmenter and do not depend on its dictionary.
+    """
+    if not text:
+        return []
+    text = unicodedata.normalize("NFKC", text).casefold()
+    if mode == "jieba":
+        try:
+            import jieba  # optional: word-level Chinese ROUGE
+        except ImportError as e:
+            raise ValueError("tokenizer 'jieba' needs `pip install jieba`") from e
+        toks: list[str] = []
+        for w in jieba.lcut(text):
+            toks.extend(_TOKEN.findall(w) if not _CJK_CHAR.search(w) else ["".join(w.split())])
+        return [t for t in toks if t and (_CJK_CHAR.search(t) or t.isalnum())]
+    if mode != "char":
+        raise ValueError(f"unknown ROUGE tokenizer {mode!r}: use 'char' or 'jieba'")
+    return _TOKEN.findall(text)
 
 
-def lcs_length(a: list[str], b: list[str]) -> int:
-    """Length of the longest common subsequence (bit-parallel on Python ints; any length)."""
+def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence of two token lists (bit-parallel)."""
     if not a or not b:
         return 0
+    m = len(b)
     masks: dict[str, int] = {}
-    for i, tok in enumerate(a):
-        masks[tok] = masks.get(tok, 0) | (1 << i)
-    full = (1 << len(a)) - 1
+    for j, t in enumerate(b):
+        masks[t] = masks.get(t, 0) | (1 << j)
+    full = (1 << m) - 1
     v = full
-    for tok in b:
-        u = v & masks.get(tok, 0)
+    for t in a:
+        u = v & masks.get(t, 0)
         v = ((v + u) | (v - u)) & full
-    return len(a) - bin(v).count("1")
+    return m - bin(v).count("1")
 
 
-def rouge_l(a: list[str], b: list[str]) -> float:
-    """ROUGE-L F1 between two token lists (as ``rouge-score``'s ``rougeL`` fmeasure)."""
-    if not a or not b:
-        return 0.0
+def rouge_l_f1(a: Sequence[str], b: Sequence[str]) -> float:
+    """ROUGE-L F1 in [0, 1] between two token lists (``rouge-score``'s ``rougeL`` fmeasure)."""
     lcs = lcs_length(a, b)
     if lcs == 0:
         return 0.0

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from zimo.serve import logdb
-from zimo.serve.logdb import RequestLog, log_request, query
+from zimo.logs import requests as logdb
+from zimo.logs.requests import RequestLog, log_request, query
 
 
 def test_fresh_db_has_every_migration_and_wal(tmp_path):

@@ -1,0 +1,79 @@
+"""``POST /v1/embeddings``: the embedded MiniLM, or the upstream for other models."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from zimo.serve.errors import APIError, model_not_found
+from zimo.serve.routes.common import authenticate, read_body, state_of
+from zimo.serve.schemas import (
+    EmbeddingRequest,
+    validate,
+)
+from zimo.serve.service import (
+    EMBEDDING_MODELS,
+)
+
+log = logging.getLogger("zimo.serve")
+
+
+router = APIRouter()
+
+
+# ------------------------------------------------------------------ embeddings
+@router.post("/v1/embeddings")
+async def embeddings(request: Request):
+    st = state_of(request)
+    t0 = request.state.zimo_t0 = time.perf_counter()
+    key = authenticate(request)
+    raw = await read_body(request)
+    req: EmbeddingRequest = validate(EmbeddingRequest, raw)
+    if req.model not in EMBEDDING_MODELS or not st.settings.embeddings:
+        if st.upstream is not None and st.upstream.handles(req.model):
+            if key is not None and not key.allows(req.model):
+                st.check_model(req.model, key)
+            data = await st.upstream.post("/embeddings", raw)
+            return JSONResponse(data, headers={"x-zimo-model": req.model})
+        raise model_not_found(req.model)
+    if key is not None and not key.allows(req.model) and not key.allows(EMBEDDING_MODELS[0]):
+        st.check_model(req.model, key)
+    texts = [req.input] if isinstance(req.input, str) else list(req.input)
+    if not texts or len(texts) > 2048:
+        raise APIError(400, "input must hold 1 to 2048 texts", param="input")
+    if any(not isinstance(t, str) for t in texts):
+        raise APIError(400, "input must be a string or a list of strings", param="input")
+    from zimo.embeddings import get_embedder
+
+    emb = get_embedder()
+    vecs, counts = await asyncio.to_thread(lambda: (emb.embed(texts), emb.token_counts(texts)))
+    if req.dimensions is not None and req.dimensions != vecs.shape[1]:
+        raise APIError(
+            400, f"{EMBEDDING_MODELS[0]} has {vecs.shape[1]} dimensions", param="dimensions"
+        )
+    data = []
+    for i, v in enumerate(vecs):
+        if req.encoding_format == "base64":
+            val: Any = base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode()
+        else:
+            val = [float(x) for x in v]
+        data.append({"object": "embedding", "index": i, "embedding": val})
+    pt = int(np.sum(counts))
+    latency = time.perf_counter() - t0
+    st.metrics.observe("embeddings", req.model, 200, latency, prompt_tokens=pt)
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": data,
+            "model": EMBEDDING_MODELS[0],
+            "usage": {"prompt_tokens": pt, "total_tokens": pt},
+        },  # fmt: skip
+        headers={"x-zimo-model": EMBEDDING_MODELS[0], "x-zimo-cost": "0"},
+    )
