@@ -192,17 +192,12 @@ def lm_features(
     Texts are truncated to ``max_tokens`` tokens; cached texts (``cache_path``) are not
     computed again.
     """
-    mat = _cached(
-        "lmfeat",
-        texts,
-        model,
-        max_tokens,
-        layer,
-        lambda chunk, bar: _compute(chunk, model, max_tokens, layer, dtype, batch_size, bar),
-        cache_path,
-        progress,
-        f"{model} features",
-    )
+
+    def compute(chunk, bar):
+        return _compute(chunk, model, max_tokens, layer, dtype, batch_size, bar)
+
+    mat = _cached("lmfeat", texts, model, max_tokens, layer, compute, cache_path, progress,
+                  f"{model} features")  # fmt: skip
     if mat is None:
         return np.zeros((0, len(SCALAR_NAMES))), np.zeros((0, 0), dtype=np.float32)
     k = len(SCALAR_NAMES)
@@ -293,17 +288,12 @@ def lm_hidden(
 
     Texts are truncated to ``max_tokens`` tokens; cached texts (``cache_path``) are not computed
     again."""
-    mat = _cached(
-        "lmhid",
-        texts,
-        model,
-        max_tokens,
-        layer,
-        lambda chunk, bar: _hidden(chunk, model, max_tokens, layer, dtype, batch_size, bar),
-        cache_path,
-        progress,
-        f"{model}@{layer} hidden states",
-    )
+
+    def compute(chunk, bar):
+        return _hidden(chunk, model, max_tokens, layer, dtype, batch_size, bar)
+
+    mat = _cached("lmhid", texts, model, max_tokens, layer, compute, cache_path, progress,
+                  f"{model}@{layer} hidden states")  # fmt: skip
     return np.zeros((0, 0), dtype=np.float32) if mat is None else mat
 
 

@@ -32,11 +32,7 @@ from zimo.serve.keys import KeyStore
 from zimo.serve.registry import ModelRegistry
 from zimo.serve.routes import admin, chat, embeddings, feedback, models
 from zimo.serve.routes.common import TooLarge, log_rejected, log_rejected_request
-from zimo.serve.service import (
-    ServeState,
-    make_redactor,
-    open_request_log,
-)
+from zimo.serve.service import ServeState, make_redactor, open_request_log
 
 log = logging.getLogger("zimo.serve")
 

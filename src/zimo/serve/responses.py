@@ -13,12 +13,8 @@ from fastapi.responses import JSONResponse
 
 from zimo.serve.backends.base import TokenLogprob
 from zimo.serve.routes.common import LogCtx
-from zimo.serve.schemas import (
-    ChatRequest,
-)
-from zimo.serve.service import (
-    Answer,
-)
+from zimo.serve.schemas import ChatRequest
+from zimo.serve.service import Answer
 
 log = logging.getLogger("zimo.serve")
 

@@ -12,12 +12,8 @@ from zimo.serve.config import SubModel
 from zimo.serve.errors import APIError, model_not_found
 from zimo.serve.registry import load_submodel
 from zimo.serve.routes.common import read_body, state_of
-from zimo.serve.schemas import (
-    validate,
-)
-from zimo.serve.service import (
-    is_loopback,
-)
+from zimo.serve.schemas import validate
+from zimo.serve.service import is_loopback
 
 log = logging.getLogger("zimo.serve")
 

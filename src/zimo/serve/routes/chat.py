@@ -28,23 +28,13 @@ from zimo.serve.responses import (
 )
 from zimo.serve.routes.common import (
     LogCtx,
-    authenticate,
+    begin,
     guarded,
     merge_results,
-    read_body,
     sampling_params,
-    state_of,
 )
-from zimo.serve.schemas import (
-    ChatRequest,
-    CompletionRequest,
-    refuse_tools,
-    validate,
-)
-from zimo.serve.service import (
-    Answer,
-    ServeState,
-)
+from zimo.serve.schemas import ChatRequest, CompletionRequest, refuse_tools
+from zimo.serve.service import Answer, ServeState
 
 log = logging.getLogger("zimo.serve")
 
@@ -55,11 +45,7 @@ router = APIRouter()
 # ------------------------------------------------------------------ chat
 @router.post("/v1/chat/completions")
 async def chat(request: Request):
-    st = state_of(request)
-    t0 = request.state.zimo_t0 = time.perf_counter()
-    key = authenticate(request)
-    raw = await read_body(request)
-    req: ChatRequest = validate(ChatRequest, raw)
+    st, t0, key, raw, req = await begin(request, ChatRequest)
     if (req.n or 1) != 1:
         raise APIError(400, "Only n=1 is supported by this server.", param="n")
     if req.response_format and req.response_format.type == "json_schema":
@@ -87,11 +73,7 @@ async def chat(request: Request):
 # ------------------------------------------------------------------ completions
 @router.post("/v1/completions")
 async def completions(request: Request):
-    st = state_of(request)
-    t0 = request.state.zimo_t0 = time.perf_counter()
-    key = authenticate(request)
-    raw = await read_body(request)
-    req: CompletionRequest = validate(CompletionRequest, raw)
+    st, t0, key, raw, req = await begin(request, CompletionRequest)
     if (req.n or 1) != 1:
         raise APIError(400, "Only n=1 is supported by this server.", param="n")
     where = st.check_model(req.model, key)

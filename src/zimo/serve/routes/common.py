@@ -6,23 +6,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
 
 from zimo.serve.backends.base import Result
 from zimo.serve.errors import APIError
 from zimo.serve.keys import ApiKey
-from zimo.serve.schemas import (
-    parse_json,
-)
-from zimo.serve.service import (
-    EMBEDDING_MODELS,
-    Answer,
-    ServeState,
-)
+from zimo.serve.schemas import parse_json, validate
+from zimo.serve.service import EMBEDDING_MODELS, Answer, ServeState
 
 log = logging.getLogger("zimo.serve")
+T = TypeVar("T")
 
 _LOGGED_ENDPOINTS = {
     "/v1/chat/completions": "chat",
@@ -186,3 +181,15 @@ async def guarded(ctx: LogCtx, awaitable):
     except asyncio.CancelledError:
         ctx.done(None, 499, None, "client closed the connection")
         raise
+
+
+async def begin(
+    request: Request, model: type[T]
+) -> tuple[ServeState, float, ApiKey | None, Any, T]:
+    """The start of every API call: the state, the clock, the caller's key, the raw body and
+    the body validated as ``model`` (each step answers its own OpenAI-shaped error)."""
+    st = state_of(request)
+    t0 = request.state.zimo_t0 = time.perf_counter()
+    key = authenticate(request)
+    raw = await read_body(request)
+    return st, t0, key, raw, validate(model, raw)

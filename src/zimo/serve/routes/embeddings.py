@@ -13,14 +13,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from zimo.serve.errors import APIError, model_not_found
-from zimo.serve.routes.common import authenticate, read_body, state_of
-from zimo.serve.schemas import (
-    EmbeddingRequest,
-    validate,
-)
-from zimo.serve.service import (
-    EMBEDDING_MODELS,
-)
+from zimo.serve.routes.common import begin
+from zimo.serve.schemas import EmbeddingRequest
+from zimo.serve.service import EMBEDDING_MODELS
 
 log = logging.getLogger("zimo.serve")
 
@@ -31,11 +26,7 @@ router = APIRouter()
 # ------------------------------------------------------------------ embeddings
 @router.post("/v1/embeddings")
 async def embeddings(request: Request):
-    st = state_of(request)
-    t0 = request.state.zimo_t0 = time.perf_counter()
-    key = authenticate(request)
-    raw = await read_body(request)
-    req: EmbeddingRequest = validate(EmbeddingRequest, raw)
+    st, t0, key, raw, req = await begin(request, EmbeddingRequest)
     if req.model not in EMBEDDING_MODELS or not st.settings.embeddings:
         if st.upstream is not None and st.upstream.handles(req.model):
             if key is not None and not key.allows(req.model):

@@ -10,9 +10,7 @@ from fastapi.responses import Response
 
 from zimo.serve.errors import model_not_found
 from zimo.serve.routes.common import owner_of_model, state_of
-from zimo.serve.service import (
-    EMBEDDING_MODELS,
-)
+from zimo.serve.service import EMBEDDING_MODELS
 
 log = logging.getLogger("zimo.serve")
 
