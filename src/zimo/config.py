@@ -121,11 +121,12 @@ class ProjectConfig(Section):
     split: SplitConfig = SplitConfig()
     # One sub-model (a mapping) or several (a list of mappings), each typed by its `method`
     # (TRAIN_MODELS) in _train_section. The first is the project's primary sub-model.
-    train: Any = TrainConfig()
+    train: AnyTrainConfig | list[AnyTrainConfig] = TrainConfig()
     # Label tasks: LabelEvalConfig; chat/generate: zimo.eval.config.EvalConfig (judge, metrics,
     # max_new_tokens, ...); tabular: TabularEvalConfig; chosen by `task` in _eval_section.
-    eval: LabelEvalConfig | Any = LabelEvalConfig()
-    # Sections of later stages are accepted as mappings and validated by their own modules.
+    eval: LabelEvalConfig | EvalConfig | TabularEvalConfig = LabelEvalConfig()
+    # Sections whose schema depends on another (export: on the primary sub-model's kind) or
+    # that the gateway re-reads at run time stay mappings, validated at load time below.
     synth: SynthConfig | None = None
     teacher: TeacherConfig | None = None
     guard: GuardConfig | None = None
