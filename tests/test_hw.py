@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from zimo.hw import cores, serving_threads, set_threads
+from zimo.hw import cores, idle_cores, serving_threads, set_threads
 
 
 def test_zimo_threads_caps_every_thread_setting(monkeypatch):
@@ -74,3 +74,35 @@ def test_built_once_builds_once_across_processes(tmp_path):
     assert outs[0] == outs[1] == str(tmp_path / "built-thing")
     assert (tmp_path / "built-thing" / "model.txt").read_text() == "built"
     assert len((tmp_path / "builds.log").read_text().split()) == 1  # built by one of the two
+
+
+def test_idle_cores_leaves_other_jobs_their_cores(monkeypatch):
+    monkeypatch.delenv("ZIMO_THREADS", raising=False)
+    n = cores()
+    assert 1 <= idle_cores() <= n
+    # All of the load is our own: every core is ours.
+    assert idle_cores(own_load=os.getloadavg()[0]) == n
+    monkeypatch.setattr(os, "getloadavg", lambda: (n + 5.0, 0.0, 0.0))
+    assert idle_cores() == 1  # oversubscribed: one thread, not a spinning team
+    assert idle_cores(own_load=n + 5.0) == n
+    monkeypatch.setenv("ZIMO_THREADS", "2")  # an explicit share is kept whatever the load
+    assert idle_cores() == 2
+
+
+def test_training_threads_follow_the_config_or_the_idle_cores(monkeypatch):
+    import torch
+
+    from zimo.train import TrainConfig
+    from zimo.train.setup import retune_threads, setup_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert setup_threads(TrainConfig(threads=1)) == 1 == torch.get_num_threads()
+        monkeypatch.setenv("ZIMO_THREADS", "2")
+        assert setup_threads(TrainConfig()) == 2 == torch.get_num_threads()
+        monkeypatch.delenv("ZIMO_THREADS")
+        monkeypatch.setattr(os, "getloadavg", lambda: (cores() + 8.0, 0.0, 0.0))
+        assert retune_threads(TrainConfig()) == 1  # other jobs started: step down
+        assert retune_threads(TrainConfig(threads=2)) == 1  # a fixed setting is not retuned
+    finally:
+        torch.set_num_threads(before)

@@ -60,6 +60,28 @@ def cores() -> int:
     return max(1, n)
 
 
+def idle_cores(own_load: float = 0.0) -> int:
+    """Cores that other processes leave idle: :func:`cores` minus the 1-minute load average
+    that is not this process's own (``own_load``: threads of ours that were runnable), at
+    least 1.
+
+    Why not always every core: torch's OpenMP threads meet at a barrier after every op, and
+    when the machine is oversubscribed one descheduled thread stalls the others, which spin
+    while they wait, burning CPU time without progress (the guard measured a forward pass at
+    0.37 CPU s with one thread and 3.0 with two at load ~10 on 2 cores, see
+    ``zimo.guard.detect.pick_threads``; training steps, many small ops each, suffer the same:
+    benchmarks/results/train_lora.avx2.quick.md). On an idle machine this is every core.
+    """
+    n = cores()
+    if os.environ.get("ZIMO_THREADS", "").strip():
+        return n  # an explicit share is kept as given
+    try:
+        busy = max(0.0, os.getloadavg()[0] - own_load)
+    except OSError:  # not available on this platform
+        busy = 0.0
+    return max(1, min(n, int(n - busy + 0.5)))
+
+
 def serving_threads() -> int:
     """Torch threads for a server's engine: every core but one. The server process also runs
     an event loop (HTTP, streaming) and tokenisation; with a thread per core the engine's
