@@ -5,6 +5,9 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.*
 VENV := .venv
 PY := $(VENV)/bin/python
+# Test workers (pytest-xdist): each gets an equal share of the cores (tests/conftest.py), and a
+# test file stays on one worker so its module fixtures are built once.
+TEST_WORKERS ?= 2
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint format install clean
@@ -30,7 +33,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --fix src tests benchmarks

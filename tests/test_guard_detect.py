@@ -3,8 +3,6 @@ scores point the right way, short texts are never flagged."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -19,6 +17,7 @@ from zimo.guard.lm_stats import (
     tokenize_windows,
 )
 from zimo.guard.scores import FEATURES, SIMPLE_SCORES, feature_matrix, needs_for, simple_score
+from zimo.hw import cores as usable_cores
 
 TEXTS = [
     "脂肪肝患者和正常人一样每天都要吃水果，只是量和品种稍微要调整，一般选含糖量比较低的水果。",
@@ -131,7 +130,7 @@ def test_every_simple_score_is_finite(gecko_zh):
 
 
 def test_pick_threads_clamps_to_cores_and_torch_threads_restores():
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     assert pick_threads(1) == 1
     assert pick_threads(10_000) == cores  # never more threads than cores
     assert 1 <= pick_threads() <= cores  # auto: the idle cores, at least one

@@ -19,6 +19,7 @@ import pytest
 
 from fake_openai import FakeOpenAI
 from serve_fixtures import LiveServer
+from zimo.hw import cores
 from zimo.serve.backends.base import Backend, BackendError, Job, Result, SamplingParams
 from zimo.serve.cli import gateway_app
 from zimo.serve.config import BackendConfig, ServeConfig
@@ -351,7 +352,7 @@ def test_engine_leaves_a_core_for_the_http_side(exposed):
     measures it). By default the engine now uses every core but one."""
     h = {"authorization": f"Bearer {exposed['admin']}"}
     stats = httpx.get(exposed["url"] + "/admin/models", headers=h).json()["backend"]
-    assert stats["threads"] == max(1, len(os.sched_getaffinity(0)) - 1)
+    assert stats["threads"] == max(1, cores() - 1)
 
 
 def test_revoking_the_last_key_leaves_an_exposed_server_closed(exposed):

@@ -44,21 +44,59 @@ def cpu_has_fast_bf16() -> bool:
     return cpu_info()["bf16"]
 
 
+def cores() -> int:
+    """Cores this process may use: ``ZIMO_THREADS`` when set, else its CPU affinity.
+
+    ``ZIMO_THREADS`` shares one machine between several Zimo processes (test workers, two
+    builds side by side): each gets its share instead of a thread per core, which on a busy
+    machine makes OpenMP teams spin-wait on each other's descheduled threads."""
+    env = os.environ.get("ZIMO_THREADS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            pass  # a malformed value falls back to the machine's cores
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, n)
+
+
+def idle_cores(own_load: float = 0.0) -> int:
+    """Cores that other processes leave idle: :func:`cores` minus the 1-minute load average
+    that is not this process's own (``own_load``: threads of ours that were runnable), at
+    least 1.
+
+    Why not always every core: torch's OpenMP threads meet at a barrier after every op, and
+    when the machine is oversubscribed one descheduled thread stalls the others, which spin
+    while they wait, burning CPU time without progress (the guard measured a forward pass at
+    0.37 CPU s with one thread and 3.0 with two at load ~10 on 2 cores, see
+    ``zimo.guard.detect.pick_threads``; training steps, many small ops each, suffer the same:
+    benchmarks/results/train_lora.avx2.quick.md). On an idle machine this is every core.
+    """
+    n = cores()
+    if os.environ.get("ZIMO_THREADS", "").strip():
+        return n  # an explicit share is kept as given
+    try:
+        busy = max(0.0, os.getloadavg()[0] - own_load)
+    except OSError:  # not available on this platform
+        busy = 0.0
+    return max(1, min(n, int(n - busy + 0.5)))
+
+
 def serving_threads() -> int:
     """Torch threads for a server's engine: every core but one. The server process also runs
     an event loop (HTTP, streaming) and tokenisation; with a thread per core the engine's
     OpenMP team spin-waits whenever one of its threads is preempted, and on a busy 2-core
     machine a 16-token answer took 10.9 s instead of 1.1 s (benchmarks/results/serve_load)."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, n - 1)
+    return max(1, cores() - 1)
 
 
 def set_threads() -> int:
-    """Use every core for intra-op parallelism (torch defaults can be lower in containers)."""
+    """Use every core (:func:`cores`) for intra-op parallelism (torch defaults can be lower in
+    containers)."""
     import torch
 
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(max(1, n))
+    n = cores()
+    torch.set_num_threads(n)
     return n
 
 

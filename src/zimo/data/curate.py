@@ -45,6 +45,7 @@ from zimo.data.pipeline import (
 from zimo.data.readers.files import iter_files, read_file
 from zimo.data.record_table import REJECT_SCHEMA, SCHEMA, records_table, table_records
 from zimo.errors import ConfigError, DataError
+from zimo.hw import cores
 
 WORK_DIR = ".work"
 CHUNK_RECORDS = 2000
@@ -453,7 +454,7 @@ def curate_path(
         cfg = CurateConfig.model_validate(cfg)
     steps = build_steps(cfg)  # validates optional dependencies (opencc, presidio) up front
     lead, block, tail = _split_steps(steps)
-    workers = workers or cfg.workers or len(os.sched_getaffinity(0))
+    workers = workers or cfg.workers or cores()
 
     output_dir.mkdir(parents=True, exist_ok=True)
     work = output_dir / WORK_DIR

@@ -102,8 +102,9 @@ def pick_threads(requested: int | None = None, own_load: float = 0.0) -> int:
     """
     import os
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = max(1, cores or 1)
+    from zimo.hw import cores as usable_cores
+
+    cores = usable_cores()
     if requested:
         return max(1, min(int(requested), cores))
     try:

@@ -46,7 +46,14 @@ from zimo.hw import attention_kernel, fastest_attention
 from zimo.infer.label import common_prefix
 from zimo.train.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
 from zimo.train.config import TrainConfig
-from zimo.train.setup import cuda_mixed_precision, is_oom, launcher_engine, oom_error
+from zimo.train.setup import (
+    RETUNE_EVERY_S,
+    cuda_mixed_precision,
+    is_oom,
+    launcher_engine,
+    oom_error,
+    retune_threads,
+)
 from zimo.train.split import (
     DecoderParts,
     cache_pairs,
@@ -636,11 +643,14 @@ class Fitter:
         self.model.train()
         eval_every = cfg.eval_every or max(1, self.steps_per_epoch // 2)
         stream = self._micro_batches(step * self.micro_per_step)
-        t_run = time.perf_counter()
+        t_run = t_threads = time.perf_counter()
         run_tokens = 0
         while step < self.total_steps and not st["stopped_early"]:
             interrupts.check()  # a Ctrl-C a library swallowed since the last check (setup, a step)
             t0 = time.perf_counter()
+            if self.device.type == "cpu" and t0 - t_threads > RETUNE_EVERY_S:
+                retune_threads(cfg)  # other jobs may have started or stopped
+                t_threads = t0
             self._where = f"training (step {step + 1} of {self.total_steps})"
             self.opt.zero_grad(set_to_none=True)
             micro = [next(stream) for _ in range(self.micro_per_step)]
@@ -686,6 +696,7 @@ class Fitter:
                 "tokens": st["tokens"],
                 "tokens_per_s": round(int(stats[1]) / dt, 1),
                 "elapsed_s": round(st["seconds"], 2),
+                "threads": torch.get_num_threads(),
             }
             if step % eval_every == 0 or step == self.total_steps:
                 self._where = f"evaluating dev loss (step {step})"

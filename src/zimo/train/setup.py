@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from zimo.errors import ZimoError
-from zimo.hw import cpu_has_fast_bf16, set_threads
+from zimo.hw import cpu_has_fast_bf16, idle_cores
 from zimo.train.config import TrainConfig
 from zimo.train.split import decoder_parts
 
@@ -318,10 +318,23 @@ def oom_error(cfg: TrainConfig, device: torch.device | str, where: str) -> ZimoE
 
 
 def setup_threads(cfg: TrainConfig) -> int:
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-        return cfg.threads
-    return set_threads()
+    """``train.threads`` when set, else the cores other work leaves idle (:func:`idle_cores`;
+    every core on an idle machine). This process's own main thread, busy loading and
+    tokenising until now, is not counted as other work."""
+    n = cfg.threads or idle_cores(own_load=1.0)
+    torch.set_num_threads(n)
+    return n
+
+
+RETUNE_EVERY_S = 30.0
+
+
+def retune_threads(cfg: TrainConfig) -> int:
+    """Re-read the machine's load during a long run (other jobs start and stop): our torch
+    threads were runnable all along, so they are this process's own share of the load."""
+    if not cfg.threads:
+        torch.set_num_threads(idle_cores(own_load=torch.get_num_threads()))
+    return torch.get_num_threads()
 
 
 def atomic_dir(final: Path):
