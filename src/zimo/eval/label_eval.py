@@ -235,25 +235,9 @@ def evaluate_label_project(
             **_latency(t["single_s"], t["batch_s"], len(texts) + len(dev_texts), price),
         }
     for name, folder in (classical or {}).items():
-        # A classical sub-model: scored as served, with the threshold it ships with.
-        from zimo.classical.model import ClassicalPredictor
-
-        cp = ClassicalPredictor(folder)
-        t0 = time.perf_counter()
-        proba = cp.predict_proba(texts)
-        batch_s = time.perf_counter() - t0
-        single = []
-        for t in texts[: max(cfg.eval.latency_samples, 1)]:
-            t1 = time.perf_counter()
-            cp.label(t)
-            single.append(time.perf_counter() - t1)
-        pred = cp.decide(proba)
-        thresholds[name] = cp.threshold
-        probas[name], preds[name] = proba, pred
-        systems[name] = {
-            **label_metrics(y, proba, labels, cfg.positive_label, pred),
-            **_latency(single, batch_s, len(texts), price),
-        }
+        probas[name], preds[name], thresholds[name], systems[name] = _classical_system(
+            folder, texts, y, cfg, price
+        )
     # The LM systems need a trained LM sub-model (base_zero_shot runs its base with the
     # adapter switched off); a project of classical sub-models only has neither.
     lm = [s for s in cfg.eval.systems if s in ("finetuned", "base_zero_shot")] if train_dir else []
@@ -278,12 +262,7 @@ def evaluate_label_project(
     if cfg.positive_label:
         head_keys.insert(0, f"{cfg.positive_label}_f1")
     headline = {s: {k: systems[s][k] for k in head_keys} for s in order}
-    disagreements = []
-    if len(probas) > 1:
-        for i in range(len(texts)):
-            answers = {s: labels[int(preds[s][i])] for s in order}
-            if len(set(answers.values())) > 1:
-                disagreements.append({"text": texts[i], "gold": labels[int(y[i])], **answers})
+    disagreements = _disagreements(texts, y, labels, order, preds) if len(probas) > 1 else []
     result = {
         "task": "label",
         "labels": labels,
@@ -293,17 +272,7 @@ def evaluate_label_project(
         "systems": {s: systems[s] for s in order},
         "headline": headline,
         "disagreements": disagreements[:50],
-        "assumptions": {
-            "machine_price_per_hour": price,
-            "cost": "local systems: batched seconds per request × machine price per hour",
-            "latency": "single-request wall time on this machine, first test rows",
-            "decision": (
-                f"P({cfg.positive_label}) >= a threshold chosen per system on the dev split "
-                f"({len(dev_texts)} rows) to maximise {cfg.positive_label} F1"
-                if calibrate
-                else "argmax of the label probabilities"
-            ),
-        },
+        "assumptions": _assumptions(cfg, price, len(dev_texts) if calibrate else None),
     }
     if overlap:
         console.print(f"  [yellow]warning: {overlap} test texts also appear in train[/yellow]")
@@ -313,6 +282,52 @@ def evaluate_label_project(
     write_label_report(out_dir / "report.html", project, result, train_dir, classical)
     _print_table(console, result)
     return result
+
+
+def _classical_system(folder: Path, texts: list[str], y: np.ndarray, cfg, price: float):
+    """A classical sub-model scored as served, with the threshold it ships with:
+    ``(proba, pred, threshold, metrics)``."""
+    from zimo.classical.model import ClassicalPredictor
+
+    cp = ClassicalPredictor(folder)
+    t0 = time.perf_counter()
+    proba = cp.predict_proba(texts)
+    batch_s = time.perf_counter() - t0
+    single = []
+    for t in texts[: max(cfg.eval.latency_samples, 1)]:
+        t1 = time.perf_counter()
+        cp.label(t)
+        single.append(time.perf_counter() - t1)
+    pred = cp.decide(proba)
+    metrics = {**label_metrics(y, proba, cfg.labels, cfg.positive_label, pred),
+               **_latency(single, batch_s, len(texts), price)}  # fmt: skip
+    return proba, pred, cp.threshold, metrics
+
+
+def _disagreements(texts: list[str], y: np.ndarray, labels: list[str], order: list[str],
+                   preds: dict[str, np.ndarray]) -> list[dict[str, Any]]:  # fmt: skip
+    """Test texts on which the systems answer differently, with the gold label."""
+    out = []
+    for i in range(len(texts)):
+        answers = {s: labels[int(preds[s][i])] for s in order}
+        if len(set(answers.values())) > 1:
+            out.append({"text": texts[i], "gold": labels[int(y[i])], **answers})
+    return out
+
+
+def _assumptions(cfg, price: float, n_dev: int | None) -> dict[str, Any]:
+    decision = (
+        f"P({cfg.positive_label}) >= a threshold chosen per system on the dev split "
+        f"({n_dev} rows) to maximise {cfg.positive_label} F1"
+        if n_dev is not None
+        else "argmax of the label probabilities"
+    )
+    return {
+        "machine_price_per_hour": price,
+        "cost": "local systems: batched seconds per request × machine price per hour",
+        "latency": "single-request wall time on this machine, first test rows",
+        "decision": decision,
+    }
 
 
 def _print_table(console: Console, result: dict[str, Any]) -> None:

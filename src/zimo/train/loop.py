@@ -606,6 +606,64 @@ class Fitter:
         )
         if self.engine and self.acc is None:
             self._prepare_accelerate()
+        ck, step, st, cache_s = self._start()
+        self.model.train()
+        eval_every = cfg.eval_every or max(1, self.steps_per_epoch // 2)
+        stream = self._micro_batches(step * self.micro_per_step)
+        t_run = t_threads = time.perf_counter()
+        run_tokens = 0
+        while step < self.total_steps and not st["stopped_early"]:
+            interrupts.check()  # a Ctrl-C a library swallowed since the last check (setup, a step)
+            t0 = time.perf_counter()
+            if self.device.type == "cpu" and t0 - t_threads > RETUNE_EVERY_S:
+                retune_threads(cfg)  # other jobs may have started or stopped
+                t_threads = t0
+            self._where = f"training (step {step + 1} of {self.total_steps})"
+            loss_sum, n_tok, lr, last, n_loss = self._optimizer_step(stream)
+            step += 1
+            dt = time.perf_counter() - t0
+            loss_v = loss_sum / max(n_loss, 1)
+            st["tokens"] += n_tok
+            st["seconds"] += dt
+            run_tokens += n_tok
+            st["losses"] = (st["losses"] + [loss_v])[-20:]
+            row = {
+                "step": step,
+                "epoch": round(last[0] / self.n_batches_epoch, 3),
+                "loss": round(loss_v, 5),
+                "lr": lr,
+                "tokens": st["tokens"],
+                "tokens_per_s": round(n_tok / dt, 1),
+                "elapsed_s": round(st["seconds"], 2),
+                "threads": torch.get_num_threads(),
+            }
+            if step % eval_every == 0 or step == self.total_steps:
+                self._where = f"evaluating dev loss (step {step})"
+                dl = self.dev_loss()
+                self._where = f"training (step {step} of {self.total_steps})"
+                if dl is not None:
+                    row["dev_loss"] = round(dl, 5)
+                    st["dev_loss"] = dl
+                    self._early_stop(st, dl, step)
+            self._log(row)
+            if self.progress:
+                rate = run_tokens / max(time.perf_counter() - t_run, 1e-9)
+                left = (self.total_steps - step) * (st["seconds"] / max(step, 1))
+                self.progress(
+                    {
+                        **row,
+                        "total_steps": self.total_steps,
+                        "eta_s": left,
+                        "avg_tokens_per_s": rate,
+                    }
+                )
+            if step % cfg.checkpoint_every == 0 and step < self.total_steps:
+                self._checkpoint(step, {"state": st})
+        return self._finish(ck, step, st, cache_s)
+
+    def _start(self) -> tuple[dict[str, Any] | None, int, dict[str, Any], float]:
+        """Resume from the last checkpoint (or start fresh), cache the frozen layers, measure
+        the untuned dev loss: ``(checkpoint, step, state, caching seconds)``."""
         ck = self._resume()
         step = ck["step"] if ck else 0
         st = (
@@ -640,86 +698,46 @@ class Fitter:
             self._where = "evaluating the dev loss before training"
             st["initial_dev_loss"] = self.dev_loss() if step == 0 else None
 
-        self.model.train()
-        eval_every = cfg.eval_every or max(1, self.steps_per_epoch // 2)
-        stream = self._micro_batches(step * self.micro_per_step)
-        t_run = t_threads = time.perf_counter()
-        run_tokens = 0
-        while step < self.total_steps and not st["stopped_early"]:
-            interrupts.check()  # a Ctrl-C a library swallowed since the last check (setup, a step)
-            t0 = time.perf_counter()
-            if self.device.type == "cpu" and t0 - t_threads > RETUNE_EVERY_S:
-                retune_threads(cfg)  # other jobs may have started or stopped
-                t_threads = t0
-            self._where = f"training (step {step + 1} of {self.total_steps})"
-            self.opt.zero_grad(set_to_none=True)
-            micro = [next(stream) for _ in range(self.micro_per_step)]
-            mine = [m for m in micro if m[0] % self.world == self.rank]
-            n_loss = sum(sum(len(self.train[i].pos) for i in m[2]) for m in micro)
-            loss_sum, tokens = 0.0, 0
-            for _, _epoch, idx in mine:
-                loss, b = self._loss("train", self.train, idx)
-                self._backward(loss / n_loss)
-                loss_sum += loss.item()
-                tokens += b.n_tokens
-            stats = torch.tensor([loss_sum, tokens], dtype=torch.float64, device=self.device)
-            if self.world > 1 and self.acc is None:  # (the accelerate wrappers reduce)
-                for p in self.params:
-                    if p.grad is None:
-                        p.grad = torch.zeros_like(p)
-                    torch.distributed.all_reduce(p.grad)
-            if self.world > 1:
-                torch.distributed.all_reduce(stats)
-            self.scaler.unscale_(self.opt)  # no-op unless fp16; clipping needs true gradients
-            if cfg.max_grad_norm and self.acc is not None:
-                if self.engine != "deepspeed":  # (DeepSpeed clips inside its step)
-                    # accelerate matches the full parameter list to find the FSDP module.
-                    self.acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-            elif cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
-            lr = self.sched.get_last_lr()[0]
-            self.scaler.step(self.opt)  # = opt.step(), except fp16 steps with inf/nan are skipped
-            self.scaler.update()
-            self.sched.step()
-            step += 1
-            dt = time.perf_counter() - t0
-            loss_v = float(stats[0]) / max(n_loss, 1)
-            st["tokens"] += int(stats[1])
-            st["seconds"] += dt
-            run_tokens += int(stats[1])
-            st["losses"] = (st["losses"] + [loss_v])[-20:]
-            row = {
-                "step": step,
-                "epoch": round(micro[-1][0] / self.n_batches_epoch, 3),
-                "loss": round(loss_v, 5),
-                "lr": lr,
-                "tokens": st["tokens"],
-                "tokens_per_s": round(int(stats[1]) / dt, 1),
-                "elapsed_s": round(st["seconds"], 2),
-                "threads": torch.get_num_threads(),
-            }
-            if step % eval_every == 0 or step == self.total_steps:
-                self._where = f"evaluating dev loss (step {step})"
-                dl = self.dev_loss()
-                self._where = f"training (step {step} of {self.total_steps})"
-                if dl is not None:
-                    row["dev_loss"] = round(dl, 5)
-                    st["dev_loss"] = dl
-                    self._early_stop(st, dl, step)
-            self._log(row)
-            if self.progress:
-                rate = run_tokens / max(time.perf_counter() - t_run, 1e-9)
-                left = (self.total_steps - step) * (st["seconds"] / max(step, 1))
-                self.progress(
-                    {
-                        **row,
-                        "total_steps": self.total_steps,
-                        "eta_s": left,
-                        "avg_tokens_per_s": rate,
-                    }
-                )
-            if step % cfg.checkpoint_every == 0 and step < self.total_steps:
-                self._checkpoint(step, {"state": st})
+        return ck, step, st, cache_s
+
+    def _optimizer_step(self, stream) -> tuple[float, int, float, Any, int]:
+        """One optimizer step over ``micro_per_step`` micro-batches (this rank's share):
+        ``(loss sum, tokens, learning rate, the last micro-batch, loss tokens)`` over all ranks."""
+        cfg = self.cfg
+        self.opt.zero_grad(set_to_none=True)
+        micro = [next(stream) for _ in range(self.micro_per_step)]
+        mine = [m for m in micro if m[0] % self.world == self.rank]
+        n_loss = sum(sum(len(self.train[i].pos) for i in m[2]) for m in micro)
+        loss_sum, tokens = 0.0, 0
+        for _, _epoch, idx in mine:
+            loss, b = self._loss("train", self.train, idx)
+            self._backward(loss / n_loss)
+            loss_sum += loss.item()
+            tokens += b.n_tokens
+        stats = torch.tensor([loss_sum, tokens], dtype=torch.float64, device=self.device)
+        if self.world > 1 and self.acc is None:  # (the accelerate wrappers reduce)
+            for p in self.params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                torch.distributed.all_reduce(p.grad)
+        if self.world > 1:
+            torch.distributed.all_reduce(stats)
+        self.scaler.unscale_(self.opt)  # no-op unless fp16; clipping needs true gradients
+        if cfg.max_grad_norm and self.acc is not None:
+            if self.engine != "deepspeed":  # (DeepSpeed clips inside its step)
+                # accelerate matches the full parameter list to find the FSDP module.
+                self.acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+        elif cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+        lr = self.sched.get_last_lr()[0]
+        self.scaler.step(self.opt)  # = opt.step(), except fp16 steps with inf/nan are skipped
+        self.scaler.update()
+        self.sched.step()
+        return float(stats[0]), int(stats[1]), lr, micro[-1], n_loss
+
+    def _finish(self, ck: dict[str, Any] | None, step: int, st: dict[str, Any],
+                cache_s: float) -> dict[str, Any]:  # fmt: skip
+        """Restore the best weights where early stopping saw them, checkpoint, summarise."""
         restored = None
         if st["best_state"] is not None and st.get("best_step") not in (None, step):
             # With early stopping configured, the run ends on the weights of its best dev loss
