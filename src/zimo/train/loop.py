@@ -33,7 +33,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +185,35 @@ def shared_prefix(examples: Sequence[Example], min_len: int = 4) -> int:
         min(min(e.pos) for e in examples if e.pos),
     )
     return n if n >= min_len else 0
+
+
+@dataclass
+class FitState:
+    """What a run has done so far. Checkpointed with the weights, so a resumed run goes on
+    from exactly here and reports the same numbers."""
+
+    tokens: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)  # the last 20 step losses
+    dev_loss: float | None = None
+    initial_dev_loss: float | None = None  # the untuned dev loss, measured once
+    initial_measured: bool = False
+    best: float | None = None  # best dev loss so far (early stopping)
+    best_step: int | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_evals: int = 0
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))  # shallow: best_state's tensors are saved, not copied
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FitState:
+        known = {f.name for f in fields(cls)}
+        st = cls(**{k: v for k, v in d.items() if k in known})
+        # Checkpoints written before this flag existed measured it when the key was present.
+        st.initial_measured = st.initial_measured or "initial_dev_loss" in d
+        return st
 
 
 class Fitter:
@@ -612,7 +641,7 @@ class Fitter:
         stream = self._micro_batches(step * self.micro_per_step)
         t_run = t_threads = time.perf_counter()
         run_tokens = 0
-        while step < self.total_steps and not st["stopped_early"]:
+        while step < self.total_steps and not st.stopped_early:
             interrupts.check()  # a Ctrl-C a library swallowed since the last check (setup, a step)
             t0 = time.perf_counter()
             if self.device.type == "cpu" and t0 - t_threads > RETUNE_EVERY_S:
@@ -623,18 +652,18 @@ class Fitter:
             step += 1
             dt = time.perf_counter() - t0
             loss_v = loss_sum / max(n_loss, 1)
-            st["tokens"] += n_tok
-            st["seconds"] += dt
+            st.tokens += n_tok
+            st.seconds += dt
             run_tokens += n_tok
-            st["losses"] = (st["losses"] + [loss_v])[-20:]
+            st.losses = (st.losses + [loss_v])[-20:]
             row = {
                 "step": step,
                 "epoch": round(last[0] / self.n_batches_epoch, 3),
                 "loss": round(loss_v, 5),
                 "lr": lr,
-                "tokens": st["tokens"],
+                "tokens": st.tokens,
                 "tokens_per_s": round(n_tok / dt, 1),
-                "elapsed_s": round(st["seconds"], 2),
+                "elapsed_s": round(st.seconds, 2),
                 "threads": torch.get_num_threads(),
             }
             if step % eval_every == 0 or step == self.total_steps:
@@ -643,12 +672,12 @@ class Fitter:
                 self._where = f"training (step {step} of {self.total_steps})"
                 if dl is not None:
                     row["dev_loss"] = round(dl, 5)
-                    st["dev_loss"] = dl
+                    st.dev_loss = dl
                     self._early_stop(st, dl, step)
             self._log(row)
             if self.progress:
                 rate = run_tokens / max(time.perf_counter() - t_run, 1e-9)
-                left = (self.total_steps - step) * (st["seconds"] / max(step, 1))
+                left = (self.total_steps - step) * (st.seconds / max(step, 1))
                 self.progress(
                     {
                         **row,
@@ -658,28 +687,15 @@ class Fitter:
                     }
                 )
             if step % cfg.checkpoint_every == 0 and step < self.total_steps:
-                self._checkpoint(step, {"state": st})
+                self._checkpoint(step, {"state": st.to_dict()})
         return self._finish(ck, step, st, cache_s)
 
-    def _start(self) -> tuple[dict[str, Any] | None, int, dict[str, Any], float]:
+    def _start(self) -> tuple[dict[str, Any] | None, int, FitState, float]:
         """Resume from the last checkpoint (or start fresh), cache the frozen layers, measure
         the untuned dev loss: ``(checkpoint, step, state, caching seconds)``."""
         ck = self._resume()
         step = ck["step"] if ck else 0
-        st = (
-            ck["state"]
-            if ck
-            else {
-                "tokens": 0,
-                "seconds": 0.0,
-                "losses": [],
-                "best": None,
-                "bad_evals": 0,
-                "best_state": None,
-                "stopped_early": False,
-                "dev_loss": None,
-            }
-        )
+        st = FitState.from_dict(ck["state"]) if ck else FitState()
         if ck:
             self._trim_log(step)
         elif self.rank == 0 and self.log_path.exists():
@@ -692,11 +708,12 @@ class Fitter:
             if self.dev:
                 self.build_cache("dev", self.dev)
         cache_s = time.perf_counter() - t_cache
-        if "initial_dev_loss" not in st:
+        if not st.initial_measured:
             # The untuned starting point, so a report can show the dev loss falling from it
             # (kept in the checkpointed state: a resumed run reports the same value).
             self._where = "evaluating the dev loss before training"
-            st["initial_dev_loss"] = self.dev_loss() if step == 0 else None
+            st.initial_dev_loss = self.dev_loss() if step == 0 else None
+            st.initial_measured = True
 
         return ck, step, st, cache_s
 
@@ -735,31 +752,31 @@ class Fitter:
         self.sched.step()
         return float(stats[0]), int(stats[1]), lr, micro[-1], n_loss
 
-    def _finish(self, ck: dict[str, Any] | None, step: int, st: dict[str, Any],
+    def _finish(self, ck: dict[str, Any] | None, step: int, st: FitState,
                 cache_s: float) -> dict[str, Any]:  # fmt: skip
         """Restore the best weights where early stopping saw them, checkpoint, summarise."""
         restored = None
-        if st["best_state"] is not None and st.get("best_step") not in (None, step):
+        if st.best_state is not None and st.best_step not in (None, step):
             # With early stopping configured, the run ends on the weights of its best dev loss
             # (as transformers' load_best_model_at_end), whether it stopped early or ran to the
             # end with a later rise in dev loss (overfitting a small set).
-            self._load_trainable(st["best_state"])
-            restored = st["best_step"]
+            self._load_trainable(st.best_state)
+            restored = st.best_step
         if ck is None or ck["step"] != step:
-            self._checkpoint(step, {"state": st})
+            self._checkpoint(step, {"state": st.to_dict()})
         return {
             "steps": step,
             "total_steps": self.total_steps,
             "epochs": round(step * self.micro_per_step / self.n_batches_epoch, 3),
-            "final_loss": float(np.mean(st["losses"][-10:])) if st["losses"] else None,
-            "initial_dev_loss": st.get("initial_dev_loss"),
-            "final_dev_loss": st["dev_loss"],
-            "best_dev_loss": st["best"],
-            "stopped_early": st["stopped_early"],
+            "final_loss": float(np.mean(st.losses[-10:])) if st.losses else None,
+            "initial_dev_loss": st.initial_dev_loss,
+            "final_dev_loss": st.dev_loss,
+            "best_dev_loss": st.best,
+            "stopped_early": st.stopped_early,
             "restored_best_step": restored,
-            "trained_tokens": st["tokens"],
-            "seconds": round(st["seconds"], 2),
-            "tokens_per_s": round(st["tokens"] / max(st["seconds"], 1e-9), 1),
+            "trained_tokens": st.tokens,
+            "seconds": round(st.seconds, 2),
+            "tokens_per_s": round(st.tokens / max(st.seconds, 1e-9), 1),
             "cache_seconds": round(cache_s, 2),
             "resumed_from_step": ck["step"] if ck else None,
             "world_size": self.world,
@@ -782,13 +799,13 @@ class Fitter:
             h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()
 
-    def _early_stop(self, st: dict[str, Any], dl: float, step: int) -> None:
+    def _early_stop(self, st: FitState, dl: float, step: int) -> None:
         es = self.cfg.early_stopping
-        if st["best"] is None or dl < st["best"] - (es.min_delta if es else 0.0):
-            st["best"], st["bad_evals"], st["best_step"] = dl, 0, step
+        if st.best is None or dl < st.best - (es.min_delta if es else 0.0):
+            st.best, st.bad_evals, st.best_step = dl, 0, step
             if es and self.engine != "fsdp":  # (FSDP: per-rank shards; a resume would mix them)
-                st["best_state"] = self._trainable_state()
+                st.best_state = self._trainable_state()
         elif es:
-            st["bad_evals"] += 1
-            if st["bad_evals"] >= es.patience:
-                st["stopped_early"] = True
+            st.bad_evals += 1
+            if st.bad_evals >= es.patience:
+                st.stopped_early = True
