@@ -18,8 +18,12 @@ Writes ``benchmarks/results/detect.json`` and ``detect.md`` (``--quick``: into t
   implementation, one document at a time (full log_softmax; rank by argsort as in the
   Fast-DetectGPT reference code) against Zimo's batched one-pass scorer; docs/s, the ratio and
   the AUROC of both on those documents.
+- Rewritten text (``--si N``, :mod:`detect_si`): every HC3-Plus SI text of >= 80 characters
+  and N shorter ones, every score by length band, the shipped combined score (fitted on QA dev
+  only), the hidden-state head, and combined models cross-fitted on the SI file; the speed
+  section then also times this version's scorer against the previous one in the same rounds.
 - The calibration shipped with Zimo (``src/zimo/guard/calibrations/<model>.json``) is written
-  from the full run (not ``--quick``).
+  from the full run (not ``--quick``, not ``--qa-sample``, unless ``--write-calibration``).
 
 Per-document token statistics are cached in ``benchmarks/results/cache/`` so a rerun is fast.
 """
