@@ -18,8 +18,12 @@ Writes ``benchmarks/results/detect.json`` and ``detect.md`` (``--quick``: into t
   implementation, one document at a time (full log_softmax; rank by argsort as in the
   Fast-DetectGPT reference code) against Zimo's batched one-pass scorer; docs/s, the ratio and
   the AUROC of both on those documents.
+- Rewritten text (``--si N``, :mod:`detect_si`): every HC3-Plus SI text of >= 80 characters
+  and N shorter ones, every score by length band, the shipped combined score (fitted on QA dev
+  only), the hidden-state head, and combined models cross-fitted on the SI file; the speed
+  section then also times this version's scorer against the previous one in the same rounds.
 - The calibration shipped with Zimo (``src/zimo/guard/calibrations/<model>.json``) is written
-  from the full run (not ``--quick``).
+  from the full run (not ``--quick``, not ``--qa-sample``, unless ``--write-calibration``).
 
 Per-document token statistics are cached in ``benchmarks/results/cache/`` so a rerun is fast.
 """
@@ -52,18 +56,20 @@ from zimo.guard.lm_stats import (  # noqa: E402
     tokenize,
 )
 from zimo.guard.scores import (  # noqa: E402
+    FEATURES,
+    LEGACY_FEATURES,
     SIMPLE_SCORES,
-    combined_scores,
+    combined_from_stats,
     feature_matrix,
     fit_combined,
     out_of_fold_combined,
     simple_score,
+    uses_hidden,
 )
 
 if "--precompute" not in sys.argv:  # the device mode needs no pydantic / sklearn
     from zimo.guard.calibrate import calibrate_from_stats  # noqa: E402
     from zimo.guard.calibration import (  # noqa: E402
-        load_calibration,
         save_calibration,
         shipped_path,
         tpr_at_fpr,
@@ -123,9 +129,11 @@ def cached_stats(
     todo = []
     for i, t in enumerate(texts):
         f = folder / f"{_key(t, tag)}.npz"
-        if f.is_file():
-            z = np.load(f)
-            out[i] = TokenStats(n_tokens=int(z["n_tokens"]), **{k: z[k] for k in ALL_STATS})
+        z = np.load(f) if f.is_file() else None
+        if z is not None and "hidden" in z.files:
+            out[i] = TokenStats(
+                n_tokens=int(z["n_tokens"]), hidden=z["hidden"], **{k: z[k] for k in ALL_STATS}
+            )
         else:
             todo.append(i)
     if todo:
@@ -149,10 +157,14 @@ def cached_stats(
                         tokenize([texts[i] for i in chunk], tok, det.config.token_budget),
                         need=ALL_STATS,
                         batch_size=det.config.batch_size,
+                        pool_hidden=True,
                     )
                 for i, st in zip(chunk, stats, strict=True):
                     np.savez(
-                        folder / f"{_key(texts[i], tag)}.npz", n_tokens=st.n_tokens, **st.to_dict()
+                        folder / f"{_key(texts[i], tag)}.npz",
+                        n_tokens=st.n_tokens,
+                        hidden=st.hidden,
+                        **st.to_dict(),
                     )
                     out[i] = st
                 bar.advance(task, len(chunk))
@@ -380,13 +392,22 @@ def thread_probe(model, ids: list[int], cores: int) -> dict:
     return out
 
 
-def speed(det: Detector, texts: list[str], labels: list[int], model_name: str, console) -> dict:
+def speed(
+    det: Detector,
+    texts: list[str],
+    labels: list[int],
+    model_name: str,
+    console,
+    old_model: dict,
+    new_model: dict,
+) -> dict:
     """Reference (plain transformers fp32, one document at a time: full logits, log_softmax,
     rank by argsort) vs Zimo's detector (batched, bf16 where it measures faster, only the
     statistics the score needs), interleaved in 4 rounds on the same documents and the same
     thread count. Wall and CPU time are both kept: on a shared machine wall time depends on the
-    neighbours, CPU time much less."""
-    import torch
+    neighbours, CPU time much less. In the same rounds: the previous release's scorer
+    (``old_model``: five features) against this one's (``new_model``: the current calibration's
+    combined model)."""
 
     from zimo.guard.detect import torch_threads
     from zimo.guard.scores import FEATURE_NEEDS
@@ -398,9 +419,10 @@ def speed(det: Detector, texts: list[str], labels: list[int], model_name: str, c
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     probe = thread_probe(model, ids[0], cores or 1)
     groups = [list(range(i, len(texts), 4)) for i in range(4)]
-    t = {"ref": [0.0, 0.0], "zimo": [0.0, 0.0], "zimo_fp32": [0.0, 0.0]}
+    t = {"ref": [0.0, 0.0], "zimo": [0.0, 0.0], "zimo_fp32": [0.0, 0.0], "zimo_new": [0.0, 0.0]}
     ref: list[TokenStats | None] = [None] * len(texts)
     fast: list[TokenStats | None] = [None] * len(texts)
+    new: list[TokenStats | None] = [None] * len(texts)
     load = [list(os.getloadavg())]
 
     def add(key, w, c):
@@ -410,18 +432,20 @@ def speed(det: Detector, texts: list[str], labels: list[int], model_name: str, c
     with torch_threads(threads):
         for gi, g in enumerate(groups):
             console.print(f"  speed round {gi + 1}/4 ({len(g)} docs, {threads} threads)")
-            res, w, c = _timed(
-                lambda g=g: compute_token_stats(
-                    model,
-                    [ids[i] for i in g],
-                    need=FEATURE_NEEDS,
-                    batch_size=det.config.batch_size,
-                    dtype=torch.bfloat16 if use_bf16 else None,
+            # The previous release's scorer (its combined score: five features) and this one's
+            # (the current calibration's features; the pass keeps the pooled hidden state only
+            # if the combined model reads it), in alternating order so neither always runs on
+            # a warm cache.
+            pair = [("zimo", old_model, fast), ("zimo_new", new_model, new)]
+            for key, comb, into in pair if gi % 2 == 0 else pair[::-1]:
+                res, w, c = _timed(
+                    lambda g=g, comb=comb: _score_with(
+                        model, [ids[i] for i in g], det, use_bf16, comb, FEATURE_NEEDS
+                    )
                 )
-            )
-            add("zimo", w, c)
-            for i, r in zip(g, res, strict=True):
-                fast[i] = r
+                add(key, w, c)
+                for i, r in zip(g, res, strict=True):
+                    into[i] = r
             for i in g:
                 ref[i], w, c = _timed(lambda i=i: reference_token_stats(model, ids[i]))
                 add("ref", w, c)
@@ -452,6 +476,12 @@ def speed(det: Detector, texts: list[str], labels: list[int], model_name: str, c
         "reference_fp32_one_at_a_time": entry("ref"),
         "zimo": entry("zimo") | {"bf16": use_bf16, "batch_size": det.config.batch_size},
         "speedup": t["ref"][0] / t["zimo"][0],
+        "new_scorer": entry("zimo_new")
+        | {
+            "what": "this version's combined score (features of the current calibration)",
+            "ratio_wall_vs_old": t["zimo"][0] / t["zimo_new"][0],
+            "ratio_cpu_vs_old": t["zimo"][1] / t["zimo_new"][1],
+        },
         "speedup_cpu_time": t["ref"][1] / t["zimo"][1],
         "scores": {},
     }
@@ -462,9 +492,9 @@ def speed(det: Detector, texts: list[str], labels: list[int], model_name: str, c
         }
     for name in [*SIMPLE_SCORES, "combined"]:
         if name == "combined":
-            cal = load_calibration(model_name)["scores"]["combined"]["model"]
-            a = combined_scores(feature_matrix(ref), cal)
-            b = combined_scores(feature_matrix(fast), cal)
+            # The old scorer's combined score (its five features) on both implementations.
+            a = combined_from_stats(ref, old_model)
+            b = combined_from_stats(fast, old_model)
         else:
             a = np.array([simple_score(name, s) for s in ref])
             b = np.array([simple_score(name, s) for s in fast])
@@ -501,6 +531,18 @@ def main(argv: list[str] | None = None) -> dict:
         "--style-adapter", default="auto", help="guard.style_adapter: auto (shipped), off, folder"
     )
     ap.add_argument("--import-stats", type=Path, help="stats.npz from --precompute into the cache")
+    ap.add_argument(
+        "--si", type=int, default=None, help="SI texts shorter than 80 chars to add (0 = no SI)"
+    )
+    ap.add_argument("--qa-sample", type=int, default=0, help="score only N QA dev docs (0 = all)")
+    ap.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=None)
+    ap.add_argument(
+        "--write-calibration",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write the shipped calibration (default: full runs only)",
+    )
+    ap.add_argument("--name", default="detect", help="results file stem")
     args = ap.parse_args(argv)
     quick = args.quick
     speed_docs = args.speed_docs if args.speed_docs is not None else (8 if quick else 32)
@@ -543,6 +585,14 @@ def main(argv: list[str] | None = None) -> dict:
     if quick:
         rng = random.Random(0)
         rows = rng.sample(rows, 160)
+    elif args.qa_sample:
+        # The same shuffled prefix every run, so the cache of a smaller run is reused.
+        random.Random(0).shuffle(rows)
+        rows = rows[: args.qa_sample]
+    n_si = args.si if args.si is not None else (200 if quick else 800)
+    write_cal = args.write_calibration
+    if write_cal is None:
+        write_cal = not (quick or args.qa_sample)
     texts = [r["text"] for r in rows]
     y = np.array([int(r["label"]) for r in rows])
     cfg = GuardConfig(
@@ -561,30 +611,18 @@ def main(argv: list[str] | None = None) -> dict:
         f"{threads} threads"
     )
 
-    # Speed first, on fresh (uncached) work, side by side.
-    rng = random.Random(1)
-    sp_idx = sorted(rng.sample(range(len(texts)), min(speed_docs, len(texts))))
-    speed_file = CACHE / f"detect_speed_{tag}.json"
-    if sp_idx:
-        sp = speed(
-            det, [texts[i] for i in sp_idx], [int(y[i]) for i in sp_idx], args.model, console
-        )
-        speed_file.write_text(json.dumps(sp, indent=1))
-        console.print(
-            f"  speed: zimo {sp['zimo']['docs_per_s']:.2f} docs/s vs reference "
-            f"{sp['reference_fp32_one_at_a_time']['docs_per_s']:.2f} ({sp['speedup']:.2f}x)"
-        )
-    elif speed_file.is_file():  # --speed-docs 0: reuse the last measured speed
-        sp = json.loads(speed_file.read_text())
-        sp["reused_from_cache"] = True
-    else:
-        sp = None
-
     stats = cached_stats(det, texts, args.model, tag, console)
     n_tok = np.array([s.n_tokens for s in stats])
     min_tokens = args.min_tokens or cfg.min_tokens
     scores = {name: np.array([simple_score(name, s) for s in stats]) for name in SIMPLE_SCORES}
     X = feature_matrix(stats)
+    X_old = feature_matrix(stats, LEGACY_FEATURES)
+    scores["combined, previous release (out-of-fold)"] = out_of_fold_combined(
+        X_old, y, names=LEGACY_FEATURES
+    )
+    scores["combined + hidden head (out-of-fold)"] = out_of_fold_combined(
+        feature_matrix(stats, FEATURES, True), y, hidden=True
+    )
     scores["combined (out-of-fold)"] = out_of_fold_combined(X, y)
     long = n_tok >= min_tokens
     quality = {
@@ -617,6 +655,52 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Fit the shipped combined model on the whole dev file (documents >= min_tokens).
     comb = fit_combined(X[long], y[long])
+    old_comb = fit_combined(X_old[long], y[long], names=LEGACY_FEATURES)
+    if write_cal:
+        cal = calibrate_from_stats(
+            stats,
+            y,
+            model=args.model,
+            token_budget=args.budget,
+            min_tokens=min_tokens,
+            target_fpr=0.01,
+            source={"dev": "hc3_zh_qa_dev.jsonl", "n": len(texts), "stats_dtype": "fp32"},
+            style_adapter=style,
+        )
+        save_calibration(cal, shipped_path(args.model))
+        comb = cal["scores"]["combined"]["model"]
+    si = None
+    if n_si:
+        from detect_si import si_rows, si_section
+
+        si_r = si_rows(DATA, n_si)
+        si_stats = cached_stats(det, [r["text"] for r in si_r], args.model, tag, console)
+        si = si_section(si_r, si_stats, stats, y, comb, min_tokens)
+    # Speed first, on fresh (uncached) work, side by side.
+    rng = random.Random(1)
+    sp_idx = sorted(rng.sample(range(len(texts)), min(speed_docs, len(texts))))
+    speed_file = CACHE / f"detect_speed_{tag}.json"
+    if sp_idx:
+        sp = speed(
+            det,
+            [texts[i] for i in sp_idx],
+            [int(y[i]) for i in sp_idx],
+            args.model,
+            console,
+            old_comb,
+            comb,
+        )
+        speed_file.write_text(json.dumps(sp, indent=1))
+        console.print(
+            f"  speed: zimo {sp['zimo']['docs_per_s']:.2f} docs/s vs reference "
+            f"{sp['reference_fp32_one_at_a_time']['docs_per_s']:.2f} ({sp['speedup']:.2f}x)"
+        )
+    elif speed_file.is_file():  # --speed-docs 0: reuse the last measured speed
+        sp = json.loads(speed_file.read_text())
+        sp["reused_from_cache"] = True
+    else:
+        sp = None
+
     probes = {}
     probe_sets: dict[str, tuple[list[str], np.ndarray]] = {}  # for the no-adapter comparison
     if n_para:
@@ -654,7 +738,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
 
     ablation = None
-    if style:
+    if style and (args.ablation if args.ablation is not None else not args.qa_sample):
         ablation = without_style_adapter(
             cfg, texts, y, probe_sets, args.model, stats_tag(args.model, args.budget, None), console
         )
@@ -684,25 +768,17 @@ def main(argv: list[str] | None = None) -> dict:
         "speed": sp,
         "projection": None if sp is None else projection(sp),
         "combined_features": comb["features"],
-        "combined_coef": dict(zip(comb["features"], comb["coef"], strict=True)),
+        "combined_hidden_dims": comb.get("hidden", 0),
+        "combined_coef": dict(zip(comb["features"], comb["coef"], strict=False)),
+        "qa_sample": args.qa_sample or None,
+        "si": si,
     }
-    if not quick:
-        cal = calibrate_from_stats(
-            stats,
-            y,
-            model=args.model,
-            token_budget=args.budget,
-            min_tokens=min_tokens,
-            target_fpr=0.01,
-            source={"dev": "hc3_zh_qa_dev.jsonl", "n": len(texts), "stats_dtype": "fp32"},
-            style_adapter=style,
-        )
-        save_calibration(cal, shipped_path(args.model))
+    if write_cal:
         result["calibration"] = str(shipped_path(args.model).relative_to(ROOT))
     out_dir = CACHE if quick else RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "detect.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
-    (out_dir / "detect.md").write_text(markdown(result))
+    (out_dir / f"{args.name}.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    (out_dir / f"{args.name}.md").write_text(markdown(result))
     console.print(markdown(result))
     return result
 
@@ -724,6 +800,22 @@ def projection(sp: dict) -> dict:
         "2 idle cores = two single-thread workers; a million-document corpus is sharded over "
         "machines (Ray) at this rate per 2-core machine",
     }
+
+
+def _score_with(model, ids, det, use_bf16, comb, need):
+    """Token statistics and the combined score under ``comb``, as the detector computes them."""
+    import torch
+
+    stats = compute_token_stats(
+        model,
+        ids,
+        need=need,
+        batch_size=det.config.batch_size,
+        dtype=torch.bfloat16 if use_bf16 else None,
+        pool_hidden=uses_hidden(comb),
+    )
+    combined_from_stats(stats, comb)
+    return stats
 
 
 def cross_scorer_probes(det, texts: list[str], y: np.ndarray, n: int, console) -> dict:
@@ -798,14 +890,28 @@ def _probe_metrics(stats, y, comb, min_tokens) -> dict:
     for name in SIMPLE_SCORES:
         out[name] = metrics(np.array([simple_score(name, s) for s in stats]), y)
     if comb is not None:  # the combined model belongs to gecko-zh's statistics
-        out["combined"] = metrics(combined_scores(feature_matrix(stats), comb), y)
+        out["combined"] = metrics(combined_from_stats(stats, comb), y)
     return out
+
+
+def _scope(r: dict) -> str:
+    if r["quick"]:
+        return "quick subsample"
+    return f"random {r['qa_sample']} of 1780" if r.get("qa_sample") else "full"
+
+
+def _si_lines(r: dict) -> list[str]:
+    if not r.get("si"):
+        return []
+    from detect_si import si_markdown
+
+    return si_markdown(r["si"])
 
 
 def markdown(r: dict) -> str:
     mt = r["min_tokens"]
     lines = [
-        f"# Detection on HC3 Chinese dev ({'quick subsample' if r['quick'] else 'full'}), "
+        f"# Detection on HC3 Chinese dev ({_scope(r)}), "
         f"{r['model']}, {r['data']['token_budget']}-token budget, "
         f"{'bf16' if r['bf16'] else 'fp32'}",
         "",
@@ -888,6 +994,7 @@ def markdown(r: dict) -> str:
                     f"| {set_name} | {name} | {m['auroc']:.3f} | {w['auroc']:.3f} | "
                     f"{m['tpr_at_1fpr']:.3f} | {w['tpr_at_1fpr']:.3f} |"
                 )
+    lines += _si_lines(r)
     sp = r["speed"]
     if sp is None:
         return "\n".join(lines) + "\n\n(speed not measured in this run)\n"
@@ -913,6 +1020,21 @@ def markdown(r: dict) -> str:
     lines += [
         f"| Zimo detector{' (bf16)' if z['bf16'] else ''} | {z['docs_per_s']:.3f} | "
         f"{z['docs_per_cpu_s']:.3f} | {sp['speedup']:.2f} | {sp['speedup_cpu_time']:.2f} |",
+    ]
+    if "new_scorer" in sp:
+        nz = sp["new_scorer"]
+        lines.append(
+            f"| Zimo detector, this version's combined score | "
+            f"{nz['docs_per_s']:.3f} | {nz['docs_per_cpu_s']:.3f} | "
+            f"{ref['wall_s'] / nz['wall_s']:.2f} | {ref['cpu_s'] / nz['cpu_s']:.2f} |"
+        )
+        lines += [
+            "",
+            f"This version against the previous scorer, same rounds: "
+            f"{nz['ratio_wall_vs_old']:.3f}x docs/s (wall), {nz['ratio_cpu_vs_old']:.3f}x docs "
+            "per CPU-second (above 1 = faster).",
+        ]
+    lines += [
         "",
         "| score | AUROC reference | AUROC Zimo | abs diff | Pearson |",
         "|---|---|---|---|---|",

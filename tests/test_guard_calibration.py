@@ -100,10 +100,57 @@ def test_calibrate_from_stats_fits_every_score_and_the_combined_model():
     assert comb["dev_tpr_at_target"] > 0.5  # the planted shift is easy to find
 
 
+def test_a_hidden_head_is_fitted_only_when_asked_and_read_back_from_the_calibration():
+    from zimo.guard.calibrate import calibrate_from_stats
+    from zimo.guard.scores import FEATURES, combined_from_stats, uses_hidden
+
+    rng = np.random.default_rng(4)
+    stats = _fake_stats(rng, 120, False) + _fake_stats(rng, 120, True)
+    y = np.array([0] * 120 + [1] * 120)
+    # The hidden state carries the label along one direction (and the token statistics the
+    # planted shift): the head must find that direction.
+    for s, lab in zip(stats, y, strict=True):
+        s.hidden = rng.normal(0, 1, 8).astype(np.float32)
+        s.hidden[3] += 3.0 * lab
+    kw = dict(model="m", token_budget=128, min_tokens=10, target_fpr=0.05)
+    plain = calibrate_from_stats(stats, y, **kw)["scores"]["combined"]["model"]
+    head = calibrate_from_stats(stats, y, hidden_head=True, **kw)["scores"]["combined"]["model"]
+    assert not uses_hidden(plain) and plain["features"] == list(FEATURES)
+    assert head["hidden"] == 8 and len(head["coef"]) == len(FEATURES) + 8
+    assert np.argmax(np.abs(head["coef"][len(FEATURES) :])) == 3
+    with_head = combined_from_stats(stats, head)
+    assert (with_head[y == 1].min() > np.median(with_head[y == 0])) and tpr_at_fpr(
+        with_head, y, 0.05
+    ) > 0.9
+    # A document without a pooled hidden state gets no score from the head, not a wrong one.
+    stats[0].hidden = None
+    assert np.isnan(combined_from_stats(stats[:2], head)[0])
+
+
+def test_a_calibration_from_the_previous_feature_set_still_scores_with_its_features():
+    from zimo.guard.scores import LEGACY_FEATURES, combined_from_stats, feature_matrix
+
+    rng = np.random.default_rng(5)
+    stats = _fake_stats(rng, 20, False)
+    old = {  # written before the rank-distribution features existed: five weights
+        "features": list(LEGACY_FEATURES),
+        "mean": [0.0] * 5,
+        "scale": [1.0] * 5,
+        "coef": [1.0, 0, 0, 0, 0],
+        "intercept": 0.0,
+    }
+    np.testing.assert_allclose(
+        combined_from_stats(stats, old), feature_matrix(stats, ("logrank",))[:, 0]
+    )
+    with pytest.raises(ValueError, match="unknown combined-score features"):
+        combined_from_stats(stats, old | {"features": ["nope", *LEGACY_FEATURES[1:]]})
+
+
 def test_shipped_calibration_matches_the_current_features():
     from zimo.guard.scores import FEATURES, SIMPLE_SCORES
 
     cal = load_calibration("gecko-zh")
     assert cal["scores"]["combined"]["model"]["features"] == list(FEATURES)
+    assert not cal["scores"]["combined"]["model"].get("hidden")  # see calibrate_from_stats
     assert set(SIMPLE_SCORES) <= set(cal["scores"])
     assert cal["target_fpr"] == 0.01 and cal["token_budget"] == 256

@@ -122,6 +122,58 @@ def test_detector_flags_nothing_below_min_tokens(gecko_zh):
     assert np.isnan(res[2].score) and res[1].model == "gecko-zh"
 
 
+def test_nothing_is_trusted_or_flagged_below_the_calibrations_minimum(gecko_zh, tmp_path):
+    """guard.min_tokens lower than the calibration's minimum does not make short texts
+    trusted: the calibration never measured a threshold on them."""
+    from zimo.guard.calibration import build_calibration, save_calibration
+
+    s = np.linspace(-10.0, -9.0, 200)  # every real text scores far above this threshold
+    cal = build_calibration(
+        {"loglik": s},
+        np.array([0] * 100 + [1] * 100),
+        np.full(200, 64),
+        model="gecko-zh",
+        token_budget=32,
+        min_tokens=30,
+        target_fpr=0.01,
+    )
+    path = save_calibration(cal, tmp_path / "cal.json")
+    det = Detector(
+        GuardConfig(
+            model="gecko-zh",
+            score="loglik",
+            calibration=path,
+            style_adapter="off",
+            min_tokens=1,
+            token_budget=32,
+            bf16="off",
+        )
+    )
+    assert det.min_tokens("gecko-zh") == 30
+    short, long = det.score([TEXTS[1], TEXTS[3]])
+    assert short.n_tokens < 30 <= long.n_tokens
+    assert (short.trusted, short.flag) == (False, False)
+    assert (long.trusted, long.flag) == (True, True)
+
+
+def test_pooled_hidden_state_is_the_mean_over_scored_positions_batched_or_in_windows(gecko_zh):
+    model, tok = gecko_zh
+    ids = tokenize(TEXTS, tok, 32)
+    stats = compute_token_stats(model, ids, need=("logp",), batch_size=4, pool_hidden=True)
+    body = model.get_decoder()
+    with torch.inference_mode():
+        for st, x in zip(stats, ids, strict=True):
+            h = body(input_ids=torch.tensor([x])).last_hidden_state[0, :-1]
+            np.testing.assert_allclose(st.hidden, h.mean(0).numpy(), rtol=1e-3, atol=1e-4)
+    # Windows: the merged vector is the token-weighted mean of the windows' vectors.
+    wids, owner = tokenize_windows([TEXTS[3]], tok, window=20, max_tokens=60)
+    parts = compute_token_stats(model, wids, need=("logp",), pool_hidden=True)
+    (merged,) = merge_windows(parts, owner, 1)
+    want = sum(p.hidden * p.n_tokens for p in parts) / sum(p.n_tokens for p in parts)
+    np.testing.assert_allclose(merged.hidden, want, rtol=1e-5, atol=1e-6)
+    assert compute_token_stats(model, ids[:1], need=("logp",))[0].hidden is None
+
+
 def test_every_simple_score_is_finite(gecko_zh):
     model, tok = gecko_zh
     (s,) = compute_token_stats(model, tokenize(TEXTS[3:], tok, 32))

@@ -43,6 +43,20 @@ ROWS = [
 CFG = GuardConfig(model="gecko-zh", score="logrank", threshold=-2.0, min_tokens=8, bf16="off")
 
 
+def test_report_and_scoring_do_not_import_each_other():
+    import ast
+    import inspect
+
+    import zimo.guard.report as report
+
+    tree = ast.parse(inspect.getsource(report))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
+    assert "zimo.guard.score_file" not in imported
+    assert "zimo.guard.records" in imported
+
+
 def test_record_text_prefers_text_then_assistant_turns():
     assert record_text(ROWS[0]) == ROWS[0]["text"]
     assert record_text(ROWS[3]) == "您好！请问有什么可以帮您的吗？"

@@ -11,7 +11,14 @@ import numpy as np
 from zimo.errors import DataError
 from zimo.guard.calibration import build_calibration, save_calibration
 from zimo.guard.lm_stats import TokenStats
-from zimo.guard.scores import SIMPLE_SCORES, feature_matrix, fit_combined, simple_score
+from zimo.guard.scores import (
+    FEATURES,
+    SIMPLE_SCORES,
+    combined_scores,
+    feature_matrix,
+    fit_combined,
+    simple_score,
+)
 
 
 def calibrate_from_stats(
@@ -24,25 +31,30 @@ def calibrate_from_stats(
     target_fpr: float,
     source: dict | None = None,
     style_adapter: str | None = None,
+    hidden_head: bool = False,
 ) -> dict:
     """Calibration of every simple score plus the combined score from per-token stats.
 
     The combined model is fitted on the documents with at least ``min_tokens`` tokens (the only
     ones the detector flags), then its threshold is set on the same documents' scores.
+
+    ``hidden_head``: the combined model also reads the scorer's pooled hidden state (the stats
+    must come from ``pool_hidden=True``). Off by default: fitted on one kind of machine text, such
+    a head learns that kind's topics and style and carried over badly to rewritten text in the
+    detection benchmark (QA answers -> SI rewrites), while within one kind of text it is much
+    stronger than the statistics alone. Use it when the dev split is the kind of text you score.
     """
     y = np.asarray(labels, dtype=int)
     n_tok = np.array([s.n_tokens for s in stats])
     scores = {name: np.array([simple_score(name, s) for s in stats]) for name in SIMPLE_SCORES}
-    X = feature_matrix(stats)
+    X = feature_matrix(stats, FEATURES, hidden_head)
     keep = n_tok >= min_tokens
     if len(set(y[keep])) < 2:
         raise DataError(
             f"the dev split needs human (0) and machine (1) texts of >= {min_tokens} tokens",
             "add labelled examples of both kinds",
         )
-    comb_model = fit_combined(X[keep], y[keep])
-    from zimo.guard.scores import combined_scores
-
+    comb_model = fit_combined(X[keep], y[keep], hidden=hidden_head)
     scores["combined"] = combined_scores(X, comb_model)
     return build_calibration(
         scores,
@@ -87,9 +99,11 @@ def calibrate_file(
     token_budget: int = 256,
     min_tokens: int = 48,
     style_adapter: str = "auto",
+    hidden_head: bool = False,
 ) -> dict:
     """Score a labelled dev file and write its calibration JSON to ``output`` (the scorer with
-    ``style_adapter`` merged in, recorded in the calibration)."""
+    ``style_adapter`` merged in, recorded in the calibration; ``hidden_head``: see
+    :func:`calibrate_from_stats`)."""
     from zimo.guard.config import GuardConfig
     from zimo.guard.detect import Detector
     from zimo.guard.scores import FEATURE_NEEDS
@@ -103,7 +117,7 @@ def calibrate_file(
             style_adapter=style_adapter,
         )
     )
-    stats = det.token_stats(texts, model, need=FEATURE_NEEDS)
+    stats = det.token_stats(texts, model, need=FEATURE_NEEDS, pool_hidden=hidden_head)
     digest = hashlib.sha1(Path(dev).read_bytes()).hexdigest()[:12]
     cal = calibrate_from_stats(
         stats,
@@ -119,6 +133,7 @@ def calibrate_file(
             "bf16": det.uses_bf16(model),
         },
         style_adapter=det.style_id(model),
+        hidden_head=hidden_head,
     )
     save_calibration(cal, output)
     return cal

@@ -95,6 +95,11 @@ def register(app: typer.Typer) -> None:
         style_adapter: str = typer.Option(
             "auto", help="machine-style adapter: auto (shipped) | off | a folder"
         ),
+        hidden_head: bool = typer.Option(
+            False,
+            help="the combined score also reads the scorer's hidden state: much stronger on the "
+            "kind of text the dev split holds, weaker on other kinds",
+        ),
     ) -> None:
         """Fit thresholds (and the combined score) on a labelled dev split."""
         from rich.console import Console
@@ -102,7 +107,14 @@ def register(app: typer.Typer) -> None:
         from zimo.guard.calibrate import calibrate_file
 
         cal = calibrate_file(
-            dev, output, model, target_fpr, token_budget, min_tokens, style_adapter
+            dev,
+            output,
+            model,
+            target_fpr,
+            token_budget,
+            min_tokens,
+            style_adapter,
+            hidden_head=hidden_head,
         )
         c = cal["scores"]
         Console().print(

@@ -30,7 +30,7 @@ from zimo.errors import ConfigError, ZimoError
 from zimo.guard.calibration import load_calibration, threshold_from
 from zimo.guard.config import GuardConfig
 from zimo.guard.lm_stats import TokenStats, compute_token_stats, merge_windows, tokenize_windows
-from zimo.guard.scores import combined_scores, feature_matrix, needs_for, simple_score
+from zimo.guard.scores import combined_from_stats, needs_for, simple_score, uses_hidden
 from zimo.guard.style import adapter_id, resolve_adapter
 
 _LATIN = re.compile(r"[A-Za-z]")
@@ -249,6 +249,19 @@ class Detector:
             return float(self.config.threshold)
         return threshold_from(self.calibration(model), self.config.score, self.config.target_fpr)
 
+    def combined_model(self, model: str) -> dict:
+        """The stored weights of the combined score for ``model`` (from its calibration)."""
+        return self.calibration(model)["scores"]["combined"]["model"]
+
+    def min_tokens(self, model: str) -> int:
+        """Fewest scored tokens for a trusted score: ``guard.min_tokens``, and never fewer than
+        the calibration's own minimum (its thresholds were set on longer texts only; below
+        it no threshold was measured, so a flag would be a guess)."""
+        cal = self._cal.get(model)
+        if cal is None and (self.config.threshold is None or self.config.score == "combined"):
+            cal = self.calibration(model)
+        return max(self.config.min_tokens, int((cal or {}).get("min_tokens", 0)))
+
     def threads(self) -> int:
         """Intra-op threads for the next scoring call (see :func:`pick_threads`); our own
         scoring within the last minute is not counted as load from the neighbours."""
@@ -273,9 +286,11 @@ class Detector:
         model_name: str,
         need: Sequence[str] | None = None,
         progress: Callable[[int], None] | None = None,
+        pool_hidden: bool = False,
     ) -> list[TokenStats]:
         """Per-token statistics of ``texts`` under one scorer model (the first ``max_tokens``
-        tokens of each, in windows of ``token_budget``)."""
+        tokens of each, in windows of ``token_budget``; ``pool_hidden``: with each text's mean
+        hidden state)."""
         import torch
 
         bf16 = self.uses_bf16(model_name)
@@ -300,6 +315,7 @@ class Detector:
                 batch_size=self.config.batch_size,
                 dtype=dtype,
                 progress=windows_done,
+                pool_hidden=pool_hidden,
             )
         self._last_used = time.monotonic()  # our threads were busy until now
         return merge_windows(stats, owner, len(texts))
@@ -310,8 +326,7 @@ class Detector:
         """The configured score (or ``score``) for each document (NaN for empty ones)."""
         name = score or self.config.score
         if name == "combined":
-            cal = self.calibration(model_name)
-            return combined_scores(feature_matrix(stats), cal["scores"]["combined"]["model"])
+            return combined_from_stats(stats, self.combined_model(model_name))
         return np.array([simple_score(name, s) for s in stats], dtype=np.float64)
 
     def score(
@@ -327,13 +342,19 @@ class Detector:
         for name, idx in by_model.items():
             usable = self._usable(name)
             score = self.config.score if usable or self.config.score != "combined" else "logrank"
+            hidden = score == "combined" and uses_hidden(self.combined_model(name))
             stats = self.token_stats(
-                [texts[i] for i in idx], name, need=needs_for(score), progress=progress
+                [texts[i] for i in idx],
+                name,
+                need=needs_for(score),
+                progress=progress,
+                pool_hidden=hidden,
             )
             scores = self.scores_from_stats(stats, name, score)
             thr = self.threshold(name) if usable else math.inf
+            floor = self.min_tokens(name) if usable else self.config.min_tokens
             for i, s, st in zip(idx, scores, stats, strict=True):
-                trusted = usable and st.n_tokens >= self.config.min_tokens and not math.isnan(s)
+                trusted = usable and st.n_tokens >= floor and not math.isnan(s)
                 out[i] = ScoredDoc(
                     score=float(s),
                     flag=bool(trusted and s > thr),

@@ -40,6 +40,9 @@ class TokenStats:
     logrank: np.ndarray | None = None
     mu: np.ndarray | None = None
     var: np.ndarray | None = None
+    # Mean of the body's last hidden state over the scored positions (``pool_hidden``): what
+    # a small supervised head reads; computed from the same forward pass at no extra cost.
+    hidden: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, np.ndarray]:
         return {k: getattr(self, k) for k in ALL_STATS if getattr(self, k) is not None}
@@ -106,7 +109,12 @@ def merge_windows(
             for k in ALL_STATS
             if getattr(ps[0], k) is not None
         }
-        out.append(TokenStats(n_tokens=sum(p.n_tokens for p in ps), **merged))
+        n = sum(p.n_tokens for p in ps)
+        if ps[0].hidden is not None:
+            # Token-weighted mean of the windows' means = the mean over all scored positions.
+            w = np.array([p.n_tokens for p in ps], np.float32)[:, None]
+            merged["hidden"] = (np.stack([p.hidden for p in ps]) * w).sum(0) / max(n, 1)
+        out.append(TokenStats(n_tokens=n, **merged))
     return out
 
 
@@ -183,8 +191,11 @@ def compute_token_stats(
     max_batch_tokens: int = 4096,
     dtype=None,
     progress: Callable[[int], None] | None = None,
+    pool_hidden: bool = False,
 ) -> list[TokenStats]:
     """Run the model over ``token_ids`` (from :func:`tokenize`) and return per-token stats.
+
+    ``pool_hidden``: also keep each document's mean last hidden state (``TokenStats.hidden``).
 
     ``dtype`` torch.bfloat16 runs body and head under bf16 autocast; None keeps the model's.
     ``progress(n_docs_done)`` is called after every batch.
@@ -206,8 +217,9 @@ def compute_token_stats(
         if dtype == torch.bfloat16
         else contextlib.nullcontext()
     )
+    width_h = model.config.hidden_size if pool_hidden else 0
     for idx in [i for i, n in enumerate(lengths) if n < 2]:
-        results[idx] = _empty(need)
+        results[idx] = _empty(need, width_h)
     todo = [i for i, n in enumerate(lengths) if n >= 2]
     batches = length_sorted_batches([lengths[i] for i in todo], batch_size, max_batch_tokens)
     with torch.inference_mode(), autocast:
@@ -233,20 +245,26 @@ def compute_token_stats(
                 for k, v in st.items():
                     parts[k].append(v)
             flat = {k: torch.cat(v).float().cpu().numpy() for k, v in parts.items()}
+            pooled = h.float().cpu().numpy() if pool_hidden else None
             start = 0
             for d in docs:
                 n = lengths[d] - 1
                 results[d] = TokenStats(
                     n_tokens=n, **{k: v[start : start + n].copy() for k, v in flat.items()}
                 )
+                if pooled is not None:
+                    results[d].hidden = pooled[start : start + n].mean(0)
                 start += n
             if progress:
                 progress(len(docs))
     return results  # type: ignore[return-value]
 
 
-def _empty(need: frozenset[str]) -> TokenStats:
-    return TokenStats(n_tokens=0, **{k: np.zeros(0, np.float32) for k in need})
+def _empty(need: frozenset[str], hidden_width: int = 0) -> TokenStats:
+    st = TokenStats(n_tokens=0, **{k: np.zeros(0, np.float32) for k in need})
+    if hidden_width:
+        st.hidden = np.zeros(hidden_width, np.float32)
+    return st
 
 
 def reference_token_stats(model, ids: list[int]) -> TokenStats:

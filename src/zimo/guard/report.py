@@ -53,7 +53,7 @@ def _histogram_png(rows: list[dict], thresholds: dict) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from zimo.guard.score_file import origin_label
+    from zimo.guard.records import origin_label
 
     groups: dict[str, list[float]] = {}
     for r in rows:

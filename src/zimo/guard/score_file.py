@@ -17,46 +17,9 @@ from typing import Any
 
 from zimo.errors import DataError
 from zimo.guard.config import GuardConfig
+from zimo.guard.records import origin_label, record_text
 
 GUARD_FIELDS = ("guard_score", "guard_flag", "guard_trusted", "guard_model")
-
-
-def record_text(r: dict, text_field: str = "text") -> str:
-    """The text to score: ``text_field``, else the assistant turns of ``messages`` (the part a
-    model may have written), else the empty string."""
-    t = r.get(text_field)
-    if isinstance(t, str) and t.strip():
-        return t
-    msgs = r.get("messages")
-    if isinstance(msgs, str):
-        try:
-            msgs = json.loads(msgs)
-        except json.JSONDecodeError:
-            msgs = None
-    if isinstance(msgs, list):
-        turns = [m.get("content") or "" for m in msgs if isinstance(m, dict)]
-        asst = [
-            m.get("content") or ""
-            for m in msgs
-            if isinstance(m, dict) and m.get("role") == "assistant"
-        ]
-        return "\n".join(asst or turns)
-    return ""
-
-
-def origin_label(r: dict) -> str:
-    """Group for the report: ``meta.origin``, else ``label`` (e.g. 0/1 in HC3), else unknown."""
-    meta = r.get("meta")
-    if isinstance(meta, str) and meta[:1] == "{":
-        try:
-            meta = json.loads(meta)
-        except json.JSONDecodeError:
-            meta = None
-    if isinstance(meta, dict) and meta.get("origin"):
-        return str(meta["origin"])
-    if "label" in r and r["label"] is not None:
-        return f"label={r['label']}"
-    return "unknown"
 
 
 def score_records(
