@@ -146,11 +146,14 @@ def test_a_calibration_from_the_previous_feature_set_still_scores_with_its_featu
         combined_from_stats(stats, old | {"features": ["nope", *LEGACY_FEATURES[1:]]})
 
 
-def test_shipped_calibration_matches_the_current_features():
-    from zimo.guard.scores import FEATURES, SIMPLE_SCORES
+def test_shipped_calibration_scores_with_known_features():
+    from zimo.guard.scores import FEATURE_FUNCS, SIMPLE_SCORES
 
     cal = load_calibration("gecko-zh")
-    assert cal["scores"]["combined"]["model"]["features"] == list(FEATURES)
+    # Fitted on the whole HC3 QA dev file; a recalibration with the rank-distribution features
+    # ships only once it is measured on the whole file too (see docs/guard.md).
+    assert cal["source"]["n"] == 1780
+    assert set(cal["scores"]["combined"]["model"]["features"]) <= set(FEATURE_FUNCS)
     assert not cal["scores"]["combined"]["model"].get("hidden")  # see calibrate_from_stats
     assert set(SIMPLE_SCORES) <= set(cal["scores"])
     assert cal["target_fpr"] == 0.01 and cal["token_budget"] == 256
