@@ -2,6 +2,13 @@
 
 Chinese has no spaces, so "words" here are Latin/digit runs *or single CJK characters*, and
 n-gram repetition is measured on those units; ratios are over non-space characters.
+
+Documents (pages, files) are judged a little differently from rows (SMS, labelled texts): an
+article restates its lead in a caption or a summary and repeats long names ("the Hong Kong
+section of the Guangzhou-Shenzhen-Hong Kong Express Rail Link"), and a tutorial repeats the
+same command-line flags in every command. So in documents a repeated n-gram counts once it
+occurs three times (a passage said twice is ordinary writing, three times is a template), and
+code lines do not count as repeated lines.
 """
 
 from __future__ import annotations
@@ -13,7 +20,19 @@ from typing import Any
 
 from zimo.data.pipeline import Filter, record_text
 
-_UNIT = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|[^\W_]+")
+# Combining marks (Devanagari, Thai, Arabic vowel signs …) are not ``\w`` in Python's ``re``:
+# without them a Hindi word falls apart into single consonants that repeat everywhere.
+_MARKS = "".join(
+    chr(c) for c in range(0x300, 0x10000) if unicodedata.category(chr(c)).startswith("M")
+)
+_UNIT = re.compile(
+    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|(?:[^\W_]|["
+    + re.escape(_MARKS)
+    + r"])+"
+)
+# Command lines and code: a tutorial repeats `-e ENV=dev \` in every command.
+_CODE_LINE = re.compile(r"[\\{};=$]|^-{1,2}\w")
+DOC_FORMATS = frozenset({"html", "txt", "md", "pdf"})
 
 
 _CJK_UNIT = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
@@ -52,15 +71,15 @@ def _top_ngram_frac(toks: list[str], n: int) -> float:
     return count * sum(len(t) for t in gram) / max(1, total)
 
 
-def _dup_ngram_frac(toks: list[str], n: int) -> float:
-    """Share of characters inside n-grams that occur more than once."""
+def _dup_ngram_frac(toks: list[str], n: int, min_count: int = 2) -> float:
+    """Share of characters inside n-grams that occur at least ``min_count`` times."""
     if len(toks) < n * 2:
         return 0.0
     grams = list(zip(*(toks[i:] for i in range(n)), strict=False))
     counts = Counter(grams)
     covered = [False] * len(toks)
     for i, g in enumerate(grams):
-        if counts[g] > 1:
+        if counts[g] >= min_count:
             for j in range(i, i + n):
                 covered[j] = True
     total = sum(len(t) for t in toks)
@@ -105,7 +124,10 @@ class QualityFilter(Filter):
             return False, "digit_ratio"
         if letters / total < self.min_letter_ratio:
             return False, "few_letters"
+        doc = (rec.get("meta") or {}).get("format") in DOC_FORMATS
         lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
+        if doc:
+            lines = [ln for ln in lines if not _CODE_LINE.search(ln)]
         if len(lines) >= 3:
             counts = Counter(lines)
             dup_lines = sum(c for c in counts.values() if c > 1)
@@ -123,6 +145,6 @@ class QualityFilter(Filter):
         for n in (2, 3, 4):
             if _top_ngram_frac(toks, n * scale) > self.max_top_ngram_frac:
                 return False, "repeated_ngrams"
-        if _dup_ngram_frac(toks, 5 * scale) > self.max_dup_ngram_frac:
+        if _dup_ngram_frac(toks, 5 * scale, 3 if doc else 2) > self.max_dup_ngram_frac:
             return False, "repeated_ngrams"
         return True

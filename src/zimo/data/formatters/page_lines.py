@@ -28,6 +28,7 @@ A page with no prose at all loses only its ``bad`` lines.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
@@ -39,8 +40,17 @@ from zimo.data.pipeline import EXAMPLE_CHARS, Formatter, Reject
 
 PAGE_FORMATS = ("html", "txt", "md")
 _CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_LATIN_WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*")
-_SENT_END = tuple("。！？!?.…；;")
+# A word of any script written with spaces (Latin, Cyrillic, Greek, Arabic, Devanagari,
+# Hangul …): letters and their combining marks, not digits, not Han or kana (those are counted
+# per character). Python's ``\w`` leaves out combining marks (Hindi and Urdu vowel signs), so
+# they are added explicitly.
+_MARKS = "".join(
+    chr(c) for c in range(0x300, 0x10000) if unicodedata.category(chr(c)).startswith("M")
+)
+_LETTER = rf"(?:[^\W\d_\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[{re.escape(_MARKS)}])"
+_LATIN_WORD = re.compile(rf"{_LETTER}+(?:['’-]{_LETTER}+)*")
+# Sentence ends of CJK, Latin, Arabic-script (۔ ؟) and Indic (। ॥) text.
+_SENT_END = tuple("。！？!?.…；;۔؟।॥")
 _CLOSERS = "”’\"'）)】」』》 "
 # Separators of menus, breadcrumbs, tag clouds and keyword headers.
 _SEPS = re.compile(r"\s*(?:[|｜>»›→＞·•◆■●★／/\\]|_{1,}|\s{2,}|-{1,2}(?=\s))\s*")
@@ -281,6 +291,75 @@ def _clusters(infos: list[LineInfo | None], good: list[int]) -> list[list[int]]:
     return groups
 
 
+# Lines of page furniture that sit between an article's title and its text: the date, the
+# source and author, share and font-size buttons, a view count. Crossing them does not end the
+# header walk; a menu, a list, a spam line or a footer does.
+_META_REASONS = ("byline", "share", "banner", "navigation", "seo_keywords")
+LEAD_LINES = 4  # subtitles / deck lines directly above the text
+TITLE_LINES = 2  # title and kicker above the furniture
+META_LINES = 12  # furniture lines between the title and the text
+
+
+def _meta_line(li: LineInfo) -> bool:
+    if li.cls == "bad":
+        return li.reason in _META_REASONS
+    return _tiny(li) or li.reason in ("digits", "repeated")
+
+
+def _cut_header(
+    infos: list[LineInfo | None], start: int, keep: list[bool], why: list[str | None]
+) -> None:
+    """Walk up from the body: keep the deck lines right above it, cross one run of furniture
+    (date, byline, share bar), keep the title above that, and cut everything else as a block.
+
+    A news page reads, top down: menus, breadcrumb, *title*, date / source / share buttons,
+    *subtitles*, text. Only the italic parts are the article.
+    """
+
+    def cut(j: int, reason: str) -> None:
+        keep[j], why[j] = False, reason
+
+    def title_like(li: LineInfo) -> bool:
+        # A title is often echoed by the page (breadcrumb, <h1>, share text): its copy nearest
+        # the text is the one kept, earlier copies go with the header.
+        return li.reason == "repeated" and not _tiny(li) and li.n <= 120
+
+    phase, kept, meta = "lead", 0, 0
+    i = start - 1
+    while i >= 0:
+        li = infos[i]
+        if li is None:
+            i -= 1
+            continue
+        heading = li.cls != "bad" and (
+            _heading_like(li) or li.cls in ("good", "near") or title_like(li)
+        )
+        if phase == "lead":
+            if heading and kept < LEAD_LINES:
+                kept += 1
+                keep[i], why[i] = True, None
+                i -= 1
+                continue
+            phase, kept = "meta", 0
+        if phase == "meta":
+            if _meta_line(li) and not title_like(li) and meta < META_LINES:
+                meta += 1
+                if li.cls != "bad":
+                    cut(i, "header")
+                i -= 1
+                continue
+            phase = "title"
+        if phase == "title" and heading and kept < TITLE_LINES:
+            kept += 1
+            keep[i], why[i] = True, None
+            i -= 1
+            continue
+        break
+    for j in range(i, -1, -1):
+        if infos[j] is not None and infos[j].cls != "bad":  # type: ignore[union-attr]
+            cut(j, "header")
+
+
 def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[str | None]]:
     """For each line: keep it?, and the reason when it goes.
 
@@ -350,24 +429,7 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
     while hi < len(groups) - 1 and joins(hi + 1, groups[hi][-1], groups[hi + 1][0]):
         hi += 1
     start, end = groups[lo][0], groups[hi][-1]
-    # Header: walk up from the body, keep a title / lead, skip bylines and share bars.
-    kept_head = 0
-    stop = False
-    for i in range(start - 1, -1, -1):
-        li = infos[i]
-        if li is None:
-            continue
-        if li.cls == "bad":
-            # Single lines of furniture sit between a title and its text (byline, share bar,
-            # banner, breadcrumb); a spam header, a list or a footer ends the walk.
-            if li.reason not in ("byline", "share", "banner", "navigation", "seo_keywords"):
-                stop = True
-            continue
-        if not stop and kept_head < 3 and (_heading_like(li) or li.cls in ("good", "near")):
-            kept_head += 1
-            continue
-        stop = True
-        cut(i, "header")
+    _cut_header(infos, start, keep, why)
     # Footer: sentences that continue the body stay until the first chrome line.
     stop = False
     for i in range(end + 1, len(lines)):
