@@ -8,7 +8,8 @@ article restates its lead in a caption or a summary and repeats long names ("the
 section of the Guangzhou-Shenzhen-Hong Kong Express Rail Link"), and a tutorial repeats the
 same command-line flags in every command. So in documents a repeated n-gram counts once it
 occurs three times (a passage said twice is ordinary writing, three times is a template), and
-code lines do not count as repeated lines.
+code lines and lines without a letter or digit (table rules) do not count as repeated
+lines.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ _UNIT = re.compile(
 )
 # Command lines and code: a tutorial repeats `-e ENV=dev \` in every command.
 _CODE_LINE = re.compile(r"[\\{};=$]|^-{1,2}\w")
+_WORDISH = re.compile(r"[^\W_]")
 DOC_FORMATS = frozenset({"html", "txt", "md", "pdf"})
 
 
@@ -127,7 +129,8 @@ class QualityFilter(Filter):
         doc = (rec.get("meta") or {}).get("format") in DOC_FORMATS
         lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
         if doc:
-            lines = [ln for ln in lines if not _CODE_LINE.search(ln)]
+            # Table rules ("-", "***") and code are not repeated text.
+            lines = [ln for ln in lines if not _CODE_LINE.search(ln) and _WORDISH.search(ln)]
         if len(lines) >= 3:
             counts = Counter(lines)
             dup_lines = sum(c for c in counts.values() if c > 1)

@@ -53,7 +53,14 @@ _LATIN_WORD = re.compile(rf"{_LETTER}+(?:['’-]{_LETTER}+)*")
 _SENT_END = tuple("。！？!?.…；;۔؟।॥")
 _CLOSERS = "”’\"'）)】」』》 "
 # Separators of menus, breadcrumbs, tag clouds and keyword headers.
-_SEPS = re.compile(r"\s*(?:[|｜>»›→＞·•◆■●★／/\\]|_{1,}|\s{2,}|-{1,2}(?=\s))\s*")
+# A slash, backslash or underscore separates only next to Han characters or after a space:
+# between Latin letters it is a path, an identifier or a command-line flag
+# (`/home/data/docker`, `SPRING_DATASOURCE_USERNAME`), not a menu.
+_HAN_CLASS = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_SEPS = re.compile(
+    rf"\s*(?:[|｜>»›→＞·•◆■●★／]|(?<=[{_HAN_CLASS}])[/\\_]+|[/\\_]+(?=[{_HAN_CLASS}])"
+    rf"|(?<=\s)[/\\]|(?<=\s)_+|\s{{2,}}|-{{1,2}}(?=\s))\s*"
+)
 # 、 also joins items inside a sentence or a heading ("有方向、有立场、有原则"): as a list
 # separator it counts only in long runs.
 _ENUM_COMMA = re.compile(r"\s*、\s*")
@@ -62,6 +69,8 @@ _URLISH = re.compile(
     re.I,
 )
 _DIGITS = re.compile(r"\d")
+_RANK_SEP = re.compile(r"[.、,，:：)）\]】/\-_%％]")
+_TEASER = re.compile(r"(?:…|\.\.\.|。。。)\s*$")
 _PROSE_PUNCT = re.compile(r"[，。！？；]|[,.;!?](?=\s)")
 _PUNCT_IN = re.compile(r"[，,；;：:、。！？!?]")
 _CODEISH = re.compile(r"[=\\{}();<>$]")
@@ -249,6 +258,10 @@ def classify(lines: list[str], extracted: bool = False) -> list[LineInfo | None]
                 li.cls = "near"
             elif li.words >= 6 and sd >= 0.2 and li.n >= 100:
                 li.cls = "near"
+        if li.cls != "short" and _TEASER.search(s):
+            # A paragraph cut off with an ellipsis is a teaser of another page (feeds, related
+            # stories, search results): soft chrome, kept only inside the body.
+            li.cls, li.reason = "short", "teaser"
         digits = len(_DIGITS.findall(s))
         if li.cls == "short":
             if counts[s] >= 2 and li.n <= 60:
@@ -270,8 +283,43 @@ def _heading_like(li: LineInfo) -> bool:
 
 
 def _chrome(li: LineInfo) -> bool:
-    """Chrome for splitting the body: a bad line, or a repeated / digit line that is not code."""
-    return li.cls == "bad" or (li.reason is not None and not _CODEISH.search(li.text))
+    """Chrome for splitting the body: a bad line, or a repeated / digit line that is not code.
+    A teaser is only doubtful: a quotation trailing off in "…" happens inside articles too."""
+    return li.cls == "bad" or (li.reason not in (None, "teaser") and not _CODEISH.search(li.text))
+
+
+def _mark_rankings(infos: list[LineInfo | None]) -> None:
+    """Lines that start 1, 2, 3 … with the number glued to the text ("1银行紧跟黄金投资热潮")
+        are a most-read ranking whose rank badges lost their markup; an article's own numbered
+        list puts a separator after the number ("1、", "1.", "(1)"). Three in a row that do not end
+    like sentences are chrome."""
+    run: list[int] = []
+
+    def close() -> None:
+        # Headlines do not end in a full stop; glued footnotes ("1乡：家乡。") do.
+        ends = sum(1 for k in run if infos[k].ends)  # type: ignore[union-attr]
+        if len(run) >= 3 and ends <= len(run) // 4:
+            for k in run:
+                infos[k].cls, infos[k].reason = "bad", "ranking"  # type: ignore[union-attr]
+        run.clear()
+
+    for i, li in enumerate(infos):
+        if li is None:
+            continue
+        want = str(len(run) + 1)
+        glued = (
+            li.text.startswith(want)
+            and len(li.text) > len(want) + 1
+            and not _RANK_SEP.match(li.text[len(want)])
+            and (len(run) > 0 or not li.text[len(want)].isdigit())
+        )
+        if not glued:
+            close()
+            glued = li.text.startswith("1") and len(li.text) > 2 and not _RANK_SEP.match(li.text[1])
+            glued = glued and not li.text[1].isdigit()
+        if glued:
+            run.append(i)
+    close()
 
 
 def _clusters(infos: list[LineInfo | None], good: list[int]) -> list[list[int]]:
@@ -367,6 +415,8 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
     blocks; then only chrome lines and the tiny or doubtful lines at the two edges go.
     """
     infos = classify(lines, extracted)
+    if not extracted:
+        _mark_rankings(infos)
     keep = [True] * len(lines)
     why: list[str | None] = [None] * len(lines)
 
@@ -405,11 +455,22 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
     # Short sentences (near) join the clusters: stories and interviews are made of them.
     prose = [i for i, li in enumerate(infos) if li is not None and li.cls in ("good", "near")]
     groups = _clusters(infos, prose)
-    mass = [
-        sum(infos[k].n for k in g if infos[k].cls == "good")  # type: ignore[union-attr]
-        + 0.5 * sum(infos[k].n for k in g if infos[k].cls == "near")  # type: ignore[union-attr]
-        for g in groups
-    ]
+    # A paragraph counts in full when a neighbouring line is prose too: an article's
+    # paragraphs follow each other, while a feed's teasers each sit alone between a headline
+    # and a date line.
+    pos = {k: n for n, k in enumerate(prose)}
+
+    def weight(k: int) -> float:
+        li = infos[k]
+        w = 1.0 if li.cls == "good" else 0.5  # type: ignore[union-attr]
+        n = pos[k]
+        near = [prose[m] for m in (n - 1, n + 1) if 0 <= m < len(prose)]
+        alone = all(
+            any(infos[j] is not None for j in range(min(k, m) + 1, max(k, m))) for m in near
+        )
+        return w * (0.5 if alone else 1.0) * li.n  # type: ignore[union-attr]
+
+    mass = [sum(weight(k) for k in g) for g in groups]
     # The body is the largest cluster, grown to its neighbours while they are substantial and
     # near: a cookie notice 200 menu lines above the article is not part of it.
     main = max(range(len(groups)), key=lambda k: mass[k])
@@ -440,7 +501,8 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
             if li.reason not in ("byline", "share"):
                 stop = True
             continue
-        if not stop and li.cls in ("good", "near") and li.reason is None:
+        # A paragraph the page cuts off ("…") right after the text is still the article's.
+        if not stop and (li.cls in ("good", "near") and li.reason is None or li.reason == "teaser"):
             continue
         stop = True
         cut(i, "footer")
