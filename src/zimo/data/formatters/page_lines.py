@@ -70,6 +70,16 @@ _URLISH = re.compile(
 )
 _DIGITS = re.compile(r"\d")
 _RANK_SEP = re.compile(r"[.、,，:：)）\]】/\-_%％]")
+# The head of a comment section, or one comment's author line: readers' comments are not the
+# article, however much prose they hold.
+_COMMENTS = re.compile(
+    r"^(?:\d+\s+(?:comments?|responses?|replies)\b.*|(?:leave|post|add|write) a (?:comment|reply)\b.*|"
+    r"join the (?:discussion|conversation)\b.*|(?:show|view|load|read) (?:all |more )?comments\b.*|"
+    r"comments?\s*(?:\(\d+\))?\s*:?|.{1,40}\s(?:says|said|wrote):|"
+    r"(?:网友|用户)?(?:评论|留言)(?:区|列表)?\s*[(（]?\d*[)）]?\s*[:：]?|"
+    r"(?:发表|我要|查看|全部|最新|热门)(?:评论|留言).{0,10}|\d+\s*条(?:评论|留言|回复).{0,10})$",
+    re.I,
+)
 _TEASER = re.compile(r"(?:…|\.\.\.|。。。)\s*$")
 _PROSE_PUNCT = re.compile(r"[，。！？；]|[,.;!?](?=\s)")
 _PUNCT_IN = re.compile(r"[，,；;：:、。！？!?]")
@@ -211,11 +221,13 @@ def classify(lines: list[str], extracted: bool = False) -> list[LineInfo | None]
             reason = "related"
         else:
             in_related = False
-            reason = classify_line(body)
+            reason = classify_line(body, paths=False)
             if reason is None:
                 cat = line_spam(body)
                 if cat:
                     reason = f"spam:{cat}"
+            if reason is None and li.n <= 80 and _COMMENTS.match(body):
+                reason = "comments"
             if reason is None and li.n <= 160 and _CTA.search(body):
                 reason = "banner"
             if reason is None and not (extracted and _TABLE_ROW.match(body)):
@@ -490,6 +502,15 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
     while hi < len(groups) - 1 and joins(hi + 1, groups[hi][-1], groups[hi + 1][0]):
         hi += 1
     start, end = groups[lo][0], groups[hi][-1]
+    # The body ends where a comment section begins (a comment count under the title, before
+    # any text, does not count).
+    heads = [
+        k
+        for k in range(start + 1, end)
+        if infos[k] is not None and infos[k].reason == "comments"  # type: ignore[union-attr]
+    ]
+    if heads:
+        end = max(k for k in prose if start <= k < heads[0])
     _cut_header(infos, start, keep, why)
     # Footer: sentences that continue the body stay until the first chrome line.
     stop = False
