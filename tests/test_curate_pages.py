@@ -421,3 +421,11 @@ def test_a_comment_section_after_the_article_goes_however_much_prose_it_holds():
     kept = [ln for ln, k in zip(lines, keep, strict=True) if k]
     assert kept == [EN_TITLE, *EN_BODIES[0]], why
     assert why[lines.index("34 Comments")] == "comments"
+
+
+def test_a_long_list_of_the_articles_own_between_its_paragraphs_stays():
+    places = "东湖 西山 南塘 北港 青城 白塔 红岩 黄坡 金沙 银滩 玉泉 石门 松林 竹海 梅园".split()
+    items = [f"第{n}站{p}景区，游客凭本人证件可享受门票半价优惠" for n in "一二三" for p in places]
+    page = [ZH_TITLE, *ZH_BODIES[0][:2], *items, *ZH_BODIES[1]]
+    keep, why = decide(page)
+    assert all(keep), [ln for ln, k in zip(page, keep, strict=True) if not k][:3]

@@ -495,7 +495,12 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
         chrome = sum(1 for li in gap if _chrome(li))  # type: ignore[arg-type]
         if chrome >= 3:
             return False
-        return len(gap) <= 15 or (mass[k] >= 0.25 * mass[main] and len(gap) <= 40)
+        if len(gap) <= 15 or (mass[k] >= 0.25 * mass[main] and len(gap) <= 40):
+            return True
+        # A long list of the article's own (a table of contents, sixty attractions with their
+        # prices) holds no chrome and items with content; a menu's items are tiny.
+        items = sum(1 for li in gap if not _tiny(li))  # type: ignore[arg-type]
+        return chrome == 0 and items >= 0.8 * len(gap) and mass[k] >= 0.1 * mass[main]
 
     while lo > 0 and joins(lo - 1, groups[lo - 1][-1], groups[lo][0]):
         lo -= 1
