@@ -429,3 +429,15 @@ def test_a_long_list_of_the_articles_own_between_its_paragraphs_stays():
     page = [ZH_TITLE, *ZH_BODIES[0][:2], *items, *ZH_BODIES[1]]
     keep, why = decide(page)
     assert all(keep), [ln for ln, k in zip(page, keep, strict=True) if not k][:3]
+
+
+def test_a_tutorial_whose_commands_repeat_and_a_list_item_with_an_inner_enumeration_stay():
+    flags = ["--init \\", "-e ENV=dev \\", "-v /etc/localtime:/etc/localtime:ro \\", "-p 80:80 \\"]
+    cmds = [[f"docker run -d --name svc{i} \\", *flags, f"apollo/svc{i}:2.0.1"] for i in range(4)]
+    text = "\n".join([ZH_BODIES[0][0], *cmds[0], *cmds[1], ZH_BODIES[0][1], *cmds[2], *cmds[3]])
+    assert _quality(text, "md") is True
+    item = "27、上海植物园（南区温室群、北区温室群、盆景园、兰室）"
+    keep, why = decide(
+        [*ZH_BODIES[0][:2], "26、上海动物园", item, *ZH_BODIES[0][2:]], extracted=True
+    )
+    assert all(keep), why

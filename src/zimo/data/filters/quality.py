@@ -8,8 +8,8 @@ article restates its lead in a caption or a summary and repeats long names ("the
 section of the Guangzhou-Shenzhen-Hong Kong Express Rail Link"), and a tutorial repeats the
 same command-line flags in every command. So in documents a repeated n-gram counts once it
 occurs three times (a passage said twice is ordinary writing, three times is a template), and
-code lines and lines without a letter or digit (table rules) do not count as repeated
-lines.
+code lines and lines without a letter or digit (table rules) are left out of the repeated
+lines and n-grams.
 """
 
 from __future__ import annotations
@@ -139,7 +139,9 @@ class QualityFilter(Filter):
                 return False, "repeated_lines"
             if dup_chars / max(1, sum(len(ln) for ln in lines)) > self.max_dup_line_char_frac:
                 return False, "repeated_lines"
-        toks = units(text[:20000])  # a long document's head is representative; caps the cost
+        # In documents the n-gram rules read the prose: code repeats by nature (see above).
+        prose = "\n".join(lines) if doc else text
+        toks = units(prose[:20000])  # a long document's head is representative; caps the cost
         # A CJK character is about 2/3 of a word, and phrases like 的情况下 recur in normal
         # prose: use n-grams twice as long there (checked on real zh answers: ~5% flagged
         # with (4, 6, 8)/10 against ~15% with the word sizes).

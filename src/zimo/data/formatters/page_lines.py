@@ -64,6 +64,7 @@ _SEPS = re.compile(
 # 、 also joins items inside a sentence or a heading ("有方向、有立场、有原则"): as a list
 # separator it counts only in long runs.
 _ENUM_COMMA = re.compile(r"\s*、\s*")
+_BRACKETED = re.compile(r"[（(【\[][^）)】\]]*[）)】\]]")
 _URLISH = re.compile(
     r"<URL>|<EMAIL>|(?:https?://|www\.)\S+|\b[\w-]+(?:\.[\w-]+)*\.(?:com|cn|net|org|html?|php|aspx?|jsp)\b\S*",
     re.I,
@@ -167,7 +168,9 @@ def list_like(s: str, cjk: bool) -> int:
         return 0  # commas and full stops: a sentence (、 between names is not enough)
     items = _items(s)
     if len(items) < 3:
-        items = [p for p in _ENUM_COMMA.split(s) if p.strip()]
+        # 、 inside brackets enumerates within one item ("上海植物园（南区温室、盆景园、兰室）").
+        flat = _BRACKETED.sub("", s)
+        items = [p for p in _ENUM_COMMA.split(flat) if p.strip()]
         if len(items) < 5:
             return 0
     lens = sorted(len(p.strip()) for p in items)
