@@ -368,6 +368,10 @@ def test_a_ranking_and_a_feed_of_teasers_do_not_outweigh_a_one_paragraph_article
     keep, _ = decide(lines)
     kept = [ln for ln, k in zip(lines, keep, strict=True) if k]
     assert kept == [ZH_TITLE, article]
+    # Months and places are quantities, not rank badges: an article's own headings stay.
+    months = ["1月销量回升", "2月销量持平", "3月销量创新高"]
+    keep, _ = decide([*ZH_BODIES[0][:2], *months, *ZH_BODIES[0][2:]])
+    assert all(keep)
 
 
 def test_glued_footnotes_a_trailing_cut_paragraph_and_command_lines_stay():

@@ -71,6 +71,9 @@ _URLISH = re.compile(
 )
 _DIGITS = re.compile(r"\d")
 _RANK_SEP = re.compile(r"[.、,，:：)）\]】/\-_%％]")
+# A number followed by a measure word or an ordinal suffix is a quantity or a date
+# ("1月销量", "2nd place"), not a rank badge.
+_QUANTITY = re.compile(r"[年月日号时点分秒岁个位名次期届章节条款项元万亿]|(?:st|nd|rd|th)\b", re.I)
 # The head of a comment section, or one comment's author line: readers' comments are not the
 # article, however much prose they hold.
 _COMMENTS = re.compile(
@@ -326,12 +329,18 @@ def _mark_rankings(infos: list[LineInfo | None]) -> None:
             li.text.startswith(want)
             and len(li.text) > len(want) + 1
             and not _RANK_SEP.match(li.text[len(want)])
+            and not _QUANTITY.match(li.text, len(want))
             and (len(run) > 0 or not li.text[len(want)].isdigit())
         )
         if not glued:
             close()
-            glued = li.text.startswith("1") and len(li.text) > 2 and not _RANK_SEP.match(li.text[1])
-            glued = glued and not li.text[1].isdigit()
+            glued = (
+                li.text.startswith("1")
+                and len(li.text) > 2
+                and not _RANK_SEP.match(li.text[1])
+                and not _QUANTITY.match(li.text, 1)
+                and not li.text[1].isdigit()
+            )
         if glued:
             run.append(i)
     close()
