@@ -9,7 +9,8 @@ splits the same way (CJK characters, Latin words) so both see the same shingles;
 SpaCy tokenizer would only make it slower.
 
 Measured: documents per second (signatures + LSH + clustering, end to end), the ratio, and
-precision / recall on the planted pairs. Writes ``benchmarks/results/curate_dedup.{json,md}``.
+precision / recall on the planted pairs. Writes ``benchmarks/results/curate_dedup.{json,md}``
+(``curate_dedup.quick.{json,md}`` with ``--quick``).
 
     .venv/bin/python benchmarks/curate_dedup.py --quick    # < 1 minute
 """
@@ -267,7 +268,9 @@ def main() -> None:
             ratio >= 2 and rows["zimo"]["recall"] >= rows["datatrove"]["recall"]
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "curate_dedup.json").write_text(json.dumps(result, indent=2) + "\n")
+    # A quick run writes its own files: it must not overwrite the full run's numbers.
+    stem = "curate_dedup.quick" if args.quick else "curate_dedup"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     md = [
         f"# curate_dedup ({'quick' if args.quick else 'full'}): {len(texts)} docs, "
         f"{len(planted)} planted near-dups, threshold {args.threshold}",
@@ -303,7 +306,7 @@ def main() -> None:
         "are medians of interleaved runs on a shared machine; the CPU-time ratio is the steadier "
         "number when other jobs load the cores.",
     ]
-    (RESULTS / "curate_dedup.md").write_text("\n".join(md) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

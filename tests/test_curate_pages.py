@@ -267,3 +267,181 @@ def test_an_echoed_caption_loses_its_second_copy_but_repeated_code_stays():
     assert keep[2] and not keep[6] and why[6] == "repeated"
     assert keep[4] and keep[5]
     assert all(keep[i] for i in (0, 1, 3, 7, 8))
+
+
+# --- articles the line and quality rules must not lose ------------------------------------------
+
+HINDI = [
+    "भारत की राजधानी नई दिल्ली अपने इतिहास, संस्कृति और भोजन के लिए जानी जाती है।",
+    "हर साल लाखों पर्यटक लाल किला, कुतुब मीनार और इंडिया गेट देखने आते हैं।",
+    "सर्दियों में शहर का मौसम सुहावना रहता है, जबकि गर्मियों में तापमान बहुत बढ़ जाता है।",
+    "दिल्ली मेट्रो ने शहर के भीतर यात्रा को तेज़, सस्ता और सुरक्षित बना दिया है।",
+    "पुरानी दिल्ली की गलियों में मिलने वाले पराठे और जलेबी दूर-दूर तक मशहूर हैं।",
+]
+URDU = [
+    "پاکستان نے دوسرے ٹی ٹوئنٹی میچ میں آئرلینڈ کو سات وکٹوں سے شکست دے دی۔",
+    "فخر زمان اور محمد رضوان نے شاندار بیٹنگ کی اور ٹیم کو آسان فتح دلائی۔",
+    "اس کامیابی کے بعد تین میچوں کی سیریز ایک ایک سے برابر ہو گئی ہے۔",
+]
+
+
+def _quality(text: str, fmt: str = "txt"):
+    from zimo.data.filters.quality import QualityFilter
+
+    return QualityFilter().filter(_doc(text, fmt))
+
+
+def test_quality_keeps_hindi_prose_news_that_restates_its_lead_and_repeated_command_flags():
+    # Devanagari vowel signs are combining marks: without them every word fell apart into
+    # single consonants that "repeated" all over the page.
+    assert _quality("\n".join(HINDI)) is True
+    # A caption restating the lead: said twice is writing, not a template.
+    lead = "多米尼加现任总统、现代革命党候选人阿比纳德尔19日晚在竞选总部宣布，他在当天举行的总统选举首轮投票中获胜，成功连任。"
+    caption = (
+        "5月19日，在多米尼加首都圣多明各，阿比纳德尔在竞选总部发表胜选演讲。新华社记者 李梦馨 摄"
+    )
+    news = "\n".join(
+        [
+            "现总统阿比纳德尔宣布赢得多米尼加总统选举",
+            lead,
+            caption,
+            caption.replace("尔在", "尔（中）在"),
+        ]
+    )
+    assert _quality(news) is True
+    # The same text three times over is a template; as a table row (SMS, labelled text) the
+    # rules are unchanged and the doubled text is still refused.
+    assert _quality("\n".join([lead, caption] * 3))[0] is False
+    assert _quality(news, "jsonl") == (False, "repeated_ngrams")
+    flags = [
+        "--init \\",
+        "-e ENV=dev \\",
+        "-v /etc/localtime:/etc/localtime:ro \\",
+        "-p 8080:8080 \\",
+    ]
+    b0, b1 = ZH_BODIES[0], ZH_BODIES[1]
+    steps = [
+        "部署配置服务：", *b0[:2], "docker run -d --name config \\", *flags,
+        "部署管理服务：", *b0[2:], "docker run -d --name admin \\", *flags,
+        "部署门户：", *b1, "docker run -d --name portal \\", *flags,
+    ]  # fmt: skip
+    assert _quality("\n".join(steps), "md") is True
+    assert _quality("\n".join(steps), "jsonl") == (False, "repeated_lines")
+
+
+def test_the_title_above_the_date_source_and_share_bar_is_kept():
+    body = ZH_BODIES[0]
+    menu = ["首页", "新闻", "财经", "体育", "国际新闻", ">", "正文"]
+    furniture = [
+        "2024-05-16 17:02",
+        "来源：新华社",
+        "举报",
+        "缩小字体",
+        "放大字体",
+        "收藏",
+        "微博",
+        "3,930",
+    ]
+    page = "\n".join(
+        [*menu, ZH_TITLE, *furniture, "推动产业链向中西部转移", *body, "责任编辑：王某"]
+    )
+    keep, why = decide(page.split("\n"))
+    lines = page.split("\n")
+    kept = [ln for ln, k in zip(lines, keep, strict=True) if k]
+    assert kept == [ZH_TITLE, "推动产业链向中西部转移", *body]
+    assert why[lines.index("2024-05-16 17:02")] == "header"
+
+
+def test_a_ranking_and_a_feed_of_teasers_do_not_outweigh_a_one_paragraph_article():
+    article = (
+        "北京商报讯（记者 张某）5月20日，中国人民银行授权全国银行间同业拆借中心公布，1年期贷款市场"
+        "报价利率为3.45%，5年期以上为3.95%，均与上月持平，这也是该利率连续第三个月保持不变，"
+        "市场人士认为这符合此前的普遍预期。"
+    )
+    ranking = ["热门排行"] + [f"{i}{h}" for i, h in enumerate(ZH_BODIES[1] + ZH_BODIES[2], 1)][:8]
+    ranking = [ranking[0]] + [r.rstrip("。") for r in ranking[1:]]
+    feed = []
+    for i, para in enumerate(ZH_BODIES[2][:3]):
+        feed += [f"相关新闻标题之{i}", para[:40] + "…", f"新华网·{i + 2}小时前"]
+    page = "\n".join(["首页 | 新闻 | 财经", ZH_TITLE, "2024-05-20 09:47", article, *ranking, *feed])
+    lines = page.split("\n")
+    keep, _ = decide(lines)
+    kept = [ln for ln, k in zip(lines, keep, strict=True) if k]
+    assert kept == [ZH_TITLE, article]
+    # Months and places are quantities, not rank badges: an article's own headings stay.
+    months = ["1月销量回升", "2月销量持平", "3月销量创新高"]
+    keep, _ = decide([*ZH_BODIES[0][:2], *months, *ZH_BODIES[0][2:]])
+    assert all(keep)
+
+
+def test_glued_footnotes_a_trailing_cut_paragraph_and_command_lines_stay():
+    poem = ["我有所念人，隔在远远乡。", "我有所感事，结在深深肠。", "乡远去不得，无日不瞻望。"]
+    notes = [
+        "注释",
+        "1乡：家乡。",
+        "2瞻望：往远处或高处看，敬仰并寄以希望。",
+        "3夕：日落的时候。无夕：日日夜夜。",
+    ]
+    tail = ZH_BODIES[1][0][:-1] + "..."
+    page = [*poem, *ZH_BODIES[1], *notes, ZH_BODIES[2][0], tail, "Copyright © 2017 某某诗词网"]
+    keep, _ = decide(page)
+    assert all(keep[:-1]) and not keep[-1]
+    code = [
+        "部署时把数据目录挂载到容器里，并给它与宿主机相同的用户编号，否则容器启动后无法写入数据。",
+        "-e SPRING_DATASOURCE_USERNAME=apollo \\",
+        "-R 1001:1001 /Users/dev/home/data/docker/bitnami",
+        "--config.file=/etc/prometheus/alertmanager/alertmanager.yml \\",
+        "启动以后用下面的命令检查服务是否正常，如果返回了配置内容，说明部署已经完成了。",
+    ]
+    keep, why = decide(code, extracted=True)
+    assert all(keep), why
+
+
+def test_lines_in_scripts_written_with_spaces_are_words_not_tiny_chrome():
+    # Urdu (Arabic script, ۔ ends a sentence) extracted from HTML: every line is article.
+    lines = [*URDU, "Ravi Ki Kahani is a Special Articles article on the site."]
+    keep, why = decide(lines, extracted=True)
+    assert all(keep), why
+    keep, why = decide(["ABOUT US", *URDU, "© 1997-2024, UrduPoint Network"])
+    assert keep == [False, True, True, True, False]
+
+
+def test_a_comment_section_after_the_article_goes_however_much_prose_it_holds():
+    comments = [
+        "34 Comments",
+        "thelastchargersfan says:",
+        "November 19, 2019 at 6:34 am",
+        "It is a good thing that the team has no fans left, because this season has been a "
+        "dumpster fire from the very first week and nobody in charge seems to care about it.",
+        "joetoronto says:",
+        "November 19, 2019 at 6:40 am",
+        "The coach said the same thing last year and the year before that, and the results have "
+        "been exactly the same, so I do not see why anyone should believe him this time around.",
+        "Leave a Reply",
+    ]
+    page = "\n".join(["Home | Sports | Teams", EN_TITLE, *EN_BODIES[0], *comments])
+    lines = page.split("\n")
+    keep, why = decide(lines)
+    kept = [ln for ln, k in zip(lines, keep, strict=True) if k]
+    assert kept == [EN_TITLE, *EN_BODIES[0]], why
+    assert why[lines.index("34 Comments")] == "comments"
+
+
+def test_a_long_list_of_the_articles_own_between_its_paragraphs_stays():
+    places = "东湖 西山 南塘 北港 青城 白塔 红岩 黄坡 金沙 银滩 玉泉 石门 松林 竹海 梅园".split()
+    items = [f"第{n}站{p}景区，游客凭本人证件可享受门票半价优惠" for n in "一二三" for p in places]
+    page = [ZH_TITLE, *ZH_BODIES[0][:2], *items, *ZH_BODIES[1]]
+    keep, why = decide(page)
+    assert all(keep), [ln for ln, k in zip(page, keep, strict=True) if not k][:3]
+
+
+def test_a_tutorial_whose_commands_repeat_and_a_list_item_with_an_inner_enumeration_stay():
+    flags = ["--init \\", "-e ENV=dev \\", "-v /etc/localtime:/etc/localtime:ro \\", "-p 80:80 \\"]
+    cmds = [[f"docker run -d --name svc{i} \\", *flags, f"apollo/svc{i}:2.0.1"] for i in range(4)]
+    text = "\n".join([ZH_BODIES[0][0], *cmds[0], *cmds[1], ZH_BODIES[0][1], *cmds[2], *cmds[3]])
+    assert _quality(text, "md") is True
+    item = "27、上海植物园（南区温室群、北区温室群、盆景园、兰室）"
+    keep, why = decide(
+        [*ZH_BODIES[0][:2], "26、上海动物园", item, *ZH_BODIES[0][2:]], extracted=True
+    )
+    assert all(keep), why

@@ -2,6 +2,14 @@
 
 Chinese has no spaces, so "words" here are Latin/digit runs *or single CJK characters*, and
 n-gram repetition is measured on those units; ratios are over non-space characters.
+
+Documents (pages, files) are judged a little differently from rows (SMS, labelled texts): an
+article restates its lead in a caption or a summary and repeats long names ("the Hong Kong
+section of the Guangzhou-Shenzhen-Hong Kong Express Rail Link"), and a tutorial repeats the
+same command-line flags in every command. So in documents a repeated n-gram counts once it
+occurs three times (a passage said twice is ordinary writing, three times is a template), and
+code lines and lines without a letter or digit (table rules) are left out of the repeated
+lines and n-grams.
 """
 
 from __future__ import annotations
@@ -13,7 +21,20 @@ from typing import Any
 
 from zimo.data.pipeline import Filter, record_text
 
-_UNIT = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|[^\W_]+")
+# Combining marks (Devanagari, Thai, Arabic vowel signs …) are not ``\w`` in Python's ``re``:
+# without them a Hindi word falls apart into single consonants that repeat everywhere.
+_MARKS = "".join(
+    chr(c) for c in range(0x300, 0x10000) if unicodedata.category(chr(c)).startswith("M")
+)
+_UNIT = re.compile(
+    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|(?:[^\W_]|["
+    + re.escape(_MARKS)
+    + r"])+"
+)
+# Command lines and code: a tutorial repeats `-e ENV=dev \` in every command.
+_CODE_LINE = re.compile(r"[\\{};=$]|^-{1,2}\w")
+_WORDISH = re.compile(r"[^\W_]")
+DOC_FORMATS = frozenset({"html", "txt", "md", "pdf"})
 
 
 _CJK_UNIT = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
@@ -52,15 +73,15 @@ def _top_ngram_frac(toks: list[str], n: int) -> float:
     return count * sum(len(t) for t in gram) / max(1, total)
 
 
-def _dup_ngram_frac(toks: list[str], n: int) -> float:
-    """Share of characters inside n-grams that occur more than once."""
+def _dup_ngram_frac(toks: list[str], n: int, min_count: int = 2) -> float:
+    """Share of characters inside n-grams that occur at least ``min_count`` times."""
     if len(toks) < n * 2:
         return 0.0
     grams = list(zip(*(toks[i:] for i in range(n)), strict=False))
     counts = Counter(grams)
     covered = [False] * len(toks)
     for i, g in enumerate(grams):
-        if counts[g] > 1:
+        if counts[g] >= min_count:
             for j in range(i, i + n):
                 covered[j] = True
     total = sum(len(t) for t in toks)
@@ -105,7 +126,11 @@ class QualityFilter(Filter):
             return False, "digit_ratio"
         if letters / total < self.min_letter_ratio:
             return False, "few_letters"
+        doc = (rec.get("meta") or {}).get("format") in DOC_FORMATS
         lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
+        if doc:
+            # Table rules ("-", "***") and code are not repeated text.
+            lines = [ln for ln in lines if not _CODE_LINE.search(ln) and _WORDISH.search(ln)]
         if len(lines) >= 3:
             counts = Counter(lines)
             dup_lines = sum(c for c in counts.values() if c > 1)
@@ -114,7 +139,9 @@ class QualityFilter(Filter):
                 return False, "repeated_lines"
             if dup_chars / max(1, sum(len(ln) for ln in lines)) > self.max_dup_line_char_frac:
                 return False, "repeated_lines"
-        toks = units(text[:20000])  # a long document's head is representative; caps the cost
+        # In documents the n-gram rules read the prose: code repeats by nature (see above).
+        prose = "\n".join(lines) if doc else text
+        toks = units(prose[:20000])  # a long document's head is representative; caps the cost
         # A CJK character is about 2/3 of a word, and phrases like 的情况下 recur in normal
         # prose: use n-grams twice as long there (checked on real zh answers: ~5% flagged
         # with (4, 6, 8)/10 against ~15% with the word sizes).
@@ -123,6 +150,6 @@ class QualityFilter(Filter):
         for n in (2, 3, 4):
             if _top_ngram_frac(toks, n * scale) > self.max_top_ngram_frac:
                 return False, "repeated_ngrams"
-        if _dup_ngram_frac(toks, 5 * scale) > self.max_dup_ngram_frac:
+        if _dup_ngram_frac(toks, 5 * scale, 3 if doc else 2) > self.max_dup_ngram_frac:
             return False, "repeated_ngrams"
         return True

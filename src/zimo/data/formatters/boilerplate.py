@@ -106,19 +106,24 @@ _EN_BYLINE = re.compile(
 )
 
 
-def _is_nav_menu(line: str) -> bool:
-    """Menus and breadcrumbs: several short items between separators ("首页 | 新闻 | 体育")."""
+# As _SEP, but a slash or backslash between Latin letters is a path or a flag, not a menu.
+_SEP_NO_PATHS = r"[|｜·•>»›→＞]|(?<=[\u3400-\u9fff])[/\\]|[/\\](?=[\u3400-\u9fff])|(?<=\s)[/\\]"
+
+
+def _is_nav_menu(line: str, paths: bool = True) -> bool:
+    """Menus and breadcrumbs: several short items between separators ("首页 | 新闻 | 体育").
+    ``paths=False``: ``a/b/c`` between Latin letters is not a menu (page text with code)."""
     if line.startswith("|") and line.endswith("|"):
         return False  # a table row as extractors write it ("| 2 | Martin Truex Jr. | 5035 |")
-    parts = [p.strip() for p in re.split(_SEP, line)]
+    parts = [p.strip() for p in re.split(_SEP if paths else _SEP_NO_PATHS, line)]
     parts = [p for p in parts if p]
     if len(parts) < 3:
         return False
     return all(len(p) <= 12 for p in parts) and sum(len(p) for p in parts) <= 120
 
 
-def classify_line(line: str) -> str | None:
-    """The boilerplate kind of one line, or None for body text."""
+def classify_line(line: str, paths: bool = True) -> str | None:
+    """The boilerplate kind of one line, or None for body text (``paths``: see _is_nav_menu)."""
     s = line.strip()
     if not s or len(s) > MAX_LINE:
         return None
@@ -135,7 +140,7 @@ def classify_line(line: str) -> str | None:
                 return kind
         elif pattern.match(s):
             return kind
-    if _is_nav_menu(s):
+    if _is_nav_menu(s, paths):
         return "navigation"
     if len(s) <= 80 and _INLINE_BYLINE.search(s) and (_DATELINE.search(s) or len(s) <= 40):
         return "byline"

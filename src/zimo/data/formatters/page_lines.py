@@ -28,6 +28,7 @@ A page with no prose at all loses only its ``bad`` lines.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
@@ -39,19 +40,51 @@ from zimo.data.pipeline import EXAMPLE_CHARS, Formatter, Reject
 
 PAGE_FORMATS = ("html", "txt", "md")
 _CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_LATIN_WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*")
-_SENT_END = tuple("。！？!?.…；;")
+# A word of any script written with spaces (Latin, Cyrillic, Greek, Arabic, Devanagari,
+# Hangul …): letters and their combining marks, not digits, not Han or kana (those are counted
+# per character). Python's ``\w`` leaves out combining marks (Hindi and Urdu vowel signs), so
+# they are added explicitly.
+_MARKS = "".join(
+    chr(c) for c in range(0x300, 0x10000) if unicodedata.category(chr(c)).startswith("M")
+)
+_LETTER = rf"(?:[^\W\d_\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[{re.escape(_MARKS)}])"
+_LATIN_WORD = re.compile(rf"{_LETTER}+(?:['’-]{_LETTER}+)*")
+# Sentence ends of CJK, Latin, Arabic-script (۔ ؟) and Indic (। ॥) text.
+_SENT_END = tuple("。！？!?.…；;۔؟।॥")
 _CLOSERS = "”’\"'）)】」』》 "
 # Separators of menus, breadcrumbs, tag clouds and keyword headers.
-_SEPS = re.compile(r"\s*(?:[|｜>»›→＞·•◆■●★／/\\]|_{1,}|\s{2,}|-{1,2}(?=\s))\s*")
+# A slash, backslash or underscore separates only next to Han characters or after a space:
+# between Latin letters it is a path, an identifier or a command-line flag
+# (`/home/data/docker`, `SPRING_DATASOURCE_USERNAME`), not a menu.
+_HAN_CLASS = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_SEPS = re.compile(
+    rf"\s*(?:[|｜>»›→＞·•◆■●★／]|(?<=[{_HAN_CLASS}])[/\\_]+|[/\\_]+(?=[{_HAN_CLASS}])"
+    rf"|(?<=\s)[/\\]|(?<=\s)_+|\s{{2,}}|-{{1,2}}(?=\s))\s*"
+)
 # 、 also joins items inside a sentence or a heading ("有方向、有立场、有原则"): as a list
 # separator it counts only in long runs.
 _ENUM_COMMA = re.compile(r"\s*、\s*")
+_BRACKETED = re.compile(r"[（(【\[][^）)】\]]*[）)】\]]")
 _URLISH = re.compile(
     r"<URL>|<EMAIL>|(?:https?://|www\.)\S+|\b[\w-]+(?:\.[\w-]+)*\.(?:com|cn|net|org|html?|php|aspx?|jsp)\b\S*",
     re.I,
 )
 _DIGITS = re.compile(r"\d")
+_RANK_SEP = re.compile(r"[.、,，:：)）\]】/\-_%％]")
+# A number followed by a measure word or an ordinal suffix is a quantity or a date
+# ("1月销量", "2nd place"), not a rank badge.
+_QUANTITY = re.compile(r"[年月日号时点分秒岁个位名次期届章节条款项元万亿]|(?:st|nd|rd|th)\b", re.I)
+# The head of a comment section, or one comment's author line: readers' comments are not the
+# article, however much prose they hold.
+_COMMENTS = re.compile(
+    r"^(?:\d+\s+(?:comments?|responses?|replies)\b.*|(?:leave|post|add|write) a (?:comment|reply)\b.*|"
+    r"join the (?:discussion|conversation)\b.*|(?:show|view|load|read) (?:all |more )?comments\b.*|"
+    r"comments?\s*(?:\(\d+\))?\s*:?|.{1,40}\s(?:says|said|wrote):|"
+    r"(?:网友|用户)?(?:评论|留言)(?:区|列表)?\s*[(（]?\d*[)）]?\s*[:：]?|"
+    r"(?:发表|我要|查看|全部|最新|热门)(?:评论|留言).{0,10}|\d+\s*条(?:评论|留言|回复).{0,10})$",
+    re.I,
+)
+_TEASER = re.compile(r"(?:…|\.\.\.|。。。)\s*$")
 _PROSE_PUNCT = re.compile(r"[，。！？；]|[,.;!?](?=\s)")
 _PUNCT_IN = re.compile(r"[，,；;：:、。！？!?]")
 _CODEISH = re.compile(r"[=\\{}();<>$]")
@@ -138,7 +171,9 @@ def list_like(s: str, cjk: bool) -> int:
         return 0  # commas and full stops: a sentence (、 between names is not enough)
     items = _items(s)
     if len(items) < 3:
-        items = [p for p in _ENUM_COMMA.split(s) if p.strip()]
+        # 、 inside brackets enumerates within one item ("上海植物园（南区温室、盆景园、兰室）").
+        flat = _BRACKETED.sub("", s)
+        items = [p for p in _ENUM_COMMA.split(flat) if p.strip()]
         if len(items) < 5:
             return 0
     lens = sorted(len(p.strip()) for p in items)
@@ -192,11 +227,13 @@ def classify(lines: list[str], extracted: bool = False) -> list[LineInfo | None]
             reason = "related"
         else:
             in_related = False
-            reason = classify_line(body)
+            reason = classify_line(body, paths=False)
             if reason is None:
                 cat = line_spam(body)
                 if cat:
                     reason = f"spam:{cat}"
+            if reason is None and li.n <= 80 and _COMMENTS.match(body):
+                reason = "comments"
             if reason is None and li.n <= 160 and _CTA.search(body):
                 reason = "banner"
             if reason is None and not (extracted and _TABLE_ROW.match(body)):
@@ -239,6 +276,10 @@ def classify(lines: list[str], extracted: bool = False) -> list[LineInfo | None]
                 li.cls = "near"
             elif li.words >= 6 and sd >= 0.2 and li.n >= 100:
                 li.cls = "near"
+        if li.cls != "short" and _TEASER.search(s):
+            # A paragraph cut off with an ellipsis is a teaser of another page (feeds, related
+            # stories, search results): soft chrome, kept only inside the body.
+            li.cls, li.reason = "short", "teaser"
         digits = len(_DIGITS.findall(s))
         if li.cls == "short":
             if counts[s] >= 2 and li.n <= 60:
@@ -260,8 +301,49 @@ def _heading_like(li: LineInfo) -> bool:
 
 
 def _chrome(li: LineInfo) -> bool:
-    """Chrome for splitting the body: a bad line, or a repeated / digit line that is not code."""
-    return li.cls == "bad" or (li.reason is not None and not _CODEISH.search(li.text))
+    """Chrome for splitting the body: a bad line, or a repeated / digit line that is not code.
+    A teaser is only doubtful: a quotation trailing off in "…" happens inside articles too."""
+    return li.cls == "bad" or (li.reason not in (None, "teaser") and not _CODEISH.search(li.text))
+
+
+def _mark_rankings(infos: list[LineInfo | None]) -> None:
+    """Lines that start 1, 2, 3 … with the number glued to the text ("1银行紧跟黄金投资热潮")
+        are a most-read ranking whose rank badges lost their markup; an article's own numbered
+        list puts a separator after the number ("1、", "1.", "(1)"). Three in a row that do not end
+    like sentences are chrome."""
+    run: list[int] = []
+
+    def close() -> None:
+        # Headlines do not end in a full stop; glued footnotes ("1乡：家乡。") do.
+        ends = sum(1 for k in run if infos[k].ends)  # type: ignore[union-attr]
+        if len(run) >= 3 and ends <= len(run) // 4:
+            for k in run:
+                infos[k].cls, infos[k].reason = "bad", "ranking"  # type: ignore[union-attr]
+        run.clear()
+
+    for i, li in enumerate(infos):
+        if li is None:
+            continue
+        want = str(len(run) + 1)
+        glued = (
+            li.text.startswith(want)
+            and len(li.text) > len(want) + 1
+            and not _RANK_SEP.match(li.text[len(want)])
+            and not _QUANTITY.match(li.text, len(want))
+            and (len(run) > 0 or not li.text[len(want)].isdigit())
+        )
+        if not glued:
+            close()
+            glued = (
+                li.text.startswith("1")
+                and len(li.text) > 2
+                and not _RANK_SEP.match(li.text[1])
+                and not _QUANTITY.match(li.text, 1)
+                and not li.text[1].isdigit()
+            )
+        if glued:
+            run.append(i)
+    close()
 
 
 def _clusters(infos: list[LineInfo | None], good: list[int]) -> list[list[int]]:
@@ -281,6 +363,75 @@ def _clusters(infos: list[LineInfo | None], good: list[int]) -> list[list[int]]:
     return groups
 
 
+# Lines of page furniture that sit between an article's title and its text: the date, the
+# source and author, share and font-size buttons, a view count. Crossing them does not end the
+# header walk; a menu, a list, a spam line or a footer does.
+_META_REASONS = ("byline", "share", "banner", "navigation", "seo_keywords")
+LEAD_LINES = 4  # subtitles / deck lines directly above the text
+TITLE_LINES = 2  # title and kicker above the furniture
+META_LINES = 12  # furniture lines between the title and the text
+
+
+def _meta_line(li: LineInfo) -> bool:
+    if li.cls == "bad":
+        return li.reason in _META_REASONS
+    return _tiny(li) or li.reason in ("digits", "repeated")
+
+
+def _cut_header(
+    infos: list[LineInfo | None], start: int, keep: list[bool], why: list[str | None]
+) -> None:
+    """Walk up from the body: keep the deck lines right above it, cross one run of furniture
+    (date, byline, share bar), keep the title above that, and cut everything else as a block.
+
+    A news page reads, top down: menus, breadcrumb, *title*, date / source / share buttons,
+    *subtitles*, text. Only the italic parts are the article.
+    """
+
+    def cut(j: int, reason: str) -> None:
+        keep[j], why[j] = False, reason
+
+    def title_like(li: LineInfo) -> bool:
+        # A title is often echoed by the page (breadcrumb, <h1>, share text): its copy nearest
+        # the text is the one kept, earlier copies go with the header.
+        return li.reason == "repeated" and not _tiny(li) and li.n <= 120
+
+    phase, kept, meta = "lead", 0, 0
+    i = start - 1
+    while i >= 0:
+        li = infos[i]
+        if li is None:
+            i -= 1
+            continue
+        heading = li.cls != "bad" and (
+            _heading_like(li) or li.cls in ("good", "near") or title_like(li)
+        )
+        if phase == "lead":
+            if heading and kept < LEAD_LINES:
+                kept += 1
+                keep[i], why[i] = True, None
+                i -= 1
+                continue
+            phase, kept = "meta", 0
+        if phase == "meta":
+            if _meta_line(li) and not title_like(li) and meta < META_LINES:
+                meta += 1
+                if li.cls != "bad":
+                    cut(i, "header")
+                i -= 1
+                continue
+            phase = "title"
+        if phase == "title" and heading and kept < TITLE_LINES:
+            kept += 1
+            keep[i], why[i] = True, None
+            i -= 1
+            continue
+        break
+    for j in range(i, -1, -1):
+        if infos[j] is not None and infos[j].cls != "bad":  # type: ignore[union-attr]
+            cut(j, "header")
+
+
 def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[str | None]]:
     """For each line: keep it?, and the reason when it goes.
 
@@ -288,6 +439,8 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
     blocks; then only chrome lines and the tiny or doubtful lines at the two edges go.
     """
     infos = classify(lines, extracted)
+    if not extracted:
+        _mark_rankings(infos)
     keep = [True] * len(lines)
     why: list[str | None] = [None] * len(lines)
 
@@ -326,11 +479,22 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
     # Short sentences (near) join the clusters: stories and interviews are made of them.
     prose = [i for i, li in enumerate(infos) if li is not None and li.cls in ("good", "near")]
     groups = _clusters(infos, prose)
-    mass = [
-        sum(infos[k].n for k in g if infos[k].cls == "good")  # type: ignore[union-attr]
-        + 0.5 * sum(infos[k].n for k in g if infos[k].cls == "near")  # type: ignore[union-attr]
-        for g in groups
-    ]
+    # A paragraph counts in full when a neighbouring line is prose too: an article's
+    # paragraphs follow each other, while a feed's teasers each sit alone between a headline
+    # and a date line.
+    pos = {k: n for n, k in enumerate(prose)}
+
+    def weight(k: int) -> float:
+        li = infos[k]
+        w = 1.0 if li.cls == "good" else 0.5  # type: ignore[union-attr]
+        n = pos[k]
+        near = [prose[m] for m in (n - 1, n + 1) if 0 <= m < len(prose)]
+        alone = all(
+            any(infos[j] is not None for j in range(min(k, m) + 1, max(k, m))) for m in near
+        )
+        return w * (0.5 if alone else 1.0) * li.n  # type: ignore[union-attr]
+
+    mass = [sum(weight(k) for k in g) for g in groups]
     # The body is the largest cluster, grown to its neighbours while they are substantial and
     # near: a cookie notice 200 menu lines above the article is not part of it.
     main = max(range(len(groups)), key=lambda k: mass[k])
@@ -343,31 +507,28 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
         chrome = sum(1 for li in gap if _chrome(li))  # type: ignore[arg-type]
         if chrome >= 3:
             return False
-        return len(gap) <= 15 or (mass[k] >= 0.25 * mass[main] and len(gap) <= 40)
+        if len(gap) <= 15 or (mass[k] >= 0.25 * mass[main] and len(gap) <= 40):
+            return True
+        # A long list of the article's own (a table of contents, sixty attractions with their
+        # prices) holds no chrome and items with content; a menu's items are tiny.
+        items = sum(1 for li in gap if not _tiny(li))  # type: ignore[arg-type]
+        return chrome == 0 and items >= 0.8 * len(gap) and mass[k] >= 0.1 * mass[main]
 
     while lo > 0 and joins(lo - 1, groups[lo - 1][-1], groups[lo][0]):
         lo -= 1
     while hi < len(groups) - 1 and joins(hi + 1, groups[hi][-1], groups[hi + 1][0]):
         hi += 1
     start, end = groups[lo][0], groups[hi][-1]
-    # Header: walk up from the body, keep a title / lead, skip bylines and share bars.
-    kept_head = 0
-    stop = False
-    for i in range(start - 1, -1, -1):
-        li = infos[i]
-        if li is None:
-            continue
-        if li.cls == "bad":
-            # Single lines of furniture sit between a title and its text (byline, share bar,
-            # banner, breadcrumb); a spam header, a list or a footer ends the walk.
-            if li.reason not in ("byline", "share", "banner", "navigation", "seo_keywords"):
-                stop = True
-            continue
-        if not stop and kept_head < 3 and (_heading_like(li) or li.cls in ("good", "near")):
-            kept_head += 1
-            continue
-        stop = True
-        cut(i, "header")
+    # The body ends where a comment section begins (a comment count under the title, before
+    # any text, does not count).
+    heads = [
+        k
+        for k in range(start + 1, end)
+        if infos[k] is not None and infos[k].reason == "comments"  # type: ignore[union-attr]
+    ]
+    if heads:
+        end = max(k for k in prose if start <= k < heads[0])
+    _cut_header(infos, start, keep, why)
     # Footer: sentences that continue the body stay until the first chrome line.
     stop = False
     for i in range(end + 1, len(lines)):
@@ -378,7 +539,8 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
             if li.reason not in ("byline", "share"):
                 stop = True
             continue
-        if not stop and li.cls in ("good", "near") and li.reason is None:
+        # A paragraph the page cuts off ("…") right after the text is still the article's.
+        if not stop and (li.cls in ("good", "near") and li.reason is None or li.reason == "teaser"):
             continue
         stop = True
         cut(i, "footer")
