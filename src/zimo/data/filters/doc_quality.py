@@ -71,12 +71,8 @@ class DocQuality(Filter):
 
     name = "doc_quality"
 
-    def __init__(
-        self,
-        min_score: float = 0.4,
-        max_replacement: float = 0.01,
-        formats: list[str] | None = None,
-    ) -> None:
+    def __init__(self, min_score: float = 0.4, max_replacement: float = 0.01,
+                 formats: list[str] | None = None) -> None:  # fmt: skip
         super().__init__()
         self.min_score = min_score
         self.max_replacement = max_replacement

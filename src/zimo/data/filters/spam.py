@@ -100,12 +100,8 @@ class SpamFilter(Filter):
 
     name = "spam"
 
-    def __init__(
-        self,
-        min_terms: int = 3,
-        min_per_kchar: float = 2.0,
-        formats: list[str] | None = None,
-    ) -> None:
+    def __init__(self, min_terms: int = 3, min_per_kchar: float = 2.0,
+                 formats: list[str] | None = None) -> None:  # fmt: skip
         super().__init__()
         self.min_terms = min_terms
         self.min_per_kchar = min_per_kchar
