@@ -199,8 +199,10 @@ def models() -> None:
 @app.command()
 def init(
     directory: Path = typer.Argument(..., help="folder to create the project in"),
-    template: str = typer.Option("classify", help="classify | instruct | tabular"),
-    data: Path | None = typer.Option(None, "--data", help="tabular: the table (CSV, Parquet…)"),
+    template: str = typer.Option("classify", help="classify | instruct | tabular | image"),
+    data: Path | None = typer.Option(
+        None, "--data", help="tabular: the table (CSV, Parquet…); image: a folder/manifest/zip"
+    ),
     target: str | None = typer.Option(None, "--target", help="tabular: the column to predict"),
 ) -> None:
     """Create a project folder with a commented zimo.yaml to start from."""

@@ -510,6 +510,10 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - one closure per endpoint
         key = _auth(request)
         raw = await _body(request)
         req: EmbeddingRequest = validate(EmbeddingRequest, raw)
+        from zimo.serve.image import image_embeddings
+
+        if (body := await image_embeddings(st, key, req, t0)) is not None:
+            return JSONResponse(body, headers={"x-zimo-model": req.model, "x-zimo-cost": "0"})
         if req.model not in EMBEDDING_MODELS or not st.settings.embeddings:
             if st.upstream is not None and st.upstream.handles(req.model):
                 if key is not None and not key.allows(req.model):
