@@ -209,9 +209,9 @@ def init(
     from zimo.templates import write_template
 
     path = write_template(directory, template, data=data, target=target)
-    out.print(
-        f"created {path}; put your data in {directory / 'data'} and run `zimo build {directory}`"
-    )
+    where = f"images are read from {data}" if template == "image" and data else (
+        f"put your data in {directory / 'data'}")  # fmt: skip
+    out.print(f"created {path}; {where} and run `zimo build {directory}`")
 
 
 # Subcommands owned by the stage packages; each package exposes register(app).
