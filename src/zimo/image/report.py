@@ -82,7 +82,15 @@ def write_curate_report(path: Path, cur, per_label: int) -> None:
 
 
 def write_eval_report(path: Path, project: str, result: dict, worst: list) -> None:
-    from zimo.eval.html import Footnotes, Section, confusion_table, render_page, write_report
+    from zimo.eval.html import (
+        Footnotes,
+        Section,
+        bar_plot,
+        confusion_table,
+        img,
+        render_page,
+        write_report,
+    )
 
     def cell(v):
         if isinstance(v, dict):
@@ -115,6 +123,10 @@ def write_eval_report(path: Path, project: str, result: dict, worst: list) -> No
             ),
         ),  # fmt: skip
     ]
+    names = list(result["systems"])
+    plot = bar_plot(names, [result["systems"][n].get("accuracy") for n in names],
+                    title="test accuracy (95% CI)", ylabel="accuracy")  # fmt: skip
+    sections.append(Section("Accuracy", img(plot, "test accuracy per system")))
     first = next(iter(result["systems"].values()), None)
     if first is not None:
         sections.append(Section("Confusion matrix (primary sub-model)",
