@@ -194,7 +194,7 @@ def main() -> None:
     zd, bl = results["zimo_default"], results["cnn_baseline"]
     report = {
         "benchmark": "image_cifar",
-        "mode": "quick" if args.quick else "full",
+        "mode": "quick" if args.quick else ("full" if budget == 1200 else f"budget {budget:g}"),
         "cpu": cpu_info(),
         "bf16": bf16,
         "budget": {
