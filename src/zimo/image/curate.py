@@ -39,27 +39,33 @@ def pick_size(sizes: list[tuple[int, int]], setting) -> int:
     return int(min(96, max(32, round(med / 8) * 8)))
 
 
-def _header(src: Source):
+def _read(src: Source) -> bytes | None:
+    try:
+        return src.read()
+    except OSError:
+        return None
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the header only (no pixel decode); None if unreadable."""
+    import io
+
     from PIL import Image
 
     try:
-        data = src.read()
-    except OSError:
-        return None, "file not found"
-    try:
-        import io
-
         with Image.open(io.BytesIO(data)) as im:
-            return (data, im.size), None
-    except Exception:  # the full decode below names the reason
-        return (data, None), None
+            return im.size
+    except Exception:  # the full decode later names the reason
+        return None
 
 
 def curate_images(sources: list[Source], cfg, labels: list[str] | None,
                   tick: Callable[[int], None] | None = None) -> Curated:  # fmt: skip
     rejects: list[dict] = []
     declared = set(labels) if labels else None
-    keep: list[tuple[Source, bytes]] = []
+    # Two passes: headers first (the size for `image_size: auto`), then the decode, reading
+    # each file again rather than holding every file's bytes (a photo archive can be 100 GB).
+    keep: list[Source] = []
     sizes = []
     for src in sources:
         if declared is not None and src.label is not None and src.label not in declared:
@@ -67,18 +73,20 @@ def curate_images(sources: list[Source], cfg, labels: list[str] | None,
                 {"source": src.ref, "reason": f"label {src.label!r} is not in `labels:`"}
             )
             continue
-        got, err = _header(src)
-        if err:
-            rejects.append({"source": src.ref, "reason": err})
+        data = _read(src)
+        if data is None:
+            rejects.append({"source": src.ref, "reason": "file not found"})
             continue
-        data, size = got
-        keep.append((src, data))
+        keep.append(src)
+        size = _header_size(data) if cfg.image_size == "auto" else None
         if size:
             sizes.append(size)
     side = pick_size(sizes, cfg.image_size)
 
-    def work(item):
-        src, data = item
+    def work(src: Source):
+        data = _read(src)
+        if data is None:
+            return None, "file not found"
         try:
             return decode(data, cfg, side), None
         except ValueError as e:
@@ -86,7 +94,7 @@ def curate_images(sources: list[Source], cfg, labels: list[str] | None,
 
     pixels, records, hashes, thumbs, shas = [], [], [], [], {}
     with ThreadPoolExecutor(max_workers=2) as pool:  # Pillow decodes without the GIL
-        for (src, _), (dec, err) in zip(keep, pool.map(work, keep, chunksize=64), strict=True):
+        for src, (dec, err) in zip(keep, pool.map(work, keep, chunksize=64), strict=True):
             if tick:
                 tick(1)
             if err:
