@@ -197,6 +197,13 @@ def main() -> None:
         "mode": "quick" if args.quick else ("full" if budget == 1200 else f"budget {budget:g}"),
         "cpu": cpu_info(),
         "bf16": bf16,
+        # The switches that emulate a slower CPU here (AVX2 only, no bf16), when set.
+        "env": {
+            k: os.environ[k]
+            for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "ZIMO_BF16", "OMP_WAIT_POLICY")
+            if k in os.environ
+        },
+        "trained_here": bool(procs),
         "budget": {
             "cpu_s_per_system": budget,
             "clock": "time.process_time of each training "
