@@ -224,3 +224,37 @@ def test_local_clip_checkpoint(tmp_path: Path):
     (proj / "zimo.yaml").write_text(text.replace(str(clip), str(tmp_path / "nowhere")))
     r = run_zimo("build", proj)
     assert r.returncode == 2 and "cannot load the CLIP checkpoint" in r.stderr
+
+
+def test_captions_train_beside_labels_and_alone_are_refused(tmp_path: Path):
+    import torch
+
+    from zimo.errors import DataError
+    from zimo.image.config import ImageConfig
+    from zimo.image.curate import curate_images
+    from zimo.image.fit import FitSettings
+    from zimo.image.ingest import list_sources
+    from zimo.image.train import train_image_text
+
+    photos = make_image_folder(tmp_path / "p", per_label=3, bad=False)
+    rows = [{"path": f"{lab}/{f.name}", "caption": f"a {lab.replace('_', ' ')} drawing"}
+            for lab in LABELS for f in sorted((photos / lab).iterdir())]  # fmt: skip
+    (photos / "c.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    src, _ = list_sources(photos / "c.jsonl", ImageConfig(), "label")
+    with pytest.raises(DataError, match="at least two labels"):
+        curate_images(src, ImageConfig(), None)
+    # Labels and captions together: both losses train (the caption term is finite and used).
+    rng = np.random.default_rng(0)
+    lv = rng.normal(size=(3, 384)).astype(np.float32)
+    lv /= np.linalg.norm(lv, axis=1, keepdims=True)
+    caps = rng.normal(size=(16, 384)).astype(np.float32)
+    caps[::2] = 0  # half the rows have no caption
+    x = torch.randint(0, 255, (16, 3, 16, 16), dtype=torch.uint8)
+    y = torch.tensor([i % 3 for i in range(16)])
+    settings = FitSettings(budget_cpu_s=5, max_epochs=2, batch_size=8, seed=1)
+    losses: list[float] = []
+    model, rep = train_image_text(x, y, lv, settings, (8, 16), captions=caps,
+                                  on_step=lambda p, loss: losses.append(loss))  # fmt: skip
+    assert rep.steps == 4 and all(np.isfinite(losses))
+    _, rep_plain = train_image_text(x, y, lv, settings, (8, 16))
+    assert rep_plain.final_loss != pytest.approx(rep.final_loss)

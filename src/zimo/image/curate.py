@@ -135,7 +135,11 @@ def curate_images(sources: list[Source], cfg, labels: list[str] | None,
         final = sorted(found)
     if not records:
         raise DataError("no readable image in the data", "see the quarantine reasons in the report")
-    if len(final) < 2 and not any(r["caption"] for r in records):
-        raise DataError(f"images for {len(final)} label(s) only; labelling needs at least two",
-                        "add a folder per label (or captions in a manifest)")  # fmt: skip
+    if len(final) < 2:
+        # Captions train beside labels; a project of captions alone (search only, no labels)
+        # has no eval or label head yet, so it is refused rather than half-built.
+        raise DataError(
+            f"images for {len(final)} label(s) only; a project needs at least two labels",
+            "add a folder per label, or a label column beside the captions",
+        )
     return Curated(arr, records, rejects, final, side)
