@@ -258,3 +258,20 @@ def test_captions_train_beside_labels_and_alone_are_refused(tmp_path: Path):
     assert rep.steps == 4 and all(np.isfinite(losses))
     _, rep_plain = train_image_text(x, y, lv, settings, (8, 16))
     assert rep_plain.final_loss != pytest.approx(rep.final_loss)
+
+
+def test_bn_recalibration_samples_across_sorted_data():
+    """Folders (and CIFAR's parquet) list images by label: the BatchNorm pass must not see
+    only the first label's images."""
+    import torch
+
+    from zimo.image.fit import FitSettings, recalibrate_bn
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.BatchNorm2d(2))
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[0].bias.zero_()
+    images = torch.cat([torch.zeros(256, 3, 4, 4), torch.full((256, 3, 4, 4), 255.0)])
+    recalibrate_bn(model, images.to(torch.uint8), FitSettings(batch_size=64), max_images=128)
+    mean = float(model[1].running_mean[0])  # each channel sums 3 inputs: 0 or 765
+    assert 765 * 0.3 < mean < 765 * 0.7, mean

@@ -159,8 +159,12 @@ def recalibrate_bn(model: nn.Module, images: torch.Tensor, settings: FitSettings
         m.momentum = None  # a cumulative average over the pass
     model.train()
     bs = max(settings.batch_size, 64)
-    for i in range(0, min(len(images), max_images), bs):
-        x = images[i : i + bs].float().contiguous(memory_format=torch.channels_last)
+    # A random sample: data sorted by label (folders, many datasets) would give one class's
+    # statistics to every class (measured on CIFAR-10: 0.69 test accuracy instead of 0.82).
+    gen = torch.Generator().manual_seed(settings.seed + 1)
+    pick = torch.randperm(len(images), generator=gen)[:max_images]
+    for i in range(0, len(pick), bs):
+        x = images[pick[i : i + bs]].float().contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
             model(x)
     for m, mom in zip(bns, saved, strict=True):
