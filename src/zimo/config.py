@@ -8,6 +8,7 @@ are their own pydantic models, imported here so one schema covers the whole file
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ from zimo.errors import ConfigError, section_error
 from zimo.eval.config import EvalConfig
 from zimo.export.config import analytic_export_config, export_config
 from zimo.guard.config import GuardConfig
+from zimo.image.config import ClipTrainConfig, ImageConfig, ImageEvalConfig, ImageTrainConfig
 from zimo.route.config import parse_route_config
 from zimo.serve.config import ServeConfig
 from zimo.synth.config import SynthConfig, TeacherConfig
@@ -33,8 +35,14 @@ TRAIN_MODELS: dict[str, type[BaseModel]] = {
     "full": TrainConfig,
     "classical": ClassicalTrainConfig,
     "lightgbm": LightGBMTrainConfig,
+    "image": ImageTrainConfig,
+    "clip": ClipTrainConfig,
 }
-AnyTrainConfig = TrainConfig | ClassicalTrainConfig | LightGBMTrainConfig
+AnyTrainConfig = (
+    TrainConfig | ClassicalTrainConfig | LightGBMTrainConfig | ImageTrainConfig | ClipTrainConfig
+)
+# The methods each task's sub-models may use (the first is the default).
+TASK_METHODS = {"tabular": ("lightgbm",), "image": ("image", "clip")}
 
 CONFIG_NAME = "zimo.yaml"
 
@@ -108,7 +116,7 @@ class LabelEvalConfig(Section):
 
 class ProjectConfig(Section):
     name: str
-    task: Literal["label", "chat", "generate", "tabular"] = "label"
+    task: Literal["label", "chat", "generate", "tabular", "image"] = "label"
     description: str | None = None
     labels: list[str] | None = Field(None, description="label set, required for task: label")
     positive_label: str | None = Field(
@@ -117,6 +125,7 @@ class ProjectConfig(Section):
     instruction: str | None = Field(None, description="what the model is asked to do")
     data: DataConfig
     tabular: TabularConfig | None = None
+    image: ImageConfig | None = None
     curate: CurateConfig = CurateConfig()
     split: SplitConfig = SplitConfig()
     # One sub-model (a mapping) or several (a list of mappings), each typed by its `method`
@@ -124,7 +133,7 @@ class ProjectConfig(Section):
     train: AnyTrainConfig | list[AnyTrainConfig] = TrainConfig()
     # Label tasks: LabelEvalConfig; chat/generate: zimo.eval.config.EvalConfig (judge, metrics,
     # max_new_tokens, ...); tabular: TabularEvalConfig; chosen by `task` in _eval_section.
-    eval: LabelEvalConfig | EvalConfig | TabularEvalConfig = LabelEvalConfig()
+    eval: LabelEvalConfig | EvalConfig | TabularEvalConfig | ImageEvalConfig = LabelEvalConfig()
     # Sections whose schema depends on another (export: on the primary sub-model's kind) or
     # that the gateway re-reads at run time stay mappings, validated at load time below.
     synth: SynthConfig | None = None
@@ -140,11 +149,12 @@ class ProjectConfig(Section):
         if not isinstance(data, dict):
             return data
         task = data.get("task", "label")
-        if task not in ("label", "chat", "generate", "tabular"):
+        if task not in ("label", "chat", "generate", "tabular", "image"):
             return data  # the bad `task` is the error to report
+        own = TASK_METHODS.get(task)
         raw = data.get("train")
         if raw is None:
-            raw = {"method": "lightgbm"} if task == "tabular" else {}
+            raw = {"method": own[0]} if own else {}
         items = raw if isinstance(raw, list) else [raw]
         if not items:
             raise ConfigError("`train:` is an empty list", "give at least one sub-model")
@@ -153,16 +163,16 @@ class ProjectConfig(Section):
             where = f"train[{i}]" if isinstance(raw, list) else "train"
             if not isinstance(item, dict):
                 raise ConfigError(f"'{where}' in {CONFIG_NAME} must be a mapping", "see the docs")
-            method = item.get("method", "lightgbm" if task == "tabular" else "lora")
+            method = item.get("method", own[0] if own else "lora")
             model = TRAIN_MODELS.get(method)
             if model is None:
                 raise ConfigError(
                     f"'{where}.method' in {CONFIG_NAME}: unknown method {method!r}",
                     f"choose one of: {', '.join(TRAIN_MODELS)}",
                 )
-            tab = task == "tabular"
-            if tab != (method == "lightgbm"):
-                need = "lightgbm" if tab else "one of lora, qlora, full, classical"
+            special = {m for ms in TASK_METHODS.values() for m in ms}
+            if (method not in own) if own else (method in special):
+                need = " or ".join(own) if own else "one of lora, qlora, full, classical"
                 raise ConfigError(
                     f"'{where}.method: {method}' does not fit task: {task}", f"use {need}"
                 )
@@ -189,6 +199,11 @@ class ProjectConfig(Section):
         if not isinstance(data, dict) or data.get("eval") is None:
             return data
         task = data.get("task", "label")
+        if task == "image":
+            try:
+                return {**data, "eval": ImageEvalConfig.model_validate(data["eval"])}
+            except ValidationError as e:
+                raise section_error("eval", e, ImageEvalConfig) from None
         if task == "tabular":
             model: type[BaseModel] = TabularEvalConfig
             try:
@@ -239,6 +254,10 @@ class ProjectConfig(Section):
             raise ValueError("a `tabular:` section needs task: tabular")
         elif self.split.by or self.split.group:
             raise ValueError("`split.by` / `split.group` apply to task: tabular only")
+        if self.image is not None and self.task != "image":
+            raise ValueError("an `image:` section needs task: image")
+        if self.task == "image" and isinstance(self.eval, LabelEvalConfig):
+            self.eval = ImageEvalConfig()  # the label-text default does not apply
         return self
 
     def submodels(self) -> list[AnyTrainConfig]:
@@ -305,7 +324,10 @@ def _known_keys(model: Any, loc: tuple) -> list[str]:
         if part not in fields:
             return []
         ann = fields[part].annotation
-        current = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        # An optional section (`X | None`) names its model inside the union.
+        options = [ann, *typing.get_args(ann)]
+        current = next((a for a in options if isinstance(a, type) and issubclass(a, BaseModel)),
+                       None)  # fmt: skip
         if current is None:
             return []
     return list(getattr(current, "model_fields", {}).keys())

@@ -18,7 +18,7 @@ from typing import Any, Literal
 class Kind:
     name: str
     methods: tuple[str, ...]
-    serves: Literal["lm", "text", "table"]  # chat via an LM backend | chat labels | table rows
+    serves: Literal["lm", "text", "table", "image"]  # LM chat | chat labels | table rows | images
     train: str  # run(ctx, cfg) -> StageResult
     load: str | None = None  # Predictor(folder), for kinds the gateway answers in-process
     export: str | None = None  # export(folder, fmt, out, ctx) -> report dict
@@ -52,6 +52,15 @@ KINDS: tuple[Kind, ...] = (
         "zimo.tabular.predictor:TabularPredictor",
         "zimo.export.analytic:export_tabular",
         ("onnx", "lightgbm"),
+    ),  # fmt: skip
+    Kind(
+        "image",
+        ("image", "clip"),
+        "image",
+        "zimo.stages.image:run_train",
+        "zimo.image.predictor:ImagePredictor",
+        "zimo.image.export:export_image",
+        ("onnx",),
     ),  # fmt: skip
 )
 

@@ -110,14 +110,16 @@ def status(
 
 def init(
     directory: Path = typer.Argument(..., help="folder to create the project in"),
-    template: str = typer.Option("classify", help="classify | instruct | tabular"),
-    data: Path | None = typer.Option(None, "--data", help="tabular: the table (CSV, Parquet…)"),
+    template: str = typer.Option("classify", help="classify | instruct | tabular | image"),
+    data: Path | None = typer.Option(
+        None, "--data", help="tabular: the table (CSV, Parquet…); image: a folder/manifest/zip"
+    ),
     target: str | None = typer.Option(None, "--target", help="tabular: the column to predict"),
 ) -> None:
     """Create a project folder with a commented zimo.yaml to start from."""
     from zimo.templates import write_template
 
     path = write_template(directory, template, data=data, target=target)
-    out.print(
-        f"created {path}; put your data in {directory / 'data'} and run `zimo build {directory}`"
-    )
+    where = f"images are read from {data}" if template == "image" and data else (
+        f"put your data in {directory / 'data'}")  # fmt: skip
+    out.print(f"created {path}; {where} and run `zimo build {directory}`")

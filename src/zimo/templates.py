@@ -67,7 +67,26 @@ train:
   method: lightgbm            # engine: dask for LightGBM's own Dask interface
 {plan}"""
 
-TEMPLATES = {"classify": CLASSIFY, "instruct": INSTRUCT, "tabular": TABULAR}
+IMAGE = """\
+# Zimo project: an image-text sub-model that labels images and finds them by words.
+# Default: a small image encoder trained on your images into the embedded MiniLM text space
+# (no pretrained image model installs offline). With a CLIP checkpoint on this machine, use
+# `train: {{method: clip, checkpoint: /path/to/clip}}` instead (see docs/images.md).
+name: {name}
+task: image
+data:
+  path: {data}   # a folder with one sub-folder per label, a .csv/.jsonl of path,label (or
+                 # path,caption), or a .zip of either
+{found}image:
+  image_size: auto            # the encoder's input side; auto: median short side, 32-96 px
+  flip: true                  # mirrored images keep their label (turn off for scans, text)
+split: {{dev: 0.05, test: 0.15, seed: 13}}
+train:
+  method: image
+  budget_cpu_s: 600           # CPU-seconds of training: 5 minutes on 2 cores
+"""
+
+TEMPLATES = {"classify": CLASSIFY, "instruct": INSTRUCT, "tabular": TABULAR, "image": IMAGE}
 
 
 def write_template(
@@ -83,6 +102,11 @@ def write_template(
         raise ConfigError(f"{path} already exists", "pick another folder or edit that file")
     if template == "tabular":
         text = _tabular_yaml(directory, data, target)
+    elif template == "image":
+        if target is not None:
+            raise ConfigError("--target goes with --template tabular", "labels come from folders")
+        text = _image_yaml(directory, data)
+        data = None  # images are read where they are: a photo archive is not copied
     else:
         if data is not None or target is not None:
             raise ConfigError(
@@ -126,3 +150,26 @@ def _yaml_scalar(value: str) -> str:
     import yaml
 
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _image_yaml(directory: Path, data: Path | None) -> str:
+    """The image template pointing at the user's images (read in place, not copied)."""
+    import os
+
+    if data is None:
+        return IMAGE.format(name=directory.resolve().name, data="data/", found="")
+    if not Path(data).exists():
+        raise ConfigError(f"data path {str(data)!r} does not exist", "check the path")
+    directory.mkdir(parents=True, exist_ok=True)
+    rel = os.path.relpath(Path(data).resolve(), directory.resolve())
+    found = ""
+    if Path(data).is_dir():
+        subs = sorted(
+            p.name for p in Path(data).iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
+        if subs:
+            shown = ", ".join(subs[:20]) + (" …" if len(subs) > 20 else "")
+            found = (
+                f"# labels found (folder names): {shown}\n# labels: [...]  # to keep only some\n"
+            )
+    return IMAGE.format(name=directory.resolve().name, data=_yaml_scalar(rel), found=found)

@@ -125,6 +125,12 @@ def export_analytic_project(project_dir: str | Path, formats: list[str] | None,
 def _export_one(project, train_dir: Path, split_dir: Path | None, fmt: str, out: Path,
                 cfg: AnalyticExportConfig) -> dict[str, Any]:  # fmt: skip
     meta = json.loads((train_dir / "zimo_model.json").read_text(encoding="utf-8"))
+    if meta.get("kind") == "image":
+        from zimo.image.export import export_image
+        from zimo.stages.image import test_pixels
+
+        pixels = test_pixels(train_dir, split_dir) if split_dir else None
+        return export_image(train_dir, fmt, out, pixels, cfg.check_rows)
     if meta.get("kind") == "tabular":
         test = pd.read_parquet(split_dir / "test.parquet") if split_dir else None
         return export_tabular(train_dir, fmt, out, test, cfg.check_rows)

@@ -14,7 +14,7 @@ from zimo.errors import ConfigError, ZimoError
 def _summary(report: dict) -> str:
     lines = [f"[bold]{report['format']}[/bold] export written to {report['output']}"]
     v = report.get("verify") or {}
-    if report.get("kind") in ("tabular", "classical"):
+    if report.get("kind") in ("tabular", "classical", "image"):
         for name, r in v.items():
             lines.append(f"  {name}: agreement {100 * r['agreement']:.2f}% on {r['rows']} test "
                          f"rows, max abs diff {r['max_abs_diff']:.2e}")  # fmt: skip

@@ -33,7 +33,7 @@ MAX_ROWS = 100_000
 @dataclass
 class Entry:
     name: str
-    kind: str  # classical | tabular
+    kind: str  # classical | tabular | image
     folder: Path
     predictor: Any
     project: str
@@ -160,9 +160,14 @@ def install_analytic(state, projects: list[str | Path]) -> AnalyticModels:
             # handlers look their predictor up per request, so a retrained one is used anyway.
             if entry is None or (n in state.virtual and state.virtual[n] is not mine.get(n)):
                 continue
-            handler = (
-                _text_handler(store, n) if entry.kind == "classical" else _table_chat_handler(n)
-            )
+            if entry.kind == "image":
+                from zimo.serve.image import image_chat_handler
+
+                handler = image_chat_handler(store, n)
+            else:
+                handler = (
+                    _text_handler(store, n) if entry.kind == "classical" else _table_chat_handler(n)
+                )
             state.add_virtual_model(n, handler)
 
     register(store.refresh())

@@ -89,6 +89,10 @@ class LimitsConfig(_Strict):
         None, ge=1, description="per-key limit for keys without their own (None = unlimited)"
     )
     max_queue: int = Field(512, ge=1, description="queued generation jobs before 429")
+    max_image_bytes: int = Field(
+        750_000, ge=1024, description="one image (decoded from its data URL) before 413"
+    )
+    max_images: int = Field(16, ge=1, description="images per request before 413")
 
 
 class BatchingConfig(_Strict):

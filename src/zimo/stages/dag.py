@@ -31,8 +31,8 @@ def _train_stages(project: Project, deps: list[str]) -> list[Stage]:
 
         name = train_stage_name(i, submodel_name(tcfg))
         sections = ["labels", "instruction", "task"] + ([] if len(subs) > 1 else ["train"])
-        if project.config.task == "tabular":
-            sections = ["tabular"] + ([] if len(subs) > 1 else ["train"])
+        if project.config.task in ("tabular", "image"):
+            sections = [project.config.task] + ([] if len(subs) > 1 else ["train"])
         cfg_key = tcfg.model_dump(mode="json") if len(subs) > 1 else None
         stages.append(Stage(name, deps, sections, "1", run, f"train {submodel_name(tcfg)}",
                             config=cfg_key))  # fmt: skip
@@ -53,11 +53,25 @@ def _tabular_stages(project: Project) -> list[Stage]:
     return dag
 
 
+def _image_stages(project: Project) -> list[Stage]:
+    from zimo.stages import image  # torch and Pillow: imported only for image projects
+
+    dag = [
+        Stage("ingest", [], ["data", "image", "labels"], "1", image.run_ingest, "read the images"),
+        Stage("split", ["ingest"], ["split"], "1", image.run_split, "train/dev/test split"),
+    ]
+    trains = _train_stages(project, ["ingest", "split"])
+    dag += trains
+    deps = ["ingest", "split"] + [t.name for t in trains]
+    dag.append(Stage("eval", deps, ["eval"], "1", image.run_eval, "evaluate and report"))
+    return dag
+
+
 def stages_for(project: Project) -> list[Stage]:
     """The DAG for a project's task, in topological order."""
     cfg = project.config
-    if cfg.task == "tabular":
-        dag = _tabular_stages(project)
+    if cfg.task in ("tabular", "image"):
+        dag = _tabular_stages(project) if cfg.task == "tabular" else _image_stages(project)
         if cfg.export is not None:
             dag.append(_export_stage(project))
         return dag

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from zimo.serve.errors import APIError, model_not_found
+from zimo.serve.image import image_embeddings
 from zimo.serve.routes.common import begin
 from zimo.serve.schemas import EmbeddingRequest
 from zimo.serve.service import EMBEDDING_MODELS
@@ -27,6 +28,8 @@ router = APIRouter()
 @router.post("/v1/embeddings")
 async def embeddings(request: Request):
     st, t0, key, raw, req = await begin(request, EmbeddingRequest)
+    if (body := await image_embeddings(st, key, req, t0)) is not None:
+        return JSONResponse(body, headers={"x-zimo-model": req.model, "x-zimo-cost": "0"})
     if req.model not in EMBEDDING_MODELS or not st.settings.embeddings:
         if st.upstream is not None and st.upstream.handles(req.model):
             if key is not None and not key.allows(req.model):

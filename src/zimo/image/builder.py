@@ -1,0 +1,128 @@
+"""Train one image sub-model into its artifact folder: ``image_model.json`` (what the
+predictor needs), ``label_vecs.npy`` (each label's vector in the shared space) and either
+``encoder.pt`` (the embedded default) or ``probe.npz`` (a CLIP's linear probe)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zimo.errors import DataError
+from zimo.fileio import write_bytes_atomic, write_json_atomic
+
+
+def _bf16(setting: str) -> bool:
+    from zimo.hw import cpu_has_fast_bf16
+
+    return {"on": True, "off": False}.get(setting, cpu_has_fast_bf16())
+
+
+def _targets(records: list[dict], ids: list[int], labels: list[str]) -> np.ndarray:
+    index = {lab: i for i, lab in enumerate(labels)}
+    return np.array([index.get(records[i]["label"], -1) for i in ids], dtype=np.int64)
+
+
+def fit_settings(tcfg, n_train: int, bf16: bool, flip: bool):
+    from zimo.image.fit import FitSettings
+
+    # A batch of at most a quarter of the data: a few hundred images still take several steps;
+    # the LR follows the batch by its square root (linear scaling starves small-batch runs).
+    bs = max(8, min(tcfg.batch_size, n_train // 4 or 8))
+    return FitSettings(budget_cpu_s=tcfg.budget_cpu_s, max_epochs=tcfg.max_epochs, batch_size=bs,
+                       lr=tcfg.lr * (bs / tcfg.batch_size) ** 0.5, bf16=bf16, flip=flip, seed=tcfg.seed)  # fmt: skip
+
+
+def train_submodel(pixels: np.ndarray, records: list[dict], train_ids: list[int], meta: dict,
+                   icfg, tcfg, out: Path, progress=None) -> dict[str, Any]:  # fmt: skip
+    labels = meta["labels"]
+    spec = {"labels": labels, "image_size": meta["image_size"], "templates": icfg.templates,
+            "image_config": icfg.model_dump(mode="json")}  # fmt: skip
+    if tcfg.method == "clip":
+        return _train_clip(pixels, records, train_ids, spec, icfg, tcfg, out)
+    import torch
+
+    from zimo.image.prompts import embed_texts, label_vectors
+    from zimo.image.train import train_image_text
+
+    lv = label_vectors(labels, icfg.templates)
+    y = _targets(records, train_ids, labels)
+    caps = [records[i].get("caption") for i in train_ids]
+    cap_vecs = None
+    if any(caps):
+        have = [i for i, c in enumerate(caps) if c]
+        cap_vecs = np.zeros((len(caps), lv.shape[1]), np.float32)
+        cap_vecs[have] = embed_texts([caps[i] for i in have])
+    if (y < 0).all() and cap_vecs is None:
+        raise DataError("no labelled or captioned image in the train split", "add images")
+    settings = fit_settings(tcfg, len(train_ids), _bf16(tcfg.bf16), icfg.flip)
+    state = {"step": 0}
+
+    def on_step(p: float, loss: float) -> None:
+        state["step"] += 1
+        if progress:
+            progress({"step": round(p * 1000), "total_steps": 1000, "loss": loss})
+
+    x = torch.from_numpy(np.ascontiguousarray(pixels[train_ids]))
+    model, rep = train_image_text(x, torch.from_numpy(y), lv, settings, tuple(tcfg.widths),
+                                  captions=cap_vecs, on_step=on_step)  # fmt: skip
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    write_bytes_atomic(out / "encoder.pt", buf.getvalue())
+    _save(out / "label_vecs.npy", lv)
+    spec.update(backend="embedded", widths=list(tcfg.widths), text_encoder="all-MiniLM-L6-v2",
+                embed_dim=int(lv.shape[1]))  # fmt: skip
+    write_json_atomic(out / "image_model.json", spec)
+    summary = {"train_images": len(train_ids), "epochs": round(rep.epochs, 2), "steps": rep.steps,
+               "cpu_s": round(rep.cpu_s, 1), "wall_s": round(rep.wall_s, 1),
+               "stopped_by": rep.stopped_by, "final_loss": round(rep.final_loss, 4),
+               "train_images_per_cpu_s": round(rep.train_images_per_cpu_s, 1), "bf16": settings.bf16,
+               "batch_size": settings.batch_size}  # fmt: skip
+    write_json_atomic(out / "train_summary.json", summary)
+    return summary
+
+
+def _save(path: Path, arr: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def _train_clip(pixels, records, train_ids, spec, icfg, tcfg, out: Path) -> dict[str, Any]:
+    from zimo.image.clip import ClipBackend
+    from zimo.image.prompts import prompts_for
+
+    clip = ClipBackend(tcfg.checkpoint)
+    labels = spec["labels"]
+    groups = prompts_for(labels, icfg.templates)
+    vecs = clip.embed_texts([p for g in groups for p in g])
+    lv = vecs.reshape(len(labels), len(icfg.templates), -1).mean(axis=1)
+    lv = lv / np.linalg.norm(lv, axis=1, keepdims=True)
+    _save(out / "label_vecs.npy", lv.astype(np.float32))
+    summary: dict[str, Any] = {"train_images": len(train_ids), "head": tcfg.head}
+    if tcfg.head == "linear_probe":
+        from sklearn.linear_model import LogisticRegression
+
+        y = _targets(records, train_ids, labels)
+        keep = y >= 0
+        feats = clip.embed_images(pixels[np.array(train_ids)[keep]], tcfg.batch_size)
+        if len(set(y[keep].tolist())) < 2:
+            raise DataError("a linear probe needs labelled images of two labels or more",
+                            "add labels, or use head: zero_shot")  # fmt: skip
+        lr = LogisticRegression(C=1.0, max_iter=2000).fit(feats, y[keep])
+        coef = np.zeros((len(labels), feats.shape[1]), np.float32)
+        intercept = np.full(len(labels), -1e4, np.float32)  # a label absent from train: never
+        coef[lr.classes_] = lr.coef_ if len(lr.classes_) > 2 else np.r_[-lr.coef_, lr.coef_]
+        intercept[lr.classes_] = (lr.intercept_ if len(lr.classes_) > 2
+                                  else np.r_[-lr.intercept_, lr.intercept_])  # fmt: skip
+        buf = io.BytesIO()
+        np.savez(buf, coef=coef, intercept=intercept)
+        write_bytes_atomic(out / "probe.npz", buf.getvalue())
+    spec.update(backend="clip", checkpoint=str(Path(tcfg.checkpoint).expanduser()) if
+                Path(tcfg.checkpoint).expanduser().exists() else tcfg.checkpoint,
+                logit_scale=clip.logit_scale, embed_dim=int(lv.shape[1]))  # fmt: skip
+    write_json_atomic(out / "image_model.json", spec)
+    write_json_atomic(out / "train_summary.json", summary)
+    return summary

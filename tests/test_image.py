@@ -1,0 +1,277 @@
+"""Image-text sub-models end to end: real JPEG/PNG files (and broken ones) through `zimo init
+--template image` and `zimo build`, served by a real server on 127.0.0.1 and called with the
+official openai SDK, exported to ONNX and checked; and a tiny random-weight transformers CLIP
+as a local checkpoint."""
+
+from __future__ import annotations
+
+import base64
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from image_fixtures import LABELS, encode, make_image_folder, shape_image
+from project_fixtures import run_zimo
+from serve_fixtures import LiveServer
+
+FAST = "  budget_cpu_s: 600           # CPU-seconds of training: 5 minutes on 2 cores"
+
+
+def _data_url(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+def _init(tmp: Path, photos: Path, budget: float = 8) -> Path:
+    r = run_zimo("init", tmp / "shelf", "--template", "image", "--data", photos)
+    assert r.returncode == 0, r.stderr
+    cfg = tmp / "shelf" / "zimo.yaml"
+    text = cfg.read_text()
+    assert FAST in text  # the template's default budget, lowered here to keep the test short
+    cfg.write_text(text.replace(FAST, f"  budget_cpu_s: {budget}"))
+    return tmp / "shelf"
+
+
+@pytest.fixture(scope="module")
+def image_project(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("img")
+    photos = make_image_folder(tmp / "photos", per_label=30)
+    proj = _init(tmp, photos)
+    r = run_zimo("build", proj)
+    assert r.returncode == 0, r.stderr
+    return proj
+
+
+def _artifact(proj: Path, stage: str) -> Path:
+    return next((proj / ".zimo" / "artifacts" / stage).iterdir())
+
+
+@pytest.mark.slow  # a real build: decode, train, baseline, eval (~40 s idle)
+def test_ingest_quarantines_bad_files_and_drops_exif(image_project: Path):
+    ingest = _artifact(image_project, "ingest")
+    rejects = [json.loads(x) for x in (ingest / "rejects.jsonl").read_text().splitlines()]
+    why = {Path(r["source"]).name: r["reason"] for r in rejects}
+    assert why["truncated.jpg"].startswith("corrupt or truncated")
+    assert why["notes.jpg"].startswith("not an image")
+    assert why["tiny.png"].startswith("image too small")
+    assert "label folder is empty" in why["empty_label"]
+    # copy_of_1.jpg and red_circle_1.jpg are the same bytes; the PNG re-save the same pixels.
+    assert sum(r.startswith("exact duplicate") for r in why.values()) == 2
+    records = json.loads((ingest / "images.json").read_text())
+    assert any(r["source"].endswith("with_gps.jpg") for r in records)  # kept, without EXIF
+    for f in ingest.iterdir():
+        blob = f.read_bytes()
+        assert b"SERIAL-123456" not in blob and b"ACME Camera" not in blob, f.name
+    meta = json.loads((ingest / "ingest.json").read_text())
+    assert meta["labels"] == sorted(LABELS) and meta["image_size"] == 40
+    html = (ingest / "report.html").read_text()
+    assert (
+        "data:image/png;base64," in html and "near-duplicate" in html or "exact duplicate" in html
+    )
+
+
+@pytest.mark.slow
+def test_build_evaluates_against_baselines(image_project: Path):
+    metrics = json.loads((_artifact(image_project, "eval") / "metrics.json").read_text())
+    head = metrics["headline"]
+    assert set(head) == {"zimo_default", "cnn_from_scratch"}
+    # Three labels told apart by colour and shape: the encoder learns them in seconds.
+    assert head["zimo_default"]["accuracy"] >= 0.9, head
+    assert head["zimo_default"]["recall_at_1"] >= 0.9, head
+    acc = metrics["systems"]["zimo_default"]["accuracy"]
+    assert acc["low"] <= acc["value"] <= acc["high"]
+    html = (_artifact(image_project, "eval") / "report.html").read_text()
+    assert "Confusion matrix" in html and "cnn_from_scratch" in html
+
+
+@pytest.mark.slow
+def test_served_chat_and_embeddings_through_openai_sdk(image_project: Path):
+    from openai import BadRequestError, OpenAI
+
+    from zimo.serve.app import create_app
+    from zimo.serve.config import ServeConfig
+
+    cfg = ServeConfig(serve_base=False, embeddings=False, watch_s=None, log={"enabled": False},
+                      limits={"max_image_bytes": 20_000, "max_images": 3})  # fmt: skip
+    red = encode(shape_image("red_circle", seed=4242), "JPEG", quality=90)
+    blue = encode(shape_image("blue_square", seed=4243), "PNG")
+    with LiveServer(create_app(cfg, projects=[image_project])) as srv:
+        oa = OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0)
+        ans = oa.chat.completions.create(model="shelf", messages=[{"role": "user", "content": [
+            {"type": "text", "text": "what is this?"},
+            {"type": "image_url", "image_url": {"url": _data_url(red, "image/jpeg")}}]}])  # fmt: skip
+        assert ans.choices[0].message.content == "red_circle"
+        probs = ans.model_extra["zimo"]["label_probs"]
+        assert set(probs) == set(LABELS) and abs(sum(probs.values()) - 1) < 1e-3
+        emb = oa.embeddings.create(model="shelf", input=[
+            _data_url(red), _data_url(blue), "a photo of a red circle.", "a photo of a blue square."])  # fmt: skip
+        v = np.array([d.embedding for d in emb.data])
+        assert v.shape == (4, 384) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-3)
+        # Words find the right image in the shared space.
+        assert v[2] @ v[0] > v[2] @ v[1] and v[3] @ v[1] > v[3] @ v[0]
+
+        def chat(url):
+            return oa.chat.completions.create(model="shelf", messages=[{"role": "user",
+                "content": [{"type": "image_url", "image_url": {"url": url}}]}])  # fmt: skip
+
+        with pytest.raises(BadRequestError, match="only data URLs"):
+            chat("https://example.com/cat.jpg")
+        with pytest.raises(BadRequestError, match="cannot be used"):
+            chat(_data_url(b"plain text, not an image"))
+        big = encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 120, 3),
+                                                                        dtype=np.uint8)), "PNG")  # fmt: skip
+        import httpx
+
+        c = httpx.Client(base_url=srv.url, timeout=60)
+        r = c.post("/v1/chat/completions", json={"model": "shelf", "messages": [{"role": "user",
+                   "content": [{"type": "image_url", "image_url": {"url": _data_url(big)}}]}]})  # fmt: skip
+        assert r.status_code == 413 and "max_image_bytes" in r.json()["error"]["message"]
+        r = c.post("/v1/embeddings", json={"model": "shelf", "input": [_data_url(red)] * 4})
+        assert r.status_code == 413 and "max_images" in r.json()["error"]["message"]
+        r = c.post("/v1/chat/completions", json={"model": "shelf", "messages": [
+            {"role": "user", "content": "no image here"}]})  # fmt: skip
+        assert r.status_code == 400 and "image_url" in r.json()["error"]["message"]
+
+
+@pytest.mark.slow
+def test_onnx_export_verifies(image_project: Path):
+    r = run_zimo("export", image_project, "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["passed"] and rep["kind"] == "image"
+    assert rep["verify"]["onnxruntime"]["agreement"] >= 0.995
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(Path(rep["output"]) / "model.onnx"))
+    px = np.zeros((1, 3, 40, 40), np.float32)
+    emb, probs = sess.run(None, {"pixels": px})
+    assert emb.shape == (1, 384) and probs.shape == (1, 3)
+
+
+def test_manifests_and_zip(tmp_path: Path):
+    from zimo.image.config import ImageConfig
+    from zimo.image.curate import curate_images
+    from zimo.image.ingest import list_sources
+
+    photos = make_image_folder(tmp_path / "p", per_label=4, bad=False)
+    rows = [f"{lab}/{f.name},{lab}" for lab in LABELS for f in sorted((photos / lab).iterdir())]
+    (tmp_path / "m.csv").write_text("path,label\n" + "\n".join(rows) + "\nmissing.jpg,red_circle\n")
+    (tmp_path / "m.csv").rename(photos / "m.csv")
+    src, rej = list_sources(photos / "m.csv", ImageConfig(), "label")
+    cur = curate_images(src, ImageConfig(near_dup_bits=0), None)
+    assert len(cur.records) == 12 and cur.labels == sorted(LABELS)
+    assert any(r["reason"] == "file not found" for r in cur.rejects)
+    jl = tmp_path / "c.jsonl"
+    jl.write_text("\n".join(json.dumps({"path": str(photos / LABELS[0] / f.name),
+                                        "caption": "a red disc on a pale background"})
+                            for f in sorted((photos / LABELS[0]).iterdir())) + "\nnot json\n")  # fmt: skip
+    src, rej = list_sources(jl, ImageConfig(), "label")
+    assert len(src) == 4 and all(s.caption for s in src) and "not valid JSON" in rej[0]["reason"]
+    z = tmp_path / "photos.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for lab in LABELS:
+            for f in sorted((photos / lab).iterdir()):
+                zf.write(f, f"export/{lab}/{f.name}")
+    src, _ = list_sources(z, ImageConfig(), "label")
+    cur = curate_images(src, ImageConfig(near_dup_bits=0), None)
+    assert len(cur.records) == 12 and cur.labels == sorted(LABELS)
+
+
+def test_bad_inputs_are_one_line(tmp_path: Path):
+    empty = tmp_path / "photos"
+    (empty / "cats").mkdir(parents=True)
+    (empty / "cats" / "a.jpg").write_bytes(b"not a jpeg")
+    (empty / "dogs").mkdir()
+    proj = _init(tmp_path, empty)
+    r = run_zimo("build", proj)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "no readable image in the data" in r.stderr
+    (proj / "zimo.yaml").write_text("name: x\ntask: label\nlabels: [a, b]\ndata: {path: d}\n"
+                                    "train: {method: image}\n")  # fmt: skip
+    r = run_zimo("build", proj)
+    assert r.returncode == 2 and "does not fit task: label" in r.stderr
+    (proj / "zimo.yaml").write_text("name: x\ntask: image\ndata: {path: d}\nimage: {flipp: 1}\n")
+    r = run_zimo("build", proj)
+    assert r.returncode == 2 and "did you mean 'flip'" in r.stderr
+
+
+@pytest.mark.slow
+def test_local_clip_checkpoint(tmp_path: Path):
+    """A transformers CLIPModel folder: zero-shot and linear-probe rows, served labels."""
+    from clip_fixtures import make_tiny_clip
+
+    clip = make_tiny_clip(tmp_path / "tiny-clip")
+    photos = make_image_folder(tmp_path / "photos", per_label=12, bad=False)
+    proj = _init(tmp_path, photos)
+    text = (proj / "zimo.yaml").read_text()
+    text = text.replace("  method: image\n", f"  method: clip\n  checkpoint: {clip}\n")
+    text = text.replace("  budget_cpu_s: 8\n", "")
+    (proj / "zimo.yaml").write_text(text + "eval: {n_boot: 200}\n")
+    r = run_zimo("build", proj)
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((_artifact(proj, "eval") / "metrics.json").read_text())
+    assert {"clip", "clip_zero_shot", "cnn_from_scratch"} <= set(metrics["headline"])
+    from zimo.image.predictor import ImagePredictor
+
+    pred = ImagePredictor(_artifact(proj, "train"))
+    label, probs = pred.label(encode(shape_image("red_circle", seed=7), "PNG"))
+    assert label in LABELS and abs(sum(probs.values()) - 1) < 1e-3
+    r = run_zimo("export", proj)
+    assert r.returncode == 2 and "transformers/optimum" in r.stderr
+    (proj / "zimo.yaml").write_text(text.replace(str(clip), str(tmp_path / "nowhere")))
+    r = run_zimo("build", proj)
+    assert r.returncode == 2 and "cannot load the CLIP checkpoint" in r.stderr
+
+
+def test_captions_train_beside_labels_and_alone_are_refused(tmp_path: Path):
+    import torch
+
+    from zimo.errors import DataError
+    from zimo.image.config import ImageConfig
+    from zimo.image.curate import curate_images
+    from zimo.image.fit import FitSettings
+    from zimo.image.ingest import list_sources
+    from zimo.image.train import train_image_text
+
+    photos = make_image_folder(tmp_path / "p", per_label=3, bad=False)
+    rows = [{"path": f"{lab}/{f.name}", "caption": f"a {lab.replace('_', ' ')} drawing"}
+            for lab in LABELS for f in sorted((photos / lab).iterdir())]  # fmt: skip
+    (photos / "c.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    src, _ = list_sources(photos / "c.jsonl", ImageConfig(), "label")
+    with pytest.raises(DataError, match="at least two labels"):
+        curate_images(src, ImageConfig(), None)
+    # Labels and captions together: both losses train (the caption term is finite and used).
+    rng = np.random.default_rng(0)
+    lv = rng.normal(size=(3, 384)).astype(np.float32)
+    lv /= np.linalg.norm(lv, axis=1, keepdims=True)
+    caps = rng.normal(size=(16, 384)).astype(np.float32)
+    caps[::2] = 0  # half the rows have no caption
+    x = torch.randint(0, 255, (16, 3, 16, 16), dtype=torch.uint8)
+    y = torch.tensor([i % 3 for i in range(16)])
+    settings = FitSettings(budget_cpu_s=5, max_epochs=2, batch_size=8, seed=1)
+    losses: list[float] = []
+    model, rep = train_image_text(x, y, lv, settings, (8, 16), captions=caps,
+                                  on_step=lambda p, loss: losses.append(loss))  # fmt: skip
+    assert rep.steps == 4 and all(np.isfinite(losses))
+    _, rep_plain = train_image_text(x, y, lv, settings, (8, 16))
+    assert rep_plain.final_loss != pytest.approx(rep.final_loss)
+
+
+def test_bn_recalibration_samples_across_sorted_data():
+    """Folders (and CIFAR's parquet) list images by label: the BatchNorm pass must not see
+    only the first label's images."""
+    import torch
+
+    from zimo.image.fit import FitSettings, recalibrate_bn
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.BatchNorm2d(2))
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[0].bias.zero_()
+    images = torch.cat([torch.zeros(256, 3, 4, 4), torch.full((256, 3, 4, 4), 255.0)])
+    recalibrate_bn(model, images.to(torch.uint8), FitSettings(batch_size=64), max_images=128)
+    mean = float(model[1].running_mean[0])  # each channel sums 3 inputs: 0 or 765
+    assert 765 * 0.3 < mean < 765 * 0.7, mean
