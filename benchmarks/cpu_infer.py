@@ -278,7 +278,10 @@ def child(args) -> dict:
 
     from zimo.hw import cpu_has_fast_bf16, serving_threads
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    # One thread count for every leg (the serving engine's, unless --threads): on a busy 2-core
+    # box two OpenMP threads spin-wait on each other and a forward took 15x longer (measured
+    # while writing this benchmark), which would swamp the comparison.
+    cores = args.threads or serving_threads()
     torch.set_num_threads(cores)
     project = Path(args.project)
     train_dir, test, meta = _project_rows(project)
@@ -299,9 +302,7 @@ def child(args) -> dict:
     preds = {}
     legs["zimo"], preds["zimo"] = leg_zimo(train_dir, meta, texts, lat_n, int8=False)
     print(f"  zimo {legs['zimo']}", file=sys.stderr, flush=True)
-    legs["zimo_serve"], preds["zimo_serve"] = leg_serve(
-        train_dir, meta, texts, lat_n, serving_threads()
-    )
+    legs["zimo_serve"], preds["zimo_serve"] = leg_serve(train_dir, meta, texts, lat_n, cores)
     print(f"  zimo_serve {legs['zimo_serve']}", file=sys.stderr, flush=True)
     torch.set_num_threads(cores)
     if not args.no_int8:
@@ -320,7 +321,7 @@ def child(args) -> dict:
     res["legs"] = legs
     if not args.no_generate:
         torch.set_num_threads(cores)
-        res["generate"] = leg_generate(args.quick, serving_threads())
+        res["generate"] = leg_generate(args.quick, cores)
     res["wall_s"] = round(time.perf_counter() - t0, 1)
     return res
 
@@ -388,6 +389,7 @@ def main() -> None:
     ap.add_argument(
         "--out", default=None, help="JSON path (default results/cpu_infer[.quick].json)"
     )
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: cores-1)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.quick and args.rows is None:
@@ -416,6 +418,8 @@ def main() -> None:
         cmd += ["--no-generate"] * args.no_generate
         if args.rows:
             cmd += ["--rows", str(args.rows)]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
         print(f"{kind}: running", file=sys.stderr, flush=True)
         p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
         result["forced"][kind] = forced
