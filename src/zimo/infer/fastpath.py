@@ -220,10 +220,10 @@ def int8_probe(in_features: int, out_features: int) -> dict:
 def int8_choice(model, device: str = "cpu") -> dict:
     """Whether to run ``model``'s base in int8 here: ``{"int8": bool, "reason": str}``.
 
-    Off unless ``ZIMO_INT8=1``: on the SMS demo's base the int8 labels agreed with fp32 on
-    too few rows (85% of 60 on the untuned base; the target is 99.5%, see
-    benchmarks/results/cpu_infer.md), so it is a measured option, not a default. Never on
-    GPUs, nor where the int8 kernels are missing.
+    Off unless ``ZIMO_INT8=1``: the int8 labels agreed with fp32 on too few rows (85% of 60
+    SMS texts on the untuned gecko base, 80-90% of 40 test rows with an SMS adapter, against a
+    target of 99.5%: benchmarks/results/cpu_infer.quick.md), so it is a measured option, not
+    a default. Never on GPUs, nor where the int8 kernels are missing.
     """
     if not str(device).startswith("cpu"):
         return {"int8": False, "reason": f"device {device}"}
