@@ -110,6 +110,10 @@ def _lm_systems(project, train_dir: Path, texts_of: dict[str, list[str]], consol
     if meta.get("adapter"):
         model = PeftModel.from_pretrained(model, str(train_dir / meta["adapter"]))
     model.eval()
+    from zimo.infer.fastpath import prepare_for_cpu_inference
+
+    # int8 base weights where the CPU has no bf16 and they measure faster (zimo.infer.fastpath).
+    weights = prepare_for_cpu_inference(model, tok, str(next(model.parameters()).device))
     bs = cfg.eval.batch_size
     out: dict[str, tuple[np.ndarray, dict]] = {}
     order = [s for s in ("finetuned", "base_zero_shot") if s in texts_of]
@@ -131,6 +135,7 @@ def _lm_systems(project, train_dir: Path, texts_of: dict[str, list[str]], consol
                 task["instruction"],
                 system=task["system"],
                 max_text_tokens=task.get("max_text_tokens") or 256,
+                frozen=True,
             )
             task = progress.add_task(f"eval {name}", total=len(texts))
 
@@ -154,7 +159,16 @@ def _lm_systems(project, train_dir: Path, texts_of: dict[str, list[str]], consol
                     t1 = time.perf_counter()
                     run([t])
                     single.append(time.perf_counter() - t1)
-            out[name] = (np.concatenate(parts), {"batch_s": batch_s, "single_s": single})
+            out[name] = (
+                np.concatenate(parts),
+                {
+                    "batch_s": batch_s,
+                    "single_s": single,
+                    "weights": "int8"
+                    if weights["int8"]
+                    else ("bf16" if scorer.uses_bf16 else "fp32"),
+                },
+            )
     return out
 
 
@@ -253,6 +267,7 @@ def evaluate_label_project(
             systems[name] = {
                 **label_metrics(y, proba, labels, cfg.positive_label, pred),
                 **_latency(t["single_s"], t["batch_s"], len(per_system[name]), price),
+                "weights": t["weights"],
             }
     for name, thr in thresholds.items():
         systems[name]["decision_threshold"] = thr

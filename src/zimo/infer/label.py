@@ -49,6 +49,23 @@ def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
     return n
 
 
+def expand_cache(cache, n: int):
+    """A cache for ``n`` rows that starts with ``cache``'s (batch-1) keys and values, without
+    copying them: every layer's tensors become broadcast views, and ``DynamicCache`` layers
+    grow by concatenation (a new tensor), so the shared prefix stays untouched for the next
+    call. Only the layer objects are new."""
+    new = copy.copy(cache)
+    layers = []
+    for layer in cache.layers:
+        lay = copy.copy(layer)
+        if getattr(lay, "keys", None) is not None and lay.keys.numel():
+            lay.keys = lay.keys.expand(n, *lay.keys.shape[1:])
+            lay.values = lay.values.expand(n, *lay.values.shape[1:])
+        layers.append(lay)
+    new.layers = layers
+    return new
+
+
 def left_pad(
     seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -135,6 +152,7 @@ class LabelScorer:
         system: str | None = DEFAULT_SYSTEM,
         max_text_tokens: int = 256,
         autocast: bool | None = None,
+        frozen: bool = False,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -154,6 +172,12 @@ class LabelScorer:
         self.prompt.truncated = 0
         self.prefix = probe[0][: common_prefix(probe)]
         self._prefix_kv = None
+        # frozen: the weights do not change between calls (evaluation, serving), so the prefix
+        # KV is computed once per adapter state instead of once per call; a batch-1 request
+        # then runs only its own ~25 tokens. Off by default: training scores dev between steps.
+        self.frozen = frozen
+        self._prefix_key: tuple | None = None
+        self._lora_probe = None
 
     # -- forward ----------------------------------------------------------------------------
     def _autocast_ctx(self):
@@ -187,8 +211,7 @@ class LabelScorer:
         # Suffixes left-padded after the cached prefix: [prefix | pad.. | suffix]; the mask hides
         # the pads and position ids continue from the prefix, so results match the full forward.
         ids, mask, pos = left_pad([s[p:] for s in seqs], self.pad_id, self.device)
-        cache = copy.deepcopy(self._prefix_cache())
-        cache.batch_repeat_interleave(len(seqs))
+        cache = expand_cache(self._prefix_cache(), len(seqs))
         full_mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, p), mask], dim=1)
         with self._autocast_ctx():
             out = self.model(
@@ -215,6 +238,20 @@ class LabelScorer:
             tgt = torch.tensor(ans, device=self.device).expand(len(prompts), k)
             scores[:, j] = lp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1).sum(-1).cpu().numpy()
         return scores
+
+    def _weights_key(self) -> tuple | None:
+        """What the prefix KV depends on besides the (frozen) weights: the active adapters and
+        whether adapters are disabled (``disable_adapter()`` contexts). None: not frozen."""
+        if not self.frozen:
+            return None
+        if self._lora_probe is None:
+            self._lora_probe = next(
+                (m for m in self.model.modules() if hasattr(m, "lora_A")), False
+            )
+        m = self._lora_probe
+        if m is False:
+            return ("plain", self._autocast)
+        return (tuple(m.active_adapters), bool(m.disable_adapters), self._autocast)
 
     # -- autocast choice --------------------------------------------------------------------
     def _decide_autocast(self, sample: list[list[int]]) -> None:
@@ -249,12 +286,15 @@ class LabelScorer:
         was_training = self.model.training
         self.model.eval()
         prompts = [self.prompt.prompt_ids(t) for t in texts]
-        self._prefix_kv = None  # the model (or its adapter) may have changed since last call
+        key = self._weights_key()
+        if key is None or key != self._prefix_key:
+            self._prefix_kv = None  # the model (or its adapter) may have changed since last call
         order = np.argsort([len(p) for p in prompts], kind="stable")
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
-        if len(texts):
+        if len(texts) and self._autocast is None:
             self._decide_autocast([prompts[i] for i in order[-min(batch_size, len(order)) :]])
             self._prefix_kv = None
+        self._prefix_key = key
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             out[idx] = self._score_batch([prompts[i] for i in idx])

@@ -63,8 +63,11 @@ class StackedLoRA:
             present = [a for a in adapters if a in mod.lora_A]
             if not present:
                 continue
-            base_w = mod.get_base_layer().weight
-            out_f, in_f = base_w.shape
+            # Shapes and dtype from the adapters: an int8 base layer (zimo.infer.fastpath)
+            # holds no float weight.
+            base_w = mod.lora_A[present[0]].weight
+            in_f = base_w.shape[1]
+            out_f = mod.lora_B[present[0]].weight.shape[0]
             r_max = max(mod.lora_A[a].weight.shape[0] for a in present)
             A = torch.zeros(
                 len(adapters) + 1, r_max, in_f, dtype=base_w.dtype, device=base_w.device

@@ -122,6 +122,10 @@ class PeftBackend(Backend):
         self.stack = None  # StackedLoRA when every loaded adapter is plain LoRA
         self.stack_fallbacks = 0
         self._last_batch_s = 0.0
+        from zimo.serve.backends.label_prefix import LabelPrefixCache
+
+        self._label_prefix = LabelPrefixCache()
+        self.weights: dict[str, Any] = {}  # the int8 choice (zimo.infer.fastpath)
 
     # ------------------------------------------------------------------ lifecycle
     def load(self) -> None:
@@ -142,6 +146,11 @@ class PeftBackend(Backend):
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
         self.model = model.to(self.device).eval()
+        # int8 base weights where the CPU has no bf16 and they measure faster; before any
+        # adapter loads, so every sub-model's LoRA sits on the same quantised base.
+        from zimo.infer.fastpath import prepare_for_cpu_inference
+
+        self.weights = prepare_for_cpu_inference(self.model, tok, str(self.device))
         import inspect
 
         # transformers 5.x renamed the KV-cache argument ``past_key_values`` -> ``cache``.
@@ -168,6 +177,7 @@ class PeftBackend(Backend):
         old = self.models.get(sub.name)
         super().add_model(sub)
         self._prompts.pop(sub.name, None)
+        self._label_prefix.clear(sub.name)
         if old is not None and old.adapter_dir != sub.adapter_dir:
             # A retrained sub-model under the same name: load the new weights on next use.
             self._pending_unload.add(self._aid.pop(sub.name, ""))
@@ -254,6 +264,7 @@ class PeftBackend(Backend):
 
     def _restack(self) -> None:
         """Use stacked LoRA batches when all loaded adapters allow it, else PEFT's own path."""
+        self._label_prefix.clear()  # a prefix's KV depends on the adapters
         if self.peft is None:
             return
         from zimo.serve.backends.stacked_lora import StackedLoRA
@@ -351,6 +362,15 @@ class PeftBackend(Backend):
             return self.peft(**kwargs, adapter_names=adapters)
         return self.model(**kwargs)
 
+    def new_cache(self):
+        """An empty KV cache for this base."""
+        from transformers import DynamicCache
+
+        try:  # with the config, sliding-window layers (Gemma 3) get the right cache type
+            return DynamicCache(config=self.model.config)
+        except TypeError:
+            return DynamicCache()
+
     def _pad(self, seqs: list[list[int]]):
         from zimo.infer.label import left_pad
 
@@ -365,11 +385,25 @@ class PeftBackend(Backend):
         # Rows: one per (job, label) for multi-token answers; one per job when first tokens differ.
         prompts = {id(j): self.label_prompt(j.model) for j in jobs}
         simple = [j for j in jobs if prompts[id(j)].first_tokens_distinct]
-        if simple:
-            ids, mask, pos = self._pad([j.prompt_ids for j in simple])
-            out = self._forward(ids, mask, pos, [names[j.model] for j in simple], keep=1)
+        # One forward per sub-model after its cached prompt prefix (label_prefix); whole
+        # prompts, all sub-models in one forward, where a prompt does not start with it.
+        uncached = []
+        for model in dict.fromkeys(j.model for j in simple):
+            group = [j for j in simple if j.model == model]
+            lp = self._label_prefix.first_token_scores(
+                self, model, names[model], group, prompts[id(group[0])]
+            )
+            if lp is None:
+                uncached += group
+                continue
+            for r, j in enumerate(group):
+                first = [a[0] for a in prompts[id(j)].label_ids]
+                per_job[jobs.index(j)] = lp[r, first].tolist()
+        if uncached:
+            ids, mask, pos = self._pad([j.prompt_ids for j in uncached])
+            out = self._forward(ids, mask, pos, [names[j.model] for j in uncached], keep=1)
             lp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
-            for r, j in enumerate(simple):
+            for r, j in enumerate(uncached):
                 first = [a[0] for a in prompts[id(j)].label_ids]
                 per_job[jobs.index(j)] = lp[r, first].tolist()
         rest = [j for j in jobs if not prompts[id(j)].first_tokens_distinct]
@@ -437,12 +471,7 @@ class PeftBackend(Backend):
         adapters = [names[j.model] for j in jobs]
         ids, mask, pos = self._pad([j.prompt_ids for j in jobs])
         max_new = max(j.params.max_tokens for j in jobs)
-        from transformers import DynamicCache
-
-        try:  # with the config, sliding-window layers (Gemma 3) get the right cache type
-            past = DynamicCache(config=self.model.config)
-        except TypeError:
-            past = DynamicCache()
+        past = self.new_cache()
         cur, cur_pos = ids, pos
         work = 0  # tokens processed, to apportion compute time
         step_tokens = [len(j.prompt_ids) for j in jobs]
@@ -581,5 +610,6 @@ class PeftBackend(Backend):
             adapter_evictions=self.evictions,
             stacked_lora=self.stack is not None,
             threads=_torch_threads(),
+            int8=bool(self.weights.get("int8")),
         )
         return s

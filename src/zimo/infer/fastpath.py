@@ -1,0 +1,245 @@
+"""Inference weights per CPU kind: int8 matmuls for the frozen base where the CPU has no bf16.
+
+On CPUs with AVX512-BF16 or AMX, bf16 autocast roughly doubles fp32 matmul speed (and
+``LabelScorer`` measures whether it pays). CPUs with only AVX2 (most laptops, older and AMD
+servers) run bf16 many times *slower* than fp32, but they have fast 8-bit integer dot
+products: a base Linear layer with int8 weights, activations quantised per row at each call
+and int32 accumulation (:class:`Int8Linear`) reads a quarter of the weight bytes. LoRA
+adapters stay in fp32 on top of the quantised base (their A/B matrices are small, and keeping
+them exact keeps every adapter servable on one base); embeddings and the output head stay fp32
+too (the head reads one row per label request).
+
+It is opt-in (``ZIMO_INT8=1``), not chosen per CPU kind: the labels did not agree with fp32
+closely enough (:func:`int8_choice`); :func:`int8_probe` times the kernel itself. torch's own
+dynamic quantisation (``torch.ao``, one activation scale per call) was measured first and was
+worse: see :class:`Int8Linear`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from typing import Any
+
+import torch
+
+log = logging.getLogger("zimo.infer")
+
+# Label prompts are ~20-80 tokens, a generation step 1-8: the probe times both regimes.
+_PROBE_ROWS = (1, 32)
+
+
+@functools.lru_cache(maxsize=1)
+def int8_available() -> bool:
+    """True where this torch build multiplies int8 matrices on the CPU (``torch._int_mm``)."""
+    try:
+        a = torch.ones(2, 8, dtype=torch.int8)
+        return bool(torch._int_mm(a, a.T)[0, 0] == 8)
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+
+
+class Int8Linear(torch.nn.Linear):
+    """A frozen ``nn.Linear`` whose matmul runs in int8: weights quantised per output channel,
+    activations per row (token) at each call, int32 accumulation (``torch._int_mm``).
+
+    Per-row activation scales matter: small LMs have rows (tokens) and input channels whose
+    magnitudes are 10-100x the median; one scale per call (``torch.ao`` dynamic quantisation)
+    gave 6% median and up to 40% output error per layer on SmolLM2 and flipped a third of the
+    labels. Per row, plus ``smooth`` (SmoothQuant: divide the activations' outlier channels by
+    ``s`` and multiply the weights' columns by it, ``s = sqrt(act_absmax / w_absmax)``, from
+    calibration prompts), brought the median error to ~1%.
+
+    It stays an ``nn.Linear`` (``in_features``/``out_features``, a placeholder ``weight`` that
+    carries the dtype and device) so PEFT wraps it as a LoRA base layer like any Linear; the
+    fp32 weight itself is dropped (merge adapters before quantising, not after)."""
+
+    def __init__(self, linear, act_absmax=None) -> None:
+        torch.nn.Module.__init__(self)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        w = linear.weight.detach().float()
+        if act_absmax is not None:
+            a = act_absmax.float().clamp(min=1e-5)
+            s = (a.sqrt() / w.abs().amax(dim=0).clamp(min=1e-5).sqrt()).clamp(1e-2, 1e2)
+            w = w * s[None, :]
+            self.register_buffer("inv_s", 1.0 / s)
+        else:
+            self.inv_s = None
+        sw = w.abs().amax(dim=1).clamp(min=1e-8) / 127.0
+        # Stored [out, in] and used through its transpose: torch's CPU int8 GEMM measured
+        # 1.6-2.5x faster on that layout than on a contiguous [in, out] copy.
+        self.register_buffer(
+            "qweight", torch.round(w / sw[:, None]).clamp(-127, 127).to(torch.int8)
+        )
+        self.register_buffer("wscale", sw[None, :])
+        bias = None if linear.bias is None else linear.bias.detach().float()
+        self.register_buffer("qbias", bias)
+        # Placeholder: PEFT and callers read a base layer's weight for its dtype and device.
+        self.weight = torch.nn.Parameter(torch.empty(0, dtype=torch.float32), requires_grad=False)
+        self.register_parameter("bias", None)
+
+    def forward(self, x):
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1]).float()
+        if self.inv_s is not None:
+            x2 = x2 * self.inv_s
+        sx = x2.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / 127.0
+        xq = torch.round(x2 / sx).to(torch.int8)
+        acc = torch._int_mm(xq, self.qweight.T)
+        y = acc.float() * (sx * self.wscale)
+        if self.qbias is not None:
+            y = y + self.qbias
+        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        smooth = ", smoothed" if self.inv_s is not None else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8{smooth}"
+
+
+def _base_linears(model) -> list[tuple[Any, str, Any]]:
+    """``(parent, attribute, linear)`` for every frozen base Linear: not LoRA's own A/B
+    matrices, not the output head, not a PEFT ``modules_to_save`` copy."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    out = []
+    for name, parent in model.named_modules():
+        if any(k in name.split(".") for k in ("lora_A", "lora_B", "modules_to_save")):
+            continue
+        for attr, child in parent.named_children():
+            if attr in ("lora_A", "lora_B", "lm_head") or child is head:
+                continue
+            if type(child) is torch.nn.Linear:
+                out.append((parent, attr, child))
+    return out
+
+
+# Calibration prompts for the smoothing factors: generic, several scripts and registers, in
+# the model's own chat template. Outlier channels are a property of the model, not of a task.
+CALIBRATION_TEXTS = (
+    "Can you summarise the main points of this report in three sentences?",
+    "URGENT: your parcel is waiting, confirm your address at the link below.",
+    "def add(a, b):\n    return a + b  # why does this fail for strings?",
+    "Meeting moved to 3pm tomorrow, room 204. Bring the Q3 numbers: $12,400 and 7.5%.",
+    "请把这段话翻译成英文：今天天气很好，我们去公园散步吧。",
+    "Est-ce que le train de 18h30 pour Lyon est en retard ce soir ?",
+    "lol ok see u later, dont forget the keys!!",
+    "Classify the sentiment of this review: the battery died after two days.",
+)
+
+
+def calibration_ids(tokenizer) -> list[list[int]]:
+    """Token ids of :data:`CALIBRATION_TEXTS` as chat prompts (plain text without a template)."""
+    out = []
+    for text in CALIBRATION_TEXTS:
+        try:
+            ids = tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], tokenize=True, add_generation_prompt=True
+            )
+            if hasattr(ids, "input_ids") or isinstance(ids, dict):
+                ids = ids["input_ids"]
+        except Exception:  # no chat template: the text alone
+            ids = tokenizer(text)["input_ids"]
+        out.append([int(i) for i in ids])
+    return out
+
+
+def activation_absmax(model, samples: list[list[int]]) -> dict[int, Any]:
+    """Per-input-channel max |x| of every frozen base Linear over ``samples`` (one forward
+    each), keyed by ``id(linear)``. The first position is left out: attention-sink tokens carry
+    activations orders of magnitude above the rest and per-row scales handle them anyway."""
+    stats: dict[int, Any] = {}
+    hooks = []
+    for _, _, lin in _base_linears(model):
+
+        def hook(mod, args, _out, key=id(lin)):
+            x = args[0].detach()
+            x = x[:, 1:] if x.dim() == 3 and x.shape[1] > 1 else x
+            m = x.reshape(-1, x.shape[-1]).abs().amax(dim=0).float()
+            stats[key] = m if key not in stats else torch.maximum(stats[key], m)
+
+        hooks.append(lin.register_forward_hook(hook))
+    try:
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            for ids in samples:
+                model(input_ids=torch.tensor([ids], device=device), use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    return stats
+
+
+def quantize_base_int8(model, tokenizer=None) -> int:
+    """Replace the frozen base Linear layers of ``model`` (a causal LM or a ``PeftModel``)
+    with :class:`Int8Linear`, in place, smoothed with activation statistics from
+    :data:`CALIBRATION_TEXTS` when ``tokenizer`` is given; returns how many were replaced."""
+    stats = activation_absmax(model, calibration_ids(tokenizer)) if tokenizer is not None else {}
+    layers = _base_linears(model)
+    for parent, attr, lin in layers:
+        setattr(parent, attr, Int8Linear(lin, stats.get(id(lin))))
+    return len(layers)
+
+
+def is_int8(model) -> bool:
+    return any(isinstance(m, Int8Linear) for m in model.modules())
+
+
+@functools.lru_cache(maxsize=16)
+def int8_probe(in_features: int, out_features: int) -> dict:
+    """Time one ``in_features`` x ``out_features`` Linear in fp32 and in int8 on this CPU,
+    for a label-prompt-sized and a decode-sized input; best of 5 each, ~10 ms in all.
+    ``faster``: int8 beat fp32 by 10% on both (timing noise must not flip the choice)."""
+    if not int8_available():
+        return {"faster": False, "reason": "no int8 kernels in this torch build"}
+    gen = torch.Generator().manual_seed(0)
+    lin = torch.nn.Linear(in_features, out_features)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(out_features, in_features, generator=gen) * 0.02)
+    q = Int8Linear(lin)
+    res: dict[str, Any] = {"shape": [in_features, out_features]}
+    ok = True
+    with torch.inference_mode():
+        for rows in _PROBE_ROWS:
+            x = torch.randn(rows, in_features, generator=gen)
+            best = {}
+            for tag, mod in (("fp32", lin), ("int8", q)):
+                times = []
+                for _ in range(6):
+                    t = time.perf_counter()
+                    for _ in range(4):
+                        mod(x)
+                    times.append(time.perf_counter() - t)
+                best[tag] = min(times[1:]) / 4 * 1e6
+            res[f"rows{rows}_us"] = {k: round(v, 1) for k, v in best.items()}
+            ok = ok and best["int8"] < 0.9 * best["fp32"]
+    res["faster"] = ok
+    return res
+
+
+def int8_choice(model, device: str = "cpu") -> dict:
+    """Whether to run ``model``'s base in int8 here: ``{"int8": bool, "reason": str}``.
+
+    Off unless ``ZIMO_INT8=1``: the int8 labels agreed with fp32 on too few rows (85% of 60
+    SMS texts on the untuned gecko base, 80-90% of 40 test rows with an SMS adapter, against a
+    target of 99.5%: benchmarks/results/cpu_infer.quick.md), so it is a measured option, not
+    a default. Never on GPUs, nor where the int8 kernels are missing.
+    """
+    if not str(device).startswith("cpu"):
+        return {"int8": False, "reason": f"device {device}"}
+    if os.environ.get("ZIMO_INT8") != "1":
+        return {"int8": False, "reason": "fp32 (int8 is opt-in: ZIMO_INT8=1)"}
+    if not int8_available():
+        return {"int8": False, "reason": "no int8 kernels in this torch build"}
+    return {"int8": True, "reason": "ZIMO_INT8=1"}
+
+
+def prepare_for_cpu_inference(model, tokenizer=None, device: str = "cpu") -> dict:
+    """Quantise ``model``'s frozen base to int8 in place where :func:`int8_choice` says so
+    (smoothed with calibration prompts in ``tokenizer``'s chat template); returns the choice
+    (``int8``, ``reason``, ``layers``)."""
+    choice = int8_choice(model, device)
+    if choice["int8"] and not is_int8(model):
+        choice["layers"] = quantize_base_int8(model, tokenizer)
+        log.info("int8 base: %d Linear layers (%s)", choice["layers"], choice["reason"])
+    return choice

@@ -1,0 +1,151 @@
+"""The no-bf16 inference path: int8 base weights (choice per CPU kind, agreement with fp32,
+LoRA on top) and the label scorer's reusable prefix KV cache."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from models_fixtures import SMS, gecko
+from zimo.infer import fastpath
+from zimo.infer.label import LabelScorer, expand_cache
+
+TEXTS = [t for _, t in SMS]
+
+pytestmark = pytest.mark.skipif(
+    not fastpath.int8_available(), reason="this torch build has no x86 int8 kernels"
+)
+
+
+def test_int8_linear_matches_fp32_and_stays_a_linear():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 96)
+    q = fastpath.Int8Linear(lin)
+    x = torch.randn(3, 5, 64)
+    want, got = lin(x), q(x)
+    assert got.shape == want.shape
+    rel = (got - want).norm() / want.norm()
+    assert rel < 0.02, rel  # 8-bit weights and 7-bit activations: ~1% error, not garbage
+    assert rel > 0  # it really is a different (quantised) kernel
+    assert isinstance(q, torch.nn.Linear) and q.weight.numel() == 0
+    # Smoothing with activation maxima keeps it accurate when some channels are 50x larger.
+    x = torch.randn(40, 64)
+    x[:, :3] *= 50
+    plain = (fastpath.Int8Linear(lin)(x) - lin(x)).norm() / lin(x).norm()
+    smooth = (fastpath.Int8Linear(lin, x.abs().amax(0))(x) - lin(x)).norm() / lin(x).norm()
+    assert smooth < plain and smooth < 0.02
+
+
+def test_choice_is_opt_in_and_cpu_only(monkeypatch):
+    lin = torch.nn.Sequential(torch.nn.Linear(32, 64))
+    monkeypatch.delenv("ZIMO_INT8", raising=False)
+    assert fastpath.int8_choice(lin)["int8"] is False  # labels disagreed too often: opt-in
+    monkeypatch.setenv("ZIMO_INT8", "1")
+    assert fastpath.int8_choice(lin)["int8"] is True
+    assert fastpath.int8_choice(lin, device="cuda")["int8"] is False
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64))
+    assert fastpath.prepare_for_cpu_inference(model)["layers"] == 1
+    assert fastpath.is_int8(model)
+    probe = fastpath.int8_probe(32, 64)
+    for rows in (1, 32):
+        assert probe[f"rows{rows}_us"]["fp32"] > 0 and probe[f"rows{rows}_us"]["int8"] > 0
+
+
+def test_quantize_skips_head_and_lora_matrices():
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = gecko()
+    m = copy.deepcopy(model)
+    peft = get_peft_model(m, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    n = fastpath.quantize_base_int8(peft)
+    layers = model.config.num_hidden_layers
+    assert n == layers * 7  # q k v o gate up down of every layer, not lm_head, not lora_A/B
+    lora = peft.base_model.model.model.layers[0].self_attn.q_proj
+    assert isinstance(lora.base_layer, fastpath.Int8Linear)
+    assert type(lora.lora_A["default"]) is torch.nn.Linear
+    assert type(peft.get_output_embeddings()) is torch.nn.Linear
+    assert fastpath.is_int8(peft)
+
+
+@pytest.fixture(scope="module")
+def fp32_and_int8():
+    model, tok = gecko()
+    q = copy.deepcopy(model)
+    fastpath.quantize_base_int8(q, tok)
+    return (model, q), tok
+
+
+def test_int8_labels_track_fp32(fp32_and_int8):
+    """Not equal (that is why int8 is opt-in), but the same scorer, not noise."""
+    (model, q), tok = fp32_and_int8
+    texts = [t for lab, t in SMS]
+    want = LabelScorer(model, tok, ["ham", "spam"], autocast=False).log_scores(texts)
+    got = LabelScorer(q, tok, ["ham", "spam"], autocast=False, frozen=True).log_scores(texts)
+    diff = want[:, 1] - want[:, 0]
+    assert np.corrcoef(diff, got[:, 1] - got[:, 0])[0, 1] > 0.8
+
+
+def test_lora_on_an_int8_base_runs_and_changes_outputs(fp32_and_int8):
+    """PEFT wraps the int8 layers like any Linear (what the serving engine does)."""
+    from peft import LoraConfig, get_peft_model
+
+    (_, q), tok = fp32_and_int8
+    torch.manual_seed(1)
+    peft = get_peft_model(
+        copy.deepcopy(q),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
+    ids = torch.tensor([tok("hello there")["input_ids"]])
+    with torch.inference_mode():
+        with_lora = peft(input_ids=ids).logits
+        with peft.disable_adapter():
+            without = peft(input_ids=ids).logits
+        base = q(input_ids=ids).logits
+    torch.testing.assert_close(without, base)
+    assert (with_lora - base).abs().max() > 1e-3
+
+
+def test_frozen_scorer_reuses_prefix_without_mutating_it(fp32_and_int8):
+    (model, _), tok = fp32_and_int8
+    sc = LabelScorer(model, tok, ["ham", "spam"], autocast=False, frozen=True)
+    first = sc.log_scores(TEXTS[:4], batch_size=2)
+    kv = sc._prefix_kv
+    snap = [(lay.keys.clone(), lay.values.clone()) for lay in kv.layers]
+    again = np.stack([sc.log_scores([t], batch_size=1)[0] for t in TEXTS[:4]])
+    assert sc._prefix_kv is kv  # computed once, reused by every later call
+    for (k, v), lay in zip(snap, kv.layers, strict=True):
+        assert torch.equal(k, lay.keys) and torch.equal(v, lay.values)
+    np.testing.assert_allclose(again, first, atol=1e-3)
+    # expand_cache: views of the prefix (no copy), a new layer list
+    big = expand_cache(kv, 3)
+    assert big.layers[0].keys.shape[0] == 3 and big.layers[0].keys.data_ptr() == (
+        kv.layers[0].keys.data_ptr()
+    )
+    # A scorer that is not frozen recomputes the prefix every call (weights may change).
+    plain = LabelScorer(model, tok, ["ham", "spam"], autocast=False)
+    plain.log_scores(TEXTS[:1], batch_size=1)
+    kv1 = plain._prefix_kv
+    plain.log_scores(TEXTS[:1], batch_size=1)
+    assert plain._prefix_kv is not kv1
+
+
+def test_frozen_scorer_follows_disable_adapter(fp32_and_int8):
+    from peft import LoraConfig, get_peft_model
+
+    (model, _), tok = fp32_and_int8
+    torch.manual_seed(2)
+    peft = get_peft_model(
+        copy.deepcopy(model),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
+    sc = LabelScorer(peft, tok, ["ham", "spam"], autocast=False, frozen=True)
+    tuned = sc.log_scores(TEXTS[:3])
+    with peft.disable_adapter():
+        off = sc.log_scores(TEXTS[:3])
+    want_off = LabelScorer(model, tok, ["ham", "spam"], autocast=False).log_scores(TEXTS[:3])
+    np.testing.assert_allclose(off, want_off, atol=1e-3)
+    assert np.abs(tuned - off).max() > 1e-3
+    np.testing.assert_allclose(sc.log_scores(TEXTS[:3]), tuned, atol=1e-3)
