@@ -52,7 +52,7 @@ def _pcts(times: list[float]) -> dict:
 
 
 def _project_rows(project: Path) -> tuple[Path, list[dict], dict]:
-    from zimo.build import artifact_path
+    from zimo.stages.dag import artifact_path
 
     train_dir = artifact_path(project, "train")
     split = artifact_path(project, "split")
@@ -428,7 +428,7 @@ def main() -> None:
         except (json.JSONDecodeError, IndexError):
             result["kinds"][kind] = {"error": f"child exited {p.returncode}"}
     result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    from zimo.workspace import write_bytes_atomic, write_json_atomic
+    from zimo.fileio import write_bytes_atomic, write_json_atomic
 
     write_json_atomic(out, result)
     write_bytes_atomic(out.with_suffix(".md"), to_markdown(result).encode("utf-8"))
