@@ -121,3 +121,7 @@ def main() -> None:
             highlight=False,
         )
         sys.exit(1)
+
+
+if __name__ == "__main__":  # `python -m zimo.cli ...`, as launchers and subprocess tests call it
+    main()
