@@ -61,21 +61,26 @@ def big():
         yield srv
 
 
-def _project(tmp: Path, url: str, *, local="tiny-sms@classical", price=", price_per_1k_tokens: 0.005",
-             shadow=0.0) -> Path:  # fmt: skip
-    yaml_text = BASE.format(url=url, local=local, price=price, shadow=shadow)
+_DEFAULTS = {"local": "tiny-sms@classical", "price": ", price_per_1k_tokens: 0.005", "shadow": 0.0}
+
+
+def _project(tmp: Path, url: str, **kw) -> Path:
+    yaml_text = BASE.format(url=url, **{**_DEFAULTS, **kw})
     return make_tiny_project(tmp, 160, 70, yaml_text)
 
 
 def test_cascade_config_errors_are_one_line(tmp_path: Path, big, monkeypatch):
     monkeypatch.setenv("FAKE_UP_KEY", big.api_key)
+    # One build; only the route section changes between the cases (route fit reads it).
+    proj = _project(tmp_path, big.base_url)
+    assert run_zimo("build", proj).returncode == 0
     for kw, msg in [
         ({"local": "tiny-sms@nope"}, "which this project does not train"),
         ({"local": "tiny-sms"}, "names the project itself"),
         ({"price": ""}, "is an upstream model without a price"),
     ]:
-        proj = _project(tmp_path / msg[:8].replace(" ", "_"), big.base_url, **kw)
-        assert run_zimo("build", proj).returncode == 0
+        yaml_text = BASE.format(url=big.base_url, **{**_DEFAULTS, **kw})
+        (proj / "zimo.yaml").write_text(yaml_text, encoding="utf-8")
         r = run_zimo("route", "fit", proj)
         assert r.returncode != 0 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = run_zimo("flywheel", proj)
