@@ -35,6 +35,8 @@ def _init(tmp: Path, photos: Path, budget: float = 8) -> Path:
     return tmp / "shelf"
 
 
+# One small real build (decode, train, baseline, eval: ~20 s on a bf16 CPU) shared by the
+# module's default tests.
 @pytest.fixture(scope="module")
 def image_project(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("img")
@@ -49,7 +51,6 @@ def _artifact(proj: Path, stage: str) -> Path:
     return next((proj / ".zimo" / "artifacts" / stage).iterdir())
 
 
-@pytest.mark.slow  # a real build: decode, train, baseline, eval (~40 s idle)
 def test_ingest_quarantines_bad_files_and_drops_exif(image_project: Path):
     ingest = _artifact(image_project, "ingest")
     rejects = [json.loads(x) for x in (ingest / "rejects.jsonl").read_text().splitlines()]
@@ -73,7 +74,6 @@ def test_ingest_quarantines_bad_files_and_drops_exif(image_project: Path):
     )
 
 
-@pytest.mark.slow
 def test_build_evaluates_against_baselines(image_project: Path):
     metrics = json.loads((_artifact(image_project, "eval") / "metrics.json").read_text())
     head = metrics["headline"]
@@ -87,7 +87,6 @@ def test_build_evaluates_against_baselines(image_project: Path):
     assert "Confusion matrix" in html and "cnn_from_scratch" in html
 
 
-@pytest.mark.slow
 def test_served_chat_and_embeddings_through_openai_sdk(image_project: Path):
     from openai import BadRequestError, OpenAI
 
@@ -136,7 +135,6 @@ def test_served_chat_and_embeddings_through_openai_sdk(image_project: Path):
         assert r.status_code == 400 and "image_url" in r.json()["error"]["message"]
 
 
-@pytest.mark.slow
 def test_onnx_export_verifies(image_project: Path):
     r = run_zimo("export", image_project, "--json")
     assert r.returncode == 0, r.stderr
