@@ -1,10 +1,13 @@
 """The dashboard in a real browser: Debian's chromium driven by Playwright, against a live
-`zimo serve` app with a trained project. Screenshots go to benchmarks/results/ui/."""
+`zimo serve` app with a trained project. Screenshots go to a temporary folder, or to
+benchmarks/results/ui/ with ZIMO_UPDATE_SCREENSHOTS=1 (so a test run leaves the tree clean)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -13,7 +16,11 @@ import pytest
 from serve_fixtures import LiveServer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SHOTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "ui"
+SHOTS = (
+    Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "ui"
+    if os.environ.get("ZIMO_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "zimo-ui-screenshots"
+)
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"
