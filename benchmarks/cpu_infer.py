@@ -154,7 +154,8 @@ def leg_zimo(train_dir: Path, meta: dict, texts: list[str], lat_n: int, int8: bo
 
 def leg_serve(train_dir: Path, meta: dict, texts: list[str], lat_n: int, threads: int):
     """The serving engine's job queue: one request at a time, then all at once (micro-batched)."""
-    from zimo.serve.backends.base import Job, SamplingParams, make_backend
+    from zimo.serve.backends.base import Job, SamplingParams
+    from zimo.serve.backends.factory import make_backend
     from zimo.serve.config import BackendConfig
     from zimo.serve.registry import load_submodel
 
@@ -210,7 +211,8 @@ def leg_generate(quick: bool, threads: int) -> dict:
 
     from zimo.models import load_causal_lm
     from zimo.prompts import ensure_chat_template
-    from zimo.serve.backends.base import Job, SamplingParams, make_backend
+    from zimo.serve.backends.base import Job, SamplingParams
+    from zimo.serve.backends.factory import make_backend
     from zimo.serve.config import BackendConfig, SubModel
 
     new = 16 if quick else 48
