@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from zimo.serve.errors import APIError, model_not_found
+from zimo.serve.responses import embedding_data
 
 DATA_PREFIX = "data:"
 
@@ -143,13 +144,7 @@ async def image_embeddings(st, key, req, t0: float) -> dict[str, Any] | None:
     vecs = await asyncio.to_thread(run)
     if req.dimensions is not None and req.dimensions != vecs.shape[1]:
         raise APIError(400, f"`{req.model}` has {vecs.shape[1]} dimensions", param="dimensions")
-    data = []
-    for i, v in enumerate(vecs):
-        if req.encoding_format == "base64":
-            val: Any = base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode()
-        else:
-            val = [float(x) for x in v]
-        data.append({"object": "embedding", "index": i, "embedding": val})
+    data = embedding_data(vecs, req.encoding_format)
     st.metrics.observe("embeddings", req.model, 200, time.perf_counter() - t0)
     return {"object": "list", "data": data, "model": req.model,
             "usage": {"prompt_tokens": 0, "total_tokens": 0}}  # fmt: skip

@@ -3,12 +3,14 @@ logprobs, chat completions (JSON and SSE chunks)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
 import uuid
 from typing import Any
 
+import numpy as np
 from fastapi.responses import JSONResponse
 
 from zimo.serve.backends.base import TokenLogprob
@@ -118,3 +120,15 @@ def chat_tail(cid: str, created: int, req: ChatRequest, ans: Answer, ctx: LogCtx
         u["choices"], u["usage"] = [], usage(ans.prompt_tokens, ans.completion_tokens)
         out.append(u)
     return out
+
+
+def embedding_data(vecs: Any, encoding_format: str | None) -> list[dict[str, Any]]:
+    """The ``data`` of an embeddings response: floats, or little-endian float32 in base64."""
+    data = []
+    for i, v in enumerate(vecs):
+        if encoding_format == "base64":
+            val: Any = base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode()
+        else:
+            val = [float(x) for x in v]
+        data.append({"object": "embedding", "index": i, "embedding": val})
+    return data

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
-from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
@@ -14,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from zimo.serve.errors import APIError, model_not_found
 from zimo.serve.image import image_embeddings
+from zimo.serve.responses import embedding_data
 from zimo.serve.routes.common import begin
 from zimo.serve.schemas import EmbeddingRequest
 from zimo.serve.service import EMBEDDING_MODELS
@@ -52,13 +51,7 @@ async def embeddings(request: Request):
         raise APIError(
             400, f"{EMBEDDING_MODELS[0]} has {vecs.shape[1]} dimensions", param="dimensions"
         )
-    data = []
-    for i, v in enumerate(vecs):
-        if req.encoding_format == "base64":
-            val: Any = base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode()
-        else:
-            val = [float(x) for x in v]
-        data.append({"object": "embedding", "index": i, "embedding": val})
+    data = embedding_data(vecs, req.encoding_format)
     pt = int(np.sum(counts))
     latency = time.perf_counter() - t0
     st.metrics.observe("embeddings", req.model, 200, latency, prompt_tokens=pt)
