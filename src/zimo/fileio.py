@@ -35,18 +35,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write via temp file + rename (fsynced) so readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -292,8 +292,9 @@ class ServeState:
             batch_size=res.batch_size,
         )
 
-    async def chat_local(self, model: str, req: ChatRequest) -> Answer:
-        """Answer a chat request with a local sub-model (non-streaming)."""
+    async def chat_job(self, model: str, req: ChatRequest, *, stream: bool) -> Job:
+        """A chat request's generation job on a local sub-model: sampling parameters, the
+        prompt through the chat template, its length checked, the job queued."""
         assert self.backend is not None
         params = self.sampling(req, req.wanted_max_tokens())
         params.logprobs = bool(req.logprobs)
@@ -302,7 +303,11 @@ class ServeState:
         msgs = [{"role": m.role, "content": m.text()} for m in req.messages]
         ids = await self.encode_chat(model, msgs)
         self.check_prompt(ids, params)
-        job = self.submit(model, ids, params, stream=False)
+        return self.submit(model, ids, params, stream=stream)
+
+    async def chat_local(self, model: str, req: ChatRequest) -> Answer:
+        """Answer a chat request with a local sub-model (non-streaming)."""
+        job = await self.chat_job(model, req, stream=False)
         return self.answer_from(model, await self.wait(job))
 
     async def chat_upstream(self, req: ChatRequest | dict[str, Any]) -> Answer:

@@ -122,20 +122,25 @@ for _slug, _title in PAGES:
 
 @router.get("/ui/projects/{name}/report", include_in_schema=False)
 async def report(name: str, request: Request):
-    # The report is a static file of the workspace; same auth as the data endpoints.
-    _require_admin(request)
-    path = D.eval_report(_project(request, name))
-    if path is None:
-        raise HTTPException(404, "no evaluation report yet: build the project first")
-    return FileResponse(path, media_type="text/html")
+    return _report_file(D.eval_report(_project_after_auth(request, name)),
+                        "no evaluation report yet: build the project first")  # fmt: skip
 
 
 @router.get("/ui/projects/{name}/curate-report", include_in_schema=False)
 async def curate_report(name: str, request: Request):
+    return _report_file(D.curate_report(_project_after_auth(request, name)),
+                        "no curate report yet")  # fmt: skip
+
+
+def _project_after_auth(request: Request, name: str) -> Path:
+    # Reports are static files of the workspace: the same auth as the data endpoints.
     _require_admin(request)
-    path = D.curate_report(_project(request, name))
+    return _project(request, name)
+
+
+def _report_file(path: Path | None, missing: str) -> FileResponse:
     if path is None:
-        raise HTTPException(404, "no curate report yet")
+        raise HTTPException(404, missing)
     return FileResponse(path, media_type="text/html")
 
 

@@ -128,16 +128,8 @@ async def completions(request: Request):
 
 
 async def _chat_stream_local(st: ServeState, req: ChatRequest, ctx: LogCtx) -> StreamingResponse:
-    assert st.backend is not None
-    params = st.sampling(req, req.wanted_max_tokens())
-    params.logprobs = bool(req.logprobs)
-    params.top_logprobs = int(req.top_logprobs or 0)
-    params.json_mode = bool(req.response_format and req.response_format.type == "json_object")
-    msgs = [{"role": m.role, "content": m.text()} for m in req.messages]
     try:
-        ids = await st.encode_chat(req.model, msgs)
-        st.check_prompt(ids, params)
-        job = st.submit(req.model, ids, params, stream=True)
+        job = await st.chat_job(req.model, req, stream=True)
     except APIError as e:
         ctx.done(None, e.status, None, e.message)
         e.logged = True
