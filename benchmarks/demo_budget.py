@@ -62,7 +62,8 @@ def _split_rows(y: dict) -> tuple[int, int]:
 
 def _time_training(cfg, examples, steps: int) -> dict:
     from zimo.models import resolve_model_dir
-    from zimo.train.loop import Fitter, epoch_batches
+    from zimo.train.batches import epoch_batches
+    from zimo.train.loop import Fitter
     from zimo.train.setup import prepare_model
 
     base_dir = resolve_model_dir(cfg.base)

@@ -149,7 +149,7 @@ def lora_digest(model) -> str:
 
 def zimo_batches(rows, bs: int, seed: int, groups) -> list[list[int]]:
     """Zimo's first-epoch batches (row indices), from the function its trainer uses."""
-    from zimo.train.loop import epoch_batches
+    from zimo.train.batches import epoch_batches
 
     return epoch_batches([len(r[0]) for r in rows], bs, seed, 0, True, groups)
 

@@ -9,8 +9,8 @@ import pytest
 from models_fixtures import gecko
 from train_fixtures import LABELS, records, tiny_cfg
 from zimo.errors import DataError
+from zimo.train.batches import Example
 from zimo.train.chat import chat_example, pack, record_messages, train_chat
-from zimo.train.loop import Example
 
 CONVS = [
     {"instruction": "Say hi", "input": "", "output": "Hi there!"},

@@ -9,7 +9,8 @@ import torch
 
 from train_fixtures import LABELS, records, tiny_cfg
 from zimo.infer.label import decide, decide_label, dev_threshold
-from zimo.train.loop import Example, Fitter, shared_prefix
+from zimo.train.batches import Example, shared_prefix
+from zimo.train.loop import Fitter
 
 
 def _fitter(share: bool, layers, tmp_path, cache_frozen=False):

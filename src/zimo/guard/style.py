@@ -16,7 +16,7 @@ probe. Zimo ships the adapter for gecko-zh (``zimo/guard/adapters/gecko-zh``); r
 
 The adapter learns bare continuations (no chat template, no prompt) of at most ``TOKENS``
 tokens, as the guard scores. The small loop below is what trained the shipped adapter, and
-rebuilds it byte for byte. ``zimo.train.loop`` (``epoch_batches``, ``Fitter``) could fit the
+rebuilds it byte for byte. ``zimo.train`` (``batches.epoch_batches``, ``loop.Fitter``) could fit the
 same bare-text examples with resumable, checkpointed steps; moving to it would change the
 batches and so the adapter, which then needs recalibrating (not done yet).
 """

@@ -20,9 +20,10 @@ import numpy as np
 from zimo.errors import DataError
 from zimo.hw import cpu_info
 from zimo.prompts import ensure_chat_template
+from zimo.train.batches import Example
 from zimo.train.config import TrainConfig
 from zimo.train.fitting import make_fitter, save_weights
-from zimo.train.loop import Example, ProgressFn
+from zimo.train.loop import ProgressFn
 from zimo.train.setup import (
     setup_threads,
     write_json,

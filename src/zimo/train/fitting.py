@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from zimo.train.batches import Example
 from zimo.train.config import TrainConfig
-from zimo.train.loop import CACHE_BUDGET, Example, Fitter, ProgressFn
+from zimo.train.loop import CACHE_BUDGET, Fitter, ProgressFn
 from zimo.train.setup import atomic_dir, cast_frozen_bf16, choose_bf16, prepare_model
 
 ADAPTER_METHODS = ("lora", "qlora")

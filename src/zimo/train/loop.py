@@ -1,26 +1,21 @@
 """The training loop shared by label and chat tasks (one readable ``fit``, litgpt style).
 
-Inputs are pre-tokenised :class:`Example` rows: token ids plus the positions whose *next*
-token is trained (label answer tokens, or assistant turns). Per step:
+Inputs are pre-tokenised :class:`~zimo.train.batches.Example` rows: token ids plus the positions
+whose *next* token is trained (label answer tokens, or assistant turns). Per step:
 
-1. the frozen lower layers run without autograd (or their output comes from a cache built once,
-   when it fits in memory and more than one epoch is trained);
-2. the upper (trainable) layers run with autograd on length-bucketed, right-padded batches;
+1. the frozen lower layers run without autograd, or their output comes from a cache built once
+   when it fits in memory and more than one epoch is trained (:mod:`zimo.train.frozen`);
+2. the upper (trainable) layers run with autograd on length-bucketed, right-padded batches,
+   after the prompt prefix every row shares (:mod:`zimo.train.batches`);
 3. the LM head runs only at the loss positions; cross-entropy; AdamW on fp32 trainable weights.
 
-Checkpoints (atomic) every ``checkpoint_every`` steps and at the end; a rerun resumes from the
-newest. Under ``torchrun`` (``torch.distributed`` initialised) each rank takes its share of the
-batches and gradients are all-reduced before the step (DDP semantics without the wrapper, which
-would not see our split forward).
+How the step is spread over processes (one, ``torchrun`` ranks, accelerate with FSDP or
+DeepSpeed) is a :mod:`zimo.train.strategy`. Checkpoints (atomic) every ``checkpoint_every``
+steps and at the end; a rerun resumes from the newest; the run's state is a :class:`FitState`.
 
 Devices: the model's device decides (``setup.prepare_model`` puts it there). On CUDA, autocast
 runs in bf16 where the GPU has it, else in fp16 with a gradient scaler. An allocator failure
 (CUDA OOM, ``MemoryError``, torch's CPU allocator) becomes one :class:`ZimoError` line.
-
-Under ``accelerate launch`` with an FSDP or DeepSpeed config the sharding wrapper must see the
-whole forward, so the model runs whole through accelerate (``_prepare_accelerate``): logits
-still only at the loss positions (``logits_to_keep``), no split or caches, checkpoints via
-``accelerator.save_state`` (sharded state) next to the usual step file.
 """
 
 from __future__ import annotations
@@ -30,9 +25,8 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -43,148 +37,24 @@ import torch.nn.functional as F
 
 from zimo import interrupts
 from zimo.hw import attention_kernel, fastest_attention
-from zimo.infer.label import common_prefix
+from zimo.train.batches import Batch, Example, micro_batches, shared_prefix
 from zimo.train.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
 from zimo.train.config import TrainConfig
+from zimo.train.frozen import FrozenLower
 from zimo.train.setup import (
     RETUNE_EVERY_S,
     cuda_mixed_precision,
     is_oom,
-    launcher_engine,
     oom_error,
     retune_threads,
 )
-from zimo.train.split import (
-    DecoderParts,
-    cache_pairs,
-    expanded_cache,
-    head_logits,
-    run_layers,
-)
+from zimo.train.split import DecoderParts, cache_pairs, expanded_cache, head_logits, run_layers
+from zimo.train.strategy import choose_strategy
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
 # Budget for the cache of frozen lower-layer outputs (bytes); above it we recompute each step.
 CACHE_BUDGET = int(os.environ.get("ZIMO_TRAIN_CACHE_BYTES", 2 * 1024**3))
-
-
-@dataclass
-class Example:
-    """One training row: ``ids`` and the positions whose next token is ``targets[i]``."""
-
-    ids: list[int]
-    pos: list[int]
-    targets: list[int]
-    group: int = 0  # label index for label tasks: batches mix groups (see epoch_batches)
-
-    @property
-    def n_tokens(self) -> int:
-        return len(self.ids)
-
-
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def epoch_batches(
-    lengths: Sequence[int],
-    batch_size: int,
-    seed: int,
-    epoch: int,
-    bucketing: bool,
-    groups: Sequence[int] | None = None,
-) -> list[list[int]]:
-    """The batches of one epoch: a pure function of (seed, epoch), so a resume replays it.
-
-    Bucketing groups rows of similar length so padding costs little. Rows are first cut into
-    random pools of 16 batches; inside a pool each group (label) is sorted by length and dealt
-    out in parallel, so batch *i* holds the i-th shortest slice of every label. A plain length
-    sort would make batches label-homogeneous whenever length correlates with the label (spam
-    SMS are longer than ham), and training then swings between "all ham" and "all spam".
-    """
-    rng = np.random.default_rng([seed, epoch])
-    n = len(lengths)
-    order = rng.permutation(n)
-    if not bucketing:
-        chunks = [order[i : i + batch_size].tolist() for i in range(0, n, batch_size)]
-        return [chunks[i] for i in rng.permutation(len(chunks))]
-    lens = np.asarray(lengths)
-    grp = np.zeros(n, dtype=int) if groups is None else np.asarray(groups)
-    pool = batch_size * 16
-    chunks = []
-    for p in np.split(order, range(pool, n, pool)):
-        nb = max(1, math.ceil(len(p) / batch_size))
-        parts: list[list[int]] = [[] for _ in range(nb)]
-        for g in np.unique(grp[p]):
-            rows = p[grp[p] == g]
-            rows = rows[np.argsort(lens[rows], kind="stable")]
-            for b, piece in enumerate(np.array_split(rows, nb)):
-                parts[b] += piece.tolist()
-        chunks += [c for c in parts if c]
-    return [chunks[i] for i in rng.permutation(len(chunks))]
-
-
-class _Batch:
-    """Right-padded ids, mask, positions and the flat (row, col) loss index of a batch.
-
-    With ``offset`` > 0 the rows' first ``offset`` tokens (a prompt prefix shared by every row)
-    are left out: they come from a KV cache, and positions continue after them.
-    """
-
-    def __init__(self, rows: list[Example], pad_id: int, offset: int = 0):
-        width = max(r.n_tokens for r in rows) - offset
-        self.ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        self.mask = torch.zeros((len(rows), width), dtype=torch.long)
-        r_idx, c_idx, tgt = [], [], []
-        for i, r in enumerate(rows):
-            n = r.n_tokens - offset
-            self.ids[i, :n] = torch.tensor(r.ids[offset:])
-            self.mask[i, :n] = 1
-            r_idx += [i] * len(r.pos)
-            c_idx += [p - offset for p in r.pos]
-            tgt += r.targets
-        self.offset = offset
-        self.pos = torch.arange(offset, offset + width).unsqueeze(0).expand(len(rows), width)
-        self.rows, self.cols = torch.tensor(r_idx), torch.tensor(c_idx)
-        self.targets = torch.tensor(tgt)
-        self.n_tokens = int(self.mask.sum()) + offset * len(rows)  # tokens of the rows themselves
-        self.n_loss = len(tgt)
-        self.lengths = [r.n_tokens - offset for r in rows]
-
-    def to(self, device: torch.device) -> _Batch:
-        """Move the tensors to ``device`` (the model's; a no-op on the CPU)."""
-        if device.type != "cpu":
-            for k in ("ids", "mask", "pos", "rows", "cols", "targets"):
-                setattr(self, k, getattr(self, k).to(device, non_blocking=True))
-        return self
-
-    def full_mask(self) -> torch.Tensor:
-        """Attention mask over cached prefix + this batch's tokens."""
-        if not self.offset:
-            return self.mask
-        ones = torch.ones(
-            (self.mask.shape[0], self.offset), dtype=self.mask.dtype, device=self.mask.device
-        )
-        return torch.cat([ones, self.mask], dim=1)
-
-
-def shared_prefix(examples: Sequence[Example], min_len: int = 4) -> int:
-    """Tokens every row starts with (a label task's system prompt and instruction), stopping
-    before the first trained position and leaving each row at least one token of its own.
-
-    Those tokens are computed once per batch instead of once per row: for a label task the
-    fixed prompt is often more than half of every row.
-    """
-    if not examples:
-        return 0
-    n = min(
-        common_prefix([e.ids for e in examples]),
-        min(e.n_tokens for e in examples) - 1,
-        min(min(e.pos) for e in examples if e.pos),
-    )
-    return n if n >= min_len else 0
 
 
 @dataclass
@@ -238,25 +108,31 @@ class Fitter:
         self.model, self.parts, self.cfg = model, parts, cfg
         self.train, self.dev = train, dev
         self.out_dir, self.pad_id, self.progress = Path(out_dir), pad_id, progress
+        self.strategy = choose_strategy()
+        self.engine, self.rank, self.world = (
+            self.strategy.engine,
+            self.strategy.rank,
+            self.strategy.world,
+        )
         self.lower = list(range(first_trained))
         self.upper = list(range(first_trained, parts.n_layers))
-        self.bf16, self.rank, self.world = bf16, *_dist()
-        self.cache_frozen = cache_frozen and bool(self.lower)
-        self._cache: dict[str, list[torch.Tensor]] = {}
         self.prefix_len = shared_prefix(train + dev) if cfg.share_prefix else 0
+        if self.engine:  # the wrapped model runs whole: no split forward, caches or shared prefix
+            self.lower, self.upper = [], list(range(parts.n_layers))
+            self.prefix_len = 0
+        self.bf16 = bf16
+        self.cache_frozen = cache_frozen and bool(self.lower)
         self.prefix_ids = torch.tensor([train[0].ids[: self.prefix_len]]) if train else None
-        self._lower_prefix: dict[bool, tuple[list, torch.Tensor | None]] = {}
         self.params = [p for p in model.parameters() if p.requires_grad]
         # peft LoRA layers (their input casts are switched off under CPU autocast, see _autocast)
         self._lora_layers = [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")]
         self.attention: dict[str, str] | None = None  # kernel per phase, set by choose_attention
         self.device = self.params[0].device if self.params else torch.device("cpu")
+        self.frozen = FrozenLower(
+            parts, self.lower, self.device, self.prefix_ids, pad_id, self._autocast
+        )
         self.scaler: torch.amp.GradScaler | None = None
         self._where = "starting"
-        self.engine, self.acc = launcher_engine(), None
-        if self.engine:  # the wrapped model runs whole: no split forward, caches or shared prefix
-            self.lower, self.upper = [], list(range(parts.n_layers))
-            self.cache_frozen, self.prefix_len = False, 0
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.log_path = self.out_dir / "train_log.jsonl"
         self.run_key = hashlib.sha1(
@@ -285,7 +161,7 @@ class Fitter:
         """Autocast dtype: bf16 when chosen; fp16 on CUDA where :func:`cuda_mixed_precision`
         says so (a GPU without bf16, or accelerate's ``mixed_precision: fp16``)."""
         if self.engine:
-            return None  # accelerate's mixed precision (set in _prepare_accelerate) applies
+            return None  # accelerate's mixed precision (set by the strategy's prepare) applies
         if self.bf16:
             return torch.bfloat16
         if self.device.type == "cuda" and cuda_mixed_precision(self.cfg) == "fp16":
@@ -334,45 +210,11 @@ class Fitter:
         self.attention = {"train": train["backend"], "eval": ev["backend"]}
         return {"attention": self.attention, "attention_ms": {"train": train, "eval": ev}}
 
-    def _prefix_lower(self) -> tuple[list, torch.Tensor | None]:
-        """K/V of the shared prefix in the frozen lower layers and their output there (batch 1),
-        computed once: frozen layers give the same result every step."""
-        if self.bf16 not in self._lower_prefix:
-            p = self.prefix_len
-            with torch.no_grad(), self._autocast():
-                cache = expanded_cache([], 1)
-                h = run_layers(
-                    self.parts,
-                    self.lower,
-                    input_ids=self.prefix_ids.to(self.device),
-                    attention_mask=torch.ones((1, p), dtype=torch.long, device=self.device),
-                    position_ids=torch.arange(p, device=self.device).unsqueeze(0),
-                    final_norm=False,
-                    cache=cache,
-                )
-            self._lower_prefix[self.bf16] = (cache_pairs(cache), h)
-        return self._lower_prefix[self.bf16]
-
-    def _lower_hidden(self, b: _Batch) -> torch.Tensor | None:
-        if not self.lower:
-            return None
-        cache = expanded_cache(self._prefix_lower()[0], len(b.lengths)) if b.offset else None
-        with torch.no_grad(), self._autocast():
-            return run_layers(
-                self.parts,
-                self.lower,
-                input_ids=b.ids,
-                attention_mask=b.full_mask(),
-                position_ids=b.pos,
-                final_norm=False,
-                cache=cache,
-            )
-
     def _upper_prefix_cache(self, batch: int):
         """The shared prefix through the trainable layers, once per batch (with autograd), as a
         KV cache expanded to ``batch`` rows."""
         p = self.prefix_len
-        h = self._prefix_lower()[1] if self.lower else None
+        h = self.frozen.prefix(self.bf16)[1] if self.lower else None
         cache = expanded_cache([], 1)
         run_layers(
             self.parts,
@@ -386,49 +228,13 @@ class Fitter:
         )
         return expanded_cache(cache_pairs(cache), batch)
 
-    def _cached_hidden(self, split: str, idx: list[int], b: _Batch) -> torch.Tensor:
-        rows = [self._cache[split][i] for i in idx]
-        h = torch.zeros(
-            (len(rows), b.ids.shape[1], rows[0].shape[-1]), dtype=rows[0].dtype, device=self.device
-        )
-        for i, r in enumerate(rows):
-            h[i, : r.shape[0]] = r
-        return h
-
     def build_cache(self, split: str, examples: list[Example]) -> None:
         """Run the frozen lower layers once over ``examples`` and keep their outputs."""
-        out: list[torch.Tensor | None] = [None] * len(examples)
-        order = np.argsort([e.n_tokens for e in examples], kind="stable")
-        bs = max(8, self.cfg.batch_size * 2)
-        for s in range(0, len(order), bs):
-            idx = order[s : s + bs].tolist()
-            b = _Batch([examples[i] for i in idx], self.pad_id, self.prefix_len).to(self.device)
-            h = self._lower_hidden(b)
-            for j, i in enumerate(idx):
-                out[i] = h[j, : b.lengths[j]].clone()
-        self._cache[split] = out  # type: ignore[assignment]
+        self.frozen.build_cache(split, examples, max(8, self.cfg.batch_size * 2), self.bf16)
 
-    def _prepare_accelerate(self) -> None:
-        """Wrap model and optimizer with accelerate; FSDP/DeepSpeed come from the launcher."""
-        from accelerate import Accelerator
-
-        cfg = self.cfg
-        mp = cuda_mixed_precision(cfg) if self.device.type == "cuda" else "no"
-        acc = Accelerator(mixed_precision=mp, cpu=self.device.type == "cpu")
-        ds = acc.state.deepspeed_plugin
-        if ds is not None:
-            # The step shape is zimo.yaml's: DeepSpeed builds its engine from these values.
-            ds.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.batch_size
-            ds.deepspeed_config["gradient_accumulation_steps"] = cfg.grad_accum
-            ds.deepspeed_config["gradient_clipping"] = cfg.max_grad_norm or 0.0
-        # The scheduler stays ours: accelerate's wrapper would step it once per process.
-        self.model, self.opt = acc.prepare(self.model, self.opt)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.acc = acc
-
-    def _loss_whole(self, examples: list[Example], idx: list[int]) -> tuple[torch.Tensor, _Batch]:
+    def _loss_whole(self, examples: list[Example], idx: list[int]) -> tuple[torch.Tensor, Batch]:
         """Loss through the (wrapped) model's own forward, logits only at the loss columns."""
-        b = _Batch([examples[i] for i in idx], self.pad_id).to(self.device)
+        b = Batch([examples[i] for i in idx], self.pad_id).to(self.device)
         keep = torch.unique(b.cols)  # sorted
         out = self.model(
             input_ids=b.ids,
@@ -440,26 +246,17 @@ class Fitter:
         logits = out.logits[b.rows, torch.searchsorted(keep, b.cols)]
         return F.cross_entropy(logits.float(), b.targets, reduction="sum"), b
 
-    def _backward(self, loss: torch.Tensor) -> None:
-        if self.acc is None:
-            self.scaler.scale(loss).backward()
-            return
-        # Our loss is this rank's share of the global sum; the wrappers average gradients over
-        # ranks (x world) and DeepSpeed's backward also divides by its accumulation steps.
-        factor = self.world * (self.cfg.grad_accum if self.engine == "deepspeed" else 1)
-        self.acc.backward(loss * factor)
-
     def _loss(
         self, split: str, examples: list[Example], idx: list[int]
-    ) -> tuple[torch.Tensor, _Batch]:
-        if self.acc is not None:
+    ) -> tuple[torch.Tensor, Batch]:
+        if self.strategy.whole_model:
             return self._loss_whole(examples, idx)
-        b = _Batch([examples[i] for i in idx], self.pad_id, self.prefix_len).to(self.device)
+        b = Batch([examples[i] for i in idx], self.pad_id, self.prefix_len).to(self.device)
         with self._autocast():
-            if split in self._cache:
-                h_in = self._cached_hidden(split, idx, b)
+            if self.frozen.is_cached(split):
+                h_in = self.frozen.cached(split, idx, b)
             else:
-                h_in = self._lower_hidden(b)
+                h_in = self.frozen.hidden(b, self.bf16)
             h = run_layers(
                 self.parts,
                 self.upper,
@@ -484,7 +281,7 @@ class Fitter:
         order = np.argsort([e.n_tokens for e in self.dev], kind="stable")
         # Sharding wrappers run collectives inside forward: every rank must run the same
         # batches, so under accelerate each rank evaluates all dev rows (no reduce needed).
-        shard = self.world > 1 and self.acc is None
+        shard = self.strategy.shards_dev
         mine = order[self.rank :: self.world] if shard else order
         total = [0.0, 0.0]
         bs = max(8, self.cfg.batch_size * 2)
@@ -509,36 +306,8 @@ class Fitter:
             for n, t in state.items():
                 params[n].copy_(t)
 
-    def _barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
-
-    def _save_acc_state(self, step: int) -> str:
-        """``accelerator.save_state`` (every rank writes its shard) into a temp dir, renamed
-        into place by rank 0 once all ranks are done; older state dirs are pruned."""
-        final = self.ckpt_dir / f"acc-step-{step:08d}"
-        tmp = self.ckpt_dir / f".acc-step-{step:08d}.tmp"
-        if self.rank == 0:
-            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(tmp, ignore_errors=True)
-        self._barrier()
-        self.acc.save_state(str(tmp))
-        self._barrier()
-        if self.rank == 0:
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-        return final.name
-
-    def _prune_acc_states(self) -> None:
-        if self.rank != 0 or not self.ckpt_dir.is_dir():
-            return
-        keep = {f"acc-step-{p.name[5:13]}" for p in self.ckpt_dir.glob("step-*.pt")}
-        for d in self.ckpt_dir.glob("acc-step-*"):
-            if d.name not in keep:
-                shutil.rmtree(d, ignore_errors=True)
-
     def _checkpoint(self, step: int, st: dict[str, Any]) -> None:
-        acc_state = self._save_acc_state(step) if self.acc is not None else None
+        acc_state = self.strategy.save_state(self.ckpt_dir, step)
         if self.rank == 0:
             save_checkpoint(
                 self.ckpt_dir,
@@ -555,17 +324,16 @@ class Fitter:
                     **st,
                 },
             )
-            self._prune_acc_states()
-        self._barrier()
+            self.strategy.prune(self.ckpt_dir)
+        self.strategy.barrier()
 
     def _resume(self) -> dict[str, Any] | None:
         ck = load_latest(self.ckpt_dir)
         if ck is None or ck.get("run_key") != self.run_key:
             return None  # none, or written by a run with other settings: start over
         if ck.get("acc_state"):
-            if self.acc is None:
+            if not self.strategy.load_state(self.ckpt_dir / ck["acc_state"]):
                 return None  # written under FSDP/DeepSpeed; this run is not: start over
-            self.acc.load_state(str(self.ckpt_dir / ck["acc_state"]))
         else:
             self._load_trainable(ck["trainable"])
             self.opt.load_state_dict(ck["optimizer"])
@@ -595,23 +363,6 @@ class Fitter:
         os.replace(tmp, self.log_path)
 
     # -- the loop -----------------------------------------------------------------------------
-    def _micro_batches(self, start_micro: int):
-        """Yield ``(global_micro_index, epoch, batch_indices)`` from ``start_micro`` on."""
-        k = start_micro
-        while True:
-            epoch, i = divmod(k, self.n_batches_epoch)
-            batches = epoch_batches(
-                [e.n_tokens for e in self.train],
-                self.cfg.batch_size,
-                self.cfg.seed,
-                epoch,
-                self.cfg.bucketing,
-                [e.group for e in self.train],
-            )
-            for j in range(i, len(batches)):
-                yield k, epoch, batches[j]
-                k += 1
-
     def fit(self) -> dict[str, Any]:
         """Train to ``total_steps`` (or early stop), resuming from a checkpoint if one exists.
 
@@ -633,12 +384,15 @@ class Fitter:
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp_dtype() == torch.float16
         )
-        if self.engine and self.acc is None:
-            self._prepare_accelerate()
+        if self.engine and not self.strategy.whole_model:
+            self.model, self.opt = self.strategy.prepare(self.model, self.opt, cfg, self.device)
+            self.params = [p for p in self.model.parameters() if p.requires_grad]
         ck, step, st, cache_s = self._start()
         self.model.train()
         eval_every = cfg.eval_every or max(1, self.steps_per_epoch // 2)
-        stream = self._micro_batches(step * self.micro_per_step)
+        stream = micro_batches(
+            self.train, cfg.batch_size, cfg.seed, cfg.bucketing, step * self.micro_per_step
+        )
         t_run = t_threads = time.perf_counter()
         run_tokens = 0
         while step < self.total_steps and not st.stopped_early:
@@ -728,24 +482,14 @@ class Fitter:
         loss_sum, tokens = 0.0, 0
         for _, _epoch, idx in mine:
             loss, b = self._loss("train", self.train, idx)
-            self._backward(loss / n_loss)
+            self.strategy.backward(loss / n_loss, self.scaler)
             loss_sum += loss.item()
             tokens += b.n_tokens
         stats = torch.tensor([loss_sum, tokens], dtype=torch.float64, device=self.device)
-        if self.world > 1 and self.acc is None:  # (the accelerate wrappers reduce)
-            for p in self.params:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                torch.distributed.all_reduce(p.grad)
-        if self.world > 1:
-            torch.distributed.all_reduce(stats)
+        self.strategy.reduce(self.params, stats)
         self.scaler.unscale_(self.opt)  # no-op unless fp16; clipping needs true gradients
-        if cfg.max_grad_norm and self.acc is not None:
-            if self.engine != "deepspeed":  # (DeepSpeed clips inside its step)
-                # accelerate matches the full parameter list to find the FSDP module.
-                self.acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-        elif cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+        if cfg.max_grad_norm:
+            self.strategy.clip(self.model, self.params, cfg.max_grad_norm)
         lr = self.sched.get_last_lr()[0]
         self.scaler.step(self.opt)  # = opt.step(), except fp16 steps with inf/nan are skipped
         self.scaler.update()
@@ -787,9 +531,7 @@ class Fitter:
         """Full weights to save, gathered from the shards under FSDP (call on every rank; rank 0
         gets them). None where the model object holds full weights itself (native, DDP, ZeRO-2):
         then ``model.save_pretrained`` needs nothing more."""
-        if self.acc is None or self.engine != "fsdp":
-            return None
-        return self.acc.get_state_dict(self.model)
+        return self.strategy.export_state_dict(self.model)
 
     def weights_digest(self) -> str:
         """sha1 over the trainable weights (ranks of a DDP run must agree bit for bit)."""
@@ -803,7 +545,7 @@ class Fitter:
         es = self.cfg.early_stopping
         if st.best is None or dl < st.best - (es.min_delta if es else 0.0):
             st.best, st.bad_evals, st.best_step = dl, 0, step
-            if es and self.engine != "fsdp":  # (FSDP: per-rank shards; a resume would mix them)
+            if es and self.strategy.keeps_best_state:
                 st.best_state = self._trainable_state()
         elif es:
             st.bad_evals += 1
