@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 __all__ = [
+    "DOC_FORMATS",
     "CurateResult",
     "Filter",
     "Formatter",
@@ -31,6 +32,9 @@ __all__ = [
 ]
 
 EXAMPLES_PER_REASON = 3
+# Document formats: pages and files. Records from JSONL/CSV/Parquet tables (SMS, labelled rows)
+# are data, not pages; the page steps leave them untouched.
+DOC_FORMATS = ("html", "txt", "md", "pdf")
 EXAMPLE_CHARS = 300
 
 Reject = Callable[[dict[str, Any], str], None]

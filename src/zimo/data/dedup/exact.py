@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Literal
 
-from zimo.data.pipeline import GlobalStep, Reject, record_text
+from zimo.data.pipeline import GlobalStep, Reject, Step, record_text
+from zimo.data.step_spec import StepSpec
 
 _NOT_WORD = re.compile(r"[\W_]+")
 
@@ -65,3 +66,13 @@ class ExactDedup(GlobalStep):
                 first[sig] = str(rec.get("id"))
                 self.stats.kept += 1
                 yield rec
+
+
+class ExactDedupSpec(StepSpec):
+    """Drop records whose normalised text (casefolded, no whitespace/punctuation) was seen."""
+
+    step: Literal["exact_dedup"] = "exact_dedup"
+    key: Literal["text", "text+label"] = "text"
+
+    def build(self) -> Step:
+        return ExactDedup(key=self.key)

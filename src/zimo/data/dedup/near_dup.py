@@ -15,11 +15,13 @@ keeps its earliest document.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from zimo.data.pipeline import GlobalStep, record_text
+from zimo.data.pipeline import GlobalStep, Step, record_text
+from zimo.data.step_spec import StepSpec
 
 _P = 1099511628211  # odd 64-bit multiplier (the FNV prime)
 _P_INV = pow(_P, -1, 1 << 64)
@@ -393,3 +395,18 @@ class NearDedup(GlobalStep):
             else:
                 self.stats.kept += 1
                 yield rec
+
+
+class NearDupSpec(StepSpec):
+    """MinHash-LSH near-duplicate removal on character n-grams (word n-grams for non-CJK)."""
+
+    step: Literal["near_dup"] = "near_dup"
+    threshold: float = Field(default=0.8, gt=0, le=1)
+    num_perm: int = Field(default=128, ge=16, le=1024)
+    ngram: int = Field(default=5, ge=1)  # characters for CJK text; see word_ngram for others
+    word_ngram: int = Field(default=5, ge=1)
+    min_chars: int = Field(default=30, ge=0)  # shorter texts are left to exact dedup
+    verify: bool = True  # confirm candidate pairs with the estimated Jaccard
+
+    def build(self) -> Step:
+        return NearDedup(**self.model_dump(exclude={"step", "enabled"}))

@@ -19,7 +19,9 @@ rejected as ``low_quality_score``. Only document formats are scored.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from zimo.data.formatters.page_lines import (
     _CJK,
@@ -28,7 +30,8 @@ from zimo.data.formatters.page_lines import (
     pick_stoplist,
     stop_density,
 )
-from zimo.data.pipeline import Filter
+from zimo.data.pipeline import DOC_FORMATS, Filter, Step
+from zimo.data.step_spec import StepSpec
 
 _CLOSERS = "”’\"'）)】」』》 "
 
@@ -90,3 +93,18 @@ class DocQuality(Filter):
         if score < self.min_score:
             return False, "low_quality_score"
         return True
+
+
+class DocQualitySpec(StepSpec):
+    """Record a 0–1 prose score in ``meta.quality_score``; reject below ``min_score``."""
+
+    step: Literal["doc_quality"] = "doc_quality"
+    min_score: float = Field(default=0.4, ge=0, le=1)
+    max_replacement: float = Field(default=0.01, ge=0, le=1)  # share of U+FFFD: mojibake
+    formats: list[str] = Field(default_factory=lambda: list(DOC_FORMATS))
+
+    def build(self) -> Step:
+        return DocQuality(self.min_score, self.max_replacement, self.formats)
+
+
+# Every kind of personal data the ``pii`` step knows (zimo.data.formatters.pii), all on by default.

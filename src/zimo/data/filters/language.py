@@ -9,9 +9,10 @@ a model download (fastText lid.176) or are slow pure-Python (langid.py).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
-from zimo.data.pipeline import Filter, record_text
+from zimo.data.pipeline import Filter, Step, record_text
+from zimo.data.step_spec import StepSpec
 
 SAMPLE_CHARS = 3000
 
@@ -112,3 +113,13 @@ class LanguageFilter(Filter):
         if self.keep is not None and lang not in self.keep:
             return False, f"lang_{lang}"
         return True
+
+
+class LanguageSpec(StepSpec):
+    """Detect the language (zh / en / others) into ``meta.lang``; optionally keep only some."""
+
+    step: Literal["language"] = "language"
+    keep: list[str] | None = None  # e.g. ["zh", "en"]; None = annotate only, drop nothing
+
+    def build(self) -> Step:
+        return LanguageFilter(keep=self.keep)

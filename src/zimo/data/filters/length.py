@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from zimo.data.pipeline import Filter, record_text
+from pydantic import Field
+
+from zimo.data.pipeline import Filter, Step, record_text
+from zimo.data.step_spec import StepSpec
 
 
 def char_length(text: str) -> int:
@@ -35,3 +38,14 @@ class LengthFilter(Filter):
         if n > self.max_chars:
             return False, "too_long"
         return True
+
+
+class LengthSpec(StepSpec):
+    """Drop empty, too-short and too-long records (counted in characters, not words)."""
+
+    step: Literal["length"] = "length"
+    min_chars: int = Field(default=1, ge=0)
+    max_chars: int = Field(default=200_000, ge=1)
+
+    def build(self) -> Step:
+        return LengthFilter(min_chars=self.min_chars, max_chars=self.max_chars)

@@ -17,9 +17,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
-from zimo.data.pipeline import Filter, record_text
+from pydantic import Field
+
+from zimo.data.pipeline import DOC_FORMATS, Filter, Step, record_text
+from zimo.data.step_spec import StepSpec
 
 # Combining marks (Devanagari, Thai, Arabic vowel signs …) are not ``\w`` in Python's ``re``:
 # without them a Hindi word falls apart into single consonants that repeat everywhere.
@@ -34,7 +37,6 @@ _UNIT = re.compile(
 # Command lines and code: a tutorial repeats `-e ENV=dev \` in every command.
 _CODE_LINE = re.compile(r"[\\{};=$]|^-{1,2}\w")
 _WORDISH = re.compile(r"[^\W_]")
-DOC_FORMATS = frozenset({"html", "txt", "md", "pdf"})
 
 
 _CJK_UNIT = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
@@ -153,3 +155,20 @@ class QualityFilter(Filter):
         if _dup_ngram_frac(toks, 5 * scale, 3 if doc else 2) > self.max_dup_ngram_frac:
             return False, "repeated_ngrams"
         return True
+
+
+class QualitySpec(StepSpec):
+    """Gopher-style quality rules, CJK-aware (symbol/digit ratio, repeated lines and n-grams)."""
+
+    step: Literal["quality"] = "quality"
+    min_chars_to_judge: int = Field(default=50, ge=0)  # shorter texts (SMS, titles) pass
+    max_symbol_ratio: float = 0.25
+    max_digit_ratio: float = 0.35
+    max_dup_line_frac: float = 0.3
+    max_dup_line_char_frac: float = 0.2
+    max_top_ngram_frac: float = 0.2
+    max_dup_ngram_frac: float = 0.3
+    min_letter_ratio: float = 0.5
+
+    def build(self) -> Step:
+        return QualityFilter(**self.model_dump(exclude={"step", "enabled"}))

@@ -14,15 +14,17 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
-from zimo.data.pipeline import Filter
+from pydantic import Field
+
+from zimo.data.pipeline import DOC_FORMATS, Filter, Step
+from zimo.data.step_spec import StepSpec
 
 CATEGORIES = {
     "adult": ("adult_zh.txt", "adult_en.txt"),
     "gambling": ("gambling_zh.txt", "spam_en.txt"),
 }
-DOC_FORMATS = ("html", "txt", "md", "pdf")
 _SENT_END = tuple("。！？!?.…；;”\"'）)")
 
 
@@ -115,3 +117,15 @@ class SpamFilter(Filter):
             return True
         self.stats.extra[cat] += 1
         return False, f"spam:{cat}"
+
+
+class SpamSpec(StepSpec):
+    """Reject documents full of adult or gambling spam terms (shipped word lists)."""
+
+    step: Literal["spam"] = "spam"
+    min_terms: int = Field(default=3, ge=1)  # distinct terms
+    min_per_kchar: float = Field(default=2.0, ge=0)  # term hits per 1,000 characters
+    formats: list[str] = Field(default_factory=lambda: list(DOC_FORMATS))
+
+    def build(self) -> Step:
+        return SpamFilter(self.min_terms, self.min_per_kchar, self.formats)

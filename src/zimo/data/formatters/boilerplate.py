@@ -10,9 +10,12 @@ lines are what survives inside the article container, and what plain-text dumps 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
-from zimo.data.pipeline import Formatter
+from pydantic import Field, field_validator
+
+from zimo.data.pipeline import Formatter, Step
+from zimo.data.step_spec import StepSpec
 
 MAX_LINE = 200  # longer lines are body text, whatever words they contain
 FOOTER_MAX = 100
@@ -191,3 +194,25 @@ class RemoveBoilerplate(Formatter):
         if self.skip_formats and (rec.get("meta") or {}).get("format") in self.skip_formats:
             return False
         return super().apply(rec)
+
+
+class BoilerplateSpec(StepSpec):
+    """Remove navigation, share buttons, related-article lists, SEO keyword headers, footers."""
+
+    step: Literal["boilerplate"] = "boilerplate"
+    extra_patterns: list[str] = Field(default_factory=list)  # regexes; a matching line goes
+
+    @field_validator("extra_patterns")
+    @classmethod
+    def _compiles(cls, v: list[str]) -> list[str]:
+        import re
+
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"not a valid regular expression: {pattern!r} ({e})") from e
+        return v
+
+    def build(self) -> Step:
+        return RemoveBoilerplate(extra_patterns=self.extra_patterns)

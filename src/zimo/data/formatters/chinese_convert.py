@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from zimo.data.pipeline import Formatter
+from typing import Literal
+
+from zimo.data.pipeline import Formatter, Step
+from zimo.data.step_spec import StepSpec
 from zimo.errors import ConfigError
 
 _HAN = ("\u4e00", "\u9fff")
@@ -34,3 +37,13 @@ class ChineseConvert(Formatter):
         if not any(_HAN[0] <= ch <= _HAN[1] for ch in text):
             return text  # nothing to convert; skips the C call for non-Chinese text
         return self._cc.convert(text)
+
+
+class ChineseConvertSpec(StepSpec):
+    """Traditional → Simplified Chinese (needs the optional ``opencc`` package)."""
+
+    step: Literal["chinese_convert"] = "chinese_convert"
+    config: str = "t2s"
+
+    def build(self) -> Step:
+        return ChineseConvert(config=self.config)

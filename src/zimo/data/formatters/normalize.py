@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Literal
 
-from zimo.data.pipeline import Formatter
+from zimo.data.pipeline import Formatter, Step
+from zimo.data.step_spec import StepSpec
 
 # Full-width ASCII punctuation (，！？：；（） …) is standard in Chinese; NFKC would make it ASCII.
 _FW_PUNCT = re.compile("[\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff64]")
@@ -74,3 +76,23 @@ class Normalize(Formatter):
         if self.whitespace:
             text = normalize_whitespace(text, self.join_cjk_spaces)
         return text
+
+
+class NormalizeSpec(StepSpec):
+    """NFKC (full-width letters/digits to half-width) and whitespace normalisation."""
+
+    step: Literal["normalize"] = "normalize"
+    nfkc: bool = True
+    # Chinese text uses full-width punctuation (，。！？); NFKC would turn it into ASCII.
+    keep_cjk_punct: bool = True
+    whitespace: bool = True
+    # Remove single spaces between two CJK characters (PDF text layers often insert them).
+    join_cjk_spaces: bool = False
+
+    def build(self) -> Step:
+        return Normalize(
+            nfkc=self.nfkc,
+            keep_cjk_punct=self.keep_cjk_punct,
+            whitespace=self.whitespace,
+            join_cjk_spaces=self.join_cjk_spaces,
+        )

@@ -12,9 +12,12 @@ simplified ``chinese_convert``'s. No library on PyPI strips inline pinyin, hence
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
-from zimo.data.pipeline import Formatter
+from pydantic import Field
+
+from zimo.data.pipeline import DOC_FORMATS, Formatter, Step
+from zimo.data.step_spec import StepSpec
 
 _TONED = "āáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜńňǹḿ"
 _SYL = rf"[a-zü{_TONED}]{{1,6}}[1-5]?"
@@ -66,3 +69,13 @@ class PageArtifacts(Formatter):
         if rec.get("text") is None or (rec.get("meta") or {}).get("format") not in self.formats:
             return False
         return super().apply(rec)
+
+
+class PageArtifactsSpec(StepSpec):
+    """Remove pinyin / ruby annotations after Chinese characters (``產(chǎn)業(yè)`` → ``產業``)."""
+
+    step: Literal["page_artifacts"] = "page_artifacts"
+    formats: list[str] = Field(default_factory=lambda: list(DOC_FORMATS))
+
+    def build(self) -> Step:
+        return PageArtifacts(formats=self.formats)

@@ -32,11 +32,14 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from zimo.data.filters.spam import line_spam
 from zimo.data.formatters.boilerplate import RELATED_HEADER, RELATED_ITEM_MAX, classify_line
-from zimo.data.pipeline import EXAMPLE_CHARS, Formatter, Reject
+from zimo.data.pipeline import EXAMPLE_CHARS, Formatter, Reject, Step
+from zimo.data.step_spec import StepSpec
 
 PAGE_FORMATS = ("html", "txt", "md")
 _CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -639,3 +642,16 @@ class PageLines(Formatter):
                 continue
             self.stats.kept += 1
             yield rec
+
+
+class PageLinesSpec(StepSpec):
+    """Line-level chrome removal for pages: header and footer blocks, menus, lists of names,
+    banners, spam lines; the article body is never cut into."""
+
+    step: Literal["page_lines"] = "page_lines"
+    # PDF text-layer lines are layout lines, not paragraphs: judged line by line they would
+    # look like chrome, so PDFs are left out by default.
+    formats: list[str] = Field(default_factory=lambda: ["html", "txt", "md"])
+
+    def build(self) -> Step:
+        return PageLines(formats=self.formats)

@@ -12,9 +12,12 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
-from zimo.data.pipeline import Formatter
+from pydantic import Field
+
+from zimo.data.pipeline import Formatter, Step
+from zimo.data.step_spec import StepSpec
 
 # The types a `pii` step may name in zimo.yaml (person/address need the presidio extra).
 PII_TYPES = ("email", "url", "ip", "cn_id", "bank_card", "cn_mobile", "cn_landline", "phone")
@@ -225,3 +228,15 @@ def _load_presidio() -> Callable[[str], tuple[str, Counter]]:
         return text, counts
 
     return run
+
+
+class PiiSpec(StepSpec):
+    """Replace personal data with typed placeholders such as ``<PHONE>``."""
+
+    step: Literal["pii"] = "pii"
+    types: list[Literal[PII_TYPES]] = Field(default_factory=lambda: list(PII_TYPES))  # type: ignore[valid-type]
+    # Optional: presidio for English person names / addresses (needs spaCy models; off).
+    presidio: bool = False
+
+    def build(self) -> Step:
+        return RedactPii(types=list(self.types), presidio=self.presidio)

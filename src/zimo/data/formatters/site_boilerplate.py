@@ -17,11 +17,13 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from zimo.data.pipeline import EXAMPLE_CHARS, GlobalStep, Reject
+from zimo.data.pipeline import EXAMPLE_CHARS, GlobalStep, Reject, Step
+from zimo.data.step_spec import StepSpec
 
 MAX_LINE = 200
 
@@ -163,3 +165,20 @@ class SiteBoilerplate(GlobalStep):
             else:
                 self.stats.kept += 1
                 yield self.transform(rec)
+
+
+class SiteBoilerplateSpec(StepSpec):
+    """Remove lines that recur on many pages of the same site (chrome of unseen sites)."""
+
+    step: Literal["site_boilerplate"] = "site_boilerplate"
+    min_pages: int = Field(default=3, ge=2)
+    min_share: float = Field(default=0.3, gt=0, le=1)
+    # Only documents: in JSONL/CSV rows a repeated line is usually data, not chrome.
+    formats: list[str] = Field(default_factory=lambda: ["html", "txt", "md", "pdf"])
+
+    def build(self) -> Step:
+        return SiteBoilerplate(self.min_pages, self.min_share, self.formats)
+
+
+# Document formats: pages and files. Records from JSONL/CSV/Parquet tables (SMS, labelled rows)
+# are data, not pages; the page steps leave them untouched.

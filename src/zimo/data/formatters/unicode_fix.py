@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import ftfy
+from typing import Literal
 
-from zimo.data.pipeline import Formatter
+from zimo.data.pipeline import Formatter, Step
+from zimo.data.step_spec import StepSpec
 
 
 class FixUnicode(Formatter):
@@ -19,6 +20,10 @@ class FixUnicode(Formatter):
 
     def __init__(self, unescape_html: bool = True) -> None:
         super().__init__()
+        # Imported here: reading zimo.yaml imports every step module, and ftfy takes ~0.1 s.
+        import ftfy
+
+        self._fix_text = ftfy.fix_text
         self.config = ftfy.TextFixerConfig(
             unescape_html="auto" if unescape_html else False,
             uncurl_quotes=False,
@@ -29,4 +34,14 @@ class FixUnicode(Formatter):
     def format(self, text: str) -> str:
         if text.isascii() and "&" not in text and "\x1b" not in text:
             return text  # fast path: nothing ftfy could fix
-        return ftfy.fix_text(text, config=self.config)
+        return self._fix_text(text, config=self.config)
+
+
+class FixUnicodeSpec(StepSpec):
+    """Repair mojibake and broken unicode with ftfy (keeps CJK quotes and full-width punctuation)."""
+
+    step: Literal["fix_unicode"] = "fix_unicode"
+    unescape_html: bool = True
+
+    def build(self) -> Step:
+        return FixUnicode(unescape_html=self.unescape_html)
