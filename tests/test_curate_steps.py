@@ -287,3 +287,35 @@ def test_site_boilerplate_keeps_repeated_code_lines():
     ]
     res = run_steps(pages, [SiteBoilerplate()])
     assert all("fn main() {" in r["text"] and "}" in r["text"] for r in res.kept)
+
+
+# --- the step catalogue: every step in the step packages has its spec beside it ---------------
+
+
+def test_every_step_class_has_a_registered_spec_that_builds_it():
+    import importlib
+    import inspect
+    import pkgutil
+
+    from zimo.data.curate_config import SPECS, CurateConfig
+    from zimo.data.pipeline import Step
+    from zimo.data.step_spec import STEP_PACKAGES
+
+    modules = [
+        importlib.import_module(f"{pkg}.{m.name}")
+        for pkg in STEP_PACKAGES
+        for m in pkgutil.iter_modules(importlib.import_module(pkg).__path__)
+    ]
+    steps = {
+        cls.name: cls
+        for mod in modules
+        for _, cls in inspect.getmembers(mod, inspect.isclass)
+        if issubclass(cls, Step) and cls.__module__ == mod.__name__ and "name" in vars(cls)
+    }
+    assert set(steps) == set(SPECS), "a step class without a spec (or a spec without a step)"
+    for name, spec in SPECS.items():
+        if name == "chinese_convert":  # needs the optional opencc package to build
+            continue
+        assert isinstance(spec().build(), steps[name])
+        # a bare name in zimo.yaml selects this spec
+        assert type(CurateConfig.model_validate({"steps": [name]}).steps[0]) is spec
