@@ -73,14 +73,13 @@ def eval_config_of(project: Any) -> EvalConfig:
 
 def _finetuned_source(train_dir: Path, base: str) -> tuple[str, str | None]:
     """(model, adapter) for the trained sub-model in a train artifact folder."""
-    import json
+    from zimo.submodel_meta import SubModelMeta
 
-    meta_path = train_dir / "zimo_model.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-    base = meta.get("base") or base
-    adapter = meta.get("adapter")
-    if adapter and (train_dir / adapter / "adapter_config.json").is_file():
-        return base, str(train_dir / adapter)
+    meta = SubModelMeta.read_optional(train_dir) or SubModelMeta()
+    base = meta.base or base
+    adapter = meta.adapter_dir(train_dir)
+    if adapter and (adapter / "adapter_config.json").is_file():
+        return base, str(adapter)
     for folder in (train_dir / "model", train_dir):
         if (folder / "config.json").is_file():
             return str(folder), None  # a full fine-tune saved as an HF folder

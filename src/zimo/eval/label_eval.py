@@ -7,7 +7,6 @@ accuracy, macro-F1, per-class F1, confusion, calibration (ECE), latency and cost
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -20,6 +19,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from zimo.fileio import write_json_atomic
 from zimo.infer.label import decide, dev_threshold
+from zimo.submodel_meta import LabelTask, SubModelMeta
 
 
 def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
@@ -105,10 +105,10 @@ def _lm_systems(project, train_dir: Path, texts_of: dict[str, list[str]], consol
     from zimo.models import load_causal_lm
 
     cfg = project.config
-    meta = json.loads((train_dir / "zimo_model.json").read_text(encoding="utf-8"))
-    model, tok = load_causal_lm(meta["base"])
-    if meta.get("adapter"):
-        model = PeftModel.from_pretrained(model, str(train_dir / meta["adapter"]))
+    meta = SubModelMeta.read(train_dir)
+    model, tok = load_causal_lm(meta.base)
+    if meta.adapter:
+        model = PeftModel.from_pretrained(model, str(meta.adapter_dir(train_dir)))
     model.eval()
     from zimo.infer.fastpath import prepare_for_cpu_inference
 
@@ -127,14 +127,14 @@ def _lm_systems(project, train_dir: Path, texts_of: dict[str, list[str]], consol
     ) as progress:
         for name in order:
             texts = texts_of[name]
-            task = _label_task(train_dir, cfg)
+            task = trained_label_task(train_dir, cfg)
             scorer = LabelScorer(
                 model,
                 tok,
                 cfg.labels,
-                task["instruction"],
-                system=task["system"],
-                max_text_tokens=task.get("max_text_tokens") or 256,
+                task.instruction,
+                system=task.system,
+                max_text_tokens=task.max_text_tokens or 256,
                 frozen=True,
             )
             task = progress.add_task(f"eval {name}", total=len(texts))
@@ -144,7 +144,7 @@ def _lm_systems(project, train_dir: Path, texts_of: dict[str, list[str]], consol
 
             ctx = (
                 model.disable_adapter()
-                if name == "base_zero_shot" and meta.get("adapter")
+                if name == "base_zero_shot" and meta.adapter
                 else nullcontext()
             )
             with ctx, torch.inference_mode():
@@ -172,17 +172,18 @@ def _lm_systems(project, train_dir: Path, texts_of: dict[str, list[str]], consol
     return out
 
 
-def _label_task(train_dir: Path, cfg) -> dict:
-    """The exact prompt the adapter was trained with, so zero-shot and fine-tuned see the same."""
+def trained_label_task(train_dir: Path, cfg) -> LabelTask:
+    """The exact prompt the adapter was trained with, so zero-shot and fine-tuned see the same
+    (from the project's config for an artifact older than ``label_task.json``)."""
     from zimo.prompts import DEFAULT_SYSTEM
 
-    p = train_dir / "label_task.json"
-    if p.is_file():
-        return json.loads(p.read_text(encoding="utf-8"))
-    return {
-        "instruction": (cfg.lm_train() and cfg.lm_train().instruction) or cfg.instruction,
-        "system": (cfg.lm_train() and cfg.lm_train().system) or DEFAULT_SYSTEM,
-    }
+    task = LabelTask.read_optional(train_dir)
+    if task is not None:
+        return task
+    return LabelTask(
+        instruction=(cfg.lm_train() and cfg.lm_train().instruction) or cfg.instruction,
+        system=(cfg.lm_train() and cfg.lm_train().system) or DEFAULT_SYSTEM,
+    )
 
 
 def evaluate_label_project(
@@ -217,7 +218,7 @@ def evaluate_label_project(
     y_dev = np.array([lab_idx[r["label"]] for r in dev]) if calibrate else np.array([])
     thresholds: dict[str, float | None] = {}
     # The threshold training chose on the same dev split and ships with the sub-model, if any.
-    stored = _label_task(train_dir, cfg).get("decision_threshold") if train_dir else None
+    stored = trained_label_task(train_dir, cfg).decision_threshold if train_dir else None
 
     def scored(name: str, proba_all: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Split test/dev probabilities, fit the dev threshold, return (proba, pred) on test."""

@@ -9,7 +9,6 @@ with the ONNX file: the graph reads the feature matrix they produce, not raw col
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from zimo.export.config import AnalyticExportConfig, analytic_export_config
 from zimo.fileio import write_json_atomic
 from zimo.stages.base import StageResult
 from zimo.stages.dag import artifact_path
+from zimo.submodel_meta import MODEL_META, SubModelMeta
 from zimo.workspace import Layout
 
 # ONNX's TreeEnsemble compares features with float32 split thresholds (onnxmltools converts
@@ -109,7 +109,7 @@ def export_analytic_project(project_dir: str | Path, formats: list[str] | None,
     project = load_project(project_dir)
     cfg = analytic_export_config(project.config.export)
     train_dir = artifact_path(project.root, "train")
-    if train_dir is None or not (train_dir / "zimo_model.json").is_file():
+    if train_dir is None or not (train_dir / MODEL_META).is_file():
         raise ZimoError(f"project {project.name!r} has no trained model to export",
                         f"train it first: `zimo build {project_dir}`")  # fmt: skip
     split_dir = artifact_path(project.root, "split")
@@ -124,17 +124,17 @@ def export_analytic_project(project_dir: str | Path, formats: list[str] | None,
 
 def _export_one(project, train_dir: Path, split_dir: Path | None, fmt: str, out: Path,
                 cfg: AnalyticExportConfig) -> dict[str, Any]:  # fmt: skip
-    meta = json.loads((train_dir / "zimo_model.json").read_text(encoding="utf-8"))
-    if meta.get("kind") == "image":
+    meta = SubModelMeta.read(train_dir)
+    if meta.kind == "image":
         from zimo.image.export import export_image
         from zimo.stages.image import test_pixels
 
         pixels = test_pixels(train_dir, split_dir) if split_dir else None
         return export_image(train_dir, fmt, out, pixels, cfg.check_rows)
-    if meta.get("kind") == "tabular":
+    if meta.kind == "tabular":
         test = pd.read_parquet(split_dir / "test.parquet") if split_dir else None
         return export_tabular(train_dir, fmt, out, test, cfg.check_rows)
-    if meta.get("kind") == "classical":
+    if meta.kind == "classical":
         from zimo.dataset_io import read_records
 
         texts = [r["text"] for r in read_records(split_dir / "test.parquet")] if split_dir else None

@@ -42,15 +42,15 @@ def _summary(report: dict) -> str:
 
 def _train_metadata(adapter: Path) -> dict:
     """Name, task and labels from the train artifact an adapter folder sits in, if any."""
-    from zimo.export.project import label_task
-    from zimo.fileio import read_json_optional
+    from zimo.submodel_meta import SubModelMeta, served_label_task
 
-    meta = read_json_optional(adapter.parent / "zimo_model.json")
-    if not meta:
+    meta = SubModelMeta.read_optional(adapter.parent)
+    if meta is None:
         return {}
-
-    out = {k: meta[k] for k in ("name", "task", "labels", "instruction") if meta.get(k)}
-    return {**out, **label_task(adapter.parent)}
+    out = {k: getattr(meta, k) for k in ("name", "labels", "instruction") if getattr(meta, k)}
+    if "task" in meta.model_fields_set:
+        out["task"] = meta.task
+    return {**out, **served_label_task(adapter.parent)}
 
 
 def register(app: typer.Typer) -> None:

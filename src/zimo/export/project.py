@@ -15,6 +15,7 @@ from zimo.config import load_project
 from zimo.errors import ZimoError
 from zimo.export.config import ExportConfig, export_config
 from zimo.stages.dag import artifact_path
+from zimo.submodel_meta import MODEL_META, SubModelMeta, served_label_task
 from zimo.workspace import Layout
 
 
@@ -34,7 +35,7 @@ def resolve_project(project_dir: str | Path) -> ProjectExport:
     """The trained sub-model of a project, or a one-line error saying to train first."""
     project = load_project(project_dir)
     train_dir = artifact_path(project.root, "train")
-    if train_dir is None or not (train_dir / "zimo_model.json").is_file():
+    if train_dir is None or not (train_dir / MODEL_META).is_file():
         raise ZimoError(
             f"project {project.name!r} has no trained model to export",
             f"train it first: `zimo build {project_dir}` (or `zimo train {project_dir}`)",
@@ -49,18 +50,6 @@ def resolve_project(project_dir: str | Path) -> ProjectExport:
     return pe
 
 
-def label_task(train_dir: Path) -> dict[str, Any]:
-    """The served label prompt and decision rule from a train artifact's ``label_task.json``
-    (labels, instruction, system, max_text_tokens, positive_label, decision_threshold), the
-    same keys :func:`zimo.serve.registry.load_submodel` applies; empty when there is none."""
-    from zimo.fileio import read_json_optional
-
-    task = read_json_optional(Path(train_dir) / "label_task.json")
-    keys = ("labels", "instruction", "system", "max_text_tokens", "positive_label",
-            "decision_threshold")  # fmt: skip
-    return {k: task[k] for k in keys if k in task}
-
-
 def from_artifacts(
     project: Any, train_dir: Path, split_dir: Path | None = None, eval_dir: Path | None = None
 ) -> ProjectExport:
@@ -69,12 +58,13 @@ def from_artifacts(
     The ``export`` build stage calls this with ``ctx.input("train")`` etc.
     """
     cfg = export_config(project.config.export)
-    meta = json.loads((train_dir / "zimo_model.json").read_text(encoding="utf-8"))
-    source = train_dir / meta["adapter"] if meta.get("adapter") else train_dir
+    meta = SubModelMeta.read(train_dir)
+    source = meta.adapter_dir(train_dir) or train_dir
     metadata: dict[str, Any] = {
-        k: meta.get(k) for k in ("name", "task", "labels", "instruction", "base")
+        k: getattr(meta, k) for k in ("name", "task", "labels", "instruction", "base")
     }
-    metadata.update(label_task(train_dir))
+    # The same served keys the gateway applies (zimo.serve.registry.load_submodel).
+    metadata.update(served_label_task(train_dir))
     metadata["name"] = metadata.get("name") or project.name
     if project.config.description:
         metadata["description"] = project.config.description
@@ -87,7 +77,7 @@ def from_artifacts(
             from zimo.export.card import data_summary
 
             metadata["data"] = data_summary(read_records(train_file))
-        if meta.get("task") == "label" and test_file.is_file() and cfg.label_texts_max:
+        if meta.task == "label" and test_file.is_file() and cfg.label_texts_max:
             texts = [r["text"] for r in read_records(test_file) if r.get("text")]
             label_texts = texts[: cfg.label_texts_max]
     if eval_dir is not None and (eval_dir / "metrics.json").is_file():
@@ -96,7 +86,7 @@ def from_artifacts(
             metadata["eval"] = data["headline"]
     return ProjectExport(
         source=source,
-        base=meta.get("base"),
+        base=meta.base,
         metadata=metadata,
         label_texts=label_texts,
         config=cfg,

@@ -29,6 +29,7 @@ import numpy as np
 from zimo.errors import ConfigError, ZimoError
 from zimo.fileio import read_jsonl
 from zimo.prices import token_cost
+from zimo.submodel_meta import SubModelMeta
 from zimo.workspace import Layout
 
 log = logging.getLogger("zimo.serve")
@@ -209,8 +210,8 @@ def local_tier_answers(project, tier: Tier, texts: list[str]) -> tuple[np.ndarra
     """(probabilities, decided label indices) of a local tier on ``texts``, offline."""
     cfg = project.config
     folder = _tier_folder(project, tier)
-    meta = json.loads((folder / "zimo_model.json").read_text(encoding="utf-8"))
-    if meta.get("kind") == "classical":
+    meta = SubModelMeta.read(folder)
+    if meta.kind == "classical":
         from zimo.classical.model import ClassicalPredictor
 
         cp = ClassicalPredictor(folder)
@@ -218,21 +219,21 @@ def local_tier_answers(project, tier: Tier, texts: list[str]) -> tuple[np.ndarra
         return proba, cp.decide(proba)
     from peft import PeftModel
 
-    from zimo.eval.label_eval import _label_task
+    from zimo.eval.label_eval import trained_label_task
     from zimo.infer.label import LabelScorer, decide
     from zimo.models import load_causal_lm
 
-    model, tok = load_causal_lm(meta["base"])
-    model = PeftModel.from_pretrained(model, str(folder / meta["adapter"])).eval()
-    task = _label_task(folder, cfg)
-    scorer = LabelScorer(model, tok, cfg.labels, task["instruction"], system=task["system"],
-                         max_text_tokens=task.get("max_text_tokens") or 256)  # fmt: skip
+    model, tok = load_causal_lm(meta.base)
+    model = PeftModel.from_pretrained(model, str(meta.adapter_dir(folder))).eval()
+    task = trained_label_task(folder, cfg)
+    scorer = LabelScorer(model, tok, cfg.labels, task.instruction, system=task.system,
+                         max_text_tokens=task.max_text_tokens or 256)  # fmt: skip
     import torch
 
     with torch.inference_mode():
         proba = scorer.predict_proba(texts, batch_size=16)
-    pos = cfg.labels.index(task["positive_label"]) if task.get("positive_label") else None
-    return proba, decide(proba, pos, task.get("decision_threshold"))
+    pos = cfg.labels.index(task.positive_label) if task.positive_label else None
+    return proba, decide(proba, pos, task.decision_threshold)
 
 
 def fit_live_cascade(project, *, upstream_url: str | None = None, max_train_rows: int = 2000,

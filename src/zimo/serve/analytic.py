@@ -24,7 +24,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from zimo.serve.errors import APIError, model_not_found
-from zimo.serve.project_models import MODEL_META, served_names, train_artifacts
+from zimo.serve.project_models import served_names, train_artifacts
+from zimo.submodel_meta import SubModelMeta
 
 log = logging.getLogger("zimo.serve")
 MAX_ROWS = 100_000
@@ -58,15 +59,15 @@ class AnalyticModels:
             arts = train_artifacts(project)
             for stage, folder in arts:
                 try:
-                    meta = json.loads((folder / MODEL_META).read_text(encoding="utf-8"))
-                    kind = kind_of(meta.get("method", "lora"))
+                    meta = SubModelMeta.read(folder)
+                    kind = kind_of(meta.method)
                 except (OSError, ValueError, KeyError) as e:
                     log.warning("skipping %s: %s", folder, e)
                     continue
                 if kind.load is None:
                     continue  # a language model: the engine's registry serves it
-                names = served_names(meta.get("name") or project.name, stage,
-                                     meta.get("submodel"), len(arts), always_alias=True)  # fmt: skip
+                names = served_names(meta.name or project.name, stage, meta.submodel,
+                                     len(arts), always_alias=True)  # fmt: skip
                 with self._lock:
                     current = self.entries.get(names[0])
                 if current is not None and current.folder == folder:

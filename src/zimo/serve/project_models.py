@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from zimo.submodel_meta import MODEL_META
 from zimo.workspace import Layout
-
-MODEL_META = "zimo_model.json"
 
 
 def train_artifacts(project: Path) -> list[tuple[str, Path]]:

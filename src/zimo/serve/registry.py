@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from zimo.serve.config import SubModel
-from zimo.serve.project_models import MODEL_META, is_cascade, served_names, train_artifacts
+from zimo.serve.project_models import is_cascade, served_names, train_artifacts
+from zimo.submodel_meta import MODEL_META, SubModelMeta, served_label_task
 from zimo.workspace import Layout
 
 log = logging.getLogger("zimo.serve")
-
-LABEL_TASK = "label_task.json"  # written by zimo.train.label: the exact label prompt
 
 
 def load_submodel(folder: str | Path, name: str | None = None) -> SubModel:
@@ -37,32 +36,21 @@ def load_submodel(folder: str | Path, name: str | None = None) -> SubModel:
     ``name`` is required and the task is chat.
     """
     folder = Path(folder).expanduser().resolve()
-    meta_path = folder / MODEL_META
-    if meta_path.is_file():
-        meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("system") is None:
-            meta.pop("system", None)  # null here means "training's default system prompt"
-        task_path = folder / LABEL_TASK
-        if task_path.is_file():  # the prompt training really used (system, resolved instruction)
-            task = json.loads(task_path.read_text(encoding="utf-8"))
-            for k in (
-                "labels",
-                "instruction",
-                "system",
-                "max_text_tokens",
-                "positive_label",
-                "decision_threshold",
-            ):
-                if k in task:
-                    meta[k] = task[k]
-        adapter = meta.get("adapter")
-        adapter_dir = str(folder / adapter) if adapter else None
+    if (folder / MODEL_META).is_file():
+        sub = SubModelMeta.read(folder)
+        # A null system prompt means "training's default": left out, not served as None.
+        meta: dict[str, Any] = sub.model_dump(
+            exclude_unset=True, exclude={"system"} if sub.system is None else None
+        )
+        # The prompt training really used (system, resolved instruction, decision rule).
+        meta.update(served_label_task(folder))
+        adapter_dir = str(sub.adapter_dir(folder)) if sub.adapter else None
         if adapter_dir is None:
             raise ValueError(
                 f"{folder} holds a full fine-tune, not a LoRA adapter; serve it as its own base"
                 " (backend.base) or train with method: lora"
             )
-        return SubModel(name=name or meta.get("name") or folder.name, adapter_dir=adapter_dir,
+        return SubModel(name=name or sub.name or folder.name, adapter_dir=adapter_dir,
                         metadata=meta)  # fmt: skip
     if (folder / "adapter_config.json").is_file():
         if not name:
@@ -88,10 +76,10 @@ def discover_project(project: str | Path) -> list[SubModel]:
             done, key=lambda p: (p / "manifest.json").stat().st_mtime, reverse=True
         ):
             try:
-                meta = json.loads((folder / MODEL_META).read_text(encoding="utf-8"))
-                if meta.get("kind", "lm") != "lm":
+                meta = SubModelMeta.read(folder)
+                if meta.kind != "lm":
                     break
-                names = served_names(meta.get("name") or root.name, stage, meta.get("submodel"),
+                names = served_names(meta.name or root.name, stage, meta.submodel,
                                      len(arts), always_alias=is_cascade(root))  # fmt: skip
                 out += [load_submodel(folder, n) for n in names]
                 break

@@ -10,10 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from zimo.dataset_io import read_records
 from zimo.errors import DataError
-from zimo.fileio import write_json_atomic
 from zimo.stages.base import StageContext, StageResult
-
-MODEL_META = "zimo_model.json"
+from zimo.submodel_meta import SubModelMeta
 
 
 def _splits(ctx: StageContext) -> tuple[list[dict], list[dict]]:
@@ -30,10 +28,9 @@ def write_analytic_meta(ctx: StageContext, tcfg, *, task: str, kind: str, **fiel
     """``zimo_model.json`` of an analytic sub-model: what serving and export read."""
     from zimo.config import submodel_name
 
-    meta = {"name": ctx.project.config.name, "submodel": submodel_name(tcfg), "task": task,
-            "kind": kind, "method": tcfg.method, **fields, "adapter": None,
-            "artifact": ctx.artifact}  # fmt: skip
-    write_json_atomic(ctx.work / MODEL_META, meta)
+    SubModelMeta(name=ctx.project.config.name, submodel=submodel_name(tcfg), task=task,
+                 kind=kind, method=tcfg.method, **fields, adapter=None,
+                 artifact=ctx.artifact).write(ctx.work)  # fmt: skip
 
 
 def run_classical(ctx: StageContext, ccfg) -> StageResult:
@@ -73,21 +70,20 @@ def run_lm(ctx: StageContext, tcfg) -> StageResult:
 
             summary = train_chat(train, dev, tcfg, ctx.work, progress=progress)
     # What serving and export need to know about this sub-model, next to the adapter.
-    meta = {
-        "name": cfg.name,
-        "submodel": submodel_name(tcfg),
-        "kind": "lm",
-        "task": cfg.task,
-        "base": tcfg.base,
-        "method": tcfg.method,
-        "labels": cfg.labels,
-        "positive_label": cfg.positive_label,
-        "instruction": tcfg.instruction,
-        "system": tcfg.system,
-        "adapter": "adapter" if tcfg.method in ("lora", "qlora") else None,
-        "artifact": ctx.artifact,
-    }
-    write_json_atomic(ctx.work / MODEL_META, meta)
+    SubModelMeta(
+        name=cfg.name,
+        submodel=submodel_name(tcfg),
+        kind="lm",
+        task=cfg.task,
+        base=tcfg.base,
+        method=tcfg.method,
+        labels=cfg.labels,
+        positive_label=cfg.positive_label,
+        instruction=tcfg.instruction,
+        system=tcfg.system,
+        adapter="adapter" if tcfg.method in ("lora", "qlora") else None,
+        artifact=ctx.artifact,
+    ).write(ctx.work)
     # Checkpoints exist only to resume an interrupted run; the finished artifact drops them.
     import shutil
 
