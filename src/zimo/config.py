@@ -19,10 +19,15 @@ from zimo.classical.config import ClassicalTrainConfig
 from zimo.data.curate_config import CurateConfig
 from zimo.errors import ConfigError, section_error
 from zimo.eval.config import EvalConfig
-from zimo.export.config import analytic_export_config, export_config
+from zimo.export.config import (
+    AnalyticExportConfig,
+    ExportConfig,
+    analytic_export_config,
+    export_config,
+)
 from zimo.guard.config import GuardConfig
 from zimo.image.config import ClipTrainConfig, ImageConfig, ImageEvalConfig, ImageTrainConfig
-from zimo.route.config import parse_route_config
+from zimo.route.config import RouteConfig, parse_route_config
 from zimo.serve.config import ServeConfig
 from zimo.synth.config import SynthConfig, TeacherConfig
 from zimo.tabular.config import LightGBMTrainConfig, TabularConfig, TabularEvalConfig
@@ -226,22 +231,38 @@ class ProjectConfig(Section):
         # Sections owned by heavier modules are validated by them (one-line ConfigError naming
         # the key), here at load time so a typo fails before any stage runs.
         if self.export is not None:
-            if isinstance(self.primary(), TrainConfig):
-                export_config(self.export)
-            else:
-                analytic_export_config(self.export)
+            self.export_settings()
         if self.route is not None:
-            parse_route_config(self.route)
+            self.route_settings()
         if self.serve is not None:
-            try:
-                ServeConfig.model_validate(self.serve)
-            except ValidationError as e:
-                err = e.errors(include_url=False)[0]
-                key = "serve." + ".".join(str(x) for x in err["loc"])
-                raise ConfigError(
-                    f"'{key}' in {CONFIG_NAME}: {err['msg'].lower()}", "fix the value"
-                ) from None
+            self.serve_settings()
         return self
+
+    # The mapping sections, typed. They stay mappings in the model because their schema
+    # depends on another section (export: on the primary sub-model's kind) and because the
+    # artifact ids hash the sections as written.
+    def export_settings(self) -> ExportConfig | AnalyticExportConfig:
+        if isinstance(self.primary(), TrainConfig):
+            return export_config(self.export)
+        return analytic_export_config(self.export)
+
+    def route_settings(self) -> RouteConfig | None:
+        return parse_route_config(self.route) if self.route is not None else None
+
+    def is_cascade(self) -> bool:
+        """True when the project's name is served through a cascade (``route.mode``)."""
+        rc = self.route_settings()
+        return rc is not None and rc.mode == "cascade"
+
+    def serve_settings(self) -> ServeConfig:
+        try:
+            return ServeConfig.model_validate(self.serve or {})
+        except ValidationError as e:
+            err = e.errors(include_url=False)[0]
+            key = "serve." + ".".join(str(x) for x in err["loc"])
+            raise ConfigError(
+                f"'{key}' in {CONFIG_NAME}: {err['msg'].lower()}", "fix the value"
+            ) from None
 
     @model_validator(mode="after")
     def _tabular(self) -> ProjectConfig:

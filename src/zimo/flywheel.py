@@ -76,8 +76,7 @@ def run_flywheel(project_dir: str | Path, *, log_path: Path | None = None,
 
     console = console or Console(stderr=True)
     project = load_project(project_dir)
-    route = project.config.route or {}
-    if not isinstance(route, dict) or route.get("mode") != "cascade":
+    if not project.config.is_cascade():
         raise ZimoError("the flywheel needs `route: {mode: cascade, ...}` in zimo.yaml",
                         "see docs/routing.md")  # fmt: skip
     t0 = time.perf_counter()

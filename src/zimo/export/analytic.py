@@ -17,7 +17,7 @@ import pandas as pd
 
 from zimo.config import load_project
 from zimo.errors import ConfigError, ZimoError
-from zimo.export.config import AnalyticExportConfig, analytic_export_config
+from zimo.export.config import AnalyticExportConfig
 from zimo.fileio import write_json_atomic
 from zimo.stages.base import StageResult
 from zimo.stages.dag import artifact_path
@@ -107,7 +107,7 @@ def export_analytic_project(project_dir: str | Path, formats: list[str] | None,
                             output: Path | None) -> list[dict[str, Any]]:  # fmt: skip
     """Export a project's primary analytic sub-model in each format (CLI entry)."""
     project = load_project(project_dir)
-    cfg = analytic_export_config(project.config.export)
+    cfg = project.config.export_settings()
     train_dir = artifact_path(project.root, "train")
     if train_dir is None or not (train_dir / MODEL_META).is_file():
         raise ZimoError(f"project {project.name!r} has no trained model to export",
@@ -144,7 +144,7 @@ def _export_one(project, train_dir: Path, split_dir: Path | None, fmt: str, out:
 
 def run_stage(ctx) -> Any:
     """The ``export`` build stage for a project whose primary sub-model is analytic."""
-    cfg = analytic_export_config(ctx.project.config.export)
+    cfg = ctx.project.config.export_settings()
     reports = [_export_one(ctx.project, ctx.input("train"), ctx.input("split"), f, ctx.work / f, cfg)
                for f in cfg.formats]  # fmt: skip
     failed = [r for r in reports if not r.get("passed")]

@@ -13,7 +13,7 @@ from typing import Any
 
 from zimo.config import load_project
 from zimo.errors import ZimoError
-from zimo.export.config import ExportConfig, export_config
+from zimo.export.config import ExportConfig
 from zimo.stages.dag import artifact_path
 from zimo.submodel_meta import MODEL_META, SubModelMeta, served_label_task
 from zimo.workspace import Layout
@@ -57,7 +57,7 @@ def from_artifacts(
 
     The ``export`` build stage calls this with ``ctx.input("train")`` etc.
     """
-    cfg = export_config(project.config.export)
+    cfg = project.config.export_settings()
     meta = SubModelMeta.read(train_dir)
     source = meta.adapter_dir(train_dir) or train_dir
     metadata: dict[str, Any] = {

@@ -34,8 +34,7 @@ def _load(project: Path, outcomes: Path | None):
 def _is_cascade(project: Path) -> bool:
     from zimo.config import load_project
 
-    route = load_project(project).config.route or {}
-    return isinstance(route, dict) and route.get("mode") == "cascade"
+    return load_project(project).config.is_cascade()
 
 
 def register(app: typer.Typer) -> None:

@@ -336,11 +336,11 @@ def fit_live_cascade(project, *, upstream_url: str | None = None, max_train_rows
 
 
 def _upstream_settings(project, url: str | None):
-    from zimo.serve.config import ServeConfig, UpstreamConfig
+    from zimo.serve.config import UpstreamConfig
 
     if url:
         return UpstreamConfig(base_url=url)
-    serve = ServeConfig.model_validate(project.config.serve or {})
+    serve = project.config.serve_settings()
     if serve.upstream is None:
         raise ConfigError("the cascade's big tier needs an upstream model",
                           "set serve.upstream.base_url in zimo.yaml or pass --upstream URL")  # fmt: skip
@@ -369,8 +369,7 @@ class LiveCascade:
         self.tiers = cascade_tiers(project)
         self.labels = project.config.labels
         self.instruction = project.config.instruction
-        rc = project.config.route or {}
-        self.shadow_rate = float((rc.get("shadow_rate") if isinstance(rc, dict) else 0) or 0)
+        self.shadow_rate = project.config.route_settings().shadow_rate
         self.path = Layout(project.root).cascade
         self._mtime = None
         self.cascade = None
@@ -526,8 +525,7 @@ def install_cascades(state, projects: list[str | Path]) -> list[str]:
     names = []
     for p in projects:
         project = load_project(p)
-        route = project.config.route or {}
-        if not isinstance(route, dict) or route.get("mode") != "cascade":
+        if not project.config.is_cascade():
             continue
         live = LiveCascade(project)
         if state.upstream is None:
