@@ -50,6 +50,8 @@ AnyTrainConfig = (
 TASK_METHODS = {"tabular": ("lightgbm",), "image": ("image", "clip")}
 
 CONFIG_NAME = "zimo.yaml"
+# Sections that were untyped mappings: artifact ids hash what the file says, not the defaults.
+MAPPING_SECTIONS = ("route", "export", "serve")
 
 
 class Section(BaseModel):
@@ -139,14 +141,13 @@ class ProjectConfig(Section):
     # Label tasks: LabelEvalConfig; chat/generate: zimo.eval.config.EvalConfig (judge, metrics,
     # max_new_tokens, ...); tabular: TabularEvalConfig; chosen by `task` in _eval_section.
     eval: LabelEvalConfig | EvalConfig | TabularEvalConfig | ImageEvalConfig = LabelEvalConfig()
-    # Sections whose schema depends on another (export: on the primary sub-model's kind) or
-    # that the gateway re-reads at run time stay mappings, validated at load time below.
     synth: SynthConfig | None = None
     teacher: TeacherConfig | None = None
     guard: GuardConfig | None = None
-    route: dict[str, Any] | None = None
-    export: dict[str, Any] | None = None
-    serve: dict[str, Any] | None = None
+    route: RouteConfig | None = None
+    # The export section's schema depends on the primary sub-model's kind (_mapping_sections).
+    export: ExportConfig | AnalyticExportConfig | None = None
+    serve: ServeConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -226,43 +227,37 @@ class ProjectConfig(Section):
         except ValidationError as e:
             raise section_error("eval", e, model) from None
 
-    @model_validator(mode="after")
-    def _other_sections(self) -> ProjectConfig:
-        # Sections owned by heavier modules are validated by them (one-line ConfigError naming
-        # the key), here at load time so a typo fails before any stage runs.
-        if self.export is not None:
-            self.export_settings()
-        if self.route is not None:
-            self.route_settings()
-        if self.serve is not None:
-            self.serve_settings()
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping_sections(cls, data: Any) -> Any:
+        # Validated by their owners' parsers, which name the bad key in one line; export's
+        # schema depends on the primary sub-model's kind (a language model or an analytic one).
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        if isinstance(data.get("route"), dict):
+            out["route"] = parse_route_config(data["route"])
+        if isinstance(data.get("serve"), dict):
+            out["serve"] = _serve_section(data["serve"])
+        if isinstance(data.get("export"), dict):
+            lm = _primary_method(data) in ("lora", "qlora", "full")
+            out["export"] = (export_config if lm else analytic_export_config)(data["export"])
+        return out
 
-    # The mapping sections, typed. They stay mappings in the model because their schema
-    # depends on another section (export: on the primary sub-model's kind) and because the
-    # artifact ids hash the sections as written.
     def export_settings(self) -> ExportConfig | AnalyticExportConfig:
-        if isinstance(self.primary(), TrainConfig):
-            return export_config(self.export)
-        return analytic_export_config(self.export)
-
-    def route_settings(self) -> RouteConfig | None:
-        return parse_route_config(self.route) if self.route is not None else None
+        """The ``export:`` section (its defaults when the file has none)."""
+        if self.export is not None:
+            return self.export
+        lm = isinstance(self.primary(), TrainConfig)
+        return export_config(None) if lm else analytic_export_config(None)
 
     def is_cascade(self) -> bool:
         """True when the project's name is served through a cascade (``route.mode``)."""
-        rc = self.route_settings()
-        return rc is not None and rc.mode == "cascade"
+        return self.route is not None and self.route.mode == "cascade"
 
     def serve_settings(self) -> ServeConfig:
-        try:
-            return ServeConfig.model_validate(self.serve or {})
-        except ValidationError as e:
-            err = e.errors(include_url=False)[0]
-            key = "serve." + ".".join(str(x) for x in err["loc"])
-            raise ConfigError(
-                f"'{key}' in {CONFIG_NAME}: {err['msg'].lower()}", "fix the value"
-            ) from None
+        """The ``serve:`` section (its defaults when the file has none)."""
+        return self.serve if self.serve is not None else ServeConfig()
 
     @model_validator(mode="after")
     def _tabular(self) -> ProjectConfig:
@@ -328,11 +323,37 @@ class Project:
     def section(self, name: str) -> dict[str, Any]:
         """A section as plain JSON-able data (what artifact ids hash)."""
         value = getattr(self.config, name)
+        if name in MAPPING_SECTIONS and isinstance(value, BaseModel):
+            # Hashed as written (they were mappings once): a new default does not rebuild.
+            return value.model_dump(mode="json", exclude_unset=True)
         if isinstance(value, BaseModel):
             return value.model_dump(mode="json")
         if isinstance(value, list) and value and isinstance(value[0], BaseModel):
             return [v.model_dump(mode="json") for v in value]  # type: ignore[return-value]
         return value if value is not None else {}
+
+
+def _serve_section(raw: dict[str, Any]) -> ServeConfig:
+    try:
+        return ServeConfig.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        key = "serve." + ".".join(str(x) for x in err["loc"])
+        raise ConfigError(
+            f"'{key}' in {CONFIG_NAME}: {err['msg'].lower()}", "fix the value"
+        ) from None
+
+
+def _primary_method(data: dict[str, Any]) -> str:
+    """The primary sub-model's ``method`` in a raw (or partly validated) config mapping."""
+    train = data.get("train")
+    first = (train[0] if train else None) if isinstance(train, list) else train
+    if isinstance(first, BaseModel):
+        return str(getattr(first, "method", "lora"))
+    if isinstance(first, dict) and first.get("method"):
+        return str(first["method"])
+    own = TASK_METHODS.get(str(data.get("task", "label")))
+    return own[0] if own else "lora"
 
 
 def _known_keys(model: Any, loc: tuple) -> list[str]:

@@ -369,7 +369,7 @@ class LiveCascade:
         self.tiers = cascade_tiers(project)
         self.labels = project.config.labels
         self.instruction = project.config.instruction
-        self.shadow_rate = project.config.route_settings().shadow_rate
+        self.shadow_rate = project.config.route.shadow_rate if project.config.route else 0.0
         self.path = Layout(project.root).cascade
         self._mtime = None
         self.cascade = None

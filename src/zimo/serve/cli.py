@@ -38,8 +38,9 @@ def settings_from_projects(
 
         proj = load_project(p)
         roots.append(proj.root)
-        if proj.config.serve and not raw:
-            raw = dict(proj.config.serve)
+        if proj.config.serve is not None and not raw:
+            # As written in zimo.yaml, so the command line's overrides merge key by key.
+            raw = proj.config.serve.model_dump(exclude_unset=True)
         lm = proj.config.lm_train()
         base = lm.base if lm is not None else None
         if base:
