@@ -140,43 +140,64 @@ class UpstreamAnswers:
             f.write(json.dumps({"key": key, "label": label}) + "\n")
 
 
-def ask_upstream_labels(texts: list[str], *, base_url: str, api_key: str | None, model: str,
-                        labels: list[str], instruction: str | None, timeout_s: float = 60,
-                        retries: int = 3, workers: int = 8, redact=None) -> list[str | None]:  # fmt: skip
-    """Ask the upstream model for each text's label over real HTTP (threads, retries with
-    backoff). PII is redacted before a text leaves (``redact``)."""
-    from concurrent.futures import ThreadPoolExecutor
+class UpstreamStopped(ZimoError):
+    """The calibration's upstream calls stopped early (the budget, or failures)."""
 
-    import httpx
+    def __init__(self, message: str, hint: str, answers: list[str | None]):
+        super().__init__(message, hint)
+        self.answers = answers  # what was bought before the stop (None where nothing was)
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s, headers=headers)
 
-    def one(text: str) -> str | None:
-        body = {"model": model, "messages": label_messages(labels, instruction,
-                                                           redact(text) if redact else text),
-                "temperature": 0, "max_tokens": 8}  # fmt: skip
-        for attempt in range(retries + 1):
-            try:
-                r = client.post("/chat/completions", json=body)
-                if r.status_code < 500 and r.status_code != 429:
-                    r.raise_for_status()
-                    msg = (r.json().get("choices") or [{}])[0].get("message") or {}
-                    return parse_label(msg.get("content"), labels)
-            except httpx.TransportError:
-                pass
-            except httpx.HTTPStatusError as e:
-                raise ZimoError(f"the upstream model answered {e.response.status_code}: "
-                                f"{e.response.text[:200]}", "check serve.upstream and its key") from None  # fmt: skip
-            time.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
-        raise ZimoError(f"the upstream model at {base_url} did not answer after {retries + 1} tries",
-                        "check that it is up, or pass --upstream URL")  # fmt: skip
+def ask_upstream_labels(texts: list[str], *, upstream, tier: Tier, labels: list[str],
+                        instruction: str | None, max_cost: float | None = None,
+                        cache_path: Path | None = None,
+                        progress: bool = False) -> list[str | None]:  # fmt: skip
+    """The upstream model's label for each text, through :class:`zimo.synth.teacher.Teacher`:
+    PII redacted before a text leaves, retries with backoff (Retry-After honoured), a disk
+    cache of the exact requests (a killed run keeps what it bought) and ``max_cost`` USD as a
+    cap on this call's spend.
 
+    When the cap stops it or the upstream fails, :class:`UpstreamStopped` (a one-line error)
+    carries the answers bought before that (``.answers``), so the caller can keep them."""
+    from zimo.synth.config import TeacherConfig
+    from zimo.synth.teacher import ChatRequest, Teacher, TeacherFatal
+
+    cfg = TeacherConfig(base_url=upstream.base_url, model=tier.model,
+                        api_key_env=upstream.api_key_env, timeout=upstream.timeout_s,
+                        temperature=0.0, max_tokens=8, max_cost=max_cost)  # fmt: skip
+    # Priced like the big tier (per token and/or per request), so the cap counts what serving
+    # the same calls would cost.
+    teacher = Teacher(cfg, cache_path, progress=progress, api_key=upstream.api_key() or "none",
+                      cost=lambda pt, ct: tier.cost(pt + ct))  # fmt: skip
+    reqs = [ChatRequest(messages=label_messages(labels, instruction, t), template="cascade.label")
+            for t in texts]  # fmt: skip
     try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(one, texts))
+        results = teacher.run(reqs)
+    except TeacherFatal as e:
+        raise ZimoError(e.message, "check serve.upstream (or --upstream URL) and the big "
+                        "tier's model name; answers bought so far are cached") from None  # fmt: skip
     finally:
-        client.close()
+        teacher.close()
+    answers = [parse_label(r.content, labels) if r.ok else None for r in results]
+    failed = [r.error for r in results if r.error and r.error != "budget"]
+    stopped = sum(r.error == "budget" for r in results)
+    if stopped or failed:
+        if stopped:
+            err = UpstreamStopped(
+                f"asking {tier.model} for {len(texts)} label(s) would cost more than "
+                f"route.calibration_max_cost ({max_cost:g} USD): stopped after "
+                f"{len(texts) - stopped} ({teacher.usage.cost:.4g} USD)",
+                "raise route.calibration_max_cost; the answers bought are kept, so a rerun "
+                "asks only for the rest", answers)  # fmt: skip
+        else:
+            err = UpstreamStopped(
+                f"the upstream model did not answer {len(failed)} of {len(texts)} label "
+                f"request(s) ({failed[0][:160]})",
+                "check serve.upstream and that it is up; the answers bought are kept",
+                answers)  # fmt: skip
+        raise err
+    return answers
+
 
 
 # ---------------------------------------------------------------------------- calibration
@@ -274,12 +295,15 @@ def fit_live_cascade(project, *, upstream_url: str | None = None, max_train_rows
         up = _upstream_settings(project, upstream_url)
         if console:
             console.print(f"  asking {big.model} for {len(todo)} label(s) over HTTP…")
-        answers = ask_upstream_labels(todo, base_url=up.base_url, api_key=up.api_key(),
-                                      model=big.model, labels=labels, instruction=cfg.instruction,
-                                      redact=_redactor())  # fmt: skip
-        for t, a in zip(todo, answers, strict=True):
-            if a is not None:
-                cache.add(t, a)
+        try:
+            answers = ask_upstream_labels(
+                todo, upstream=up, tier=big, labels=labels, instruction=cfg.instruction,
+                max_cost=rc.calibration_max_cost, cache_path=Layout(project.root).teacher_cache,
+                progress=console is not None)  # fmt: skip
+        except UpstreamStopped as e:
+            _keep_answers(cache, todo, e.answers)
+            raise
+        _keep_answers(cache, todo, answers)
     big_pred = np.array([lab.get(cache.get(t) or "", -1) for t in texts])
     quality = np.full((len(rows), len(tiers)), np.nan)
     conf = np.full((len(rows), len(tiers) - 1), np.nan)
@@ -333,6 +357,12 @@ def fit_live_cascade(project, *, upstream_url: str | None = None, max_train_rows
     cascade.save(Layout(project.root).cascade)
     return {"thresholds": dict(zip([t.name for t in tiers[:-1]], cascade.thresholds, strict=True)),
             **cascade.meta}  # fmt: skip
+
+
+def _keep_answers(cache: UpstreamAnswers, texts: list[str], answers: list[str | None]) -> None:
+    for t, a in zip(texts, answers, strict=True):
+        if a is not None:
+            cache.add(t, a)
 
 
 def _upstream_settings(project, url: str | None):
