@@ -460,36 +460,83 @@ def make_cascade_handler(live: LiveCascade):
                 best = (conf, ans, i)
             if ok:
                 _maybe_shadow(live, st, text, ans.text, tier)
-                return _final(ans, trail, tier, i, total_cost, degraded=False)
-        big = live.tiers[-1]
-        t0 = time.perf_counter()
-        try:
-            label, tokens = await _ask_big(st, live, big, text)
-        except APIError as e:
-            trail.append({"tier": big.name, "model": big.model, "answered": False,
-                          "error": e.message[:200],
-                          "latency_ms": round((time.perf_counter() - t0) * 1000, 2)})  # fmt: skip
-            assert best is not None
-            conf, ans, i = best
-            trail[i]["answered"] = True
-            return _final(ans, trail, live.tiers[i], i, total_cost, degraded=True)
-        cost = big.cost(tokens)
-        trail.append({"tier": big.name, "model": big.model, "answered": True, "cost_usd": cost,
-                      "latency_ms": round((time.perf_counter() - t0) * 1000, 2)})  # fmt: skip
-        ans = Answer(text=label, finish_reason="stop", prompt_tokens=tokens, completion_tokens=1,
-                     answered_by=big.model, cost=total_cost + cost,
-                     label_probs={x: float(x == label) for x in live.labels})  # fmt: skip
-        return _final(ans, trail, big, len(live.tiers) - 1, total_cost + cost, degraded=False)
+                return _final(ans, trail, tier, i, total_cost, degraded=None)
+        assert best is not None
+        return await _escalate(st, live, text, trail, best, total_cost)
 
     return handler
 
 
-def _final(ans, trail, tier: Tier, index: int, cost: float, *, degraded: bool):
+async def _escalate(st, live: LiveCascade, text: str, trail: list[dict[str, Any]],
+                    best: tuple[float, Any, int], total_cost: float):  # fmt: skip
+    """The big tier's answer, or, when the caller's budget is spent or the upstream fails,
+    the most confident local tier's, marked degraded with the reason."""
+    from zimo.serve.errors import APIError
+    from zimo.serve.service import Answer
+
+    big = live.tiers[-1]
+    t0 = time.perf_counter()
+
+    def degrade(reason: str, message: str):
+        trail.append({"tier": big.name, "model": big.model, "answered": False, "error": message,
+                      "latency_ms": round((time.perf_counter() - t0) * 1000, 2)})  # fmt: skip
+        _, ans, i = best
+        trail[i]["answered"] = True
+        return _final(ans, trail, live.tiers[i], i, total_cost, degraded=reason)
+
+    hold = _reserve(st, big, _big_messages(st, live, text))
+    if hold is False:
+        return degrade("budget", "the API key's budget for the big tier is spent")
+    try:
+        label, tokens = await _ask_big(st, live, big, text)
+    except APIError as e:
+        _settle(st, hold, None)
+        return degrade("upstream", e.message[:200])
+    cost = big.cost(tokens)
+    _settle(st, hold, cost)
+    trail.append({"tier": big.name, "model": big.model, "answered": True, "cost_usd": cost,
+                  "latency_ms": round((time.perf_counter() - t0) * 1000, 2)})  # fmt: skip
+    ans = Answer(text=label, finish_reason="stop", prompt_tokens=tokens, completion_tokens=1,
+                 answered_by=big.model, cost=total_cost + cost,
+                 label_probs={x: float(x == label) for x in live.labels})  # fmt: skip
+    return _final(ans, trail, big, len(live.tiers) - 1, total_cost + cost, degraded=None)
+
+
+def max_call_tokens(messages: list[dict[str, str]], answer_tokens: int = 8) -> int:
+    """What a budget reserves for one label call: a token per character, more than common
+    tokenizers make of Latin (~4 characters a token) or Chinese text (~1), so keys rarely pass
+    their budget even by the calls in flight; each call is then settled at its real cost."""
+    return sum(len(m["content"]) + 4 for m in messages) + answer_tokens
+
+
+def _reserve(st, big: Tier, messages: list[dict[str, str]]):
+    """Reserve the call's most possible cost on the caller's budget: a Hold, None when the
+    key has no budget, False when the budget cannot take the call."""
+    from zimo.serve.keys import request_key
+
+    key = request_key.get()
+    if key is None or key.big_budget_usd is None or st.keys is None:
+        return None
+    hold = st.keys.reserve(key.id, key.big_budget_usd, key.budget_period or "month",
+                           big.cost(max_call_tokens(messages)))  # fmt: skip
+    return hold if hold is not None else False
+
+
+def _settle(st, hold, cost: float | None) -> None:
+    if hold:
+        st.keys.settle(hold, cost)
+
+
+def _final(ans, trail, tier: Tier, index: int, cost: float, *, degraded: str | None):
+    """``degraded``: why the big tier did not answer when it should have (``budget``: the
+    key's budget is spent; ``upstream``: it failed or timed out), None when it did."""
     ans.answered_by = tier.model
     ans.cost = cost
     ans.escalated = index > 0
-    ans.route = {"mode": "cascade", "tier": tier.name, "degraded": degraded, "cascade": trail,
-                 "score": trail[min(index, len(trail) - 1)].get("confidence")}  # fmt: skip
+    ans.route = {"mode": "cascade", "tier": tier.name, "degraded": degraded is not None,
+                 "cascade": trail, "score": trail[min(index, len(trail) - 1)].get("confidence")}  # fmt: skip
+    if degraded is not None:
+        ans.route["reason"] = degraded
     return ans
 
 
@@ -499,10 +546,8 @@ async def _ask_big(st, live: LiveCascade, big: Tier, text: str) -> tuple[str, in
 
     if st.upstream is None:
         raise APIError(503, "no upstream model is configured", code="upstream_missing")
-    redactor = st.redactor or _redactor()
-    body = {"model": big.model, "messages": label_messages(live.labels, live.instruction,
-                                                            redactor(text) if redactor else text),
-            "temperature": 0, "max_tokens": 8}  # fmt: skip
+    body = {"model": big.model, "messages": _big_messages(st, live, text), "temperature": 0,
+            "max_tokens": 8}
     last: APIError | None = None
     for attempt in range(3):
         try:
@@ -522,6 +567,12 @@ async def _ask_big(st, live: LiveCascade, big: Tier, text: str) -> tuple[str, in
             await asyncio.sleep(0.2 * 2**attempt)
     assert last is not None
     raise last
+
+
+def _big_messages(st, live: LiveCascade, text: str) -> list[dict[str, str]]:
+    """The label prompt the big tier gets, PII redacted."""
+    redactor = st.redactor or _redactor()
+    return label_messages(live.labels, live.instruction, redactor(text))
 
 
 def _maybe_shadow(live: LiveCascade, st, text: str, cheap_label: str, tier: Tier) -> None:

@@ -276,8 +276,9 @@ async function pageKeys() {
     const d = await api("/ui/api/keys");
     const box = $("#keys");
     box.removeAttribute("aria-busy");
-    box.innerHTML = d.keys.length ? table(["id", "name", "models", "rate/min", "admin", "created", "state", ""],
+    box.innerHTML = d.keys.length ? table(["id", "name", "models", "rate/min", "big-tier spend", "admin", "created", "state", ""],
       d.keys.map((k) => [`<code>${esc(k.id)}</code>`, esc(k.name), esc(k.models ? k.models.join(", ") : "all"), k.rate_per_minute ?? "—",
+        k.big_budget_usd == null ? "no budget" : esc(`${k.big_spent_usd.toFixed(4)} / ${k.big_budget_usd} USD ${k.budget_period === "total" ? "in total" : "this " + k.budget_period}`),
         k.admin ? "yes" : "no", esc((k.created_at || "").slice(0, 19)), k.revoked_at ? "revoked" : "active",
         k.revoked_at ? "" : `<button class="danger revoke" data-id="${esc(k.id)}" aria-label="Revoke key ${esc(k.name)}">Revoke</button>`]))
       : "<p>No keys yet.</p>";
@@ -293,6 +294,10 @@ async function pageKeys() {
     const models = $("#key-models").value.split(",").map((s) => s.trim()).filter(Boolean);
     const body = { name: $("#key-name").value, models: models.length ? models : null,
       rate_per_minute: Number($("#key-rate").value) || null, admin: $("#key-admin").checked };
+    if ($("#key-budget").value !== "") {
+      body.big_budget_usd = Number($("#key-budget").value);
+      body.budget_period = $("#key-period").value;
+    }
     const d = await api("/ui/api/keys", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
     $("#new-key").innerHTML = `New key (shown once): <code data-testid="new-key">${esc(d.key)}</code>`;
     draw();
