@@ -135,3 +135,54 @@ def test_bad_budget_values_are_one_line_errors(tmp_path: Path, args: list[str], 
     assert r.returncode == 2 and says in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert not db.exists()  # nothing was written
+
+
+def test_forwarded_requests_stop_at_the_key_and_gateway_budgets(tmp_path: Path, monkeypatch):
+    """A request forwarded upstream as is has no local answer: past a budget it gets OpenAI's
+    insufficient_quota 429, and the upstream is not asked."""
+    import httpx
+
+    from fake_openai import FakeOpenAI, Reply
+    from serve_fixtures import LiveServer
+    from zimo.serve.cli import gateway_app
+    from zimo.serve.config import ServeConfig
+
+    db = tmp_path / "keys.sqlite"
+    ks = KeyStore(db)
+    # 10 tokens a call at 100 USD per 1M tokens: 1e-3 USD a call.
+    capped, capped_rec = ks.create("capped", big_budget_usd=0.0015, budget_period="day")
+    free, _ = ks.create("free")
+    reply = Reply("five words of an answer", prompt_tokens=5, completion_tokens=5)
+    with FakeOpenAI(lambda body: reply, models=("big-model",)) as up:
+        monkeypatch.setenv("FAKE_UP_KEY", up.api_key)
+        cfg = ServeConfig(
+            serve_base=False, watch_s=None, embeddings=False, keys_db=str(db), require_keys=True,
+            log={"path": str(tmp_path / "requests.sqlite")},
+            upstream={"base_url": up.base_url, "api_key_env": "FAKE_UP_KEY",
+                      "default_price": {"input_per_1m": 100, "output_per_1m": 100},
+                      "budget_usd": 0.0035, "budget_period": "total"},
+        )  # fmt: skip
+        app = gateway_app(cfg)
+        with LiveServer(app) as srv:
+
+            def ask(key: str) -> httpx.Response:
+                return httpx.post(srv.url + "/v1/chat/completions", timeout=30,
+                                  headers={"authorization": f"Bearer {key}"},
+                                  json={"model": "big-model",
+                                        "messages": [{"role": "user", "content": "hi there"}]})  # fmt: skip
+
+            statuses = [ask(capped).status_code for _ in range(3)]
+            assert statuses == [200, 200, 429]  # 0.001 spent allows a second call, not a third
+            r = ask(capped)
+            err = r.json()["error"]
+            assert err["code"] == "insufficient_quota" and capped_rec.id in err["message"]
+            assert up.count("/v1/chat/completions") == 2
+            assert ask(free).status_code == 200  # the gateway's budget: 0.003 of 0.0035 spent
+            assert ask(free).status_code == 200  # 0.003 <= 0.0035: starts, and passes it
+            r = ask(free)
+            assert r.status_code == 429 and "serve.upstream.budget_usd" in r.json()["error"]["message"]
+            assert up.count("/v1/chat/completions") == 4
+            app.state.zimo.keys.clock = lambda: T0 + 400 * DAY  # a total budget never rolls over
+            assert ask(free).status_code == 429
+    assert ks.spent("gateway", "total") == (pytest.approx(0.004), 4)
+    assert ks.spent(capped_rec.id, "day") == (pytest.approx(0.002), 2)

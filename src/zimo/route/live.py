@@ -471,6 +471,7 @@ async def _escalate(st, live: LiveCascade, text: str, trail: list[dict[str, Any]
                     best: tuple[float, Any, int], total_cost: float):  # fmt: skip
     """The big tier's answer, or, when the caller's budget is spent or the upstream fails,
     the most confident local tier's, marked degraded with the reason."""
+    from zimo.serve import budget
     from zimo.serve.errors import APIError
     from zimo.serve.service import Answer
 
@@ -484,16 +485,17 @@ async def _escalate(st, live: LiveCascade, text: str, trail: list[dict[str, Any]
         trail[i]["answered"] = True
         return _final(ans, trail, live.tiers[i], i, total_cost, degraded=reason)
 
-    hold = _reserve(st, big, _big_messages(st, live, text))
-    if hold is False:
-        return degrade("budget", "the API key's budget for the big tier is spent")
+    try:
+        spend = budget.reserve(st, big.cost(max_call_tokens(_big_messages(st, live, text))))
+    except budget.BudgetSpent as e:
+        return degrade("budget", e.message)
     try:
         label, tokens = await _ask_big(st, live, big, text)
     except APIError as e:
-        _settle(st, hold, None)
+        spend.settle(st, None)
         return degrade("upstream", e.message[:200])
     cost = big.cost(tokens)
-    _settle(st, hold, cost)
+    spend.settle(st, cost)
     trail.append({"tier": big.name, "model": big.model, "answered": True, "cost_usd": cost,
                   "latency_ms": round((time.perf_counter() - t0) * 1000, 2)})  # fmt: skip
     ans = Answer(text=label, finish_reason="stop", prompt_tokens=tokens, completion_tokens=1,
@@ -507,24 +509,6 @@ def max_call_tokens(messages: list[dict[str, str]], answer_tokens: int = 8) -> i
     tokenizers make of Latin (~4 characters a token) or Chinese text (~1), so keys rarely pass
     their budget even by the calls in flight; each call is then settled at its real cost."""
     return sum(len(m["content"]) + 4 for m in messages) + answer_tokens
-
-
-def _reserve(st, big: Tier, messages: list[dict[str, str]]):
-    """Reserve the call's most possible cost on the caller's budget: a Hold, None when the
-    key has no budget, False when the budget cannot take the call."""
-    from zimo.serve.keys import request_key
-
-    key = request_key.get()
-    if key is None or key.big_budget_usd is None or st.keys is None:
-        return None
-    hold = st.keys.reserve(key.id, key.big_budget_usd, key.budget_period or "month",
-                           big.cost(max_call_tokens(messages)))  # fmt: skip
-    return hold if hold is not None else False
-
-
-def _settle(st, hold, cost: float | None) -> None:
-    if hold:
-        st.keys.settle(hold, cost)
 
 
 def _final(ans, trail, tier: Tier, index: int, cost: float, *, degraded: str | None):
@@ -581,11 +565,22 @@ def _maybe_shadow(live: LiveCascade, st, text: str, cheap_label: str, tier: Tier
         return
 
     async def shadow() -> None:
+        from zimo.serve import budget
+
+        big = live.tiers[-1]
+        try:  # the gateway's own measurement: its budget pays, not the caller's key
+            spend = budget.reserve(st, big.cost(max_call_tokens(_big_messages(st, live, text))),
+                                   charge_key=False)  # fmt: skip
+        except budget.BudgetSpent as e:
+            log.info("shadow call skipped: %s", e.message)
+            return
         try:
-            label, tokens = await _ask_big(st, live, live.tiers[-1], text)
+            label, tokens = await _ask_big(st, live, big, text)
         except Exception as e:  # a shadow call never affects serving
+            spend.settle(st, None)
             log.info("shadow call failed: %s", e)
             return
+        spend.settle(st, big.cost(tokens))
         if st.request_log is not None:
             st.log_request(
                 endpoint="shadow", model=live.project.name, answered_by=live.tiers[-1].model,

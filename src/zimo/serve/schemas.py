@@ -233,7 +233,8 @@ ERROR_STATUSES = {
     "404": "Unknown model, path or object",
     "413": "Request body too large",
     "415": "Not a JSON body",
-    "429": "Rate limit or queue full (see Retry-After)",
+    "429": "Rate limit or queue full (see Retry-After), or an upstream budget spent "
+    "(code insufficient_quota)",
     "504": "The model did not answer in time",
 }
 
