@@ -354,7 +354,8 @@ def test_a_keys_big_tier_budget_degrades_answers_and_rolls_over(built: Path, big
                 assert z["cascade"][-1] == {**z["cascade"][-1], "tier": "big", "answered": False}
         escalated = seen.count(("big", False, None))
         # The same message each time: the first calls fit the budget, then none does.
-        assert 1 <= escalated < 8 and seen[escalated:] == [("classical", True, "budget")] * (8 - escalated)
+        assert 1 <= escalated < 8
+        assert seen[escalated:] == [("classical", True, "budget")] * (8 - escalated)
         assert big.count("/v1/chat/completions") == escalated  # the upstream was not asked again
         spent, calls = ks.spent(capped_rec.id, "day")
         assert calls == escalated and 0 < spent <= 0.002

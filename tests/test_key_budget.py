@@ -63,7 +63,12 @@ def test_settle_replaces_the_reservation_and_a_failed_call_costs_nothing(tmp_pat
 
 @pytest.mark.parametrize(
     ("period", "later", "rolls"),
-    [("day", DAY, True), ("month", DAY, False), ("month", 31 * DAY, True), ("total", 400 * DAY, False)],
+    [
+        ("day", DAY, True),
+        ("month", DAY, False),
+        ("month", 31 * DAY, True),
+        ("total", 400 * DAY, False),
+    ],
 )
 def test_periods_roll_over_on_the_clock(tmp_path: Path, period: str, later: float, rolls: bool):
     clock = Clock()
@@ -109,7 +114,12 @@ def test_a_key_file_from_before_budgets_keeps_working(tmp_path: Path):
     KeyStore(db).close()  # opening it again adds nothing twice
     old, why = ks.verify(f"zk-0123abcd-{secret}")
     assert why == "" and old is not None
-    assert (old.name, old.models, old.rate_per_minute, old.big_budget_usd) == ("old", ["m"], 5, None)
+    assert (old.name, old.models, old.rate_per_minute, old.big_budget_usd) == (
+        "old",
+        ["m"],
+        5,
+        None,
+    )
     _, new = ks.create("new", big_budget_usd=2.5, budget_period="day")
     assert ks.get(new.id).big_budget_usd == 2.5 and ks.get(new.id).budget_period == "day"
     cols = {r[1] for r in sqlite3.connect(db).execute("PRAGMA table_info(api_keys)")}
@@ -180,7 +190,9 @@ def test_forwarded_requests_stop_at_the_key_and_gateway_budgets(tmp_path: Path, 
             assert ask(free).status_code == 200  # the gateway's budget: 0.003 of 0.0035 spent
             assert ask(free).status_code == 200  # 0.003 <= 0.0035: starts, and passes it
             r = ask(free)
-            assert r.status_code == 429 and "serve.upstream.budget_usd" in r.json()["error"]["message"]
+            assert (
+                r.status_code == 429 and "serve.upstream.budget_usd" in r.json()["error"]["message"]
+            )
             assert up.count("/v1/chat/completions") == 4
             app.state.zimo.keys.clock = lambda: T0 + 400 * DAY  # a total budget never rolls over
             assert ask(free).status_code == 429

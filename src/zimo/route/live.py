@@ -199,7 +199,6 @@ def ask_upstream_labels(texts: list[str], *, upstream, tier: Tier, labels: list[
     return answers
 
 
-
 # ---------------------------------------------------------------------------- calibration
 def _margin(p: np.ndarray) -> np.ndarray:
     from zimo.route.cascade import label_margin
@@ -471,7 +470,7 @@ async def _escalate(st, live: LiveCascade, text: str, trail: list[dict[str, Any]
                     best: tuple[float, Any, int], total_cost: float):  # fmt: skip
     """The big tier's answer, or, when the caller's budget is spent or the upstream fails,
     the most confident local tier's, marked degraded with the reason."""
-    from zimo.serve import budget
+    import zimo.serve.budget as budget
     from zimo.serve.errors import APIError
     from zimo.serve.service import Answer
 
@@ -530,8 +529,8 @@ async def _ask_big(st, live: LiveCascade, big: Tier, text: str) -> tuple[str, in
 
     if st.upstream is None:
         raise APIError(503, "no upstream model is configured", code="upstream_missing")
-    body = {"model": big.model, "messages": _big_messages(st, live, text), "temperature": 0,
-            "max_tokens": 8}
+    messages = _big_messages(st, live, text)
+    body = {"model": big.model, "messages": messages, "temperature": 0, "max_tokens": 8}
     last: APIError | None = None
     for attempt in range(3):
         try:
@@ -565,7 +564,7 @@ def _maybe_shadow(live: LiveCascade, st, text: str, cheap_label: str, tier: Tier
         return
 
     async def shadow() -> None:
-        from zimo.serve import budget
+        import zimo.serve.budget as budget
 
         big = live.tiers[-1]
         try:  # the gateway's own measurement: its budget pays, not the caller's key

@@ -202,8 +202,10 @@ def keys_create(
     rate: int = typer.Option(None, help="requests per minute (default: the server's)"),
     admin: bool = typer.Option(False, help="may call /admin endpoints"),
     big_budget_usd: float = typer.Option(
-        None, "--big-budget-usd", help="USD this key may spend on cascades' big (upstream) tier; "
-        "past it, answers come from the best local tier, marked degraded",
+        None,
+        "--big-budget-usd",
+        help="USD this key may spend upstream (cascades' big tier, forwarded requests); past "
+        "it, a cascade answers with its best local tier, marked degraded",
     ),
     budget_period: str = typer.Option(
         None, "--budget-period", help="day (UTC) | month | total (default: month)"

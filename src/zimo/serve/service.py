@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zimo.serve import budget
+import zimo.serve.budget as budget
 from zimo.serve.backends.base import Backend, BackendError, Job, Result, SamplingParams
 from zimo.serve.config import ServeConfig
 from zimo.serve.cost import local_cost, upstream_cost

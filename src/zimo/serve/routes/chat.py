@@ -232,7 +232,7 @@ def _completion_stream(st: ServeState, req: CompletionRequest, job, ctx: LogCtx)
 
 async def _forward(st: ServeState, path: str, raw: dict[str, Any], ctx: LogCtx):
     """Gateway mode: pass the request to the upstream model (JSON or stream)."""
-    from zimo.serve import budget
+    import zimo.serve.budget as budget
     from zimo.serve.cost import upstream_cost
 
     assert st.upstream is not None
