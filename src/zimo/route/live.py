@@ -484,12 +484,13 @@ async def _escalate(st, live: LiveCascade, text: str, trail: list[dict[str, Any]
         trail[i]["answered"] = True
         return _final(ans, trail, live.tiers[i], i, total_cost, degraded=reason)
 
+    messages = _big_messages(st, live, text)
     try:
-        spend = budget.reserve(st, big.cost(max_call_tokens(_big_messages(st, live, text))))
+        spend = budget.reserve(st, big.cost(max_call_tokens(messages)))
     except budget.BudgetSpent as e:
         return degrade("budget", e.message)
     try:
-        label, tokens = await _ask_big(st, live, big, text)
+        label, tokens = await _ask_big(st, live, big, messages)
     except APIError as e:
         spend.settle(st, None)
         return degrade("upstream", e.message[:200])
@@ -512,7 +513,8 @@ def max_call_tokens(messages: list[dict[str, str]], answer_tokens: int = 8) -> i
 
 def _final(ans, trail, tier: Tier, index: int, cost: float, *, degraded: str | None):
     """``degraded``: why the big tier did not answer when it should have (``budget``: the
-    key's budget is spent; ``upstream``: it failed or timed out), None when it did."""
+    caller's key or the gateway has spent its upstream budget; ``upstream``: it failed or timed
+    out), None when it did."""
     ans.answered_by = tier.model
     ans.cost = cost
     ans.escalated = index > 0
@@ -523,13 +525,14 @@ def _final(ans, trail, tier: Tier, index: int, cost: float, *, degraded: str | N
     return ans
 
 
-async def _ask_big(st, live: LiveCascade, big: Tier, text: str) -> tuple[str, int]:
-    """The upstream's label for ``text`` (PII redacted first), with retries and backoff."""
+async def _ask_big(st, live: LiveCascade, big: Tier,
+                   messages: list[dict[str, str]]) -> tuple[str, int]:  # fmt: skip
+    """The upstream's label for the label prompt ``messages`` (see :func:`_big_messages`:
+    PII already redacted), with retries and backoff."""
     from zimo.serve.errors import APIError
 
     if st.upstream is None:
         raise APIError(503, "no upstream model is configured", code="upstream_missing")
-    messages = _big_messages(st, live, text)
     body = {"model": big.model, "messages": messages, "temperature": 0, "max_tokens": 8}
     last: APIError | None = None
     for attempt in range(3):
@@ -542,7 +545,8 @@ async def _ask_big(st, live: LiveCascade, big: Tier, text: str) -> tuple[str, in
                                "not one of the labels", code="upstream_bad_answer")  # fmt: skip
             usage = data.get("usage") or {}
             tokens = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
-            return label, tokens or (len(text) // 2 + 40)
+            # No `usage` from the server: about 2 characters a token over the whole prompt.
+            return label, tokens or (sum(len(m["content"]) for m in messages) // 2 + 1)
         except APIError as e:
             last = e
             if e.status < 500 and e.status != 429:
@@ -567,14 +571,14 @@ def _maybe_shadow(live: LiveCascade, st, text: str, cheap_label: str, tier: Tier
         import zimo.serve.budget as budget
 
         big = live.tiers[-1]
+        messages = _big_messages(st, live, text)
         try:  # the gateway's own measurement: its budget pays, not the caller's key
-            spend = budget.reserve(st, big.cost(max_call_tokens(_big_messages(st, live, text))),
-                                   charge_key=False)  # fmt: skip
+            spend = budget.reserve(st, big.cost(max_call_tokens(messages)), charge_key=False)
         except budget.BudgetSpent as e:
             log.info("shadow call skipped: %s", e.message)
             return
         try:
-            label, tokens = await _ask_big(st, live, big, text)
+            label, tokens = await _ask_big(st, live, big, messages)
         except Exception as e:  # a shadow call never affects serving
             spend.settle(st, None)
             log.info("shadow call failed: %s", e)
