@@ -162,6 +162,7 @@ def test_forwarded_requests_stop_at_the_key_and_gateway_budgets(tmp_path: Path, 
     # 10 tokens a call at 100 USD per 1M tokens: 1e-3 USD a call.
     capped, capped_rec = ks.create("capped", big_budget_usd=0.0015, budget_period="day")
     free, _ = ks.create("free")
+    admin, _ = ks.create("ops", admin=True)
     reply = Reply("five words of an answer", prompt_tokens=5, completion_tokens=5)
     with FakeOpenAI(lambda body: reply, models=("big-model",)) as up:
         monkeypatch.setenv("FAKE_UP_KEY", up.api_key)
@@ -194,7 +195,20 @@ def test_forwarded_requests_stop_at_the_key_and_gateway_budgets(tmp_path: Path, 
                 r.status_code == 429 and "serve.upstream.budget_usd" in r.json()["error"]["message"]
             )
             assert up.count("/v1/chat/completions") == 4
-            app.state.zimo.keys.clock = lambda: T0 + 400 * DAY  # a total budget never rolls over
-            assert ask(free).status_code == 429
+            # The admin API creates keys with a budget, and lists their spend.
+            h = {"authorization": f"Bearer {admin}"}
+            r = httpx.post(srv.url + "/ui/api/keys", headers=h, timeout=30,
+                           json={"name": "made", "big_budget_usd": 1.5, "budget_period": "day"})  # fmt: skip
+            assert r.status_code == 201 and r.json()["record"]["big_budget_usd"] == 1.5
+            r = httpx.post(srv.url + "/ui/api/keys", headers=h, timeout=30,
+                           json={"name": "bad", "big_budget_usd": 1, "budget_period": "week"})  # fmt: skip
+            assert r.status_code == 400 and "budget_period" in r.text
+            listed = httpx.get(srv.url + "/ui/api/keys", headers=h, timeout=30).json()["keys"]
+            row = next(k for k in listed if k["name"] == "capped")
+            assert row["big_spent_usd"] == pytest.approx(0.002) and row["big_calls"] == 2
+            # Days later the key's daily budget is fresh, but the gateway's total one never is.
+            app.state.zimo.keys.clock = lambda: T0 + 400 * DAY
+            assert ask(free).status_code == 429 and ask(capped).status_code == 429
+            assert up.count("/v1/chat/completions") == 4
     assert ks.spent("gateway", "total") == (pytest.approx(0.004), 4)
     assert ks.spent(capped_rec.id, "day") == (pytest.approx(0.002), 2)
