@@ -182,6 +182,7 @@ def test_cascade_serves_degrades_and_the_flywheel_closes_the_loop(tmp_path: Path
         assert dash["project"] == "tiny-sms" and dash["tiers"] == ["classical", "big"]
         assert dash["share"]["big"] > 0 and abs(sum(dash["share"].values()) - 1) < 1e-9
         assert 0 < dash["cost_vs_all_big"] < 1 and dash["degraded"] == 1
+        assert dash["degraded_by_reason"] == {"upstream": 1}
         assert [r["round"] for r in dash["flywheel"]] == [1]
     # Teacher rows go to train only: dev and test stay human-labelled.
     split = next((proj / ".zimo" / "artifacts" / "split").iterdir())
@@ -331,6 +332,7 @@ def test_a_keys_big_tier_budget_degrades_answers_and_rolls_over(built: Path, big
     ks = KeyStore(db)
     capped, capped_rec = ks.create("capped", big_budget_usd=0.002, budget_period="day")
     free, _ = ks.create("free")
+    admin, _ = ks.create("ops", admin=True)
     settings, roots = settings_from_projects([built])
     settings = settings.model_copy(update={"keys_db": str(db), "require_keys": True})
     text = SMS.read_text().splitlines()[420].split("\t", 1)[1]
@@ -359,6 +361,8 @@ def test_a_keys_big_tier_budget_degrades_answers_and_rolls_over(built: Path, big
         assert big.count("/v1/chat/completions") == escalated  # the upstream was not asked again
         spent, calls = ks.spent(capped_rec.id, "day")
         assert calls == escalated and 0 < spent <= 0.002
+        dash = c.get("/ui/api/cascade", headers={"authorization": f"Bearer {admin}"}).json()
+        assert dash["projects"][0]["degraded_by_reason"] == {"budget": 8 - escalated}
         z, tier = ask(c, free)  # a key without a budget still reaches the big tier
         assert tier == "big" and big.count("/v1/chat/completions") == escalated + 1
         # The next UTC day, the budget is fresh: no sleeping, the gateway's clock moves.

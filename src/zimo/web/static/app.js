@@ -263,7 +263,7 @@ async function drawCascades() {
     table(["tier", "threshold", "share answered"], p.tiers.map((t, i) =>
       [esc(t), p.thresholds[i] == null ? "last" : p.thresholds[i].toFixed(3), pct(p.share[t])])) +
     table(["requests", "degraded", "cost / 1k", "all-big cost / 1k", "cost vs all-big"],
-      [[p.requests, p.degraded, money(p.cost_per_1k), money(p.all_big_cost_per_1k), pct(p.cost_vs_all_big)]]) +
+      [[p.requests, p.degraded + (p.degraded ? ` (${esc(Object.entries(p.degraded_by_reason).map(([k, n]) => `${k} ${n}`).join(", "))})` : ""), money(p.cost_per_1k), money(p.all_big_cost_per_1k), pct(p.cost_vs_all_big)]]) +
     (p.shadow.length ? table(["hour", "shadow agreement", "calls"], p.shadow.map((s) =>
       [esc(s.time.slice(0, 16).replace("T", " ")), pct(s.agreement), s.n])) : "<p>No shadow calls yet (route.shadow_rate).</p>") +
     (p.flywheel.length ? table(["flywheel round", "time", "new rows", "rows", "retrained", "thresholds"], p.flywheel.map((r) =>
