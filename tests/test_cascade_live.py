@@ -182,6 +182,7 @@ def test_cascade_serves_degrades_and_the_flywheel_closes_the_loop(tmp_path: Path
         assert dash["project"] == "tiny-sms" and dash["tiers"] == ["classical", "big"]
         assert dash["share"]["big"] > 0 and abs(sum(dash["share"].values()) - 1) < 1e-9
         assert 0 < dash["cost_vs_all_big"] < 1 and dash["degraded"] == 1
+        assert dash["degraded_by_reason"] == {"upstream": 1}
         assert [r["round"] for r in dash["flywheel"]] == [1]
     # Teacher rows go to train only: dev and test stay human-labelled.
     split = next((proj / ".zimo" / "artifacts" / "split").iterdir())
@@ -267,3 +268,107 @@ def test_shadow_calls_measure_live_agreement(tmp_path: Path, big, monkeypatch):
         dash = c.get("/ui/api/cascade").json()["projects"][0]
         assert sum(s["n"] for s in dash["shadow"]) == len(texts)
         assert 0.5 <= dash["shadow"][0]["agreement"] <= 1.0
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, big):
+    """One built and calibrated project for the budget tests (they change only .zimo/route)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FAKE_UP_KEY", big.api_key)
+    proj = _project(tmp_path_factory.mktemp("budget"), big.base_url)
+    r = run_zimo("build", proj)
+    assert r.returncode == 0, r.stderr
+    r = run_zimo("route", "fit", proj)
+    assert r.returncode == 0, r.stderr
+    yield proj
+    mp.undo()
+
+
+def test_calibration_goes_through_the_teacher_with_retry_after_and_a_budget(built: Path, big):
+    from zimo.fileio import read_jsonl
+
+    proj = built
+    answers = proj / ".zimo" / "route" / "upstream_answers.jsonl"
+    for f in (answers, proj / ".zimo" / "cache" / "teacher.sqlite"):
+        f.unlink(missing_ok=True)
+    yaml_file = proj / "zimo.yaml"
+    original = yaml_file.read_text(encoding="utf-8")
+    # A cap of a few calls' price (about 3e-4 USD each at 5 USD per 1M tokens): a clean stop.
+    yaml_file.write_text(original.replace("  target:", "  calibration_max_cost: 0.002\n  target:"))
+    big.reset_counts()
+    r = run_zimo("route", "fit", proj)
+    assert r.returncode != 0 and "route.calibration_max_cost (0.002 USD)" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    bought = len(list(read_jsonl(answers)))
+    assert 0 < bought == big.count("/v1/chat/completions")  # what was paid for is kept
+    # No cap, and the upstream's first answer is a 429 with Retry-After: the teacher waits at
+    # least that long, retries, and asks only for the labels not bought yet.
+    yaml_file.write_text(original)
+    big.reset_counts()
+    big.fail(Fault.status(429, retry_after=1.0), times=1)
+    r = run_zimo("route", "fit", proj)
+    assert r.returncode == 0, r.stderr
+    reqs = [x for x in big.requests if x["path"] == "/v1/chat/completions"]
+    assert reqs[0]["status"] == 429
+    retry = next(x for x in reqs[1:] if x["body"] == reqs[0]["body"])
+    assert retry["status"] == 200 and retry["time"] - reqs[0]["time"] >= 1.0
+    total = len(list(read_jsonl(answers)))
+    assert total > bought and len(reqs) - 1 == total - bought
+    big.reset_counts()
+    assert run_zimo("route", "fit", proj).returncode == 0
+    assert big.count("/v1/chat/completions") == 0  # a re-fit asks nothing again
+
+
+def test_a_keys_big_tier_budget_degrades_answers_and_rolls_over(built: Path, big, tmp_path: Path,
+                                                                monkeypatch):  # fmt: skip
+    from zimo.serve.cli import gateway_app, settings_from_projects
+    from zimo.serve.keys import KeyStore
+
+    monkeypatch.setenv("FAKE_UP_KEY", big.api_key)
+    cascade_file = built / ".zimo" / "route" / "cascade.json"
+    fitted = json.loads(cascade_file.read_text())
+    cascade_file.write_text(json.dumps(dict(fitted, thresholds=[2.0])))  # every request escalates
+    db = tmp_path / "keys.sqlite"
+    ks = KeyStore(db)
+    capped, capped_rec = ks.create("capped", big_budget_usd=0.002, budget_period="day")
+    free, _ = ks.create("free")
+    admin, _ = ks.create("ops", admin=True)
+    settings, roots = settings_from_projects([built])
+    settings = settings.model_copy(update={"keys_db": str(db), "require_keys": True})
+    text = SMS.read_text().splitlines()[420].split("\t", 1)[1]
+    app = gateway_app(settings, projects=roots)
+
+    def ask(c: httpx.Client, key: str) -> tuple[dict, str]:
+        resp = c.post("/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
+                      json={"model": "tiny-sms", "messages": [{"role": "user", "content": text}]})  # fmt: skip
+        assert resp.status_code == 200, resp.text
+        return resp.json()["zimo"], resp.headers["x-zimo-tier"]
+
+    with LiveServer(app) as srv:
+        c = httpx.Client(base_url=srv.url, timeout=60)
+        big.reset_counts()
+        seen = []
+        for _ in range(8):
+            z, tier = ask(c, capped)
+            assert tier == z["route"]["tier"]
+            seen.append((tier, z["route"]["degraded"], z["route"].get("reason")))
+            if tier == "classical":
+                assert z["cascade"][-1] == {**z["cascade"][-1], "tier": "big", "answered": False}
+        escalated = seen.count(("big", False, None))
+        # The same message each time: the first calls fit the budget, then none does.
+        assert 1 <= escalated < 8
+        assert seen[escalated:] == [("classical", True, "budget")] * (8 - escalated)
+        assert big.count("/v1/chat/completions") == escalated  # the upstream was not asked again
+        spent, calls = ks.spent(capped_rec.id, "day")
+        assert calls == escalated and 0 < spent <= 0.002
+        dash = c.get("/ui/api/cascade", headers={"authorization": f"Bearer {admin}"}).json()
+        assert dash["projects"][0]["degraded_by_reason"] == {"budget": 8 - escalated}
+        z, tier = ask(c, free)  # a key without a budget still reaches the big tier
+        assert tier == "big" and big.count("/v1/chat/completions") == escalated + 1
+        # The next UTC day, the budget is fresh: no sleeping, the gateway's clock moves.
+        app.state.zimo.keys.clock = lambda: time.time() + 86_400
+        z, tier = ask(c, capped)
+        assert tier == "big" and not z["route"]["degraded"]
+    r = run_zimo("keys", "list", "--db", db, "--json")
+    row = next(k for k in json.loads(r.stdout) if k["name"] == "capped")
+    assert row["big_budget_usd"] == 0.002 and row["big_calls"] == escalated

@@ -140,6 +140,12 @@ class RouteConfig(BaseModel):
         description="cascade: share of cheap answers also sent to the last "
         "tier, to measure live agreement",
     )
+    calibration_max_cost: float | None = Field(
+        None,
+        ge=0,
+        description="cascade: USD one `zimo route fit` may spend on new answers of the big "
+        "tier (answers bought before are cached and free); None = no cap",
+    )
     output_tokens: int = Field(
         16, ge=0, description="answer tokens assumed per call when pricing by tokens"
     )

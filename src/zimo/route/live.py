@@ -140,43 +140,63 @@ class UpstreamAnswers:
             f.write(json.dumps({"key": key, "label": label}) + "\n")
 
 
-def ask_upstream_labels(texts: list[str], *, base_url: str, api_key: str | None, model: str,
-                        labels: list[str], instruction: str | None, timeout_s: float = 60,
-                        retries: int = 3, workers: int = 8, redact=None) -> list[str | None]:  # fmt: skip
-    """Ask the upstream model for each text's label over real HTTP (threads, retries with
-    backoff). PII is redacted before a text leaves (``redact``)."""
-    from concurrent.futures import ThreadPoolExecutor
+class UpstreamStopped(ZimoError):
+    """The calibration's upstream calls stopped early (the budget, or failures)."""
 
-    import httpx
+    def __init__(self, message: str, hint: str, answers: list[str | None]):
+        super().__init__(message, hint)
+        self.answers = answers  # what was bought before the stop (None where nothing was)
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s, headers=headers)
 
-    def one(text: str) -> str | None:
-        body = {"model": model, "messages": label_messages(labels, instruction,
-                                                           redact(text) if redact else text),
-                "temperature": 0, "max_tokens": 8}  # fmt: skip
-        for attempt in range(retries + 1):
-            try:
-                r = client.post("/chat/completions", json=body)
-                if r.status_code < 500 and r.status_code != 429:
-                    r.raise_for_status()
-                    msg = (r.json().get("choices") or [{}])[0].get("message") or {}
-                    return parse_label(msg.get("content"), labels)
-            except httpx.TransportError:
-                pass
-            except httpx.HTTPStatusError as e:
-                raise ZimoError(f"the upstream model answered {e.response.status_code}: "
-                                f"{e.response.text[:200]}", "check serve.upstream and its key") from None  # fmt: skip
-            time.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
-        raise ZimoError(f"the upstream model at {base_url} did not answer after {retries + 1} tries",
-                        "check that it is up, or pass --upstream URL")  # fmt: skip
+def ask_upstream_labels(texts: list[str], *, upstream, tier: Tier, labels: list[str],
+                        instruction: str | None, max_cost: float | None = None,
+                        cache_path: Path | None = None,
+                        progress: bool = False) -> list[str | None]:  # fmt: skip
+    """The upstream model's label for each text, through :class:`zimo.synth.teacher.Teacher`:
+    PII redacted before a text leaves, retries with backoff (Retry-After honoured), a disk
+    cache of the exact requests (a killed run keeps what it bought) and ``max_cost`` USD as a
+    cap on this call's spend.
 
+    When the cap stops it or the upstream fails, :class:`UpstreamStopped` (a one-line error)
+    carries the answers bought before that (``.answers``), so the caller can keep them."""
+    from zimo.synth.config import TeacherConfig
+    from zimo.synth.teacher import ChatRequest, Teacher, TeacherFatal
+
+    cfg = TeacherConfig(base_url=upstream.base_url, model=tier.model,
+                        api_key_env=upstream.api_key_env, timeout=upstream.timeout_s,
+                        temperature=0.0, max_tokens=8, max_cost=max_cost)  # fmt: skip
+    # Priced like the big tier (per token and/or per request), so the cap counts what serving
+    # the same calls would cost.
+    teacher = Teacher(cfg, cache_path, progress=progress, api_key=upstream.api_key() or "none",
+                      cost=lambda pt, ct: tier.cost(pt + ct))  # fmt: skip
+    reqs = [ChatRequest(messages=label_messages(labels, instruction, t), template="cascade.label")
+            for t in texts]  # fmt: skip
     try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(one, texts))
+        results = teacher.run(reqs)
+    except TeacherFatal as e:
+        raise ZimoError(e.message, "check serve.upstream (or --upstream URL) and the big "
+                        "tier's model name; answers bought so far are cached") from None  # fmt: skip
     finally:
-        client.close()
+        teacher.close()
+    answers = [parse_label(r.content, labels) if r.ok else None for r in results]
+    failed = [r.error for r in results if r.error and r.error != "budget"]
+    stopped = sum(r.error == "budget" for r in results)
+    if stopped or failed:
+        if stopped:
+            err = UpstreamStopped(
+                f"asking {tier.model} for {len(texts)} label(s) would cost more than "
+                f"route.calibration_max_cost ({max_cost:g} USD): stopped after "
+                f"{len(texts) - stopped} ({teacher.usage.cost:.4g} USD)",
+                "raise route.calibration_max_cost; the answers bought are kept, so a rerun "
+                "asks only for the rest", answers)  # fmt: skip
+        else:
+            err = UpstreamStopped(
+                f"the upstream model did not answer {len(failed)} of {len(texts)} label "
+                f"request(s) ({failed[0][:160]})",
+                "check serve.upstream and that it is up; the answers bought are kept",
+                answers)  # fmt: skip
+        raise err
+    return answers
 
 
 # ---------------------------------------------------------------------------- calibration
@@ -274,12 +294,15 @@ def fit_live_cascade(project, *, upstream_url: str | None = None, max_train_rows
         up = _upstream_settings(project, upstream_url)
         if console:
             console.print(f"  asking {big.model} for {len(todo)} label(s) over HTTP…")
-        answers = ask_upstream_labels(todo, base_url=up.base_url, api_key=up.api_key(),
-                                      model=big.model, labels=labels, instruction=cfg.instruction,
-                                      redact=_redactor())  # fmt: skip
-        for t, a in zip(todo, answers, strict=True):
-            if a is not None:
-                cache.add(t, a)
+        try:
+            answers = ask_upstream_labels(
+                todo, upstream=up, tier=big, labels=labels, instruction=cfg.instruction,
+                max_cost=rc.calibration_max_cost, cache_path=Layout(project.root).teacher_cache,
+                progress=console is not None)  # fmt: skip
+        except UpstreamStopped as e:
+            _keep_answers(cache, todo, e.answers)
+            raise
+        _keep_answers(cache, todo, answers)
     big_pred = np.array([lab.get(cache.get(t) or "", -1) for t in texts])
     quality = np.full((len(rows), len(tiers)), np.nan)
     conf = np.full((len(rows), len(tiers) - 1), np.nan)
@@ -333,6 +356,12 @@ def fit_live_cascade(project, *, upstream_url: str | None = None, max_train_rows
     cascade.save(Layout(project.root).cascade)
     return {"thresholds": dict(zip([t.name for t in tiers[:-1]], cascade.thresholds, strict=True)),
             **cascade.meta}  # fmt: skip
+
+
+def _keep_answers(cache: UpstreamAnswers, texts: list[str], answers: list[str | None]) -> None:
+    for t, a in zip(texts, answers, strict=True):
+        if a is not None:
+            cache.add(t, a)
 
 
 def _upstream_settings(project, url: str | None):
@@ -430,49 +459,81 @@ def make_cascade_handler(live: LiveCascade):
                 best = (conf, ans, i)
             if ok:
                 _maybe_shadow(live, st, text, ans.text, tier)
-                return _final(ans, trail, tier, i, total_cost, degraded=False)
-        big = live.tiers[-1]
-        t0 = time.perf_counter()
-        try:
-            label, tokens = await _ask_big(st, live, big, text)
-        except APIError as e:
-            trail.append({"tier": big.name, "model": big.model, "answered": False,
-                          "error": e.message[:200],
-                          "latency_ms": round((time.perf_counter() - t0) * 1000, 2)})  # fmt: skip
-            assert best is not None
-            conf, ans, i = best
-            trail[i]["answered"] = True
-            return _final(ans, trail, live.tiers[i], i, total_cost, degraded=True)
-        cost = big.cost(tokens)
-        trail.append({"tier": big.name, "model": big.model, "answered": True, "cost_usd": cost,
-                      "latency_ms": round((time.perf_counter() - t0) * 1000, 2)})  # fmt: skip
-        ans = Answer(text=label, finish_reason="stop", prompt_tokens=tokens, completion_tokens=1,
-                     answered_by=big.model, cost=total_cost + cost,
-                     label_probs={x: float(x == label) for x in live.labels})  # fmt: skip
-        return _final(ans, trail, big, len(live.tiers) - 1, total_cost + cost, degraded=False)
+                return _final(ans, trail, tier, i, total_cost, degraded=None)
+        assert best is not None
+        return await _escalate(st, live, text, trail, best, total_cost)
 
     return handler
 
 
-def _final(ans, trail, tier: Tier, index: int, cost: float, *, degraded: bool):
+async def _escalate(st, live: LiveCascade, text: str, trail: list[dict[str, Any]],
+                    best: tuple[float, Any, int], total_cost: float):  # fmt: skip
+    """The big tier's answer, or, when the caller's budget is spent or the upstream fails,
+    the most confident local tier's, marked degraded with the reason."""
+    import zimo.serve.budget as budget
+    from zimo.serve.errors import APIError
+    from zimo.serve.service import Answer
+
+    big = live.tiers[-1]
+    t0 = time.perf_counter()
+
+    def degrade(reason: str, message: str):
+        trail.append({"tier": big.name, "model": big.model, "answered": False, "error": message,
+                      "latency_ms": round((time.perf_counter() - t0) * 1000, 2)})  # fmt: skip
+        _, ans, i = best
+        trail[i]["answered"] = True
+        return _final(ans, trail, live.tiers[i], i, total_cost, degraded=reason)
+
+    messages = _big_messages(st, live, text)
+    try:
+        spend = budget.reserve(st, big.cost(max_call_tokens(messages)))
+    except budget.BudgetSpent as e:
+        return degrade("budget", e.message)
+    try:
+        label, tokens = await _ask_big(st, live, big, messages)
+    except APIError as e:
+        spend.settle(st, None)
+        return degrade("upstream", e.message[:200])
+    cost = big.cost(tokens)
+    spend.settle(st, cost)
+    trail.append({"tier": big.name, "model": big.model, "answered": True, "cost_usd": cost,
+                  "latency_ms": round((time.perf_counter() - t0) * 1000, 2)})  # fmt: skip
+    ans = Answer(text=label, finish_reason="stop", prompt_tokens=tokens, completion_tokens=1,
+                 answered_by=big.model, cost=total_cost + cost,
+                 label_probs={x: float(x == label) for x in live.labels})  # fmt: skip
+    return _final(ans, trail, big, len(live.tiers) - 1, total_cost + cost, degraded=None)
+
+
+def max_call_tokens(messages: list[dict[str, str]], answer_tokens: int = 8) -> int:
+    """What a budget reserves for one label call: a token per character, more than common
+    tokenizers make of Latin (~4 characters a token) or Chinese text (~1), so keys rarely pass
+    their budget even by the calls in flight; each call is then settled at its real cost."""
+    return sum(len(m["content"]) + 4 for m in messages) + answer_tokens
+
+
+def _final(ans, trail, tier: Tier, index: int, cost: float, *, degraded: str | None):
+    """``degraded``: why the big tier did not answer when it should have (``budget``: the
+    caller's key or the gateway has spent its upstream budget; ``upstream``: it failed or timed
+    out), None when it did."""
     ans.answered_by = tier.model
     ans.cost = cost
     ans.escalated = index > 0
-    ans.route = {"mode": "cascade", "tier": tier.name, "degraded": degraded, "cascade": trail,
-                 "score": trail[min(index, len(trail) - 1)].get("confidence")}  # fmt: skip
+    ans.route = {"mode": "cascade", "tier": tier.name, "degraded": degraded is not None,
+                 "cascade": trail, "score": trail[min(index, len(trail) - 1)].get("confidence")}  # fmt: skip
+    if degraded is not None:
+        ans.route["reason"] = degraded
     return ans
 
 
-async def _ask_big(st, live: LiveCascade, big: Tier, text: str) -> tuple[str, int]:
-    """The upstream's label for ``text`` (PII redacted first), with retries and backoff."""
+async def _ask_big(st, live: LiveCascade, big: Tier,
+                   messages: list[dict[str, str]]) -> tuple[str, int]:  # fmt: skip
+    """The upstream's label for the label prompt ``messages`` (see :func:`_big_messages`:
+    PII already redacted), with retries and backoff."""
     from zimo.serve.errors import APIError
 
     if st.upstream is None:
         raise APIError(503, "no upstream model is configured", code="upstream_missing")
-    redactor = st.redactor or _redactor()
-    body = {"model": big.model, "messages": label_messages(live.labels, live.instruction,
-                                                            redactor(text) if redactor else text),
-            "temperature": 0, "max_tokens": 8}  # fmt: skip
+    body = {"model": big.model, "messages": messages, "temperature": 0, "max_tokens": 8}
     last: APIError | None = None
     for attempt in range(3):
         try:
@@ -484,7 +545,8 @@ async def _ask_big(st, live: LiveCascade, big: Tier, text: str) -> tuple[str, in
                                "not one of the labels", code="upstream_bad_answer")  # fmt: skip
             usage = data.get("usage") or {}
             tokens = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
-            return label, tokens or (len(text) // 2 + 40)
+            # No `usage` from the server: about 2 characters a token over the whole prompt.
+            return label, tokens or (sum(len(m["content"]) for m in messages) // 2 + 1)
         except APIError as e:
             last = e
             if e.status < 500 and e.status != 429:
@@ -494,17 +556,34 @@ async def _ask_big(st, live: LiveCascade, big: Tier, text: str) -> tuple[str, in
     raise last
 
 
+def _big_messages(st, live: LiveCascade, text: str) -> list[dict[str, str]]:
+    """The label prompt the big tier gets, PII redacted."""
+    redactor = st.redactor or _redactor()
+    return label_messages(live.labels, live.instruction, redactor(text))
+
+
 def _maybe_shadow(live: LiveCascade, st, text: str, cheap_label: str, tier: Tier) -> None:
     """Send a sample of cheap answers to the big tier too, to measure live agreement."""
     if live.shadow_rate <= 0 or st.upstream is None or random.random() >= live.shadow_rate:
         return
 
     async def shadow() -> None:
+        import zimo.serve.budget as budget
+
+        big = live.tiers[-1]
+        messages = _big_messages(st, live, text)
+        try:  # the gateway's own measurement: its budget pays, not the caller's key
+            spend = budget.reserve(st, big.cost(max_call_tokens(messages)), charge_key=False)
+        except budget.BudgetSpent as e:
+            log.info("shadow call skipped: %s", e.message)
+            return
         try:
-            label, tokens = await _ask_big(st, live, live.tiers[-1], text)
+            label, tokens = await _ask_big(st, live, big, messages)
         except Exception as e:  # a shadow call never affects serving
+            spend.settle(st, None)
             log.info("shadow call failed: %s", e)
             return
+        spend.settle(st, big.cost(tokens))
         if st.request_log is not None:
             st.log_request(
                 endpoint="shadow", model=live.project.name, answered_by=live.tiers[-1].model,

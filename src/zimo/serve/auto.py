@@ -46,6 +46,8 @@ def make_handler(router):
         if "cascade" in inner:  # the cascade the router picked says which of its tiers answered
             ans.route.update(cascade=inner["cascade"], cascade_tier=inner.get("tier"),
                              degraded=inner.get("degraded", False))  # fmt: skip
+            if "reason" in inner:  # why the cascade's big tier did not answer
+                ans.route["reason"] = inner["reason"]
         return ans
 
     return handler

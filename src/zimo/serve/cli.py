@@ -202,13 +202,31 @@ def keys_create(
     models: str = typer.Option(None, help="comma-separated allow-list (default: all)"),
     rate: int = typer.Option(None, help="requests per minute (default: the server's)"),
     admin: bool = typer.Option(False, help="may call /admin endpoints"),
+    big_budget_usd: float = typer.Option(
+        None,
+        "--big-budget-usd",
+        help="USD this key may spend upstream (cascades' big tier, forwarded requests); past "
+        "it, a cascade answers with its best local tier, marked degraded",
+    ),
+    budget_period: str = typer.Option(
+        None, "--budget-period", help="day (UTC) | month | total (default: month)"
+    ),
     db: Path = db_opt,
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""
+    from zimo.serve.keys import check_budget
+
     allow = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    try:  # checked before the database is opened: a bad value leaves no file behind
+        check_budget(big_budget_usd, budget_period)
+    except ValueError as e:
+        raise ConfigError(str(e).replace("big_budget_usd", "--big-budget-usd")
+                          .replace("budget_period", "--budget-period"),
+                          "e.g. --big-budget-usd 5 --budget-period month") from None  # fmt: skip
     ks = _keys(db)
     try:
-        key, rec = ks.create(name, models=allow, rate_per_minute=rate, admin=admin)
+        key, rec = ks.create(name, models=allow, rate_per_minute=rate, admin=admin,
+                             big_budget_usd=big_budget_usd, budget_period=budget_period)  # fmt: skip
     except ValueError as e:
         raise ConfigError(str(e)) from None
     finally:
@@ -219,10 +237,12 @@ def keys_create(
 
 @keys.command("list")
 def keys_list(db: Path = db_opt, as_json: bool = typer.Option(False, "--json")) -> None:
-    """List keys (ids, names, allow-lists; never secrets)."""
+    """List keys (ids, names, allow-lists, big-tier spend; never secrets)."""
+    from zimo.serve.keys import key_row
+
     ks = _keys(db)
     try:
-        rows = [k.public() for k in ks.list()]
+        rows = [key_row(ks, k) for k in ks.list()]
     finally:
         ks.close()
     if as_json:
@@ -231,12 +251,20 @@ def keys_list(db: Path = db_opt, as_json: bool = typer.Option(False, "--json")) 
     from rich.console import Console
     from rich.table import Table
 
-    t = Table("id", "name", "models", "rate/min", "admin", "created", "revoked", "last used")
+    t = Table("id", "name", "models", "rate/min", "big-tier USD", "admin", "created", "revoked",
+              "last used")  # fmt: skip
     for r in rows:
         t.add_row(r["id"], r["name"], ",".join(r["models"]) if r["models"] else "all",
-                  str(r["rate_per_minute"] or "-"), "yes" if r["admin"] else "",
+                  str(r["rate_per_minute"] or "-"), _budget_cell(r), "yes" if r["admin"] else "",
                   r["created_at"], r["revoked_at"] or "", r["last_used_at"] or "")  # fmt: skip
     Console().print(t)
+
+
+def _budget_cell(row: dict) -> str:
+    if row.get("big_budget_usd") is None:
+        return "-"
+    per = "in total" if row["budget_period"] == "total" else f"this {row['budget_period']}"
+    return f"{row['big_spent_usd']:.4f} of {row['big_budget_usd']:g} {per}"
 
 
 @keys.command("revoke")

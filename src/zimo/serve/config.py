@@ -65,6 +65,14 @@ class UpstreamConfig(_Strict):
     )
     timeout_s: float = Field(120.0, gt=0)
     default_price: Price = Price(input_per_1m=2.5, output_per_1m=10.0)
+    budget_usd: float | None = Field(
+        None, ge=0, allow_inf_nan=False,
+        description="USD the whole gateway may spend upstream per budget_period (forwarded "
+        "requests, cascades' big tier, shadow calls); None = no cap",
+    )  # fmt: skip
+    budget_period: Literal["day", "month", "total"] = Field(
+        "month", description="what budget_usd is per: a UTC day, a calendar month, in total"
+    )
 
     @field_validator("base_url")
     @classmethod

@@ -6,6 +6,12 @@ metrics), the 32-byte ``secret`` is shown once at creation and never stored. The
 hashes such as scrypt protect low-entropy passwords, and would add tens of ms per request).
 Each request reads the key row again, so ``zimo keys revoke`` in another process takes effect
 at once.
+
+A key may carry a budget for the big tier (``big_budget_usd`` per ``budget_period``: a UTC day,
+a calendar month, or in total). Its spend is kept in the same file (``key_spend``, one row per
+key and period) and changed only by single SQL statements, so several gateway processes sharing
+the file never overspend together: a call first reserves its estimated cost, which succeeds only
+if it fits what is left, and settles to the actual cost when the answer comes back.
 """
 
 from __future__ import annotations
@@ -13,9 +19,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +47,40 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS api_keys (
     last_used_at TEXT
 )"""
 
+# Columns added after the first release: ALTER TABLE adds them to older key files, whose rows
+# read as NULL (no budget).
+_ADDED_COLUMNS = {"big_budget_usd": "REAL", "budget_period": "TEXT"}
+
+_SPEND_SCHEMA = """CREATE TABLE IF NOT EXISTS key_spend (
+    key_id TEXT NOT NULL,
+    period TEXT NOT NULL,
+    spent_usd REAL NOT NULL DEFAULT 0,
+    calls INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (key_id, period)
+)"""
+
+BUDGET_PERIODS = ("day", "month", "total")
+
+
+def period_id(period: str, now: float) -> str:
+    """The accounting bucket of ``now`` (UTC): ``2026-12-07``, ``2026-12`` or ``total``."""
+    if period == "day":
+        return time.strftime("%Y-%m-%d", time.gmtime(now))
+    if period == "month":
+        return time.strftime("%Y-%m", time.gmtime(now))
+    if period == "total":
+        return "total"
+    raise ValueError(f"budget_period must be one of {', '.join(BUDGET_PERIODS)}, not {period!r}")
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Spend reserved for one upstream call, settled when the call ends."""
+
+    key_id: str
+    period: str
+    usd: float
+
 
 @dataclass(frozen=True)
 class ApiKey:
@@ -50,6 +94,8 @@ class ApiKey:
     created_at: str
     revoked_at: str | None
     last_used_at: str | None = None
+    big_budget_usd: float | None = None  # None = no cap on big-tier spend
+    budget_period: str | None = None  # day | month | total (set with the budget)
 
     @property
     def active(self) -> bool:
@@ -68,7 +114,15 @@ class ApiKey:
             "created_at": self.created_at,
             "revoked_at": self.revoked_at,
             "last_used_at": self.last_used_at,
+            "big_budget_usd": self.big_budget_usd,
+            "budget_period": self.budget_period,
         }
+
+
+# The key of the request being answered. It travels with the request's task, so a virtual
+# model that calls another (auto → cascade) reaches the caller's budget without every handler
+# passing it along.
+request_key: ContextVar[ApiKey | None] = ContextVar("zimo_request_key", default=None)
 
 
 def _digest(salt: bytes, secret: str) -> bytes:
@@ -86,18 +140,35 @@ def split_key(token: str) -> tuple[str, str] | None:
 class KeyStore:
     """The key database (thread-safe; one connection per store)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time):
         self.path = Path(path)
+        self.clock = clock  # seconds since the epoch; tests move it to roll a period over
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         with self._db:
             self._db.execute(_SCHEMA)
+            self._db.execute(_SPEND_SCHEMA)
+        self._migrate()
         try:  # the secret hashes are nobody else's business
             self.path.chmod(0o600)
         except OSError:
             pass
+
+    def _migrate(self) -> None:
+        # BEGIN IMMEDIATE: two servers opening an old file at once must not both add a column.
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                have = {r[1] for r in self._db.execute("PRAGMA table_info(api_keys)")}
+                for col, kind in _ADDED_COLUMNS.items():
+                    if col not in have:
+                        self._db.execute(f"ALTER TABLE api_keys ADD COLUMN {col} {kind}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         with self._lock:
@@ -110,12 +181,15 @@ class KeyStore:
         models: list[str] | None = None,
         rate_per_minute: int | None = None,
         admin: bool = False,
+        big_budget_usd: float | None = None,
+        budget_period: str | None = None,
     ) -> tuple[str, ApiKey]:
         """Create a key; returns ``(full key, record)`` — the full key is shown only now."""
         if not name.strip():
             raise ValueError("a key needs a name")
         if rate_per_minute is not None and rate_per_minute < 1:
             raise ValueError("rate_per_minute must be >= 1")
+        budget_period = check_budget(big_budget_usd, budget_period)
         with self._lock, self._db:
             while True:
                 kid = secrets.token_hex(4)
@@ -126,7 +200,7 @@ class KeyStore:
             created = now_iso()
             self._db.execute(
                 "INSERT INTO api_keys (id, name, salt, hash, models, rate_per_minute, admin,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, big_budget_usd, budget_period) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     kid,
                     name.strip(),
@@ -136,13 +210,16 @@ class KeyStore:
                     rate_per_minute,
                     int(admin),
                     created,
+                    big_budget_usd,
+                    budget_period,
                 ),
             )
-        rec = ApiKey(kid, name.strip(), models, rate_per_minute, admin, created, None)
+        rec = ApiKey(kid, name.strip(), models, rate_per_minute, admin, created, None, None,
+                     big_budget_usd, budget_period)  # fmt: skip
         return f"{PREFIX}-{kid}-{secret}", rec
 
     def _rec(self, row: tuple) -> ApiKey:
-        kid, name, models, rate, admin, created, revoked, used = row
+        kid, name, models, rate, admin, created, revoked, used, budget, period = row
         return ApiKey(
             kid,
             name,
@@ -152,9 +229,14 @@ class KeyStore:
             created,
             revoked,
             used,
+            budget,
+            (period or "month") if budget is not None else None,
         )
 
-    _COLS = "id, name, models, rate_per_minute, admin, created_at, revoked_at, last_used_at"
+    _COLS = (
+        "id, name, models, rate_per_minute, admin, created_at, revoked_at, last_used_at, "
+        "big_budget_usd, budget_period"
+    )
 
     def list(self, include_revoked: bool = True) -> list[ApiKey]:
         sql = f"SELECT {self._COLS} FROM api_keys"
@@ -200,7 +282,7 @@ class KeyStore:
             ).fetchone()
         if row is None:
             return None, "unknown"
-        rec, salt, digest = self._rec(row[:8]), row[8], row[9]
+        rec, salt, digest = self._rec(row[:10]), row[10], row[11]
         if not hmac.compare_digest(_digest(salt, secret), digest):
             return None, "wrong"
         if not rec.active:
@@ -216,3 +298,62 @@ class KeyStore:
                 )
         except sqlite3.Error:
             pass
+
+    # ------------------------------------------------------------------ big-tier budgets
+    def reserve(self, key_id: str, budget_usd: float, period: str, usd: float) -> Hold | None:
+        """Reserve ``usd`` of ``key_id``'s budget in the current period, or None when that
+        would pass ``budget_usd``. One UPDATE decides, so concurrent reservations (threads or
+        processes) cannot together pass the budget."""
+        hold = Hold(key_id, period_id(period, self.clock()), float(usd))
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT OR IGNORE INTO key_spend (key_id, period) VALUES (?, ?)",
+                (hold.key_id, hold.period),
+            )
+            cur = self._db.execute(
+                "UPDATE key_spend SET spent_usd = spent_usd + ?, calls = calls + 1"
+                " WHERE key_id=? AND period=? AND spent_usd + ? <= ?",
+                (hold.usd, hold.key_id, hold.period, hold.usd, budget_usd),
+            )
+        return hold if cur.rowcount == 1 else None
+
+    def settle(self, hold: Hold, usd: float | None) -> None:
+        """Replace a reservation by what the call cost (``None``: it failed, nothing spent).
+        It lands in the period it was reserved in, even if that has rolled over since."""
+        delta = (usd if usd is not None else 0.0) - hold.usd
+        with self._lock, self._db:
+            self._db.execute(
+                "UPDATE key_spend SET spent_usd = MAX(0, spent_usd + ?), calls = calls - ?"
+                " WHERE key_id=? AND period=?",
+                (delta, int(usd is None), hold.key_id, hold.period),
+            )
+
+    def spent(self, key_id: str, period: str) -> tuple[float, int]:
+        """``(USD, calls)`` spent by ``key_id`` in the current ``period``."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT spent_usd, calls FROM key_spend WHERE key_id=? AND period=?",
+                (key_id, period_id(period, self.clock())),
+            ).fetchone()
+        return (float(row[0]), int(row[1])) if row else (0.0, 0)
+
+
+def check_budget(budget_usd: float | None, period: str | None) -> str | None:
+    """The period to store with a budget (default: month); a bad pair is a ValueError."""
+    if budget_usd is None:
+        if period is not None:
+            raise ValueError("a budget period needs a budget: set big_budget_usd too")
+        return None
+    if not isinstance(budget_usd, int | float) or not math.isfinite(budget_usd) or budget_usd < 0:
+        raise ValueError(f"big_budget_usd must be a number of USD >= 0, not {budget_usd!r}")
+    period = period or "month"
+    period_id(period, 0.0)  # raises for an unknown period
+    return period
+
+
+def key_row(store: KeyStore, key: ApiKey) -> dict[str, Any]:
+    """A key's public record with its big-tier spend in the current period (for listings)."""
+    row = key.public()
+    if key.big_budget_usd is not None:
+        row["big_spent_usd"], row["big_calls"] = store.spent(key.id, key.budget_period or "month")
+    return row

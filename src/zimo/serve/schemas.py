@@ -197,6 +197,12 @@ class KeyCreateRequest(BaseModel):
     models: list[str] | None = None
     rate_per_minute: int | None = Field(None, ge=1, le=MAX_INT)  # SQLite holds 64 bits
     admin: bool = False
+    big_budget_usd: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="USD the key may spend on the big tier"
+    )
+    budget_period: Literal["day", "month", "total"] | None = Field(
+        None, description="what the budget is per (UTC day, calendar month, in total); month"
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -227,7 +233,8 @@ ERROR_STATUSES = {
     "404": "Unknown model, path or object",
     "413": "Request body too large",
     "415": "Not a JSON body",
-    "429": "Rate limit or queue full (see Retry-After)",
+    "429": "Rate limit or queue full (see Retry-After), or an upstream budget spent "
+    "(code insufficient_quota)",
     "504": "The model did not answer in time",
 }
 

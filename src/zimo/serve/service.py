@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import zimo.serve.budget as budget
 from zimo.serve.backends.base import Backend, BackendError, Job, Result, SamplingParams
 from zimo.serve.config import ServeConfig
 from zimo.serve.cost import local_cost, upstream_cost
@@ -316,19 +317,29 @@ class ServeState:
             raise APIError(404, "no upstream model is configured", code="model_not_found")
         body = req if isinstance(req, dict) else req.model_dump(exclude_none=True)
         body = {**body, "stream": False}
-        data = await self.upstream.post("/chat/completions", body)
+        try:  # its size is known only at its end: it starts while the budgets are not passed
+            spend = budget.reserve(self, 0.0)
+        except budget.BudgetSpent as e:
+            raise budget.quota_error(e) from None
+        try:
+            data = await self.upstream.post("/chat/completions", body)
+        except BaseException:
+            spend.settle(self, None)
+            raise
         usage = data.get("usage") or {}
         choice = (data.get("choices") or [{}])[0]
         msg = choice.get("message") or {}
         pt, ct = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
         model = str(body.get("model"))
+        cost = upstream_cost(self.settings.cost, self.upstream.cfg.default_price, model, pt, ct)
+        spend.settle(self, cost)
         return Answer(
             text=msg.get("content") or "",
             finish_reason=choice.get("finish_reason") or "stop",
             prompt_tokens=pt,
             completion_tokens=ct,
             answered_by=model,
-            cost=upstream_cost(self.settings.cost, self.upstream.cfg.default_price, model, pt, ct),
+            cost=cost,
             raw=data,
         )
 

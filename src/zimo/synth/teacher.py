@@ -25,7 +25,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,6 +179,7 @@ class Teacher:
         *,
         progress: bool = True,
         api_key: str | None = None,
+        cost: Callable[[int, int], float] | None = None,
     ):
         self.config = config
         self.cache = TeacherCache(cache_path) if cache_path else None
@@ -187,6 +188,9 @@ class Teacher:
         self.stopped: str | None = None  # "budget" once the cap is reached
         self.show_progress = progress
         self._api_key = api_key if api_key is not None else self._key_from_env()
+        # (prompt tokens, completion tokens) -> USD; callers priced otherwise than the config's
+        # per-token prices (a cascade's big tier may charge per request) pass their own.
+        self._price = cost
         self._next_start = 0.0
         self._in_flight = 0
         self._bar: _Progress | None = None
@@ -290,6 +294,8 @@ class Teacher:
 
     # -- one call ----------------------------------------------------------------------------
     def _cost(self, pt: int, ct: int) -> float:
+        if self._price is not None:
+            return self._price(pt, ct)
         c = self.config
         return token_cost(pt, c.price_in_per_1m) + token_cost(ct, c.price_out_per_1m)
 

@@ -345,6 +345,7 @@ def cascade_summary(st: Any, projects: list[Path], hours: float) -> dict[str, An
         tiers: Counter = Counter()
         cost = big_cost = 0.0
         big_n = degraded = 0
+        reasons: Counter = Counter()  # why the big tier did not answer: budget | upstream
         shadow: dict[int, list[int]] = defaultdict(lambda: [0, 0])
         for r in rows:
             route = r.get("route") or {}
@@ -359,6 +360,8 @@ def cascade_summary(st: Any, projects: list[Path], hours: float) -> dict[str, An
             tiers[route["tier"]] += 1
             cost += float(r.get("cost") or 0.0)
             degraded += int(bool(route.get("degraded")))
+            if route.get("degraded"):
+                reasons[str(route.get("reason") or "upstream")] += 1
             last = (route.get("cascade") or [{}])[-1]
             if last.get("tier") == cascade["tiers"][-1] and last.get("answered"):
                 big_n += 1
@@ -375,6 +378,7 @@ def cascade_summary(st: Any, projects: list[Path], hours: float) -> dict[str, An
             "requests": n,
             "share": {t: (tiers[t] / n if n else 0.0) for t in cascade["tiers"]},
             "degraded": degraded,
+            "degraded_by_reason": dict(reasons),
             "cost_per_1k": cost / n * 1000 if n else None,
             "all_big_cost_per_1k": per_big * 1000 if per_big is not None else None,
             "cost_vs_all_big": cost / all_big if all_big else None,

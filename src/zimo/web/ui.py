@@ -261,9 +261,11 @@ async def api_cascade(request: Request, hours: float = 24.0):
 
 @router.get("/ui/api/keys")
 async def api_keys(request: Request):
+    from zimo.serve.keys import key_row
+
     _require_admin(request)
     st = _state(request)
-    return {"keys": [k.public() for k in st.keys.list()] if st and st.keys else []}
+    return {"keys": [key_row(st.keys, k) for k in st.keys.list()] if st and st.keys else []}
 
 
 @router.post("/ui/api/keys", status_code=201)
@@ -281,6 +283,8 @@ async def api_key_create(request: Request):
             models=body.models or None,
             rate_per_minute=body.rate_per_minute,
             admin=body.admin,
+            big_budget_usd=body.big_budget_usd,
+            budget_period=body.budget_period,
         )
     except (ValueError, TypeError) as e:
         raise HTTPException(400, str(e)) from None

@@ -232,23 +232,39 @@ def _completion_stream(st: ServeState, req: CompletionRequest, job, ctx: LogCtx)
 
 async def _forward(st: ServeState, path: str, raw: dict[str, Any], ctx: LogCtx):
     """Gateway mode: pass the request to the upstream model (JSON or stream)."""
+    import zimo.serve.budget as budget
     from zimo.serve.cost import upstream_cost
 
     assert st.upstream is not None
     model = str(raw.get("model"))
     price = st.upstream.cfg.default_price
+    try:
+        # Its size is known only at its end: a forwarded call starts while the budgets are not
+        # passed, and is counted when it ends.
+        spend = budget.reserve(st, 0.0)
+    except budget.BudgetSpent as e:
+        raise budget.quota_error(e) from None
     if not raw.get("stream"):
-        data = await guarded(ctx, st.upstream.post(path, raw))
+        try:
+            data = await guarded(ctx, st.upstream.post(path, raw))
+        except BaseException:
+            spend.settle(st, None)
+            raise
         usage = data.get("usage") or {}
         pt, ct = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
         choice = (data.get("choices") or [{}])[0]
         text = (choice.get("message") or {}).get("content") or choice.get("text") or ""
         ans = Answer(text, choice.get("finish_reason") or "stop", pt, ct, model,
                      cost=upstream_cost(st.settings.cost, price, model, pt, ct))  # fmt: skip
+        spend.settle(st, ans.cost)
         data["zimo"] = ctx.zimo(ans)
         ctx.done(ans, 200, text)
         return JSONResponse(data, headers=answer_headers(ans, model))
-    resp, wants_usage = await guarded(ctx, st.upstream.open_stream(path, raw))
+    try:
+        resp, wants_usage = await guarded(ctx, st.upstream.open_stream(path, raw))
+    except BaseException:
+        spend.settle(st, None)
+        raise
     tally = StreamTally()
 
     async def events() -> AsyncIterator[bytes]:
@@ -262,6 +278,7 @@ async def _forward(st: ServeState, path: str, raw: dict[str, Any], ctx: LogCtx):
                          tally.completion_tokens, model,
                          cost=upstream_cost(st.settings.cost, price, model, tally.prompt_tokens,
                                             tally.completion_tokens))  # fmt: skip
+            spend.settle(st, ans.cost)  # an interrupted stream still cost what it streamed
             if ok:
                 ctx.done(ans, 200, ans.text)
             else:

@@ -12,7 +12,7 @@ from fastapi import Request
 
 from zimo.serve.backends.base import Result
 from zimo.serve.errors import APIError
-from zimo.serve.keys import ApiKey
+from zimo.serve.keys import ApiKey, request_key
 from zimo.serve.schemas import parse_json, validate
 from zimo.serve.service import EMBEDDING_MODELS, Answer, ServeState
 
@@ -39,6 +39,7 @@ def authenticate(request: Request) -> ApiKey | None:
     """Authenticate, remembering the key so a later rejection is logged under it."""
     key = state_of(request).authenticate(request.headers.get("authorization"))
     request.state.zimo_key = key
+    request_key.set(key)
     return key
 
 

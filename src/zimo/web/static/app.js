@@ -263,7 +263,7 @@ async function drawCascades() {
     table(["tier", "threshold", "share answered"], p.tiers.map((t, i) =>
       [esc(t), p.thresholds[i] == null ? "last" : p.thresholds[i].toFixed(3), pct(p.share[t])])) +
     table(["requests", "degraded", "cost / 1k", "all-big cost / 1k", "cost vs all-big"],
-      [[p.requests, p.degraded, money(p.cost_per_1k), money(p.all_big_cost_per_1k), pct(p.cost_vs_all_big)]]) +
+      [[p.requests, p.degraded + (p.degraded ? ` (${esc(Object.entries(p.degraded_by_reason).map(([k, n]) => `${k} ${n}`).join(", "))})` : ""), money(p.cost_per_1k), money(p.all_big_cost_per_1k), pct(p.cost_vs_all_big)]]) +
     (p.shadow.length ? table(["hour", "shadow agreement", "calls"], p.shadow.map((s) =>
       [esc(s.time.slice(0, 16).replace("T", " ")), pct(s.agreement), s.n])) : "<p>No shadow calls yet (route.shadow_rate).</p>") +
     (p.flywheel.length ? table(["flywheel round", "time", "new rows", "rows", "retrained", "thresholds"], p.flywheel.map((r) =>
@@ -276,8 +276,9 @@ async function pageKeys() {
     const d = await api("/ui/api/keys");
     const box = $("#keys");
     box.removeAttribute("aria-busy");
-    box.innerHTML = d.keys.length ? table(["id", "name", "models", "rate/min", "admin", "created", "state", ""],
+    box.innerHTML = d.keys.length ? table(["id", "name", "models", "rate/min", "big-tier spend", "admin", "created", "state", ""],
       d.keys.map((k) => [`<code>${esc(k.id)}</code>`, esc(k.name), esc(k.models ? k.models.join(", ") : "all"), k.rate_per_minute ?? "—",
+        k.big_budget_usd == null ? "no budget" : esc(`${k.big_spent_usd.toFixed(4)} / ${k.big_budget_usd} USD ${k.budget_period === "total" ? "in total" : "this " + k.budget_period}`),
         k.admin ? "yes" : "no", esc((k.created_at || "").slice(0, 19)), k.revoked_at ? "revoked" : "active",
         k.revoked_at ? "" : `<button class="danger revoke" data-id="${esc(k.id)}" aria-label="Revoke key ${esc(k.name)}">Revoke</button>`]))
       : "<p>No keys yet.</p>";
@@ -293,6 +294,10 @@ async function pageKeys() {
     const models = $("#key-models").value.split(",").map((s) => s.trim()).filter(Boolean);
     const body = { name: $("#key-name").value, models: models.length ? models : null,
       rate_per_minute: Number($("#key-rate").value) || null, admin: $("#key-admin").checked };
+    if ($("#key-budget").value !== "") {
+      body.big_budget_usd = Number($("#key-budget").value);
+      body.budget_period = $("#key-period").value;
+    }
     const d = await api("/ui/api/keys", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
     $("#new-key").innerHTML = `New key (shown once): <code data-testid="new-key">${esc(d.key)}</code>`;
     draw();
