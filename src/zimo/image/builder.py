@@ -5,6 +5,7 @@ predictor needs), ``label_vecs.npy`` (each label's vector in the shared space) a
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +59,15 @@ def train_submodel(pixels: np.ndarray, records: list[dict], train_ids: list[int]
     if (y < 0).all() and cap_vecs is None:
         raise DataError("no labelled or captioned image in the train split", "add images")
     settings = fit_settings(tcfg, len(train_ids), _bf16(tcfg.bf16), icfg.flip)
-    state = {"step": 0}
+    state = {"step": 0, "t0": time.perf_counter()}
 
     def on_step(p: float, loss: float) -> None:
         state["step"] += 1
         if progress:
-            progress({"step": round(p * 1000), "total_steps": 1000, "loss": loss})
+            # Wall-clock images/s since training began: what the user waits on.
+            ips = state["step"] * settings.batch_size / max(time.perf_counter() - state["t0"], 1e-9)
+            progress({"step": round(p * 1000), "total_steps": 1000, "loss": loss,
+                      "images_per_s": ips})  # fmt: skip
 
     x = torch.from_numpy(np.ascontiguousarray(pixels[train_ids]))
     model, rep = train_image_text(x, torch.from_numpy(y), lv, settings, tuple(tcfg.widths),
