@@ -340,3 +340,90 @@ def test_clip_config_is_checked():
         ClipTrainConfig(checkpoint="x.pt", source="open_clip")
     with pytest.raises(ValidationError, match="only to source: open_clip"):
         ClipTrainConfig(checkpoint="x", model_name="ViT-B-32")
+
+
+class _ImageHost:
+    """A real HTTP server on 127.0.0.1 serving a PNG, an oversize file, a 404 and redirects."""
+
+    def __init__(self, png: bytes, big: bytes):
+        import http.server
+        import threading
+
+        files = {"/red.png": png, "/big.png": big}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the stdlib's name
+                port = self.server.server_address[1]
+                if self.path in files:
+                    body = files[self.path]
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/png")
+                    if self.path != "/big.png":  # the big one streams without a length
+                        self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                elif self.path in ("/hop", "/away"):
+                    host = "127.0.0.1" if self.path == "/hop" else "localhost"
+                    self.send_response(302)
+                    self.send_header("Location", f"http://{host}:{port}/red.png")
+                    self.end_headers()
+                else:
+                    self.send_error(404)
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *a):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_remote_image_urls_only_from_allowed_hosts(image_project: Path):
+    import httpx
+    from openai import OpenAI
+
+    from zimo.serve.app import create_app
+    from zimo.serve.config import ServeConfig
+
+    png = encode(shape_image("red_circle", seed=4244), "PNG")
+    big = png + b"\0" * 60_000
+    remote = {"enabled": True, "allowed_hosts": ["127.0.0.1"], "timeout_s": 5, "max_bytes": 40_000}
+    cfg = ServeConfig(serve_base=False, embeddings=False, watch_s=None, log={"enabled": False},
+                      images={"remote_urls": remote})  # fmt: skip
+    with _ImageHost(png, big) as host, LiveServer(create_app(cfg, projects=[image_project])) as srv:
+        oa = OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0)
+        ans = oa.chat.completions.create(model="shelf", messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": host.url + "/red.png"}}]}])  # fmt: skip
+        assert ans.choices[0].message.content == "red_circle"
+        c = httpx.Client(base_url=srv.url, timeout=60)
+
+        def chat(url: str) -> httpx.Response:
+            return c.post("/v1/chat/completions", json={"model": "shelf", "messages": [
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]})  # fmt: skip
+
+        assert chat(host.url + "/hop").status_code == 200  # a redirect within the list
+        r = chat(host.url + "/big.png")
+        assert r.status_code == 413 and "images.remote_urls.max_bytes (40000" in r.text
+        r = chat(host.url + "/missing.png")
+        assert r.status_code == 400 and "HTTP 404" in r.json()["error"]["message"]
+        r = chat(host.url + "/away")  # redirected off the list: refused, never fetched
+        assert r.status_code == 400 and "'localhost' is not in images.remote_urls.allowed_hosts" in r.text
+        r = chat("https://example.com/cat.jpg")
+        assert r.status_code == 400 and "allowed_hosts" in r.json()["error"]["message"]
+    # Off by default: the refusal names the setting that would allow it.
+    cfg = ServeConfig(serve_base=False, embeddings=False, watch_s=None, log={"enabled": False})
+    with _ImageHost(png, big) as host, LiveServer(create_app(cfg, projects=[image_project])) as srv:
+        r = httpx.post(srv.url + "/v1/chat/completions", timeout=60, json={"model": "shelf",
+                       "messages": [{"role": "user", "content": [{"type": "image_url",
+                                     "image_url": {"url": host.url + "/red.png"}}]}]})  # fmt: skip
+        assert r.status_code == 400 and "images.remote_urls.enabled is false" in r.text
+    with pytest.raises(ValueError, match="needs allowed_hosts"):
+        ServeConfig(images={"remote_urls": {"enabled": True}})
