@@ -72,9 +72,16 @@ def export_image(folder: Path, fmt: str, out: Path, pixels: np.ndarray | None,
     graph = _Graph.build(tower, pred.label_vecs, pred.logit_scale, pred.probe)
     s = pred.size
     dummy = torch.zeros(2, 3, s, s)
-    torch.onnx.export(graph, (dummy,), str(out / "model.onnx"), input_names=["pixels"],
-                      output_names=["embedding", "probs"], dynamo=False, opset_version=17,
-                      dynamic_axes={"pixels": {0: "n"}, "embedding": {0: "n"}, "probs": {0: "n"}})  # fmt: skip
+    # nn.MultiheadAttention (open_clip's towers) takes a fused kernel in eval mode that ONNX
+    # has no operator for; the unfused path computes the same thing.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        torch.onnx.export(graph, (dummy,), str(out / "model.onnx"), input_names=["pixels"],
+                          output_names=["embedding", "probs"], dynamo=False, opset_version=17,
+                          dynamic_axes={"pixels": {0: "n"}, "embedding": {0: "n"}, "probs": {0: "n"}})  # fmt: skip
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     px = np.ascontiguousarray(pixels[:check_rows])
     sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     emb_o, probs_o = [], []
