@@ -176,8 +176,9 @@ def _train_lora(clip, pixels, records, train_ids, y, prompts, icfg, tcfg, out: P
                                       tcfg.batch_size, icfg.flip,
                                       captions=caps if any(caps) else None, on_step=on_step)  # fmt: skip
     peft_model.save_pretrained(str(out / ADAPTER))
-    return {"lora": {"steps": rep.steps, "epochs": round(rep.epochs, 2), "cpu_s": round(rep.cpu_s, 1),
-                     "wall_s": round(rep.wall_s, 1), "stopped_by": rep.stopped_by,
-                     "first_loss": round(rep.first_loss, 4), "final_loss": round(rep.final_loss, 4),
+    f = rep.fit
+    return {"lora": {"steps": f.steps, "epochs": round(f.epochs, 2), "cpu_s": round(f.cpu_s, 1),
+                     "wall_s": round(f.wall_s, 1), "stopped_by": f.stopped_by,
+                     "first_loss": round(rep.first_loss, 4), "final_loss": round(f.final_loss, 4),
                      "trainable_params": rep.trainable_params, "r": tcfg.lora.r,
                      "text_tower": tcfg.lora.text_tower}}  # fmt: skip
