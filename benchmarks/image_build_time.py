@@ -50,7 +50,10 @@ def export_folders(dest: Path, per_label: int, seed: int) -> int:
 
 
 def zimo(*args: str | Path, cwd: Path) -> tuple[float, subprocess.CompletedProcess]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     # The `zimo` command as installed, run by this interpreter (the venv's).
     cmd = [sys.executable, "-c", "import sys; from zimo.cli import main; sys.argv[0] = 'zimo'; main()",
            *map(str, args)]  # fmt: skip
@@ -63,7 +66,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--per-label", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "image_build_time.json")
+    ap.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "image_build_time.json"
+    )
     args = ap.parse_args()
     if not (DATA / "train.parquet").is_file():
         print(f"skipped: {DATA} not found (the CIFAR-10 parquet files)", file=sys.stderr)
@@ -75,7 +80,9 @@ def main() -> None:
         tmp = Path(tmp)
         n = export_folders(tmp / "photos", args.per_label, args.seed)
         cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        init_s, r = zimo("init", tmp / "shelf", "--template", "image", "--data", tmp / "photos", cwd=tmp)
+        init_s, r = zimo(
+            "init", tmp / "shelf", "--template", "image", "--data", tmp / "photos", cwd=tmp
+        )
         if r.returncode != 0:
             raise SystemExit(f"zimo init failed: {r.stderr.strip()}")
         build_s, r = zimo("build", tmp / "shelf", cwd=tmp)
@@ -95,8 +102,11 @@ def main() -> None:
     report = {
         "benchmark": "image_build_time",
         "cpu": cpu_info(),
-        "env": {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "ZIMO_BF16")
-                if k in os.environ},  # fmt: skip
+        "env": {
+            k: os.environ[k]
+            for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "ZIMO_BF16")
+            if k in os.environ
+        },  # fmt: skip
         "images": n,
         "data": "CIFAR-10 train JPEGs from ../shared/data/cifar10, one folder per label in a temp dir",
         "config": "zimo init --template image defaults, unchanged",

@@ -298,7 +298,6 @@ def test_clip_lora_trains_saves_labels_and_exports(tmp_path: Path):
     adapter saves and loads merged into the tower, labels come out and the ONNX export of the
     merged tower agrees with the in-process model."""
     from clip_fixtures import make_tiny_clip
-
     from zimo.image.builder import train_submodel
     from zimo.image.config import ClipTrainConfig, ImageConfig
     from zimo.image.export import export_image
@@ -331,7 +330,10 @@ def test_clip_lora_trains_saves_labels_and_exports(tmp_path: Path):
     # The untuned checkpoint answers differently: the adapter really is applied on load.
     from zimo.image.clip import load_clip
 
-    assert np.abs(load_clip(pred.spec).embed_images(pixels[:3]) - pred.embed_pixels(pixels[:3])).max() > 1e-3
+    assert (
+        np.abs(load_clip(pred.spec).embed_images(pixels[:3]) - pred.embed_pixels(pixels[:3])).max()
+        > 1e-3
+    )
     (out / "zimo_model.json").write_text("{}")
     rep = export_image(out, "onnx", tmp_path / "onnx", pixels)
     assert rep["passed"], rep["verify"]
@@ -423,7 +425,10 @@ def test_remote_image_urls_only_from_allowed_hosts(image_project: Path):
         r = chat(host.url + "/missing.png")
         assert r.status_code == 400 and "HTTP 404" in r.json()["error"]["message"]
         r = chat(host.url + "/away")  # redirected off the list: refused, never fetched
-        assert r.status_code == 400 and "'localhost' is not in images.remote_urls.allowed_hosts" in r.text
+        assert (
+            r.status_code == 400
+            and "'localhost' is not in images.remote_urls.allowed_hosts" in r.text
+        )
         r = chat("https://example.com/cat.jpg")
         assert r.status_code == 400 and "allowed_hosts" in r.json()["error"]["message"]
     # Off by default: the refusal names the setting that would allow it.
@@ -443,7 +448,6 @@ def test_open_clip_local_checkpoint(tmp_path: Path):
     pytest.importorskip("open_clip", reason="open_clip is the optional `clip` extra "
                         "(pip install 'zimo[clip]'); its local-checkpoint path is untested here")  # fmt: skip
     from clip_fixtures import make_tiny_open_clip
-
     from zimo.errors import ConfigError
     from zimo.image.builder import train_submodel
     from zimo.image.config import ClipTrainConfig, ImageConfig

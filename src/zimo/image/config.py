@@ -114,7 +114,9 @@ class ClipTrainConfig(_Strict):
         if "lora" in self.model_fields_set and self.head != "lora":
             raise ValueError(f"`lora:` settings apply only with head: lora (head is {self.head})")
         if self.source == "open_clip" and not self.model_name:
-            raise ValueError("source: open_clip needs model_name (e.g. ViT-B-32, or a .json config)")
+            raise ValueError(
+                "source: open_clip needs model_name (e.g. ViT-B-32, or a .json config)"
+            )
         if self.source == "transformers" and self.model_name:
             raise ValueError("model_name applies only to source: open_clip (a transformers "
                              "checkpoint carries its own config)")  # fmt: skip

@@ -45,7 +45,9 @@ class _Graph:
 
             def forward(self, pixels):
                 e = self.enc(pixels)
-                logits = e @ self.coef.T + self.bias if self.probe else self.scale * e @ self.labels.T
+                logits = (
+                    e @ self.coef.T + self.bias if self.probe else self.scale * e @ self.labels.T
+                )
                 return e, torch.softmax(logits, dim=-1)
 
         return WithLabels().eval()
