@@ -483,3 +483,19 @@ def test_open_clip_local_checkpoint(tmp_path: Path):
     with pytest.raises(ConfigError, match="cannot load the CLIP checkpoint"):
         load_clip({"source": "open_clip", "model_name": str(config),
                    "checkpoint": str(tmp_path / "nowhere.pt")})  # fmt: skip
+
+
+def test_training_bar_shows_images_per_second():
+    """The image trainers' rows carry images_per_s, and the bar labels it img/s (it read
+    "tok/s -" when it was the LM bar unchanged)."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from zimo.stages.train import _progress_bar
+
+    console = Console(record=True, width=120, force_terminal=False)
+    with _progress_bar(SimpleNamespace(console=console), "img/s", "images_per_s") as update:
+        update({"step": 500, "total_steps": 1000, "loss": 0.5, "images_per_s": 321.4})
+    text = console.export_text()
+    assert "321 img/s" in text and "tok/s" not in text, text
