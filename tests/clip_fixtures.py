@@ -31,3 +31,26 @@ def make_tiny_clip(folder: Path, image_size: int = 32) -> Path:
     torch.manual_seed(0)
     CLIPModel(cfg).eval().save_pretrained(str(folder))
     return folder
+
+
+def make_tiny_open_clip(folder: Path, image_size: int = 32) -> tuple[Path, Path]:
+    """A tiny open_clip model from a config of our own (random weights) saved as a local
+    checkpoint: (the model config .json, the weights file). open_clip's BPE vocabulary ships
+    in its wheel, so nothing is downloaded."""
+    import open_clip
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = {"embed_dim": 16,
+           "vision_cfg": {"image_size": image_size, "layers": 2, "width": 32, "head_width": 16,
+                          "patch_size": 8},
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
+                        "layers": 2}}  # fmt: skip
+    config = folder / "zimo-tiny-openclip.json"
+    config.write_text(json.dumps(cfg))
+    open_clip.add_model_config(str(config))
+    torch.manual_seed(0)
+    model = open_clip.create_model(config.stem, pretrained=None)
+    weights = folder / "tiny.pt"
+    torch.save(model.state_dict(), weights)
+    return config, weights

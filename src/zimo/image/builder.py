@@ -5,6 +5,7 @@ predictor needs), ``label_vecs.npy`` (each label's vector in the shared space) a
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def train_submodel(pixels: np.ndarray, records: list[dict], train_ids: list[int]
     spec = {"labels": labels, "image_size": meta["image_size"], "templates": icfg.templates,
             "image_config": icfg.model_dump(mode="json")}  # fmt: skip
     if tcfg.method == "clip":
-        return _train_clip(pixels, records, train_ids, spec, icfg, tcfg, out)
+        return _train_clip(pixels, records, train_ids, spec, icfg, tcfg, out, progress)
     import torch
 
     from zimo.image.prompts import embed_texts, label_vectors
@@ -58,12 +59,15 @@ def train_submodel(pixels: np.ndarray, records: list[dict], train_ids: list[int]
     if (y < 0).all() and cap_vecs is None:
         raise DataError("no labelled or captioned image in the train split", "add images")
     settings = fit_settings(tcfg, len(train_ids), _bf16(tcfg.bf16), icfg.flip)
-    state = {"step": 0}
+    state = {"step": 0, "t0": time.perf_counter()}
 
     def on_step(p: float, loss: float) -> None:
         state["step"] += 1
         if progress:
-            progress({"step": round(p * 1000), "total_steps": 1000, "loss": loss})
+            # Wall-clock images/s since training began: what the user waits on.
+            ips = state["step"] * settings.batch_size / max(time.perf_counter() - state["t0"], 1e-9)
+            progress({"step": round(p * 1000), "total_steps": 1000, "loss": loss,
+                      "images_per_s": ips})  # fmt: skip
 
     x = torch.from_numpy(np.ascontiguousarray(pixels[train_ids]))
     model, rep = train_image_text(x, torch.from_numpy(y), lv, settings, tuple(tcfg.widths),
@@ -90,39 +94,91 @@ def _save(path: Path, arr: np.ndarray) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
-def _train_clip(pixels, records, train_ids, spec, icfg, tcfg, out: Path) -> dict[str, Any]:
-    from zimo.image.clip import ClipBackend
+def fit_probe(feats: np.ndarray, y: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """A logistic regression on frozen image features: (coef, intercept) over all labels."""
+    from sklearn.linear_model import LogisticRegression
+
+    if len(set(y.tolist())) < 2:
+        raise DataError("a linear probe needs labelled images of two labels or more",
+                        "add labels, or use head: zero_shot")  # fmt: skip
+    lr = LogisticRegression(C=1.0, max_iter=2000).fit(feats, y)
+    coef = np.zeros((n_labels, feats.shape[1]), np.float32)
+    intercept = np.full(n_labels, -1e4, np.float32)  # a label absent from train: never
+    coef[lr.classes_] = lr.coef_ if len(lr.classes_) > 2 else np.r_[-lr.coef_, lr.coef_]
+    intercept[lr.classes_] = (lr.intercept_ if len(lr.classes_) > 2
+                              else np.r_[-lr.intercept_, lr.intercept_])  # fmt: skip
+    return coef, intercept
+
+
+def clip_spec(tcfg) -> dict[str, Any]:
+    """Which CLIP a train config names, as ``image_model.json`` records it."""
+    ck = Path(tcfg.checkpoint).expanduser()
+    return {"source": tcfg.source, "checkpoint": str(ck) if ck.exists() else tcfg.checkpoint,
+            "model_name": tcfg.model_name}  # fmt: skip
+
+
+def _train_clip(pixels, records, train_ids, spec, icfg, tcfg, out: Path,
+                progress=None) -> dict[str, Any]:  # fmt: skip
+    from zimo.image.clip import load_clip
     from zimo.image.prompts import prompts_for
 
-    clip = ClipBackend(tcfg.checkpoint)
+    spec.update(backend="clip", head=tcfg.head, **clip_spec(tcfg))
+    clip = load_clip(spec)
     labels = spec["labels"]
-    groups = prompts_for(labels, icfg.templates)
-    vecs = clip.embed_texts([p for g in groups for p in g])
-    lv = vecs.reshape(len(labels), len(icfg.templates), -1).mean(axis=1)
-    lv = lv / np.linalg.norm(lv, axis=1, keepdims=True)
-    _save(out / "label_vecs.npy", lv.astype(np.float32))
-    summary: dict[str, Any] = {"train_images": len(train_ids), "head": tcfg.head}
-    if tcfg.head == "linear_probe":
-        from sklearn.linear_model import LogisticRegression
+    prompts = [p for g in prompts_for(labels, icfg.templates) for p in g]
+    summary: dict[str, Any] = {"train_images": len(train_ids), "head": tcfg.head,
+                               "source": tcfg.source}  # fmt: skip
+    y = _targets(records, train_ids, labels)
+    if tcfg.head == "lora":
+        summary.update(_train_lora(clip, pixels, records, train_ids, y, prompts, icfg, tcfg, out,
+                                   progress))  # fmt: skip
+    from zimo.image.clip_lora import label_vectors
 
-        y = _targets(records, train_ids, labels)
+    # After LoRA with text_tower, the label vectors come from the tuned text tower.
+    lv = label_vectors(clip, prompts, len(labels))
+    _save(out / "label_vecs.npy", lv)
+    if tcfg.head == "linear_probe":
         keep = y >= 0
         feats = clip.embed_images(pixels[np.array(train_ids)[keep]], tcfg.batch_size)
-        if len(set(y[keep].tolist())) < 2:
-            raise DataError("a linear probe needs labelled images of two labels or more",
-                            "add labels, or use head: zero_shot")  # fmt: skip
-        lr = LogisticRegression(C=1.0, max_iter=2000).fit(feats, y[keep])
-        coef = np.zeros((len(labels), feats.shape[1]), np.float32)
-        intercept = np.full(len(labels), -1e4, np.float32)  # a label absent from train: never
-        coef[lr.classes_] = lr.coef_ if len(lr.classes_) > 2 else np.r_[-lr.coef_, lr.coef_]
-        intercept[lr.classes_] = (lr.intercept_ if len(lr.classes_) > 2
-                                  else np.r_[-lr.intercept_, lr.intercept_])  # fmt: skip
+        coef, intercept = fit_probe(feats, y[keep], len(labels))
         buf = io.BytesIO()
         np.savez(buf, coef=coef, intercept=intercept)
         write_bytes_atomic(out / "probe.npz", buf.getvalue())
-    spec.update(backend="clip", checkpoint=str(Path(tcfg.checkpoint).expanduser()) if
-                Path(tcfg.checkpoint).expanduser().exists() else tcfg.checkpoint,
-                logit_scale=clip.logit_scale, embed_dim=int(lv.shape[1]))  # fmt: skip
+    spec.update(logit_scale=clip.logit_scale, embed_dim=int(lv.shape[1]))
     write_json_atomic(out / "image_model.json", spec)
     write_json_atomic(out / "train_summary.json", summary)
     return summary
+
+
+def _train_lora(clip, pixels, records, train_ids, y, prompts, icfg, tcfg, out: Path,
+                progress) -> dict[str, Any]:  # fmt: skip
+    import torch
+
+    from zimo.image.clip import ADAPTER
+    from zimo.image.clip_lora import train_clip_lora
+
+    caps = [records[i].get("caption") or None for i in train_ids]
+    if (y < 0).all() and not any(caps):
+        raise DataError("no labelled or captioned image in the train split", "add images")
+    t0 = time.perf_counter()
+    seen = {"n": 0}
+    bs = max(2, min(tcfg.batch_size, len(train_ids)))
+
+    def on_step(p: float, loss: float) -> None:
+        seen["n"] += bs
+        if progress:
+            progress({"step": round(p * 1000), "total_steps": 1000, "loss": loss,
+                      "images_per_s": seen["n"] / max(time.perf_counter() - t0, 1e-9)})  # fmt: skip
+
+    x = torch.from_numpy(np.ascontiguousarray(pixels[train_ids]))
+    n_labels = len(prompts) // len(icfg.templates)
+    peft_model, rep = train_clip_lora(clip, x, torch.from_numpy(y), prompts, n_labels, tcfg.lora,
+                                      tcfg.batch_size, icfg.flip,
+                                      captions=caps if any(caps) else None, on_step=on_step)  # fmt: skip
+    peft_model.save_pretrained(str(out / ADAPTER))
+    f = rep.fit
+    return {"lora": {"steps": f.steps, "epochs": round(f.epochs, 2), "cpu_s": round(f.cpu_s, 1),
+                     "wall_s": round(f.wall_s, 1), "stopped_by": f.stopped_by,
+                     "first_loss": round(rep.first_loss, 4), "final_loss": round(f.final_loss, 4),
+                     "trainable_params": rep.trainable_params, "r": tcfg.lora.r,
+                     "text_tower": tcfg.lora.text_tower}}  # fmt: skip

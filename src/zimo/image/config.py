@@ -67,18 +67,60 @@ class ImageTrainConfig(_Strict):
     )
 
 
+class ClipLoraConfig(_Strict):
+    """``train: {method: clip, head: lora, lora: {...}}``: LoRA adapters on the CLIP's towers,
+    trained against the label prompts under a CPU-time budget like the embedded default."""
+
+    r: int = Field(8, ge=1, le=256, description="LoRA rank")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    text_tower: bool = Field(
+        False, description="also adapt the text tower's attention (label vectors then move too)"
+    )
+    budget_cpu_s: float = Field(
+        600.0, gt=0, description="CPU-seconds of training (process time: 300 s on 2 cores)"
+    )
+    max_epochs: int = Field(10, ge=1)
+    lr: float = Field(5e-4, gt=0, description="peak AdamW learning rate")
+    seed: int = 0
+
+
 class ClipTrainConfig(_Strict):
-    """``train: {method: clip}``: a CLIP checkpoint already on this machine (a folder, or a
-    hub id in the local cache; nothing is downloaded)."""
+    """``train: {method: clip}``: a CLIP checkpoint already on this machine (nothing is
+    downloaded). ``source: transformers``: a folder with a ``CLIPModel``, or a hub id in the
+    local cache. ``source: open_clip``: an open_clip ``model_name`` (or a model config .json)
+    and a local ``checkpoint`` file of its weights (needs the ``clip`` extra)."""
 
     method: Literal["clip"] = "clip"
     name: str | None = None
-    checkpoint: str = Field(description="a folder with a CLIPModel, or a cached hub id")
-    head: Literal["zero_shot", "linear_probe"] = Field(
+    source: Literal["transformers", "open_clip"] = Field(
+        "transformers", description="which library's checkpoint `checkpoint` is"
+    )
+    checkpoint: str = Field(description="transformers: a CLIPModel folder or a cached hub id; "
+                            "open_clip: the weights file (pretrained=path)")  # fmt: skip
+    model_name: str | None = Field(
+        None, description="open_clip only: the architecture (e.g. ViT-B-32) or a model config .json"
+    )
+    head: Literal["zero_shot", "linear_probe", "lora"] = Field(
         "linear_probe", description="zero_shot: label prompts only; linear_probe: a logistic "
-        "regression on the frozen image features"
+        "regression on the frozen image features; lora: LoRA on the image tower's attention "
+        "(and the text tower's with lora.text_tower), trained against the label prompts"
     )  # fmt: skip
+    lora: ClipLoraConfig = Field(default_factory=ClipLoraConfig)
     batch_size: int = Field(64, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClipTrainConfig:
+        if "lora" in self.model_fields_set and self.head != "lora":
+            raise ValueError(f"`lora:` settings apply only with head: lora (head is {self.head})")
+        if self.source == "open_clip" and not self.model_name:
+            raise ValueError(
+                "source: open_clip needs model_name (e.g. ViT-B-32, or a .json config)"
+            )
+        if self.source == "transformers" and self.model_name:
+            raise ValueError("model_name applies only to source: open_clip (a transformers "
+                             "checkpoint carries its own config)")  # fmt: skip
+        return self
 
 
 class ImageEvalConfig(_Strict):

@@ -4,7 +4,8 @@ confusion matrix and the worst mistakes; ``metrics.json`` + ``report.html``.
 
 Baselines: a CNN trained from scratch with the same tower, recipe and CPU budget as the
 embedded default (always: it shows what training into the text space costs or gains), and a
-CLIP's zero-shot labels when the project has a CLIP with a linear probe.
+CLIP's zero-shot labels when the project has a CLIP with a linear probe or LoRA, and with LoRA
+also a linear probe on the untuned CLIP's features.
 """
 
 from __future__ import annotations
@@ -57,6 +58,48 @@ def _baseline_cnn(pixels, records, split, labels, tcfg, icfg) -> tuple[list[str]
     return [labels[i] for i in pred], {"epochs": round(rep.epochs, 2), "cpu_s": round(rep.cpu_s, 1)}
 
 
+_HEADS = {"zero_shot": "zero-shot", "linear_probe": "linear probe", "lora": "LoRA on the towers"}
+
+
+def _head(pred) -> str:
+    return pred.spec.get("head") or ("linear_probe" if pred.probe is not None else "zero_shot")
+
+
+def _clip_baselines(pred, emb, pixels, records, split, test_px, labels,
+                    icfg) -> dict[str, tuple[list[str], str]]:  # fmt: skip
+    """The same CLIP untuned, beside the head it was built with: zero-shot from the label
+    prompts (beside a probe or LoRA), and a linear probe on the frozen features (beside LoRA,
+    so the report shows what tuning the towers adds over a probe)."""
+    head = _head(pred)
+    if head == "zero_shot":
+        return {}
+    out: dict[str, tuple[list[str], str]] = {}
+    if head == "linear_probe":
+        zs = pred.logit_scale * emb @ pred.label_vecs.T
+        out["zero_shot"] = ([labels[i] for i in zs.argmax(1)],
+                            "the same CLIP, zero-shot from the label prompts")  # fmt: skip
+        return out
+    from zimo.image.builder import _targets, fit_probe
+    from zimo.image.clip import load_clip
+    from zimo.image.clip_lora import label_vectors
+    from zimo.image.prompts import prompts_for
+
+    base = load_clip(pred.spec)  # without the adapter
+    prompts = [p for g in prompts_for(labels, icfg.templates) for p in g]
+    emb_b = base.embed_images(test_px)
+    zs = emb_b @ label_vectors(base, prompts, len(labels)).T
+    out["zero_shot"] = ([labels[i] for i in zs.argmax(1)],
+                        "the same CLIP before LoRA, zero-shot from the label prompts")  # fmt: skip
+    y = _targets(records, split["train"], labels)
+    keep = np.array(split["train"])[y >= 0]
+    if len(set(y[y >= 0].tolist())) >= 2:
+        coef, intercept = fit_probe(base.embed_images(pixels[keep]), y[y >= 0], len(labels))
+        lp = emb_b @ coef.T + intercept
+        out["linear_probe"] = ([labels[i] for i in lp.argmax(1)],
+                               "the same CLIP before LoRA, a linear probe on its frozen features")  # fmt: skip
+    return out
+
+
 def evaluate_image(project, pixels, records, split, meta, trains: dict[str, Path], out: Path,
                    console: Console | None = None) -> dict[str, Any]:  # fmt: skip
     from zimo.image.config import image_config
@@ -88,14 +131,14 @@ def evaluate_image(project, pixels, records, split, meta, trains: dict[str, Path
             }
         row["description"] = ("small CNN trained into the frozen MiniLM text space"
                               if pred.backend == "embedded" else
-                              f"CLIP {Path(pred.spec['checkpoint']).name}, "
-                              + ("linear probe" if pred.probe is not None else "zero-shot"))  # fmt: skip
+                              f"CLIP {Path(pred.spec['checkpoint']).name}, " + _HEADS[_head(pred)])  # fmt: skip
         systems[name] = row
-        if pred.backend == "clip" and pred.probe is not None:
-            zs = pred.logit_scale * emb @ pred.label_vecs.T
-            zs_got = [labels[i] for i in zs.argmax(1)]
-            systems[name + "_zero_shot"] = {**_scores(zs_got, truth, labels, ecfg.n_boot),
-                                            "description": "the same CLIP, zero-shot from the label prompts"}  # fmt: skip
+        if pred.backend == "clip":
+            with console.status(f"  scoring {name}'s untuned baselines…"):
+                for suffix, (got_b, desc) in _clip_baselines(pred, emb, pixels, records, split,
+                                                             test_px, labels, icfg).items():  # fmt: skip
+                    systems[f"{name}_{suffix}"] = {**_scores(got_b, truth, labels, ecfg.n_boot),
+                                                   "description": desc}  # fmt: skip
         if stage == "train":
             primary_pred = pred
             conf = probs.max(1)

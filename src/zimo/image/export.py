@@ -1,12 +1,13 @@
-"""``zimo export --format onnx`` for the embedded default image encoder.
+"""``zimo export --format onnx`` for an image sub-model's image tower.
 
 The graph takes float pixels 0-255, (N, 3, S, S) RGB — the decoded, square-cropped image, as
-``image_model.json`` describes — and returns ``embedding`` (L2-normalised, in the MiniLM text
-space) and ``probs`` (softmax over the label prompts). Normalisation constants and the label
-vectors are inside the graph. It is checked with onnxruntime against the in-process model on
-test images: the largest embedding difference and the label agreement are recorded, and an
-export that disagrees fails. A CLIP sub-model is not exported here: its checkpoint is already a
-standard model (transformers' and optimum's exporters take it as it is).
+``image_model.json`` describes — and returns ``embedding`` (L2-normalised, in the shared
+image-text space) and ``probs`` (softmax over the labels). Normalisation constants, a CLIP's
+resize to its own side, and the head (label vectors, or a linear probe) are inside the graph;
+a CLIP's LoRA adapter is merged into its tower first. It is checked with onnxruntime against
+the in-process model on test images: the largest embedding difference and the label agreement
+are recorded, and an export that disagrees fails. The text side is not in the graph: label
+vectors are, and free-text queries need the text encoder (MiniLM's, or the CLIP's).
 """
 
 from __future__ import annotations
@@ -26,19 +27,28 @@ MAX_EMBED_DIFF = 0.05
 
 class _Graph:
     @staticmethod
-    def build(model, label_vecs: np.ndarray, scale: float):
+    def build(tower, label_vecs: np.ndarray, scale: float, probe=None):
+        """``tower``: pixels -> L2-normalised embedding; the head is the label prompts at the
+        model's temperature, or a linear probe's (coef, intercept) where it has one."""
         import torch
 
         class WithLabels(torch.nn.Module):
             def __init__(self):
                 super().__init__()
-                self.enc = model
+                self.enc = tower
                 self.register_buffer("labels", torch.from_numpy(label_vecs.astype(np.float32)))
                 self.scale = float(scale)
+                self.probe = probe is not None
+                if probe is not None:
+                    self.register_buffer("coef", torch.from_numpy(probe[0].astype(np.float32)))
+                    self.register_buffer("bias", torch.from_numpy(probe[1].astype(np.float32)))
 
             def forward(self, pixels):
                 e = self.enc(pixels)
-                return e, torch.softmax(self.scale * e @ self.labels.T, dim=-1)
+                logits = (
+                    e @ self.coef.T + self.bias if self.probe else self.scale * e @ self.labels.T
+                )
+                return e, torch.softmax(logits, dim=-1)
 
         return WithLabels().eval()
 
@@ -53,21 +63,27 @@ def export_image(folder: Path, fmt: str, out: Path, pixels: np.ndarray | None,
     if fmt != "onnx":
         raise ConfigError(f"format {fmt!r} does not apply to an image sub-model", "use onnx")
     pred = ImagePredictor(folder)
-    if pred.backend != "embedded":
-        raise ConfigError("ONNX export covers the embedded default image encoder",
-                          "a CLIP checkpoint is already a standard model: export it with "
-                          "transformers/optimum")  # fmt: skip
     if pixels is None or len(pixels) == 0:
         raise ZimoError("no test images to check the ONNX export against", "run `zimo build` first")
     out.mkdir(parents=True, exist_ok=True)
     for f in ("zimo_model.json", "image_model.json"):
         shutil.copyfile(folder / f, out / f)
-    graph = _Graph.build(pred.model.float(), pred.label_vecs, pred.logit_scale)
+    # A CLIP's tower is exported with its LoRA adapter already merged (ImagePredictor merges
+    # it on load), so the graph is the plain architecture.
+    tower = pred.model.float() if pred.backend == "embedded" else pred.model.tower().eval()
+    graph = _Graph.build(tower, pred.label_vecs, pred.logit_scale, pred.probe)
     s = pred.size
     dummy = torch.zeros(2, 3, s, s)
-    torch.onnx.export(graph, (dummy,), str(out / "model.onnx"), input_names=["pixels"],
-                      output_names=["embedding", "probs"], dynamo=False, opset_version=17,
-                      dynamic_axes={"pixels": {0: "n"}, "embedding": {0: "n"}, "probs": {0: "n"}})  # fmt: skip
+    # nn.MultiheadAttention (open_clip's towers) takes a fused kernel in eval mode that ONNX
+    # has no operator for; the unfused path computes the same thing.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        torch.onnx.export(graph, (dummy,), str(out / "model.onnx"), input_names=["pixels"],
+                          output_names=["embedding", "probs"], dynamo=False, opset_version=17,
+                          dynamic_axes={"pixels": {0: "n"}, "embedding": {0: "n"}, "probs": {0: "n"}})  # fmt: skip
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     px = np.ascontiguousarray(pixels[:check_rows])
     sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     emb_o, probs_o = [], []
@@ -94,7 +110,8 @@ def export_image(folder: Path, fmt: str, out: Path, pixels: np.ndarray | None,
             "(zimo.image.ingest.to_square); EXIF orientation applied first",
         },  # fmt: skip
         "outputs": {
-            "embedding": "L2-normalised, MiniLM text space",
+            "embedding": "L2-normalised, "
+            + ("MiniLM text space" if pred.backend == "embedded" else "the CLIP's shared space"),
             "probs": f"softmax over labels {pred.labels}",
         },  # fmt: skip
     }

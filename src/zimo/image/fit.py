@@ -31,6 +31,9 @@ class FitSettings:
     bf16: bool = False
     flip: bool = True  # mirror images are the same class (photos); off for text-like scans
     seed: int = 0
+    # sgd (Nesterov) for towers trained from scratch; adamw for adapters on a pretrained tower,
+    # whose few, differently scaled LoRA matrices SGD at one LR moves unevenly.
+    optimizer: str = "sgd"
 
 
 @dataclass
@@ -102,8 +105,11 @@ def fit(
     gen = torch.Generator().manual_seed(settings.seed)
     model.train()
     model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(_param_groups(model, settings.weight_decay), lr=settings.lr,
-                          momentum=0.9, nesterov=True)  # fmt: skip
+    groups = _param_groups(model, settings.weight_decay)
+    if settings.optimizer == "adamw":
+        opt: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=settings.lr)
+    else:
+        opt = torch.optim.SGD(groups, lr=settings.lr, momentum=0.9, nesterov=True)
     n = len(images)
     bs = min(settings.batch_size, n)
     steps_per_epoch = max(1, n // bs)  # drop the ragged last batch: BN dislikes tiny batches

@@ -2,8 +2,9 @@
 space. Used by the gateway, the eval stage and the ONNX check.
 
 Both kinds load behind the same three methods: the embedded default (``encoder.pt``, the CNN
-in MiniLM's space; texts embed through MiniLM) and a local CLIP (``clip.json``: the
-checkpoint's own image and text towers).
+in MiniLM's space; texts embed through MiniLM) and a local CLIP (transformers or open_clip,
+named in ``image_model.json``: the checkpoint's own image and text towers, with a trained LoRA
+adapter merged in).
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ class ImagePredictor:
             self.model.eval().to(memory_format=torch.channels_last)
             self.logit_scale = float(self.model.scale().detach())
         else:
-            from zimo.image.clip import ClipBackend
+            from zimo.image.clip import load_clip
 
-            self.model = ClipBackend(self.spec["checkpoint"])
+            # With head: lora the adapter is merged into the towers here.
+            self.model = load_clip(self.spec, self.folder)
             self.logit_scale = float(self.spec.get("logit_scale", 100.0))
         self.probe = None
         if (self.folder / "probe.npz").is_file():

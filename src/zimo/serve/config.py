@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -103,6 +103,36 @@ class LimitsConfig(_Strict):
     max_images: int = Field(16, ge=1, description="images per request before 413")
 
 
+class RemoteImagesConfig(_Strict):
+    """Fetching ``http(s)://`` image URLs in chat requests. Off by default: a URL the server
+    fetches lets a caller make it reach into the network it sits in, so only hosts named here
+    are fetched (redirects included), with a timeout and a size cap."""
+
+    enabled: bool = False
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="host names (or host:port) the server may fetch images from; exact match",
+    )
+    timeout_s: float = Field(10.0, gt=0, le=120, description="whole fetch, connect to last byte")
+    max_bytes: int | None = Field(
+        None, ge=1024, description="largest image fetched (None = limits.max_image_bytes)"
+    )
+    max_redirects: int = Field(3, ge=0, le=10, description="each hop must be an allowed host too")
+
+    @model_validator(mode="after")
+    def _hosts(self) -> RemoteImagesConfig:
+        if self.enabled and not self.allowed_hosts:
+            raise ValueError("remote_urls.enabled needs allowed_hosts (the hosts it may fetch)")
+        self.allowed_hosts = [h.strip().lower() for h in self.allowed_hosts]
+        return self
+
+
+class ImagesConfig(_Strict):
+    """Images sent to image sub-models."""
+
+    remote_urls: RemoteImagesConfig = RemoteImagesConfig()
+
+
 class BatchingConfig(_Strict):
     """Micro-batching of concurrent requests (mixed adapters in one batch)."""
 
@@ -159,6 +189,7 @@ class ServeConfig(_Strict):
     backend: BackendConfig = BackendConfig()
     upstream: UpstreamConfig | None = None
     limits: LimitsConfig = LimitsConfig()
+    images: ImagesConfig = ImagesConfig()
     cost: CostConfig = CostConfig()
     log: LogConfig = LogConfig()
     keys_db: str | None = Field(None, description="API keys; None = ~/.zimo/serve/keys.sqlite")

@@ -1,9 +1,12 @@
 """Image sub-models behind the gateway: chat with an image part answers the label, and
 ``/v1/embeddings`` takes images (data URLs) as well as texts, returning vectors of one space.
 
-Images come only as ``data:image/...;base64,`` URLs: the gateway never fetches a remote URL
-(that would let a caller make the server reach into the private network). Limits: the body
-limit first (``limits.max_body_bytes``, 413 from the middleware), then per image
+Images come as ``data:image/...;base64,`` URLs. Chat image parts may also be ``http(s)://``
+URLs when ``images.remote_urls`` is enabled, fetched only from its ``allowed_hosts``
+(``serve/image_fetch.py``); off by default, since fetching lets a caller make the server reach
+into its own network. Embeddings inputs stay data URLs only: there an ``https://...`` string is
+a text to embed, and guessing otherwise would change what existing callers get. Limits: the
+body limit first (``limits.max_body_bytes``, 413 from the middleware), then per image
 ``limits.max_image_bytes`` and per request ``limits.max_images`` (413 naming the limit).
 """
 
@@ -27,8 +30,8 @@ def decode_data_url(url: Any, limit: int, param: str) -> bytes:
     if not isinstance(url, str) or not url:
         raise APIError(400, "image_url.url must be a data URL string", param=param)
     if not url.startswith(DATA_PREFIX):
-        raise APIError(400, "only data URLs are accepted (data:image/jpeg;base64,...): this "
-                       "server does not fetch remote images", param=param,
+        raise APIError(400, "only data URLs are accepted (data:image/jpeg;base64,...), or "
+                       "http(s) URLs where images.remote_urls allows", param=param,
                        code="remote_image_not_allowed")  # fmt: skip
     head, sep, payload = url.partition(",")
     if not sep or ";base64" not in head:
@@ -46,7 +49,17 @@ def decode_data_url(url: Any, limit: int, param: str) -> bytes:
     return data
 
 
-def images_in_messages(messages, limits) -> list[tuple[bytes, str]]:
+async def image_bytes(url: Any, limits, remote, param: str) -> bytes:
+    """An image part's bytes: decoded from a data URL, or fetched where ``remote`` allows."""
+    if isinstance(url, str) and url.startswith(("http://", "https://")):
+        from zimo.serve.image_fetch import check_remote, fetch_image
+
+        check_remote(url, remote, param)
+        return await fetch_image(url, remote, limits.max_image_bytes, param)
+    return decode_data_url(url, limits.max_image_bytes, param)
+
+
+async def images_in_messages(messages, limits, remote) -> list[tuple[bytes, str]]:
     """(bytes, param) of every image part of the last user message."""
     for mi in range(len(messages) - 1, -1, -1):
         m = messages[mi]
@@ -65,7 +78,7 @@ def images_in_messages(messages, limits) -> list[tuple[bytes, str]]:
             raise APIError(413, f"{len(out)} images in one request; limits.max_images is "
                            f"{limits.max_images}", param=f"messages[{mi}].content",
                            code="too_many_images")  # fmt: skip
-        return [(decode_data_url(u, limits.max_image_bytes, p), p) for u, p in out]
+        return [(await image_bytes(u, limits, remote, p), p) for u, p in out]
     return []
 
 
@@ -88,7 +101,8 @@ def image_chat_handler(store, name: str):
         entry = store.get(name)
         if entry is None:
             raise model_not_found(name)
-        items = images_in_messages(req.messages, st.settings.limits)
+        items = await images_in_messages(req.messages, st.settings.limits,
+                                         st.settings.images.remote_urls)  # fmt: skip
         if not items:
             raise APIError(400, f"`{name}` labels images: send one as an image_url content part "
                            "of the user message (a data: URL)", param="messages")  # fmt: skip

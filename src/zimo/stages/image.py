@@ -113,7 +113,7 @@ def run_train(ctx: StageContext, tcfg) -> StageResult:
     pixels, records, meta = load_ingest(ctx.input("ingest"))
     split = read_split(ctx.input("split"))
     icfg = image_config(ctx.project)
-    with _progress_bar(ctx) as progress:
+    with _progress_bar(ctx, unit="img/s", rate_key="images_per_s") as progress:
         summary = train_submodel(pixels, records, split["train"], meta, icfg, tcfg, ctx.work,
                                  progress=progress)  # fmt: skip
     write_analytic_meta(ctx, tcfg, task="image", kind="image", labels=meta["labels"],

@@ -95,13 +95,16 @@ def run_lm(ctx: StageContext, tcfg) -> StageResult:
 
 
 @contextmanager
-def _progress_bar(ctx: StageContext):
-    """A rich bar fed by the trainer's per-step callback: step, loss, tokens/s, ETA."""
+def _progress_bar(ctx: StageContext, unit: str = "tok/s", rate_key: str = "tokens_per_s"):
+    """A rich bar fed by the trainer's per-step callback: step, loss, throughput, ETA.
+
+    ``rate_key`` names the row field with the throughput and ``unit`` its label: LMs report
+    tokens/s, image trainers images/s."""
     columns = (
         TextColumn("  train"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}  {task.fields[tps]} tok/s"),
+        TextColumn("loss {task.fields[loss]}  {task.fields[tps]} " + unit),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=ctx.console, transient=False) as bar:
@@ -109,7 +112,7 @@ def _progress_bar(ctx: StageContext):
 
         def update(row: dict) -> None:
             loss = row.get("loss")
-            tps = row.get("tokens_per_s")
+            tps = row.get(rate_key)
             bar.update(
                 task,
                 completed=row.get("step", 0),
