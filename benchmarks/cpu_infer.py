@@ -6,18 +6,20 @@ the same test-split messages for every leg:
 (a) ``plain``: transformers + peft in fp32, one message per forward (the whole chat prompt),
     labels from the first answer token's logits;
 (b) ``zimo``: ``zimo.infer.LabelScorer`` as ``zimo eval`` runs it (frozen weights: the shared
-    prompt prefix's KV computed once and reused), and ``zimo_serve``: the serving engine's own
-    job queue (label requests one at a time, then all at once so its micro-batcher groups them);
-    ``zimo_int8``: (b) on the opt-in int8 base (``ZIMO_INT8=1``), for its agreement and speed;
-(c) ``llamacpp``: the q8_0 GGUF + LoRA GGUF through the llama.cpp engine, when
-    ``llama-cpp-python`` is importable (else skipped with the reason).
+    prompt prefix's KV computed once and reused; base weights as chosen for this CPU kind:
+    int8 without fast bf16, else fp32/bf16), ``zimo_fp32`` or ``zimo_int8``: the same on the
+    other weights (``ZIMO_INT8=0/1``), and ``zimo_serve``: the serving engine's own job queue
+    (label requests one at a time, then all at once so its micro-batcher groups them);
+(c) ``llamacpp``: the merged q8_0 GGUF (``zimo export -f gguf -q q8_0``) through the llama.cpp
+    engine, when ``llama-cpp-python`` is importable (else skipped with the reason).
 
 For each: p50/p99 latency at batch 1, messages/s batched, label agreement with (a) (same decision
 rule for all: the sub-model's stored threshold). Plus a chat generation leg on gecko-zh: tokens/s
 at batch 1 and 8, HF ``generate`` vs the serving engine.
 
 Each CPU kind runs in its own child process: ``native`` and ``avx2`` (``ATEN_CPU_CAPABILITY=avx2
-ONEDNN_MAX_CPU_ISA=AVX2 ZIMO_BF16=0``: the AVX2-only kind emulated on this CPU). Run it on a quiet
+ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ZIMO_BF16=0``: the AVX2-only kind emulated
+on this CPU; llama.cpp runs the code its wheel was built with in both). Run it on a quiet
 machine and read the ratios; the JSON records the CPU, the load average and what was forced.
 
     python benchmarks/cpu_infer.py --quick --project /tmp/sms-built
@@ -41,7 +43,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "src"))
 
-AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ZIMO_BF16": "0"}
+AVX2_ENV = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "ZIMO_BF16": "0",
+}
 
 
 def _pcts(times: list[float]) -> dict:
@@ -115,8 +122,10 @@ def leg_plain(train_dir: Path, meta: dict, texts: list[str], lat_n: int) -> tupl
     return {**_pcts(lat), "msgs_per_s": round(len(texts) / wall, 2)}, _decide(scores, labels, meta)
 
 
-def leg_zimo(train_dir: Path, meta: dict, texts: list[str], lat_n: int, int8: bool):
-    """Zimo's eval path: LabelScorer with frozen weights (prefix KV reused), batched 16."""
+def leg_zimo(train_dir: Path, meta: dict, texts: list[str], lat_n: int, weights: str):
+    """Zimo's eval path: LabelScorer with frozen weights (prefix KV reused), batched 16, on the
+    base weights ``zimo eval`` picks for this CPU kind (``weights="default"``) or forced
+    (``"fp32"``/``"int8"``, as ``ZIMO_INT8=0/1`` does)."""
     import torch
     from peft import PeftModel
 
@@ -126,8 +135,15 @@ def leg_zimo(train_dir: Path, meta: dict, texts: list[str], lat_n: int, int8: bo
 
     model, tok = load_causal_lm(meta["base"])
     model = PeftModel.from_pretrained(model, str(train_dir / meta["adapter"])).eval()
-    if int8:
-        fastpath.quantize_base_int8(model, tok)
+    saved = os.environ.pop("ZIMO_INT8", None)
+    if weights != "default":
+        os.environ["ZIMO_INT8"] = "1" if weights == "int8" else "0"
+    try:
+        choice = fastpath.prepare_for_cpu_inference(model, tok)
+    finally:
+        os.environ.pop("ZIMO_INT8", None)
+        if saved is not None:
+            os.environ["ZIMO_INT8"] = saved
     scorer = LabelScorer(
         model,
         tok,
@@ -148,19 +164,20 @@ def leg_zimo(train_dir: Path, meta: dict, texts: list[str], lat_n: int, int8: bo
         t0 = time.perf_counter()
         scores = scorer.log_scores(texts, batch_size=16)
         wall = time.perf_counter() - t0
-    res = {**_pcts(lat), "msgs_per_s": round(len(texts) / wall, 2), "bf16": scorer.uses_bf16}
+    res = {
+        **_pcts(lat),
+        "msgs_per_s": round(len(texts) / wall, 2),
+        "weights": "int8" if choice["int8"] else ("bf16" if scorer.uses_bf16 else "fp32"),
+        "weights_reason": choice["reason"],
+    }
     return res, _decide(scores, meta["labels"], meta)
 
 
-def leg_serve(train_dir: Path, meta: dict, texts: list[str], lat_n: int, threads: int):
-    """The serving engine's job queue: one request at a time, then all at once (micro-batched)."""
+def _engine_leg(be, sub, texts: list[str], lat_n: int) -> tuple[dict, list]:
+    """Label requests through a serving engine's job queue: one at a time (latency), then all
+    at once (the transformers engine micro-batches them; llama.cpp runs them one by one)."""
     from zimo.serve.backends.base import Job, SamplingParams
-    from zimo.serve.backends.factory import make_backend
-    from zimo.serve.config import BackendConfig
-    from zimo.serve.registry import load_submodel
 
-    sub = load_submodel(train_dir, name="sms")
-    be = make_backend(BackendConfig(kind="transformers", base=meta["base"], threads=threads))
     be.start()
     be.add_model(sub)
 
@@ -186,23 +203,55 @@ def leg_serve(train_dir: Path, meta: dict, texts: list[str], lat_n: int, threads
         stats = be.stats()
     finally:
         be.close()
-    labels = meta["labels"]
     res = {
         **_pcts(lat),
         "msgs_per_s": round(len(texts) / wall, 2),
-        "threads": threads,
         "mean_batch": round(stats["mean_batch"], 2),
         "max_batch": stats["max_batch"],
     }
-    return res, [labels.index(a.text) for a in answers]
+    return res, [sub.labels.index(a.text) for a in answers]
 
 
-def leg_llamacpp(project: Path, train_dir: Path, meta: dict, texts: list[str], lat_n: int):
+def leg_serve(train_dir: Path, meta: dict, texts: list[str], lat_n: int, threads: int):
+    """The transformers serving engine as ``zimo serve`` runs it (weights chosen per CPU kind)."""
+    from zimo.serve.backends.factory import make_backend
+    from zimo.serve.config import BackendConfig
+    from zimo.serve.registry import load_submodel
+
+    sub = load_submodel(train_dir, name="sms")
+    be = make_backend(BackendConfig(kind="transformers", base=meta["base"], threads=threads))
+    res, preds = _engine_leg(be, sub, texts, lat_n)
+    return {**res, "threads": threads, "int8": bool(be.weights.get("int8"))}, preds
+
+
+def export_gguf(project: Path) -> Path:
+    """The sub-model's merged q8_0 GGUF (what ``zimo export -f gguf -q q8_0`` writes), once."""
+    from zimo.export.project import export_project
+
+    folder = project / ".zimo" / "exports" / "gguf-q8_0"
+    if not sorted(folder.glob("*.gguf")):
+        export_project(project, formats=["gguf"], quant="q8_0", verify=False)
+    return sorted(folder.glob("*.gguf"))[0]
+
+
+def leg_llamacpp(project: Path, train_dir: Path, meta: dict, texts: list[str], lat_n: int,
+                 threads: int):  # fmt: skip
+    """(c): the q8_0 GGUF through the llama.cpp serving engine, same prompts and rule."""
     import importlib.util
 
     if importlib.util.find_spec("llama_cpp") is None:
         return {"skipped": "llama-cpp-python is not installed (pip install 'zimo[llamacpp]')"}, None
-    return {"skipped": "llama.cpp leg not wired in this version of the benchmark"}, None
+    from zimo.serve.backends.factory import make_backend
+    from zimo.serve.config import BackendConfig, SubModel
+    from zimo.serve.registry import load_submodel
+
+    gguf = export_gguf(project)
+    sub = load_submodel(train_dir, name="sms")
+    # The merged export (the adapter folded into the q8_0 weights): Zimo writes no LoRA GGUF.
+    sub = SubModel(name="sms", metadata={**sub.metadata, "gguf": str(gguf)})
+    be = make_backend(BackendConfig(kind="llamacpp", base=meta["base"], threads=threads))
+    res, preds = _engine_leg(be, sub, texts, lat_n)
+    return {**res, "threads": threads, "gguf": gguf.name}, preds
 
 
 def leg_generate(quick: bool, threads: int) -> dict:
@@ -302,24 +351,36 @@ def child(args) -> dict:
     legs["plain"], ref = leg_plain(train_dir, meta, texts, lat_n)
     print(f"  plain {legs['plain']}", file=sys.stderr, flush=True)
     preds = {}
-    legs["zimo"], preds["zimo"] = leg_zimo(train_dir, meta, texts, lat_n, int8=False)
+    legs["zimo"], preds["zimo"] = leg_zimo(train_dir, meta, texts, lat_n, "default")
     print(f"  zimo {legs['zimo']}", file=sys.stderr, flush=True)
+    # The other weights, side by side: the evidence for the per-kind default.
+    alt = "zimo_fp32" if legs["zimo"]["weights"] == "int8" else "zimo_int8"
+    if not args.no_alt:
+        legs[alt], preds[alt] = leg_zimo(train_dir, meta, texts, lat_n, alt.split("_")[1])
+        print(f"  {alt} {legs[alt]}", file=sys.stderr, flush=True)
     legs["zimo_serve"], preds["zimo_serve"] = leg_serve(train_dir, meta, texts, lat_n, cores)
     print(f"  zimo_serve {legs['zimo_serve']}", file=sys.stderr, flush=True)
     torch.set_num_threads(cores)
-    if not args.no_int8:
-        legs["zimo_int8"], preds["zimo_int8"] = leg_zimo(train_dir, meta, texts, lat_n, int8=True)
-        print(f"  zimo_int8 {legs['zimo_int8']}", file=sys.stderr, flush=True)
-    legs["llamacpp"], preds["llamacpp"] = leg_llamacpp(project, train_dir, meta, texts, lat_n)
+    legs["llamacpp"], preds["llamacpp"] = leg_llamacpp(
+        project, train_dir, meta, texts, lat_n, cores
+    )
+    print(f"  llamacpp {legs['llamacpp']}", file=sys.stderr, flush=True)
+    torch.set_num_threads(cores)
     for name, p in preds.items():
         if p is not None:
             legs[name]["agreement_with_plain"] = round(sum(a == b for a, b in zip(p, ref, strict=True)) / len(ref), 4)  # fmt: skip
-    for name in ("zimo", "zimo_serve", "zimo_int8"):
-        if name in legs:
+    if alt in preds:  # the issue's int8 rule: labels agree with fp32's on >= 99.5% of rows
+        fp32, int8 = (preds["zimo"], preds[alt]) if alt == "zimo_int8" else (preds[alt], preds["zimo"])  # fmt: skip
+        res["int8_agreement_with_fp32"] = round(sum(a == b for a, b in zip(fp32, int8, strict=True)) / len(fp32), 4)  # fmt: skip
+    llama = legs["llamacpp"].get("p50_ms")
+    for name in ("zimo", alt, "zimo_serve", "llamacpp"):
+        if name in legs and "p50_ms" in legs[name]:
             legs[name]["p50_speedup_vs_plain"] = round(
                 legs["plain"]["p50_ms"] / legs[name]["p50_ms"], 2
             )
             legs[name]["batched_speedup_vs_plain"] = round(legs[name]["msgs_per_s"] / legs["plain"]["msgs_per_s"], 2)  # fmt: skip
+            if llama and name != "llamacpp":
+                legs[name]["p50_vs_llamacpp"] = round(legs[name]["p50_ms"] / llama, 2)
     res["legs"] = legs
     if not args.no_generate:
         torch.set_num_threads(cores)
@@ -355,18 +416,23 @@ def to_markdown(r: dict) -> str:
             "",
             f"{res.get('rows')} test messages, latency over the first {res.get('latency_rows')}.",
             "",
-            "| leg | p50 ms | p99 ms | msgs/s batched | agreement with plain | p50 speed-up | batched speed-up |",
-            "|---|---|---|---|---|---|---|",
+            "| leg | p50 ms | p99 ms | msgs/s batched | agreement with plain | p50 speed-up | batched speed-up | p50 / llama.cpp's |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for name, leg in res.get("legs", {}).items():
             if "skipped" in leg:
-                lines.append(f"| {name} | skipped: {leg['skipped']} | | | | | |")
+                lines.append(f"| {name} | skipped: {leg['skipped']} | | | | | | |")
                 continue
             lines.append(
                 f"| {name} | {leg['p50_ms']} | {leg['p99_ms']} | {leg['msgs_per_s']} | "
                 f"{leg.get('agreement_with_plain', '')} | {leg.get('p50_speedup_vs_plain', '')} | "
-                f"{leg.get('batched_speedup_vs_plain', '')} |"
+                f"{leg.get('batched_speedup_vs_plain', '')} | {leg.get('p50_vs_llamacpp', '')} |"
             )
+        weights = res.get("legs", {}).get("zimo", {})
+        if weights:
+            lines += ["", f"`zimo`'s base weights here: {weights.get('weights')} ({weights.get('weights_reason')})."]  # fmt: skip
+        if "int8_agreement_with_fp32" in res:
+            lines += [f"int8 labels agreeing with fp32's: {res['int8_agreement_with_fp32']} (rule: >= 0.995)."]  # fmt: skip
         g = res.get("generate")
         if g:
             lines += [
@@ -386,7 +452,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="150 test rows, 30 latency samples")
     ap.add_argument("--rows", type=int, default=None, help="test rows (default: all; quick 150)")
     ap.add_argument("--kinds", default="native,avx2", help="CPU kinds to run: native,avx2")
-    ap.add_argument("--no-int8", action="store_true", help="skip the opt-in int8 leg")
+    ap.add_argument(
+        "--no-alt", action="store_true", help="skip the leg on the other weights (int8/fp32)"
+    )
     ap.add_argument("--no-generate", action="store_true", help="skip the gecko-zh generation leg")
     ap.add_argument(
         "--out", default=None, help="JSON path (default results/cpu_infer[.quick].json)"
@@ -402,6 +470,10 @@ def main() -> None:
     from zimo.hw import cpu_info
 
     project = ensure_project(args.project)
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is not None:
+        export_gguf(project)  # once, outside the timed children
     out = Path(args.out or RESULTS / ("cpu_infer.quick.json" if args.quick else "cpu_infer.json"))
     result: dict = {
         "cpu": cpu_info(),
@@ -416,7 +488,7 @@ def main() -> None:
         forced = AVX2_ENV if kind == "avx2" else {}
         env.update(forced)
         cmd = [sys.executable, __file__, "--child", "--project", str(project)]
-        cmd += ["--quick"] * args.quick + ["--no-int8"] * args.no_int8
+        cmd += ["--quick"] * args.quick + ["--no-alt"] * args.no_alt
         cmd += ["--no-generate"] * args.no_generate
         if args.rows:
             cmd += ["--rows", str(args.rows)]

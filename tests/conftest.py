@@ -33,6 +33,12 @@ def _share_cores_between_workers() -> None:
 
 _share_cores_between_workers()
 
+# The same weights on every CPU kind: without fast bf16 Zimo runs label scoring on an int8 base
+# (zimo.infer.fastpath), whose probabilities differ from fp32's by up to a few tenths on an
+# untuned base, and many tests compare an engine with an fp32 forward at tight tolerances. The
+# int8 path has its own tests (test_infer_fastpath.py), which set ZIMO_INT8 themselves.
+os.environ.setdefault("ZIMO_INT8", "0")
+
 
 def built_once(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
     """``make(folder)`` once per test run, in a folder every xdist worker sees; later callers

@@ -39,19 +39,55 @@ def test_int8_linear_matches_fp32_and_stays_a_linear():
     assert smooth < plain and smooth < 0.02
 
 
-def test_choice_is_opt_in_and_cpu_only(monkeypatch):
+def test_default_per_cpu_kind_and_override(monkeypatch):
+    """int8 where the CPU has no fast bf16 (the AVX2 kind), fp32/bf16 where it has;
+    ZIMO_INT8=0/1 overrides either way; never on a GPU."""
     lin = torch.nn.Sequential(torch.nn.Linear(32, 64))
     monkeypatch.delenv("ZIMO_INT8", raising=False)
-    assert fastpath.int8_choice(lin)["int8"] is False  # labels disagreed too often: opt-in
+    monkeypatch.setenv("ZIMO_BF16", "0")  # what zimo.hw reports on an AVX2-only CPU
+    assert fastpath.int8_choice(lin)["int8"] is True
+    assert "bf16" in fastpath.int8_choice(lin)["reason"]
+    assert fastpath.int8_choice(lin, device="cuda")["int8"] is False
+    monkeypatch.setenv("ZIMO_INT8", "0")
+    assert fastpath.int8_choice(lin) == {"int8": False, "reason": "ZIMO_INT8=0"}
+    monkeypatch.delenv("ZIMO_INT8")
+    monkeypatch.setenv("ZIMO_BF16", "1")  # an AVX512-BF16 / AMX CPU
+    assert fastpath.int8_choice(lin)["int8"] is False
     monkeypatch.setenv("ZIMO_INT8", "1")
     assert fastpath.int8_choice(lin)["int8"] is True
-    assert fastpath.int8_choice(lin, device="cuda")["int8"] is False
     model = torch.nn.Sequential(torch.nn.Linear(32, 64))
     assert fastpath.prepare_for_cpu_inference(model)["layers"] == 1
     assert fastpath.is_int8(model)
     probe = fastpath.int8_probe(32, 64)
     for rows in (1, 32):
         assert probe[f"rows{rows}_us"]["fp32"] > 0 and probe[f"rows{rows}_us"]["int8"] > 0
+
+
+def test_kept_float_weights_run_only_inside_float_weights():
+    """An engine that also generates keeps the float weights for its one-token steps."""
+    import threading
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 96)
+    q = fastpath.Int8Linear(lin, keep_float=True)
+    assert q.fweight.data_ptr() == lin.weight.data_ptr()  # kept, not copied
+    x = torch.randn(2, 5, 64)
+    with torch.inference_mode():
+        quantised = q(x)
+        assert not torch.equal(quantised, lin(x))
+        seen = {}
+        with fastpath.float_weights():
+            assert torch.equal(q(x), lin(x))
+            # Another thread (a second engine's worker) keeps running int8.
+            t = threading.Thread(target=lambda: seen.update(y=q(x)))
+            t.start()
+            t.join()
+        assert torch.equal(seen["y"], quantised)
+        assert torch.equal(q(x), quantised)  # back to int8 after the block
+    # Without keep_float the block changes nothing (there is no float weight to use).
+    plain = fastpath.Int8Linear(lin)
+    with torch.inference_mode(), fastpath.float_weights():
+        assert plain.fweight is None and not torch.equal(plain(x), lin(x))
 
 
 def test_quantize_skips_head_and_lora_matrices():
@@ -79,7 +115,8 @@ def fp32_and_int8():
 
 
 def test_int8_labels_track_fp32(fp32_and_int8):
-    """Not equal (that is why int8 is opt-in), but the same scorer, not noise."""
+    """Not equal (int8 is chosen only where the CPU has no fast bf16), but the same scorer,
+    not noise."""
     (model, q), tok = fp32_and_int8
     texts = [t for lab, t in SMS]
     want = LabelScorer(model, tok, ["ham", "spam"], autocast=False).log_scores(texts)
@@ -149,3 +186,45 @@ def test_frozen_scorer_follows_disable_adapter(fp32_and_int8):
     np.testing.assert_allclose(off, want_off, atol=1e-3)
     assert np.abs(tuned - off).max() > 1e-3
     np.testing.assert_allclose(sc.log_scores(TEXTS[:3]), tuned, atol=1e-3)
+
+
+def test_engine_labels_in_int8_and_generates_with_float_weights(monkeypatch):
+    """The serving engine on the int8 base: label requests track the fp32 engine's (the
+    untuned base has small margins, so not row for row), greedy generation is token for token
+    the fp32 engine's (its steps run the kept float weights)."""
+    import asyncio
+
+    from zimo.serve.backends.base import Job, SamplingParams
+    from zimo.serve.backends.factory import make_backend
+    from zimo.serve.config import BackendConfig, SubModel
+
+    cls = SubModel(name="cls", metadata={"task": "label", "labels": ["ham", "spam"]})
+    out = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv("ZIMO_INT8", flag)
+        be = make_backend(BackendConfig(kind="transformers", base="gecko", threads=1))
+        be.start()
+        try:
+            be.add_model(cls)
+            be.add_model(SubModel(name="gecko"))
+
+            def job(model, text, be=be, **params):
+                ids = be.encode_chat(model, [{"role": "user", "content": text}])
+                kind = "label" if model == "cls" else "generate"
+                return be.submit(Job(model, ids, SamplingParams(**params), kind=kind))
+
+            async def run():
+                jobs = [job("cls", t) for t in TEXTS]
+                gen = job("gecko", "Name a colour.", max_tokens=8, temperature=0.0)
+                return [await j.future for j in jobs], await gen.future
+
+            out[flag] = asyncio.run(run()), be.stats()["int8"]
+        finally:
+            be.close()
+    ((labels32, gen32), int8_32), ((labels8, gen8), int8_8) = out["0"], out["1"]
+    assert (int8_32, int8_8) == (False, True)
+    assert gen8.text == gen32.text and gen8.completion_tokens == gen32.completion_tokens
+    p32 = np.array([r.label_probs["spam"] for r in labels32])
+    p8 = np.array([r.label_probs["spam"] for r in labels8])
+    assert np.corrcoef(np.log(p32 / (1 - p32)), np.log(p8 / (1 - p8)))[0, 1] > 0.8
+    assert np.abs(p32 - p8).max() > 1e-4  # the label path really ran int8

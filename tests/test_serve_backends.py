@@ -69,6 +69,30 @@ def test_llamacpp_label_scores_match_default_engine():
     assert got.label_probs["spam"] == pytest.approx(want.label_probs["spam"], abs=0.1)
 
 
+@NEEDS_LLAMA_CPP
+def test_llamacpp_label_prompts_reuse_the_cached_prefix():
+    """A label request evaluates only the tokens after what the previous one shares with it,
+    and scores as a fresh evaluation of its whole prompt does."""
+    import numpy as np
+    from llama_cpp import Llama
+
+    from zimo.serve.backends.llamacpp import base_gguf, eval_after_cached_prefix, label_log_scores
+
+    llm = Llama(model_path=str(base_gguf("gecko")), n_ctx=256, n_threads=1, verbose=False)
+    a, b = [1, 520, 2317, 28, 260, 1035], [1, 520, 2317, 28, 3345, 429, 17]
+    labels = [[3345], [1035, 30]]
+    want = []
+    for ids in (b, a):
+        llm.reset()
+        want.append(label_log_scores(llm, ids, labels, first_tokens_distinct=False))
+    llm.reset()
+    assert eval_after_cached_prefix(llm, a) == 0
+    assert eval_after_cached_prefix(llm, b) == 4  # the shared [1, 520, 2317, 28]
+    assert eval_after_cached_prefix(llm, b) == len(b) - 1  # the last token always runs
+    got = [label_log_scores(llm, ids, labels, first_tokens_distinct=False) for ids in (b, a)]
+    np.testing.assert_allclose(got, want, atol=2e-3)
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None,
     reason="vllm is not installed (optional, needs a CUDA GPU: pip install vllm)",

@@ -112,7 +112,7 @@ def _lm_systems(project, train_dir: Path, texts_of: dict[str, list[str]], consol
     model.eval()
     from zimo.infer.fastpath import prepare_for_cpu_inference
 
-    # int8 base weights where the CPU has no bf16 and they measure faster (zimo.infer.fastpath).
+    # int8 base weights where the CPU has no fast bf16 (zimo.hw.cpu_prefers_int8, ZIMO_INT8).
     weights = prepare_for_cpu_inference(model, tok, str(next(model.parameters()).device))
     bs = cfg.eval.batch_size
     out: dict[str, tuple[np.ndarray, dict]] = {}

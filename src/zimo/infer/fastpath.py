@@ -9,23 +9,34 @@ adapters stay in fp32 on top of the quantised base (their A/B matrices are small
 them exact keeps every adapter servable on one base); embeddings and the output head stay fp32
 too (the head reads one row per label request).
 
-It is opt-in (``ZIMO_INT8=1``), not chosen per CPU kind: the labels did not agree with fp32
-closely enough (:func:`int8_choice`); :func:`int8_probe` times the kernel itself. torch's own
-dynamic quantisation (``torch.ao``, one activation scale per call) was measured first and was
-worse: see :class:`Int8Linear`.
+It is the default for label scoring where the CPU has no fast bf16 (``zimo.hw.
+cpu_prefers_int8``; ``ZIMO_INT8=0/1`` overrides): on the demo's 769 test rows the int8 labels
+agreed with fp32's on all but one, and batched label scoring ran 2.1x fp32's messages/s on the
+emulated AVX2 kind (benchmarks/results/cpu_infer.md). It pays only for many rows per matmul: a label prompt's ~25 tokens after the
+cached prefix, not a generation step's one token per sequence, where quantising the
+activations costs more than the int8 GEMM saves (:func:`int8_probe`: 1 row at 2x fp32's time
+on the emulated AVX2 kind, 32 rows at 0.6x). So an engine that also generates keeps the float
+weights beside the int8 ones (``keep_float``) and decodes under :func:`float_weights`. torch's
+own dynamic quantisation (``torch.ao``, one activation scale per call) was measured first and
+was worse: see :class:`Int8Linear`. The guard's scorer and the router's LM features do not use
+this path (fp32/bf16 as before).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import threading
 import time
 from typing import Any
 
 import torch
 
 log = logging.getLogger("zimo.infer")
+
+_MODE = threading.local()  # .float: Int8Linear layers that kept float weights use them
 
 # Label prompts are ~20-80 tokens, a generation step 1-8: the probe times both regimes.
 _PROBE_ROWS = (1, 32)
@@ -54,9 +65,10 @@ class Int8Linear(torch.nn.Linear):
 
     It stays an ``nn.Linear`` (``in_features``/``out_features``, a placeholder ``weight`` that
     carries the dtype and device) so PEFT wraps it as a LoRA base layer like any Linear; the
-    fp32 weight itself is dropped (merge adapters before quantising, not after)."""
+    fp32 weight itself is dropped (merge adapters before quantising, not after) unless
+    ``keep_float``: then it is kept (no copy) and used inside :func:`float_weights`."""
 
-    def __init__(self, linear, act_absmax=None) -> None:
+    def __init__(self, linear, act_absmax=None, keep_float: bool = False) -> None:
         torch.nn.Module.__init__(self)
         self.in_features, self.out_features = linear.in_features, linear.out_features
         w = linear.weight.detach().float()
@@ -76,11 +88,16 @@ class Int8Linear(torch.nn.Linear):
         self.register_buffer("wscale", sw[None, :])
         bias = None if linear.bias is None else linear.bias.detach().float()
         self.register_buffer("qbias", bias)
+        keep = keep_float and linear.bias is not None
+        self.register_buffer("fweight", linear.weight.detach() if keep_float else None)
+        self.register_buffer("fbias", linear.bias.detach() if keep else None)
         # Placeholder: PEFT and callers read a base layer's weight for its dtype and device.
         self.weight = torch.nn.Parameter(torch.empty(0, dtype=torch.float32), requires_grad=False)
         self.register_parameter("bias", None)
 
     def forward(self, x):
+        if self.fweight is not None and getattr(_MODE, "float", False):
+            return torch.nn.functional.linear(x, self.fweight, self.fbias)
         shape = x.shape
         x2 = x.reshape(-1, shape[-1]).float()
         if self.inv_s is not None:
@@ -95,7 +112,22 @@ class Int8Linear(torch.nn.Linear):
 
     def extra_repr(self) -> str:
         smooth = ", smoothed" if self.inv_s is not None else ""
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8{smooth}"
+        kept = ", float kept" if self.fweight is not None else ""
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, int8{smooth}{kept}"
+        )
+
+
+@contextlib.contextmanager
+def float_weights():
+    """Inside this block (this thread), :class:`Int8Linear` layers that kept their float weight
+    run in float: for generation steps, one row per sequence, where int8 is slower."""
+    before = getattr(_MODE, "float", False)
+    _MODE.float = True
+    try:
+        yield
+    finally:
+        _MODE.float = before
 
 
 def _base_linears(model) -> list[tuple[Any, str, Any]]:
@@ -170,14 +202,14 @@ def activation_absmax(model, samples: list[list[int]]) -> dict[int, Any]:
     return stats
 
 
-def quantize_base_int8(model, tokenizer=None) -> int:
+def quantize_base_int8(model, tokenizer=None, keep_float: bool = False) -> int:
     """Replace the frozen base Linear layers of ``model`` (a causal LM or a ``PeftModel``)
     with :class:`Int8Linear`, in place, smoothed with activation statistics from
     :data:`CALIBRATION_TEXTS` when ``tokenizer`` is given; returns how many were replaced."""
     stats = activation_absmax(model, calibration_ids(tokenizer)) if tokenizer is not None else {}
     layers = _base_linears(model)
     for parent, attr, lin in layers:
-        setattr(parent, attr, Int8Linear(lin, stats.get(id(lin))))
+        setattr(parent, attr, Int8Linear(lin, stats.get(id(lin)), keep_float=keep_float))
     return len(layers)
 
 
@@ -220,26 +252,33 @@ def int8_probe(in_features: int, out_features: int) -> dict:
 def int8_choice(model, device: str = "cpu") -> dict:
     """Whether to run ``model``'s base in int8 here: ``{"int8": bool, "reason": str}``.
 
-    Off unless ``ZIMO_INT8=1``: the int8 labels agreed with fp32 on too few rows (85% of 60
-    SMS texts on the untuned gecko base, 80-90% of 40 test rows with an SMS adapter, against a
-    target of 99.5%: benchmarks/results/cpu_infer.quick.md), so it is a measured option, not
-    a default. Never on GPUs, nor where the int8 kernels are missing.
+    Where the CPU has no fast bf16 (``zimo.hw.cpu_prefers_int8``), or as ``ZIMO_INT8=0/1``
+    says. Never on GPUs, nor where this torch build has no int8 kernels.
     """
+    from zimo.hw import cpu_prefers_int8
+
     if not str(device).startswith("cpu"):
         return {"int8": False, "reason": f"device {device}"}
-    if os.environ.get("ZIMO_INT8") != "1":
-        return {"int8": False, "reason": "fp32 (int8 is opt-in: ZIMO_INT8=1)"}
+    env = os.environ.get("ZIMO_INT8", "").strip()
+    if not cpu_prefers_int8():
+        why = "ZIMO_INT8=0" if env == "0" else "this CPU has fast bf16 (ZIMO_INT8=1 forces int8)"
+        return {"int8": False, "reason": why}
     if not int8_available():
         return {"int8": False, "reason": "no int8 kernels in this torch build"}
-    return {"int8": True, "reason": "ZIMO_INT8=1"}
+    if env == "1":
+        return {"int8": True, "reason": "ZIMO_INT8=1"}
+    return {"int8": True, "reason": "no fast bf16 on this CPU (ZIMO_INT8=0 keeps fp32)"}
 
 
-def prepare_for_cpu_inference(model, tokenizer=None, device: str = "cpu") -> dict:
+def prepare_for_cpu_inference(
+    model, tokenizer=None, device: str = "cpu", keep_float: bool = False
+) -> dict:
     """Quantise ``model``'s frozen base to int8 in place where :func:`int8_choice` says so
     (smoothed with calibration prompts in ``tokenizer``'s chat template); returns the choice
-    (``int8``, ``reason``, ``layers``)."""
+    (``int8``, ``reason``, ``layers``). ``keep_float``: keep the float weights too, for
+    :func:`float_weights` (engines that also generate)."""
     choice = int8_choice(model, device)
     if choice["int8"] and not is_int8(model):
-        choice["layers"] = quantize_base_int8(model, tokenizer)
+        choice["layers"] = quantize_base_int8(model, tokenizer, keep_float=keep_float)
         log.info("int8 base: %d Linear layers (%s)", choice["layers"], choice["reason"])
     return choice

@@ -12,12 +12,12 @@ LoRA batches; use the transformers engine (or vLLM on GPUs) where batching matte
 from __future__ import annotations
 
 import math
-import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from zimo.hw import cores
 from zimo.serve.backends.base import (
     Backend,
     BackendError,
@@ -68,6 +68,30 @@ def _last_logits(llm):
     return np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).astype(np.float64)
 
 
+def eval_after_cached_prefix(llm: Any, ids: list[int]) -> int:
+    """Evaluate ``ids`` on ``llm``, keeping the KV cache of the longest prefix it shares with
+    what the context last held; returns how many tokens were reused.
+
+    Every label prompt of a sub-model starts with the same template, system prompt and
+    instruction (~40 of an SMS prompt's ~65 tokens): re-evaluating them per request was most
+    of a label request's time. Always evaluates at least the last token, so the logits belong
+    to this prompt. Recurrent models (no positional KV to truncate) start from scratch."""
+    n = 0
+    if not (getattr(llm, "_is_recurrent", False) or getattr(llm, "_is_hybrid", False)):
+        for a, b in zip(llm.input_ids[: llm.n_tokens], ids, strict=False):
+            if a != b:
+                break
+            n += 1
+        n = min(n, len(ids) - 1)
+    if n <= 0:
+        llm.reset()
+        n = 0
+    else:
+        llm.n_tokens = n  # eval() drops the cached keys and values from here on
+    llm.eval(ids[n:])
+    return n
+
+
 def label_log_scores(
     llm: Any, prompt_ids: list[int], label_ids: list[list[int]], first_tokens_distinct: bool
 ) -> list[float]:
@@ -88,17 +112,15 @@ def label_log_scores(
         logits = _last_logits(llm)
         return float(logits[tok] - np.logaddexp.reduce(logits))
 
-    llm.reset()
-    llm.eval(prompt_ids)
+    eval_after_cached_prefix(llm, prompt_ids)
     if first_tokens_distinct:
         logits = _last_logits(llm)
         norm = np.logaddexp.reduce(logits)
         return [float(logits[ans[0]] - norm) for ans in label_ids]
     scores = []
     for ans in label_ids:
-        if scores:  # the first label reuses the evaluation above
-            llm.reset()
-            llm.eval(prompt_ids)
+        if scores:  # the first label reuses the evaluation above; later ones its prefix
+            eval_after_cached_prefix(llm, prompt_ids)
         total = 0.0
         for k, tok in enumerate(ans):
             total += logprob(tok)
@@ -139,7 +161,8 @@ class LlamaCppBackend(Backend):
         kwargs: dict[str, Any] = dict(
             model_path=str(self.gguf),
             n_ctx=self.config.n_ctx,
-            n_threads=self.config.threads or max(1, len(os.sched_getaffinity(0))),
+            # ZIMO_THREADS caps every Zimo process (zimo.hw.cores), this engine's too.
+            n_threads=self.config.threads or cores(),
             verbose=False,
         )
         if sub is not None and sub.metadata.get("gguf"):

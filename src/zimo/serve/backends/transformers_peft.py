@@ -146,11 +146,12 @@ class PeftBackend(Backend):
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
         self.model = model.to(self.device).eval()
-        # int8 base weights where the CPU has no bf16 and they measure faster; before any
-        # adapter loads, so every sub-model's LoRA sits on the same quantised base.
+        # int8 base weights where the CPU has no bf16 (label requests run faster there); before
+        # any adapter loads, so every sub-model's LoRA sits on the same quantised base. The
+        # float weights stay for generation, whose one-token steps int8 makes slower.
         from zimo.infer.fastpath import prepare_for_cpu_inference
 
-        self.weights = prepare_for_cpu_inference(self.model, tok, str(self.device))
+        self.weights = prepare_for_cpu_inference(self.model, tok, str(self.device), keep_float=True)
         import inspect
 
         # transformers 5.x renamed the KV-cache argument ``past_key_values`` -> ``cache``.
@@ -342,7 +343,10 @@ class PeftBackend(Backend):
             if labels:
                 self._score_labels(labels, names)
             if gens:
-                self._generate(gens, names)
+                from zimo.infer.fastpath import float_weights
+
+                with float_weights():
+                    self._generate(gens, names)
         self._last_batch_s = time.perf_counter() - t0
 
     def _forward(self, ids, mask, pos, adapters: list[str], past=None, keep: int = 1):
