@@ -81,6 +81,12 @@ def register(app: typer.Typer) -> None:
             + (f" ({share:.1%} of {s['n_trusted']} scored)" if share is not None else "")
             + f"\n  data   {s['output']}\n  report {s['report']}"
         )
+        for name, k in s.get("unjudged_by_model", {}).items():
+            Console().print(
+                f"  not judged: {k} records scored by {name}, which has no calibration "
+                f"(plain log-rank, never flagged); fit one with "
+                f"`zimo guard calibrate --model {name}`"
+            )
 
     @guard.command("calibrate")
     def calibrate_cmd(
