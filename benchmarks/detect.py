@@ -22,6 +22,9 @@ Writes ``benchmarks/results/detect.json`` and ``detect.md`` (``--quick``: into t
   and N shorter ones, every score by length band, the shipped combined score (fitted on QA dev
   only), the hidden-state head, and combined models cross-fitted on the SI file; the speed
   section then also times this version's scorer against the previous one in the same rounds.
+- English (``--english N``, :mod:`detect_en`): N human English texts and as many GPT-4
+  answers, scored by gecko with the plain model (no English calibration ships), every
+  zero-shot score and a combined score cross-fitted on them.
 - The calibration shipped with Zimo (``src/zimo/guard/calibrations/<model>.json``) is written
   from the full run (not ``--quick``, not ``--qa-sample``, unless ``--write-calibration``).
 
@@ -534,6 +537,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--si", type=int, default=None, help="SI texts shorter than 80 chars to add (0 = no SI)"
     )
+    ap.add_argument(
+        "--english", type=int, default=None, help="English human texts (and as many GPT-4 ones)"
+    )
     ap.add_argument("--qa-sample", type=int, default=0, help="score only N QA dev docs (0 = all)")
     ap.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument(
@@ -676,6 +682,16 @@ def main(argv: list[str] | None = None) -> dict:
         si_r = si_rows(DATA, n_si)
         si_stats = cached_stats(det, [r["text"] for r in si_r], args.model, tag, console)
         si = si_section(si_r, si_stats, stats, y, comb, min_tokens)
+    en = None
+    n_en = args.english if args.english is not None else (40 if quick else 150)
+    if n_en:
+        from detect_en import en_rows, en_section
+
+        en_r = en_rows(DATA, n_en)
+        en_det = Detector(GuardConfig(model="gecko", style_adapter="off"))
+        en_tag = stats_tag("gecko", args.budget, None)
+        en_stats = cached_stats(en_det, [r["text"] for r in en_r], "gecko", en_tag, console)
+        en = en_section(en_r, en_stats, "gecko")
     # Speed first, on fresh (uncached) work, side by side.
     rng = random.Random(1)
     sp_idx = sorted(rng.sample(range(len(texts)), min(speed_docs, len(texts))))
@@ -772,6 +788,7 @@ def main(argv: list[str] | None = None) -> dict:
         "combined_coef": dict(zip(comb["features"], comb["coef"], strict=False)),
         "qa_sample": args.qa_sample or None,
         "si": si,
+        "english": en,
     }
     if write_cal:
         result["calibration"] = str(shipped_path(args.model).relative_to(ROOT))
@@ -901,11 +918,17 @@ def _scope(r: dict) -> str:
 
 
 def _si_lines(r: dict) -> list[str]:
-    if not r.get("si"):
-        return []
-    from detect_si import si_markdown
+    """The rewritten-text and English sections (each only if that run measured it)."""
+    lines: list[str] = []
+    if r.get("si"):
+        from detect_si import si_markdown
 
-    return si_markdown(r["si"])
+        lines += si_markdown(r["si"])
+    if r.get("english"):
+        from detect_en import en_markdown
+
+        lines += en_markdown(r["english"])
+    return lines
 
 
 def markdown(r: dict) -> str:
