@@ -73,6 +73,7 @@ from zimo.guard.scores import (  # noqa: E402
 if "--precompute" not in sys.argv:  # the device mode needs no pydantic / sklearn
     from zimo.guard.calibrate import calibrate_from_stats  # noqa: E402
     from zimo.guard.calibration import (  # noqa: E402
+        load_calibration,
         save_calibration,
         shipped_path,
         tpr_at_fpr,
@@ -681,7 +682,15 @@ def main(argv: list[str] | None = None) -> dict:
 
         si_r = si_rows(DATA, n_si)
         si_stats = cached_stats(det, [r["text"] for r in si_r], args.model, tag, console)
-        si = si_section(si_r, si_stats, stats, y, comb, min_tokens)
+        # "Shipped" = what `zimo guard score` uses: this run's model only if it was just
+        # written as the shipped calibration, else the shipped file's (a refit on a QA sample
+        # is a candidate, reported under its own name).
+        shipped = comb
+        if not write_cal:
+            now = load_calibration(args.model)
+            if now.get("style_adapter") == style:
+                shipped = now["scores"]["combined"]["model"]
+        si = si_section(si_r, si_stats, stats, y, shipped, min_tokens)
     en = None
     n_en = args.english if args.english is not None else (40 if quick else 150)
     if n_en:

@@ -138,4 +138,11 @@ def en_markdown(en: dict) -> list[str]:
     lines += ["", "log-rank AUROC against each human source alone:", ""]
     for k, v in en["logrank_by_human_source"].items():
         lines.append(f"- {k}: {v['auroc']:.3f} (TPR@1%FPR {v['tpr_at_1fpr']:.3f})")
+    lines += ["", "log-rank AUROC by length (characters):", ""]
+    for band, v in en["auroc_by_chars"].items():
+        auc = v.get("logrank")
+        share = "–" if v["machine_share"] is None else f"{v['machine_share']:.2f}"
+        lines.append(
+            f"- {band}: {'–' if auc is None else f'{auc:.3f}'} ({v['n']} texts, machine share {share})"
+        )
     return lines

@@ -97,6 +97,10 @@ def si_section(
     scores["combined, old features (fit on QA)"] = combined_scores(
         feature_matrix(stats, LEGACY_FEATURES), legacy
     )
+    scores["combined, seven features (fit on QA)"] = combined_scores(
+        feature_matrix(stats, FEATURES),
+        fit_combined(feature_matrix(qa_stats, FEATURES)[qa_keep], qa_y[qa_keep]),
+    )
     scores["combined + hidden head (fit on QA)"] = combined_scores(
         feature_matrix(stats, FEATURES, True),
         fit_combined(feature_matrix(qa_stats, FEATURES, True)[qa_keep], qa_y[qa_keep], hidden=True),
