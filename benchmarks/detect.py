@@ -542,6 +542,11 @@ def main(argv: list[str] | None = None) -> dict:
         "--english", type=int, default=None, help="English human texts (and as many GPT-4 ones)"
     )
     ap.add_argument("--qa-sample", type=int, default=0, help="score only N QA dev docs (0 = all)")
+    ap.add_argument(
+        "--qa-cached",
+        action="store_true",
+        help="only the QA dev docs already in the stats cache (a loaded machine's partial run)",
+    )
     ap.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument(
         "--write-calibration",
@@ -596,6 +601,13 @@ def main(argv: list[str] | None = None) -> dict:
         # The same shuffled prefix every run, so the cache of a smaller run is reused.
         random.Random(0).shuffle(rows)
         rows = rows[: args.qa_sample]
+    elif args.qa_cached:
+        # The answers whose statistics earlier (interrupted) runs cached. Those runs score the
+        # file in --qa-sample's shuffled order, so what they reached is a random subset, not
+        # an easy or a hard one.
+        folder = CACHE / "detect" / tag
+        rows = [r for r in rows if (folder / f"{_key(r['text'], tag)}.npz").is_file()]
+        args.qa_sample = len(rows)
     n_si = args.si if args.si is not None else (200 if quick else 800)
     write_cal = args.write_calibration
     if write_cal is None:
