@@ -639,10 +639,13 @@ def main(argv: list[str] | None = None) -> dict:
     scores["combined, previous release (out-of-fold)"] = out_of_fold_combined(
         X_old, y, names=LEGACY_FEATURES
     )
-    scores["combined + hidden head (out-of-fold)"] = out_of_fold_combined(
-        feature_matrix(stats, FEATURES, True), y, hidden=True
+    Xh = feature_matrix(stats, FEATURES, True)
+    scores["combined, seven features only (out-of-fold)"] = out_of_fold_combined(X, y)
+    scores["combined + hidden head, one joint model (out-of-fold)"] = out_of_fold_combined(
+        Xh, y, hidden=True
     )
-    scores["combined (out-of-fold)"] = out_of_fold_combined(X, y)
+    # This version's combined score: the features model plus a hidden-state head.
+    scores["combined (out-of-fold)"] = out_of_fold_combined(Xh, y, head=True)
     long = n_tok >= min_tokens
     quality = {
         name: {"all": metrics(s, y), f"tokens>={min_tokens}": metrics(s[long], y[long])}
@@ -673,21 +676,21 @@ def main(argv: list[str] | None = None) -> dict:
         }
 
     # Fit the shipped combined model on the whole dev file (documents >= min_tokens).
-    comb = fit_combined(X[long], y[long])
     old_comb = fit_combined(X_old[long], y[long], names=LEGACY_FEATURES)
+    cal = calibrate_from_stats(
+        stats,
+        y,
+        model=args.model,
+        token_budget=args.budget,
+        min_tokens=min_tokens,
+        target_fpr=0.01,
+        source={"dev": "hc3_zh_qa_dev.jsonl", "n": len(texts), "stats_dtype": "fp32"},
+        style_adapter=style,
+        hidden_head=True,
+    )
+    comb = cal["scores"]["combined"]["model"]
     if write_cal:
-        cal = calibrate_from_stats(
-            stats,
-            y,
-            model=args.model,
-            token_budget=args.budget,
-            min_tokens=min_tokens,
-            target_fpr=0.01,
-            source={"dev": "hc3_zh_qa_dev.jsonl", "n": len(texts), "stats_dtype": "fp32"},
-            style_adapter=style,
-        )
         save_calibration(cal, shipped_path(args.model))
-        comb = cal["scores"]["combined"]["model"]
     si = None
     if n_si:
         from detect_si import si_rows, si_section
@@ -907,15 +910,15 @@ def without_style_adapter(
     det = Detector(cfg.model_copy(update={"style_adapter": "off"}))
     stats = cached_stats(det, texts, model, tag, console)
     n_tok = np.array([s.n_tokens for s in stats])
-    X = feature_matrix(stats)
+    X = feature_matrix(stats, FEATURES, True)  # the same combined score: features + head
     keep = n_tok >= cfg.min_tokens
     out = {
         "dev": {
             "logrank": metrics(np.array([simple_score("logrank", s) for s in stats]), y),
-            "combined (out-of-fold)": metrics(out_of_fold_combined(X, y), y),
+            "combined (out-of-fold)": metrics(out_of_fold_combined(X, y, head=True), y),
         }
     }
-    comb = fit_combined(X[keep], y[keep])
+    comb = fit_combined(X[keep], y[keep], head=True)
     for name, (ptexts, py) in probe_sets.items():
         pm = _probe_metrics(cached_stats(det, ptexts, model, tag, console), py, comb, 0)
         out[name] = {k: pm[k] for k in ("logrank", "combined")}

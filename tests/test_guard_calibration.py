@@ -116,8 +116,9 @@ def test_a_hidden_head_is_fitted_only_when_asked_and_read_back_from_the_calibrat
     plain = calibrate_from_stats(stats, y, **kw)["scores"]["combined"]["model"]
     head = calibrate_from_stats(stats, y, hidden_head=True, **kw)["scores"]["combined"]["model"]
     assert not uses_hidden(plain) and plain["features"] == list(FEATURES)
-    assert head["hidden"] == 8 and len(head["coef"]) == len(FEATURES) + 8
-    assert np.argmax(np.abs(head["coef"][len(FEATURES) :])) == 3
+    # Two models: the features one as without a head, and a head on the hidden state alone.
+    assert uses_hidden(head) and head["coef"] == plain["coef"]
+    assert np.argmax(np.abs(head["head"]["coef"])) == 3 and len(head["head"]["coef"]) == 8
     with_head = combined_from_stats(stats, head)
     assert (with_head[y == 1].min() > np.median(with_head[y == 0])) and tpr_at_fpr(
         with_head, y, 0.05
@@ -157,3 +158,27 @@ def test_shipped_calibration_scores_with_known_features():
     assert not cal["scores"]["combined"]["model"].get("hidden")  # see calibrate_from_stats
     assert set(SIMPLE_SCORES) <= set(cal["scores"])
     assert cal["target_fpr"] == 0.01 and cal["token_budget"] == 256
+
+
+def test_an_older_joint_hidden_model_still_scores_as_it_was_fitted():
+    from zimo.guard.scores import (
+        FEATURES,
+        combined_from_stats,
+        combined_scores,
+        feature_matrix,
+        fit_combined,
+    )
+
+    rng = np.random.default_rng(6)
+    stats = _fake_stats(rng, 40, False) + _fake_stats(rng, 40, True)
+    y = np.array([0] * 40 + [1] * 40)
+    for s in stats:
+        s.hidden = rng.normal(0, 1, 4).astype(np.float32)
+    X = feature_matrix(stats, FEATURES, True)
+    joint = fit_combined(X, y, hidden=True)  # one model over features and hidden columns
+    assert joint["hidden"] == 4 and "head" not in joint
+    np.testing.assert_allclose(combined_from_stats(stats, joint), combined_scores(X, joint))
+    z = (X - np.asarray(joint["mean"])) / np.asarray(joint["scale"])
+    np.testing.assert_allclose(
+        combined_from_stats(stats, joint), z @ np.asarray(joint["coef"]) + joint["intercept"]
+    )

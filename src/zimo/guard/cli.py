@@ -103,8 +103,8 @@ def register(app: typer.Typer) -> None:
         ),
         hidden_head: bool = typer.Option(
             False,
-            help="the combined score also reads the scorer's hidden state: much stronger on the "
-            "kind of text the dev split holds, weaker on other kinds",
+            help="add a second model on the scorer's hidden state to the combined score (same "
+            "forward pass): strongest on the kind of text the dev split holds",
         ),
     ) -> None:
         """Fit thresholds (and the combined score) on a labelled dev split."""
