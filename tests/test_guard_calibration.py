@@ -182,3 +182,29 @@ def test_an_older_joint_hidden_model_still_scores_as_it_was_fitted():
     np.testing.assert_allclose(
         combined_from_stats(stats, joint), z @ np.asarray(joint["coef"]) + joint["intercept"]
     )
+
+
+def test_the_combined_threshold_comes_from_out_of_fold_scores():
+    """Human and machine documents drawn alike, with a wide hidden state: a model fitted on them
+    separates them in-sample by chance. A threshold on those in-sample scores would sit far too
+    low for new human text; the out-of-fold one does not."""
+    from zimo.guard.calibrate import calibrate_from_stats
+    from zimo.guard.calibration import threshold_for_fpr
+    from zimo.guard.scores import combined_from_stats
+
+    rng = np.random.default_rng(7)
+    stats = _fake_stats(rng, 60, False) + _fake_stats(rng, 60, False)
+    y = np.array([0] * 60 + [1] * 60)
+    for s in stats:
+        s.hidden = rng.normal(0, 1, 200).astype(np.float32)
+    cal = calibrate_from_stats(
+        stats, y, model="m", token_budget=128, min_tokens=10, target_fpr=0.05, hidden_head=True
+    )
+    comb = cal["scores"]["combined"]
+    in_sample = combined_from_stats(stats, comb["model"])
+    assert comb["threshold"] > threshold_for_fpr(in_sample[y == 0], 0.05)
+    # New human documents from the same source: about the target rate lands above it.
+    fresh = _fake_stats(rng, 200, False)
+    for s in fresh:
+        s.hidden = rng.normal(0, 1, 200).astype(np.float32)
+    assert (combined_from_stats(fresh, comb["model"]) > comb["threshold"]).mean() < 0.2
