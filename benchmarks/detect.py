@@ -22,6 +22,9 @@ Writes ``benchmarks/results/detect.json`` and ``detect.md`` (``--quick``: into t
   and N shorter ones, every score by length band, the shipped combined score (fitted on QA dev
   only), the hidden-state head, and combined models cross-fitted on the SI file; the speed
   section then also times this version's scorer against the previous one in the same rounds.
+- English (``--english N``, :mod:`detect_en`): N human English texts and as many GPT-4
+  answers, scored by gecko with the plain model (no English calibration ships), every
+  zero-shot score and a combined score cross-fitted on them.
 - The calibration shipped with Zimo (``src/zimo/guard/calibrations/<model>.json``) is written
   from the full run (not ``--quick``, not ``--qa-sample``, unless ``--write-calibration``).
 
@@ -70,6 +73,7 @@ from zimo.guard.scores import (  # noqa: E402
 if "--precompute" not in sys.argv:  # the device mode needs no pydantic / sklearn
     from zimo.guard.calibrate import calibrate_from_stats  # noqa: E402
     from zimo.guard.calibration import (  # noqa: E402
+        load_calibration,
         save_calibration,
         shipped_path,
         tpr_at_fpr,
@@ -534,7 +538,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--si", type=int, default=None, help="SI texts shorter than 80 chars to add (0 = no SI)"
     )
+    ap.add_argument(
+        "--english", type=int, default=None, help="English human texts (and as many GPT-4 ones)"
+    )
     ap.add_argument("--qa-sample", type=int, default=0, help="score only N QA dev docs (0 = all)")
+    ap.add_argument(
+        "--qa-cached",
+        action="store_true",
+        help="only the QA dev docs already in the stats cache (a loaded machine's partial run)",
+    )
     ap.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument(
         "--write-calibration",
@@ -589,6 +601,13 @@ def main(argv: list[str] | None = None) -> dict:
         # The same shuffled prefix every run, so the cache of a smaller run is reused.
         random.Random(0).shuffle(rows)
         rows = rows[: args.qa_sample]
+    elif args.qa_cached:
+        # The answers whose statistics earlier (interrupted) runs cached. Those runs score the
+        # file in --qa-sample's shuffled order, so what they reached is a random subset, not
+        # an easy or a hard one.
+        folder = CACHE / "detect" / tag
+        rows = [r for r in rows if (folder / f"{_key(r['text'], tag)}.npz").is_file()]
+        args.qa_sample = len(rows)
     n_si = args.si if args.si is not None else (200 if quick else 800)
     write_cal = args.write_calibration
     if write_cal is None:
@@ -620,10 +639,13 @@ def main(argv: list[str] | None = None) -> dict:
     scores["combined, previous release (out-of-fold)"] = out_of_fold_combined(
         X_old, y, names=LEGACY_FEATURES
     )
-    scores["combined + hidden head (out-of-fold)"] = out_of_fold_combined(
-        feature_matrix(stats, FEATURES, True), y, hidden=True
+    Xh = feature_matrix(stats, FEATURES, True)
+    scores["combined, seven features only (out-of-fold)"] = out_of_fold_combined(X, y)
+    scores["combined + hidden head, one joint model (out-of-fold)"] = out_of_fold_combined(
+        Xh, y, hidden=True
     )
-    scores["combined (out-of-fold)"] = out_of_fold_combined(X, y)
+    # This version's combined score: the features model plus a hidden-state head.
+    scores["combined (out-of-fold)"] = out_of_fold_combined(Xh, y, head=True)
     long = n_tok >= min_tokens
     quality = {
         name: {"all": metrics(s, y), f"tokens>={min_tokens}": metrics(s[long], y[long])}
@@ -654,28 +676,46 @@ def main(argv: list[str] | None = None) -> dict:
         }
 
     # Fit the shipped combined model on the whole dev file (documents >= min_tokens).
-    comb = fit_combined(X[long], y[long])
     old_comb = fit_combined(X_old[long], y[long], names=LEGACY_FEATURES)
+    cal = calibrate_from_stats(
+        stats,
+        y,
+        model=args.model,
+        token_budget=args.budget,
+        min_tokens=min_tokens,
+        target_fpr=0.01,
+        source={"dev": "hc3_zh_qa_dev.jsonl", "n": len(texts), "stats_dtype": "fp32"},
+        style_adapter=style,
+        hidden_head=True,
+    )
+    comb = cal["scores"]["combined"]["model"]
     if write_cal:
-        cal = calibrate_from_stats(
-            stats,
-            y,
-            model=args.model,
-            token_budget=args.budget,
-            min_tokens=min_tokens,
-            target_fpr=0.01,
-            source={"dev": "hc3_zh_qa_dev.jsonl", "n": len(texts), "stats_dtype": "fp32"},
-            style_adapter=style,
-        )
         save_calibration(cal, shipped_path(args.model))
-        comb = cal["scores"]["combined"]["model"]
     si = None
     if n_si:
         from detect_si import si_rows, si_section
 
         si_r = si_rows(DATA, n_si)
         si_stats = cached_stats(det, [r["text"] for r in si_r], args.model, tag, console)
-        si = si_section(si_r, si_stats, stats, y, comb, min_tokens)
+        # "Shipped" = what `zimo guard score` uses: this run's model only if it was just
+        # written as the shipped calibration, else the shipped file's (a refit on a QA sample
+        # is a candidate, reported under its own name).
+        shipped = comb
+        if not write_cal:
+            now = load_calibration(args.model)
+            if now.get("style_adapter") == style:
+                shipped = now["scores"]["combined"]["model"]
+        si = si_section(si_r, si_stats, stats, y, shipped, min_tokens)
+    en = None
+    n_en = args.english if args.english is not None else (40 if quick else 150)
+    if n_en:
+        from detect_en import en_rows, en_section
+
+        en_r = en_rows(DATA, n_en)
+        en_det = Detector(GuardConfig(model="gecko", style_adapter="off"))
+        en_tag = stats_tag("gecko", args.budget, None)
+        en_stats = cached_stats(en_det, [r["text"] for r in en_r], "gecko", en_tag, console)
+        en = en_section(en_r, en_stats, "gecko")
     # Speed first, on fresh (uncached) work, side by side.
     rng = random.Random(1)
     sp_idx = sorted(rng.sample(range(len(texts)), min(speed_docs, len(texts))))
@@ -772,6 +812,7 @@ def main(argv: list[str] | None = None) -> dict:
         "combined_coef": dict(zip(comb["features"], comb["coef"], strict=False)),
         "qa_sample": args.qa_sample or None,
         "si": si,
+        "english": en,
     }
     if write_cal:
         result["calibration"] = str(shipped_path(args.model).relative_to(ROOT))
@@ -869,15 +910,15 @@ def without_style_adapter(
     det = Detector(cfg.model_copy(update={"style_adapter": "off"}))
     stats = cached_stats(det, texts, model, tag, console)
     n_tok = np.array([s.n_tokens for s in stats])
-    X = feature_matrix(stats)
+    X = feature_matrix(stats, FEATURES, True)  # the same combined score: features + head
     keep = n_tok >= cfg.min_tokens
     out = {
         "dev": {
             "logrank": metrics(np.array([simple_score("logrank", s) for s in stats]), y),
-            "combined (out-of-fold)": metrics(out_of_fold_combined(X, y), y),
+            "combined (out-of-fold)": metrics(out_of_fold_combined(X, y, head=True), y),
         }
     }
-    comb = fit_combined(X[keep], y[keep])
+    comb = fit_combined(X[keep], y[keep], head=True)
     for name, (ptexts, py) in probe_sets.items():
         pm = _probe_metrics(cached_stats(det, ptexts, model, tag, console), py, comb, 0)
         out[name] = {k: pm[k] for k in ("logrank", "combined")}
@@ -901,11 +942,17 @@ def _scope(r: dict) -> str:
 
 
 def _si_lines(r: dict) -> list[str]:
-    if not r.get("si"):
-        return []
-    from detect_si import si_markdown
+    """The rewritten-text and English sections (each only if that run measured it)."""
+    lines: list[str] = []
+    if r.get("si"):
+        from detect_si import si_markdown
 
-    return si_markdown(r["si"])
+        lines += si_markdown(r["si"])
+    if r.get("english"):
+        from detect_en import en_markdown
+
+        lines += en_markdown(r["english"])
+    return lines
 
 
 def markdown(r: dict) -> str:

@@ -97,9 +97,17 @@ def si_section(
     scores["combined, old features (fit on QA)"] = combined_scores(
         feature_matrix(stats, LEGACY_FEATURES), legacy
     )
-    scores["combined + hidden head (fit on QA)"] = combined_scores(
+    scores["combined, seven features (fit on QA)"] = combined_scores(
+        feature_matrix(stats, FEATURES),
+        fit_combined(feature_matrix(qa_stats, FEATURES)[qa_keep], qa_y[qa_keep]),
+    )
+    scores["combined + hidden head, one joint model (fit on QA)"] = combined_scores(
         feature_matrix(stats, FEATURES, True),
         fit_combined(feature_matrix(qa_stats, FEATURES, True)[qa_keep], qa_y[qa_keep], hidden=True),
+    )
+    scores["combined + hidden head, two models (fit on QA)"] = combined_scores(
+        feature_matrix(stats, FEATURES, True),
+        fit_combined(feature_matrix(qa_stats, FEATURES, True)[qa_keep], qa_y[qa_keep], head=True),
     )
     scores["combined shipped (fit on QA)"] = combined_from_stats(stats, shipped)
     # Cross-fitted on the headline texts: each text scored by a model not fitted on it.

@@ -116,8 +116,9 @@ def test_a_hidden_head_is_fitted_only_when_asked_and_read_back_from_the_calibrat
     plain = calibrate_from_stats(stats, y, **kw)["scores"]["combined"]["model"]
     head = calibrate_from_stats(stats, y, hidden_head=True, **kw)["scores"]["combined"]["model"]
     assert not uses_hidden(plain) and plain["features"] == list(FEATURES)
-    assert head["hidden"] == 8 and len(head["coef"]) == len(FEATURES) + 8
-    assert np.argmax(np.abs(head["coef"][len(FEATURES) :])) == 3
+    # Two models: the features one as without a head, and a head on the hidden state alone.
+    assert uses_hidden(head) and head["coef"] == plain["coef"]
+    assert np.argmax(np.abs(head["head"]["coef"])) == 3 and len(head["head"]["coef"]) == 8
     with_head = combined_from_stats(stats, head)
     assert (with_head[y == 1].min() > np.median(with_head[y == 0])) and tpr_at_fpr(
         with_head, y, 0.05
@@ -150,10 +151,62 @@ def test_shipped_calibration_scores_with_known_features():
     from zimo.guard.scores import FEATURE_FUNCS, SIMPLE_SCORES
 
     cal = load_calibration("gecko-zh")
-    # Fitted on the whole HC3 QA dev file; a recalibration with the rank-distribution features
-    # ships only once it is measured on the whole file too (see docs/guard.md).
+    # Fitted on the whole HC3 QA dev file (a recalibration ships only once it is measured on
+    # the whole file too; see docs/guard.md).
     assert cal["source"]["n"] == 1780
-    assert set(cal["scores"]["combined"]["model"]["features"]) <= set(FEATURE_FUNCS)
-    assert not cal["scores"]["combined"]["model"].get("hidden")  # see calibrate_from_stats
+    model = cal["scores"]["combined"]["model"]
+    assert set(model["features"]) <= set(FEATURE_FUNCS)
+    # The hidden-state head as a second model, not as columns of the features model.
+    assert not model.get("hidden") and len(model["head"]["coef"]) == 640
     assert set(SIMPLE_SCORES) <= set(cal["scores"])
     assert cal["target_fpr"] == 0.01 and cal["token_budget"] == 256
+
+
+def test_an_older_joint_hidden_model_still_scores_as_it_was_fitted():
+    from zimo.guard.scores import (
+        FEATURES,
+        combined_from_stats,
+        combined_scores,
+        feature_matrix,
+        fit_combined,
+    )
+
+    rng = np.random.default_rng(6)
+    stats = _fake_stats(rng, 40, False) + _fake_stats(rng, 40, True)
+    y = np.array([0] * 40 + [1] * 40)
+    for s in stats:
+        s.hidden = rng.normal(0, 1, 4).astype(np.float32)
+    X = feature_matrix(stats, FEATURES, True)
+    joint = fit_combined(X, y, hidden=True)  # one model over features and hidden columns
+    assert joint["hidden"] == 4 and "head" not in joint
+    np.testing.assert_allclose(combined_from_stats(stats, joint), combined_scores(X, joint))
+    z = (X - np.asarray(joint["mean"])) / np.asarray(joint["scale"])
+    np.testing.assert_allclose(
+        combined_from_stats(stats, joint), z @ np.asarray(joint["coef"]) + joint["intercept"]
+    )
+
+
+def test_the_combined_threshold_comes_from_out_of_fold_scores():
+    """Human and machine documents drawn alike, with a wide hidden state: a model fitted on them
+    separates them in-sample by chance. A threshold on those in-sample scores would sit far too
+    low for new human text; the out-of-fold one does not."""
+    from zimo.guard.calibrate import calibrate_from_stats
+    from zimo.guard.calibration import threshold_for_fpr
+    from zimo.guard.scores import combined_from_stats
+
+    rng = np.random.default_rng(7)
+    stats = _fake_stats(rng, 60, False) + _fake_stats(rng, 60, False)
+    y = np.array([0] * 60 + [1] * 60)
+    for s in stats:
+        s.hidden = rng.normal(0, 1, 200).astype(np.float32)
+    cal = calibrate_from_stats(
+        stats, y, model="m", token_budget=128, min_tokens=10, target_fpr=0.05, hidden_head=True
+    )
+    comb = cal["scores"]["combined"]
+    in_sample = combined_from_stats(stats, comb["model"])
+    assert comb["threshold"] > threshold_for_fpr(in_sample[y == 0], 0.05)
+    # New human documents from the same source: about the target rate lands above it.
+    fresh = _fake_stats(rng, 200, False)
+    for s in fresh:
+        s.hidden = rng.normal(0, 1, 200).astype(np.float32)
+    assert (combined_from_stats(fresh, comb["model"]) > comb["threshold"]).mean() < 0.2

@@ -141,3 +141,26 @@ def test_guard_records_drops_flagged_with_a_reason():
     assert rejected[0]["reject_step"] == "guard" and "guard_score" in rejected[0]["reject_reason"]
     assert kept[0]["meta"]["guard_flag"] is False and kept[0]["meta"]["origin"] == "human"
     assert summary["dropped"] == 2
+
+
+def test_english_text_is_scored_but_said_to_be_unjudged(tmp_path, monkeypatch):
+    """gecko (English) has no calibration: its records get a score, never a flag, and the
+    command says so in one line instead of reporting them as checked and clean."""
+    monkeypatch.setenv("ZIMO_BF16", "0")
+    rows = [
+        {"text": "The committee met on Tuesday to review the budget for the coming year."},
+        {"text": "Photosynthesis converts light energy into chemical energy stored in glucose."},
+    ]
+    src = tmp_path / "en.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    app = typer.Typer()
+    app.command()(lambda: None)
+    register(app)
+    res = CliRunner().invoke(
+        app, ["guard", "score", str(src), "-o", str(tmp_path / "o"), "--score", "logrank"]
+    )
+    assert res.exit_code == 0, res.output
+    out = [json.loads(x) for x in (tmp_path / "o" / "en.guard.jsonl").read_text().splitlines()]
+    assert all(r["guard_model"] == "gecko" and not r["guard_flag"] for r in out)
+    assert all(not r["guard_trusted"] and r["guard_score"] is not None for r in out)
+    assert "not judged: 2 records scored by gecko" in " ".join(res.output.split())

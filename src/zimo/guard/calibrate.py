@@ -14,9 +14,9 @@ from zimo.guard.lm_stats import TokenStats
 from zimo.guard.scores import (
     FEATURES,
     SIMPLE_SCORES,
-    combined_scores,
     feature_matrix,
     fit_combined,
+    out_of_fold_combined,
     simple_score,
 )
 
@@ -36,13 +36,12 @@ def calibrate_from_stats(
     """Calibration of every simple score plus the combined score from per-token stats.
 
     The combined model is fitted on the documents with at least ``min_tokens`` tokens (the only
-    ones the detector flags), then its threshold is set on the same documents' scores.
+    ones the detector flags). Its threshold is set on the same documents' out-of-fold scores
+    (5 folds), not on the scores of the model fitted on them: in-sample, human documents score
+    lower than new human text will, so the false-positive rate would be above the target.
 
-    ``hidden_head``: the combined model also reads the scorer's pooled hidden state (the stats
-    must come from ``pool_hidden=True``). Off by default: fitted on one kind of machine text, such
-    a head learns that kind's topics and style and carried over badly to rewritten text in the
-    detection benchmark (QA answers -> SI rewrites), while within one kind of text it is much
-    stronger than the statistics alone. Use it when the dev split is the kind of text you score.
+    ``hidden_head``: the combined score adds a second model on the scorer's pooled hidden state
+    (the stats must come from ``pool_hidden=True``; see :func:`zimo.guard.scores.fit_combined`).
     """
     y = np.asarray(labels, dtype=int)
     n_tok = np.array([s.n_tokens for s in stats])
@@ -54,8 +53,9 @@ def calibrate_from_stats(
             f"the dev split needs human (0) and machine (1) texts of >= {min_tokens} tokens",
             "add labelled examples of both kinds",
         )
-    comb_model = fit_combined(X[keep], y[keep], hidden=hidden_head)
-    scores["combined"] = combined_scores(X, comb_model)
+    comb_model = fit_combined(X[keep], y[keep], head=hidden_head)
+    scores["combined"] = np.full(len(y), np.nan)
+    scores["combined"][keep] = out_of_fold_combined(X[keep], y[keep], head=hidden_head)
     return build_calibration(
         scores,
         y,

@@ -81,6 +81,12 @@ def register(app: typer.Typer) -> None:
             + (f" ({share:.1%} of {s['n_trusted']} scored)" if share is not None else "")
             + f"\n  data   {s['output']}\n  report {s['report']}"
         )
+        for name, k in s.get("unjudged_by_model", {}).items():
+            Console().print(
+                f"  not judged: {k} records scored by {name}, which has no calibration "
+                f"(plain log-rank, never flagged); fit one with "
+                f"`zimo guard calibrate --model {name}`"
+            )
 
     @guard.command("calibrate")
     def calibrate_cmd(
@@ -97,8 +103,8 @@ def register(app: typer.Typer) -> None:
         ),
         hidden_head: bool = typer.Option(
             False,
-            help="the combined score also reads the scorer's hidden state: much stronger on the "
-            "kind of text the dev split holds, weaker on other kinds",
+            help="add a second model on the scorer's hidden state to the combined score (same "
+            "forward pass): strongest on the kind of text the dev split holds",
         ),
     ) -> None:
         """Fit thresholds (and the combined score) on a labelled dev split."""

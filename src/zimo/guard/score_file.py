@@ -98,9 +98,12 @@ def summarise(rows: list[dict], texts: list[str], det) -> dict[str, Any]:
 
     n = len(rows)
     n_trusted = sum(r["guard_trusted"] for r in rows)
+    # Records whose scorer has no calibration (English today): a score, but no verdict.
+    unjudged = Counter(r["guard_model"] for r in rows if r["guard_model"] in det.uncalibrated)
     return {
         "n": n,
         "n_trusted": n_trusted,
+        "unjudged_by_model": dict(unjudged),
         "n_flagged": len(flagged),
         "flagged_share_of_trusted": len(flagged) / n_trusted if n_trusted else None,
         "by_origin": by_origin,
