@@ -75,6 +75,21 @@ def _project_rows(project: Path) -> tuple[Path, list[dict], dict]:
     return train_dir, test, meta
 
 
+def label_scorer(model, tok, meta: dict):
+    """The frozen-weights ``LabelScorer`` ``zimo eval`` builds, with the trained label prompt."""
+    from zimo.infer.label import LabelScorer
+
+    return LabelScorer(
+        model,
+        tok,
+        meta["labels"],
+        meta.get("instruction"),
+        **({"system": meta["system"]} if meta.get("system") else {}),
+        max_text_tokens=meta.get("max_text_tokens") or 256,
+        frozen=True,
+    )
+
+
 def _decide(scores, labels: list[str], meta: dict) -> list[int]:
     import numpy as np
 
@@ -130,7 +145,6 @@ def leg_zimo(train_dir: Path, meta: dict, texts: list[str], lat_n: int, weights:
     from peft import PeftModel
 
     from zimo.infer import fastpath
-    from zimo.infer.label import LabelScorer
     from zimo.models import load_causal_lm
 
     model, tok = load_causal_lm(meta["base"])
@@ -144,15 +158,7 @@ def leg_zimo(train_dir: Path, meta: dict, texts: list[str], lat_n: int, weights:
         os.environ.pop("ZIMO_INT8", None)
         if saved is not None:
             os.environ["ZIMO_INT8"] = saved
-    scorer = LabelScorer(
-        model,
-        tok,
-        meta["labels"],
-        meta.get("instruction"),
-        **({"system": meta["system"]} if meta.get("system") else {}),
-        max_text_tokens=meta.get("max_text_tokens") or 256,
-        frozen=True,
-    )
+    scorer = label_scorer(model, tok, meta)
     with torch.inference_mode():
         for t in texts[:2]:
             scorer.log_scores([t], batch_size=1)

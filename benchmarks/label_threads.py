@@ -26,7 +26,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from cpu_infer import AVX2_ENV, _pcts, _project_rows  # noqa: E402
+from cpu_infer import AVX2_ENV, _pcts, _project_rows, label_scorer  # noqa: E402
 
 
 def child(args) -> dict:
@@ -36,7 +36,6 @@ def child(args) -> dict:
     from peft import PeftModel
 
     from zimo.infer import fastpath
-    from zimo.infer.label import LabelScorer
     from zimo.models import load_causal_lm
     from zimo.serve.backends.base import Job, SamplingParams
     from zimo.serve.backends.factory import make_backend
@@ -49,15 +48,7 @@ def child(args) -> dict:
     model, tok = load_causal_lm(meta["base"])
     model = PeftModel.from_pretrained(model, str(train_dir / meta["adapter"])).eval()
     choice = fastpath.prepare_for_cpu_inference(model, tok)
-    scorer = LabelScorer(
-        model,
-        tok,
-        meta["labels"],
-        meta.get("instruction"),
-        **({"system": meta["system"]} if meta.get("system") else {}),
-        max_text_tokens=meta.get("max_text_tokens") or 256,
-        frozen=True,
-    )
+    scorer = label_scorer(model, tok, meta)
     sub = load_submodel(train_dir, name="sms")
 
     async def serve_one(be, text: str):

@@ -15,12 +15,13 @@ from zimo.errors import ConfigError
 from zimo.workspace import Layout
 
 
-def _load(project: Path, outcomes: Path | None):
+def _load(project, outcomes: Path | None):
+    """``(project, route config, outcomes)``; ``project`` is a folder or a loaded project."""
     from zimo.config import load_project
     from zimo.route.config import parse_route_config
     from zimo.route.outcomes import load_outcome_csvs
 
-    proj = load_project(project)
+    proj = load_project(project) if isinstance(project, Path | str) else project
     cfg = parse_route_config(proj.config.route)
     src = outcomes or (Path(proj.root) / cfg.outcomes if cfg.outcomes else None)
     if src is None:
@@ -29,12 +30,6 @@ def _load(project: Path, outcomes: Path | None):
             "set route.outcomes in zimo.yaml or pass --outcomes <csv or folder>",
         )
     return proj, cfg, load_outcome_csvs(src, cfg.tier_names)
-
-
-def _is_cascade(project: Path) -> bool:
-    from zimo.config import load_project
-
-    return load_project(project).config.is_cascade()
 
 
 def register(app: typer.Typer) -> None:
@@ -72,14 +67,16 @@ def register(app: typer.Typer) -> None:
         """Fit the router on outcome data (or calibrate a cascade) to route.target."""
         from rich.console import Console
 
+        from zimo.config import load_project
         from zimo.route.router import fit_router
 
-        if _is_cascade(project):
-            from zimo.config import load_project
+        # Loaded once: zimo.yaml is validated in full on every load.
+        loaded = load_project(project)
+        if loaded.config.is_cascade():
             from zimo.route.live import fit_live_cascade
 
             con = Console()
-            res = fit_live_cascade(load_project(project), upstream_url=upstream, console=con)
+            res = fit_live_cascade(loaded, upstream_url=upstream, console=con)
             dev = res["dev"]
             con.print(
                 f"cascade thresholds { {k: round(v, 4) for k, v in res['thresholds'].items()} }; "
@@ -89,7 +86,7 @@ def register(app: typer.Typer) -> None:
             )
             return
 
-        proj, cfg, data = _load(project, outcomes)
+        proj, cfg, data = _load(loaded, outcomes)
         out_dir = out or Layout(proj.root).route_dir
         router = fit_router(
             data, cfg, out_dir, embed_cache_path=out_dir / "embeddings.sqlite", progress=True
