@@ -234,3 +234,24 @@ def test_cascade_calibration_with_rows_a_middle_tier_did_not_see():
     allnan[:, 1] = np.nan
     with pytest.raises(ZimoError, match="unknown on every"):
         calibrate_cascade(conf, allnan, costs, tiers, grid=11)
+
+
+def test_a_weak_middle_tier_seen_on_few_rows_is_not_trusted():
+    """A middle tier run only on the dev rows, sure of itself and often wrong: the rows it did
+    not see escalate past it to the perfect final tier, so over all rows it looks harmless.
+    Calibrated on the complete rows as well, the cascade holds the target on fresh traffic."""
+    rng = np.random.default_rng(5)
+    tiers, costs, target = ["tfidf", "lora", "upstream"], [0.0, 1.0, 10.0], 0.98
+
+    def draw(m: int) -> tuple[np.ndarray, np.ndarray]:
+        correct = np.stack([rng.random(m) < 0.9, rng.random(m) < 0.7, np.ones(m, bool)], 1)
+        conf = np.stack([np.clip(correct[:, 0] * 0.5 + rng.random(m) * 0.6, 0, 1),
+                         0.9 + rng.random(m) * 0.1], 1)  # fmt: skip
+        return conf, correct.astype(float)
+
+    conf, q = draw(3300)
+    q[300:, 1] = np.nan  # the middle tier ran on the first 300 rows only
+    cas = calibrate_cascade(conf, q, costs, tiers, quality_target=target, grid=41)
+    fconf, fresh = draw(20000)
+    m = cascade_metrics(cas.answered_by(fconf), fresh, np.tile(costs, (20000, 1)))
+    assert m["quality_vs_best_tier"] >= target
