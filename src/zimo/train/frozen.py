@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from zimo.train.batches import Batch, Example
-from zimo.train.split import DecoderParts, cache_pairs, expanded_cache, run_layers
+from zimo.train.split import DecoderParts, expanded_cache, run_layers, run_prefix
 
 
 class FrozenLower:
@@ -39,19 +39,15 @@ class FrozenLower:
         """K/V of the shared prefix in these layers and their output there (batch 1), once per
         ``precision`` (the activations differ between fp32 and bf16)."""
         if precision not in self._prefix:
-            p = self.prefix_ids.shape[1]
+            n = self.prefix_ids.shape[1]
             with torch.no_grad(), self.autocast():
-                cache = expanded_cache([], 1)
-                h = run_layers(
+                self._prefix[precision] = run_prefix(
                     self.parts,
                     self.layers,
+                    n,
+                    self.device,
                     input_ids=self.prefix_ids.to(self.device),
-                    attention_mask=torch.ones((1, p), dtype=torch.long, device=self.device),
-                    position_ids=torch.arange(p, device=self.device).unsqueeze(0),
-                    final_norm=False,
-                    cache=cache,
                 )
-            self._prefix[precision] = (cache_pairs(cache), h)
         return self._prefix[precision]
 
     def hidden(self, b: Batch, precision: Hashable) -> torch.Tensor | None:

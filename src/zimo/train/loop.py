@@ -48,7 +48,7 @@ from zimo.train.setup import (
     oom_error,
     retune_threads,
 )
-from zimo.train.split import DecoderParts, cache_pairs, expanded_cache, head_logits, run_layers
+from zimo.train.split import DecoderParts, expanded_cache, head_logits, run_layers, run_prefix
 from zimo.train.strategy import choose_strategy
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -213,20 +213,12 @@ class Fitter:
     def _upper_prefix_cache(self, batch: int):
         """The shared prefix through the trainable layers, once per batch (with autograd), as a
         KV cache expanded to ``batch`` rows."""
-        p = self.prefix_len
         h = self.frozen.prefix(self.bf16)[1] if self.lower else None
-        cache = expanded_cache([], 1)
-        run_layers(
-            self.parts,
-            self.upper,
-            input_ids=self.prefix_ids.to(self.device) if h is None else None,
-            hidden=h,
-            attention_mask=torch.ones((1, p), dtype=torch.long, device=self.device),
-            position_ids=torch.arange(p, device=self.device).unsqueeze(0),
-            final_norm=False,
-            cache=cache,
+        ids = self.prefix_ids.to(self.device) if h is None else None
+        pairs, _ = run_prefix(
+            self.parts, self.upper, self.prefix_len, self.device, input_ids=ids, hidden=h
         )
-        return expanded_cache(cache_pairs(cache), batch)
+        return expanded_cache(pairs, batch)
 
     def build_cache(self, split: str, examples: list[Example]) -> None:
         """Run the frozen lower layers once over ``examples`` and keep their outputs."""

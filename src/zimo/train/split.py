@@ -133,6 +133,31 @@ def run_layers(
     return out.last_hidden_state
 
 
+def run_prefix(
+    parts: DecoderParts,
+    idx: Sequence[int],
+    n: int,
+    device: torch.device,
+    *,
+    input_ids: torch.Tensor | None = None,
+    hidden: torch.Tensor | None = None,
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """A shared prompt prefix of ``n`` tokens (batch 1) through layers ``idx``: their per-layer
+    K/V and the output (un-normed, as the next layers read it)."""
+    cache = expanded_cache([], 1)
+    h = run_layers(
+        parts,
+        idx,
+        input_ids=input_ids,
+        hidden=hidden,
+        attention_mask=torch.ones((1, n), dtype=torch.long, device=device),
+        position_ids=torch.arange(n, device=device).unsqueeze(0),
+        final_norm=False,
+        cache=cache,
+    )
+    return cache_pairs(cache), h
+
+
 def head_logits(parts: DecoderParts, hidden: torch.Tensor) -> torch.Tensor:
     """LM-head logits for already-normed hidden states (any leading shape)."""
     logits = parts.head(hidden)
