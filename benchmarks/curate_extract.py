@@ -257,17 +257,48 @@ def line_labels(text_page: str, truth: str) -> list[tuple[str, bool]]:
     return out
 
 
-def line_removal(text_page: str, output: str, truth: str) -> tuple[int, int, int, int]:
-    """(boilerplate lines, of them removed, content lines, of them kept)."""
-    kept = {_norm(x) for x in output.split("\n") if _norm(x)}
+def page_titles(html: str) -> set[str]:
+    """The page's own headline (its ``<h1>`` and ``og:title``), normalised."""
+    import lxml.html
+
+    try:
+        doc = lxml.html.fromstring(html)
+    except Exception:  # noqa: BLE001 - empty or broken markup
+        return set()
+    found = [h.text_content() for h in doc.xpath("//h1")]
+    found += doc.xpath("//meta[@property='og:title']/@content")
+    return {_norm(x) for x in found if _norm(x)}
+
+
+def line_removal(
+    text_page: str, output: str, truth: str, titles: set[str] | None = None, legacy: bool = False
+) -> tuple[int, int, int, int]:
+    """(boilerplate lines, of them removed, content lines, of them kept).
+
+    Lines are matched as a multiset: a line the page repeats three times and the output keeps
+    once counts one kept and two removed. The page's headline (``titles``) is neither chrome
+    nor body text — aeb's ``articleBody`` leaves it out by its schema, magic-html keeps it on
+    some pages — so its lines count on neither side. ``legacy``: the measure of runs before
+    2026-12-07 (a line counts as kept if any copy is kept; headlines count as boilerplate).
+    """
+    outs = [_norm(x) for x in output.split("\n") if _norm(x)]
+    kept: Counter = Counter(outs)
+    have = set(outs)
     bp = bp_removed = ct = ct_kept = 0
     for key, content in line_labels(text_page, truth):
+        if legacy:
+            survived = key in have
+        else:
+            if titles and key in titles and not content:
+                continue
+            survived = kept[key] > 0
+            kept[key] -= survived
         if content:
             ct += 1
-            ct_kept += key in kept
+            ct_kept += survived
         else:
             bp += 1
-            bp_removed += key not in kept
+            bp_removed += not survived
     return bp, bp_removed, ct, ct_kept
 
 
@@ -365,14 +396,16 @@ def evaluate(name: str, pages: list[dict[str, str]], zh: bool) -> dict[str, Any]
             "empty_outputs": sum(1 for o in outs if not o.strip()),
         }
         if sys_name in ("raw", "zimo-text"):
-            tot = [
-                line_removal(tp, o, p["truth"])
-                for tp, o, p in zip(text_pages, outs, pages, strict=True)
-            ]
+            trip = list(zip(text_pages, outs, pages, strict=True))
+            tot = [line_removal(tp, o, p["truth"], page_titles(p["html"])) for tp, o, p in trip]
             bp, bpr, ct, ctk = (sum(x[i] for x in tot) for i in range(4))
             row["boilerplate_lines"] = bp
             row["boilerplate_removed"] = round(bpr / max(1, bp), 4)
             row["content_lines_kept"] = round(ctk / max(1, ct), 4)
+            old = [line_removal(tp, o, p["truth"], legacy=True) for tp, o, p in trip]
+            bp, bpr, ct, ctk = (sum(x[i] for x in old) for i in range(4))
+            row["boilerplate_removed_legacy"] = round(bpr / max(1, bp), 4)
+            row["content_lines_kept_legacy"] = round(ctk / max(1, ct), 4)
         if sys_name in ZIMO_REJECTS:
             row["whole_document_rejects"] = dict(ZIMO_REJECTS[sys_name])
         if zh:
