@@ -508,3 +508,19 @@ def test_a_run_of_bare_labels_inside_the_body_is_a_menu_but_an_articles_lists_st
         page = [EN_TITLE, *EN_BODIES[0][:2], *items, *EN_BODIES[0][2:]]
         keep, why = decide(page)
         assert all(keep), (items, why)
+
+
+def test_the_body_ends_at_a_reference_list():
+    refs = [
+        f"^ 刘{n}. 新区{n}号文件发布，相关规划同步公开. 新华网. 2023-12-0{n} [2023-12-1{n}]. "
+        "（原始内容存档于2023-12-11）."
+        for n in range(1, 7)
+    ]
+    page = [ZH_TITLE, *ZH_BODIES[0], "参考资料[编辑]", *refs, *ZH_BODIES[1][:1]]
+    keep, why = decide(page)
+    kept = [ln for ln, k in zip(page, keep, strict=True) if k]
+    assert kept == [ZH_TITLE, *ZH_BODIES[0]], why
+    sources = ["Sources", "Smith, Anne. “Five takeaways from the hearing.” ABC News. 15 Nov 2019."]
+    page = [EN_TITLE, *EN_BODIES[0], *sources]
+    keep, why = decide(page)
+    assert keep == [True] * (1 + len(EN_BODIES[0])) + [False, False], why

@@ -98,6 +98,13 @@ _DATELINE = re.compile(
     re.I,
 )
 DATELINE_WORDS = 8
+# The heading of a reference list (a wiki's citations, an article's sources): the text has
+# ended; what follows is bibliography and links, which the body does not run into.
+_REFERENCES = re.compile(
+    r"^(?:参考文献|参考资料|参考来源|资料来源|引用来源|外部链接|references|bibliography|sources|"
+    r"works cited|citations|external links)\s*(?:\[(?:编辑|編輯|edit)\])?\s*[:：]?$",
+    re.I,
+)
 _TEASER = re.compile(r"(?:…|\.\.\.|。。。)\s*$")
 _PROSE_PUNCT = re.compile(r"[，。！？；]|[,.;!?](?=\s)")
 _PUNCT_IN = re.compile(r"[，,；;：:、。！？!?]")
@@ -248,6 +255,8 @@ def classify(lines: list[str], extracted: bool = False) -> list[LineInfo | None]
                     reason = f"spam:{cat}"
             if reason is None and li.n <= 80 and _COMMENTS.match(body):
                 reason = "comments"
+            if reason is None and _REFERENCES.match(body):
+                reason = "references"
             if reason is None and li.n <= 160 and _CTA.search(body):
                 reason = "banner"
             if reason is None and not (extracted and _TABLE_ROW.match(body)):
@@ -587,12 +596,13 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
     while hi < len(groups) - 1 and joins(hi + 1, groups[hi][-1], groups[hi + 1][0]):
         hi += 1
     start, end = groups[lo][0], groups[hi][-1]
-    # The body ends where a comment section begins (a comment count under the title, before
-    # any text, does not count).
+    # The body ends where a comment section or a reference list begins (a comment count under
+    # the title, before any text, does not count).
     heads = [
         k
         for k in range(start + 1, end)
-        if infos[k] is not None and infos[k].reason == "comments"  # type: ignore[union-attr]
+        if infos[k] is not None
+        and infos[k].reason in ("comments", "references")  # type: ignore[union-attr]
     ]
     if heads:
         end = max(k for k in prose if start <= k < heads[0])
