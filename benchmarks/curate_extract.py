@@ -478,6 +478,19 @@ def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+METRIC_NOTES = [
+    "2026-12-07: a Chinese 'article sentence' is a ground-truth piece that ends like a sentence "
+    "(。！？!?.…); captions, headings, credits, list items and code lines without one are "
+    "'segments', reported in docs_no_segment_lost (the earlier measure).",
+    "2026-12-07: a half-width ? or ! ends a sentence only before a space or the line end (not "
+    "inside a URL).",
+    "2026-12-07: text-page lines are matched as a multiset (a line repeated three times and kept "
+    "once is one kept, two removed) and the page's headline (<h1>, og:title) counts neither as "
+    "boilerplate nor as content; boilerplate_removed_legacy / content_lines_kept_legacy are the "
+    "earlier measure.",
+]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="30 pages per set")
@@ -496,6 +509,7 @@ def main() -> None:
         "quick": bool(args.quick),
         "cpu": cpu_info(),
         "note": "one process; the machine may be shared with other jobs (docs/s are indicative)",
+        "metric_notes": METRIC_NOTES,
         "results": results,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -505,6 +519,8 @@ def main() -> None:
         f"# Main-content extraction ({'quick' if args.quick else 'full'} run)",
         "",
         f"CPU: {out['cpu']}. {out['note']}.",
+        "",
+        *[f"- {n}" for n in METRIC_NOTES],
         "",
         "| set | docs | system | input | P | R | F1 | docs/s | empty | boilerplate lines removed | "
         "content lines kept | zh docs with no sentence lost |",

@@ -496,7 +496,13 @@ def test_a_run_of_bare_labels_inside_the_body_is_a_menu_but_an_articles_lists_st
     # Marked items, label-value pairs and four-word items are the article's own.
     for items in (
         ["1. Flour", "2. Sugar", "3. Butter", "4. Eggs", "5. Milk"],
-        ["成人票原价：60元", "儿童票原价：30元", "老人票原价：30元", "学生票原价：20元", "团体票：50元"],
+        [
+            "成人票原价：60元",
+            "儿童票原价：30元",
+            "老人票原价：30元",
+            "学生票原价：20元",
+            "团体票：50元",
+        ],
         [
             "Windows Server Datacenter edition",
             "Windows Server Standard edition",

@@ -601,8 +601,7 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
     heads = [
         k
         for k in range(start + 1, end)
-        if infos[k] is not None
-        and infos[k].reason in ("comments", "references")  # type: ignore[union-attr]
+        if infos[k] is not None and infos[k].reason in ("comments", "references")  # type: ignore[union-attr]
     ]
     if heads:
         end = max(k for k in prose if start <= k < heads[0])
