@@ -445,3 +445,88 @@ def test_a_tutorial_whose_commands_repeat_and_a_list_item_with_an_inner_enumerat
         [*ZH_BODIES[0][:2], "26、上海动物园", item, *ZH_BODIES[0][2:]], extracted=True
     )
     assert all(keep), why
+
+
+def test_a_caption_between_two_kept_paragraphs_comes_back_and_a_sidebar_caption_does_not(
+    tmp_path,
+):
+    from zimo.data.curate_config import ReadSpec
+    from zimo.data.readers.files import read_file
+
+    body = ZH_BODIES[0] + ZH_BODIES[1]
+    caption = "2019年10月底的市民服务中心，该区域为新区成立后的第一处地标。"
+    sidebar = "编辑推荐：本周最受欢迎的十张摄影作品，点击大图查看。"
+    html = (
+        "<html><head><title>t</title></head><body><nav><a href='/'>首页</a> | "
+        "<a href='/n'>新闻</a></nav><article><h1>" + ZH_TITLE + "</h1>"
+        f"<p>{body[0]}</p><figure><img src='a.jpg'><figcaption>{caption}</figcaption></figure>"
+        + "".join(f"<p>{p}</p>" for p in body[1:])
+        + "</article><aside><div class='image-caption'>"
+        + sidebar
+        + "</div></aside><footer>版权所有 © 2024</footer></body></html>"
+    )
+    path = tmp_path / "a.html"
+    path.write_text(html, encoding="utf-8")
+    (rec,) = read_file(path, ReadSpec(), tmp_path)
+    lines = rec["text"].split("\n")
+    assert caption in lines and lines.index(caption) == lines.index(body[0]) + 1
+    assert sidebar not in rec["text"]
+    (rec,) = read_file(path, ReadSpec(html_captions=False), tmp_path)
+    assert caption not in rec["text"]  # the setting is honoured: trafilatura alone drops it
+
+
+def test_datelines_between_title_and_text_go_and_the_title_stays():
+    for dateline in (
+        "Nov. 19, 2019 8:03 am ET",
+        "By Tess Bonn - 11/19/19 06:56 AM EST",
+        "Reuters November 18, 2019 11:03 PM",
+    ):
+        page = ["Home | World | Sports | Business", EN_TITLE, dateline, *EN_BODIES[0]]
+        keep, why = decide(page)
+        kept = [ln for ln, k in zip(page, keep, strict=True) if k]
+        assert kept == [EN_TITLE, *EN_BODIES[0]], (dateline, why)
+
+
+def test_a_run_of_bare_labels_inside_the_body_is_a_menu_but_an_articles_lists_stay():
+    menu = ["Share", "Facebook", "Twitter", "LinkedIn", "Email", "Print"]
+    page = [EN_TITLE, *EN_BODIES[0][:2], *menu, *EN_BODIES[0][2:], *EN_BODIES[1]]
+    keep, why = decide(page)
+    kept = [ln for ln, k in zip(page, keep, strict=True) if k]
+    assert kept == [EN_TITLE, *EN_BODIES[0], *EN_BODIES[1]], why
+    # Marked items, label-value pairs and four-word items are the article's own.
+    for items in (
+        ["1. Flour", "2. Sugar", "3. Butter", "4. Eggs", "5. Milk"],
+        [
+            "成人票原价：60元",
+            "儿童票原价：30元",
+            "老人票原价：30元",
+            "学生票原价：20元",
+            "团体票：50元",
+        ],
+        [
+            "Windows Server Datacenter edition",
+            "Windows Server Standard edition",
+            "Windows Server Essentials edition",
+            "Windows Enterprise long term",
+            "Windows Education and Pro",
+        ],
+    ):
+        page = [EN_TITLE, *EN_BODIES[0][:2], *items, *EN_BODIES[0][2:]]
+        keep, why = decide(page)
+        assert all(keep), (items, why)
+
+
+def test_the_body_ends_at_a_reference_list():
+    refs = [
+        f"^ 刘{n}. 新区{n}号文件发布，相关规划同步公开. 新华网. 2023-12-0{n} [2023-12-1{n}]. "
+        "（原始内容存档于2023-12-11）."
+        for n in range(1, 7)
+    ]
+    page = [ZH_TITLE, *ZH_BODIES[0], "参考资料[编辑]", *refs, *ZH_BODIES[1][:1]]
+    keep, why = decide(page)
+    kept = [ln for ln, k in zip(page, keep, strict=True) if k]
+    assert kept == [ZH_TITLE, *ZH_BODIES[0]], why
+    sources = ["Sources", "Smith, Anne. “Five takeaways from the hearing.” ABC News. 15 Nov 2019."]
+    page = [EN_TITLE, *EN_BODIES[0], *sources]
+    keep, why = decide(page)
+    assert keep == [True] * (1 + len(EN_BODIES[0])) + [False, False], why

@@ -64,6 +64,9 @@ class ReadSpec(BaseModel):
     # "recall" keeps more; the page_lines step then makes the same line decision as for text.
     html_favor: Literal["balanced", "precision", "recall"] = "balanced"
     html_tables: bool = True
+    # Figure captions the extractor drops, put back beside the article paragraph they follow
+    # (readers/html_captions.py).
+    html_captions: bool = True
     # Markdown in the extracted text ("# Title", "**bold**", "| cell |" tables). Off: headings
     # and paragraphs are plain lines either way, and table pipes would read as symbol noise.
     html_formatting: bool = False

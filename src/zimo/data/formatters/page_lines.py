@@ -87,6 +87,24 @@ _COMMENTS = re.compile(
     r"(?:发表|我要|查看|全部|最新|热门)(?:评论|留言).{0,10}|\d+\s*条(?:评论|留言|回复).{0,10})$",
     re.I,
 )
+# A date or a clock time in a short line: the dateline or byline of a page ("Nov. 19, 2019
+# 8:03 am ET", "By Tess Bonn - 11/19/19 06:56 AM EST", "2024年5月22日 上午8:21").
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+_DATELINE = re.compile(
+    rf"\b\d{{1,2}}:\d{{2}}\b|\b{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b|"
+    rf"\b\d{{1,2}}\s+{_MONTH},?\s+\d{{4}}\b|\b\d{{1,2}}/\d{{1,2}}/\d{{2,4}}\b|"
+    r"\b\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\b|\d{4}年\d{1,2}月\d{1,2}日|"
+    r"\b\d+\s+(?:minutes?|hours?|days?|weeks?)\s+ago\b",
+    re.I,
+)
+DATELINE_WORDS = 8
+# The heading of a reference list (a wiki's citations, an article's sources): the text has
+# ended; what follows is bibliography and links, which the body does not run into.
+_REFERENCES = re.compile(
+    r"^(?:参考文献|参考资料|参考来源|资料来源|引用来源|外部链接|references|bibliography|sources|"
+    r"works cited|citations|external links)\s*(?:\[(?:编辑|編輯|edit)\])?\s*[:：]?$",
+    re.I,
+)
 _TEASER = re.compile(r"(?:…|\.\.\.|。。。)\s*$")
 _PROSE_PUNCT = re.compile(r"[，。！？；]|[,.;!?](?=\s)")
 _PUNCT_IN = re.compile(r"[，,；;：:、。！？!?]")
@@ -237,6 +255,8 @@ def classify(lines: list[str], extracted: bool = False) -> list[LineInfo | None]
                     reason = f"spam:{cat}"
             if reason is None and li.n <= 80 and _COMMENTS.match(body):
                 reason = "comments"
+            if reason is None and _REFERENCES.match(body):
+                reason = "references"
             if reason is None and li.n <= 160 and _CTA.search(body):
                 reason = "banner"
             if reason is None and not (extracted and _TABLE_ROW.match(body)):
@@ -289,6 +309,13 @@ def classify(lines: list[str], extracted: bool = False) -> list[LineInfo | None]
                 li.reason = "repeated"  # soft: a menu item or a title echoed by the page
             elif digits >= 0.4 * li.n and li.n >= 4:
                 li.reason = "digits"
+            elif (
+                li.reason is None
+                and li.words <= DATELINE_WORDS
+                and li.cjk <= 2 * DATELINE_WORDS
+                and _DATELINE.search(s)
+            ):
+                li.reason = "dateline"  # soft, like digits: furniture above or below a text
         out.append(li)
     return out
 
@@ -378,7 +405,7 @@ META_LINES = 12  # furniture lines between the title and the text
 def _meta_line(li: LineInfo) -> bool:
     if li.cls == "bad":
         return li.reason in _META_REASONS
-    return _tiny(li) or li.reason in ("digits", "repeated")
+    return _tiny(li) or li.reason in ("digits", "repeated", "dateline")
 
 
 def _cut_header(
@@ -433,6 +460,53 @@ def _cut_header(
     for j in range(i, -1, -1):
         if infos[j] is not None and infos[j].cls != "bad":  # type: ignore[union-attr]
             cut(j, "header")
+
+
+# An article's own list marks its items ("- ", "1.", "(2)") or gives them a value ("成人票：60元");
+# a menu, a share bar or a tag list that sits inside the body span is a run of bare labels.
+_LIST_MARK = re.compile(r"^\s*(?:[-*•·▪◦–]|\d+[.、)）]|[（(]\d+[)）]|[a-z][.)]\s)", re.I)
+_LABEL_VALUE = re.compile(r"[:：]")
+MENU_RUN = 5  # bare labels in a row that make a menu
+MENU_WORDS = 3  # a label has at most this many words …
+MENU_CJK = 8  # … or Han characters
+
+
+def _menu_item(li: LineInfo) -> bool:
+    return (
+        li.cls == "short"
+        and not li.heading
+        and not li.ends
+        and li.reason in (None, "repeated", "digits")
+        and li.words <= MENU_WORDS
+        and li.cjk <= MENU_CJK
+        and not _LIST_MARK.match(li.text)
+        and not _LABEL_VALUE.search(li.text)
+        and not _CODEISH.search(li.text)
+    )
+
+
+def _cut_menu_runs(
+    infos: list[LineInfo | None], start: int, end: int, keep: list[bool], why: list[str | None]
+) -> None:
+    """Inside the body span, cut runs of ``MENU_RUN`` or more bare labels (a share bar, a tag
+    list, a site menu between two parts of the text)."""
+    run: list[int] = []
+
+    def close() -> None:
+        if len(run) >= MENU_RUN:
+            for k in run:
+                keep[k], why[k] = False, "menu"
+        run.clear()
+
+    for i in range(start, end + 1):
+        li = infos[i]
+        if li is None:
+            continue
+        if _menu_item(li):
+            run.append(i)
+        else:
+            close()
+    close()
 
 
 def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[str | None]]:
@@ -522,16 +596,17 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
     while hi < len(groups) - 1 and joins(hi + 1, groups[hi][-1], groups[hi + 1][0]):
         hi += 1
     start, end = groups[lo][0], groups[hi][-1]
-    # The body ends where a comment section begins (a comment count under the title, before
-    # any text, does not count).
+    # The body ends where a comment section or a reference list begins (a comment count under
+    # the title, before any text, does not count).
     heads = [
         k
         for k in range(start + 1, end)
-        if infos[k] is not None and infos[k].reason == "comments"  # type: ignore[union-attr]
+        if infos[k] is not None and infos[k].reason in ("comments", "references")  # type: ignore[union-attr]
     ]
     if heads:
         end = max(k for k in prose if start <= k < heads[0])
     _cut_header(infos, start, keep, why)
+    _cut_menu_runs(infos, start, end, keep, why)
     # Footer: sentences that continue the body stay until the first chrome line.
     stop = False
     for i in range(end + 1, len(lines)):

@@ -7,6 +7,7 @@ from typing import IO, Any
 
 from zimo.data.curate_config import ReadSpec
 from zimo.data.readers.base import new_record, quarantine
+from zimo.data.readers.html_captions import add_captions
 
 MAX_HTML_CHARS = 20_000_000
 
@@ -52,6 +53,8 @@ def read_html(f: IO[str], source: str, spec: ReadSpec) -> Iterator[dict[str, Any
     if not text or _only_links(html, text):
         yield quarantine(source, 0, "no_text", html[:300], format="html")
         return
+    if spec.html_captions:
+        text = add_captions(html, text)
     extra: dict[str, Any] = {}
     for key in ("title", "url", "date", "sitename"):
         value = getattr(doc, key, None)
