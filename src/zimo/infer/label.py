@@ -15,6 +15,7 @@ does not shift RoPE positions. The same class works on a base model (zero-shot) 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import time
@@ -181,6 +182,38 @@ def label_head(model, first_ids: Sequence[int]) -> LabelHead | None:
     rows = torch.tensor(list(first_ids), device=head.weight.device)
     softcap = getattr(cfg, "final_logit_softcapping", None)
     return LabelHead(body, head, rows, softcap, cache_kwarg(body))
+
+
+class _RowsHead(torch.nn.Module):
+    """An output head that computes only ``rows`` of ``head`` (see :func:`head_rows`)."""
+
+    def __init__(self, head: torch.nn.Linear, rows: torch.Tensor) -> None:
+        super().__init__()
+        self.head, self.rows = head, rows
+
+    def forward(self, h):
+        bias = None if self.head.bias is None else self.head.bias[self.rows]
+        return torch.nn.functional.linear(h, self.head.weight[self.rows], bias)
+
+
+@contextlib.contextmanager
+def head_rows(model, rows: Sequence[int]):
+    """Inside this block ``model``'s logits are only the vocabulary ``rows`` (in that order):
+    the output head is swapped for one that computes just them, so softcapping or scaling in
+    the model's own forward still applies. For callers that need a softmax over a few tokens
+    (label words) and that own the model in this thread (a serving engine's worker): the head
+    is a model attribute. Yields False (and changes nothing) where the head is not a plain
+    ``Linear`` that the model lets be replaced."""
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
+    if type(head) is not torch.nn.Linear or not hasattr(lm, "set_output_embeddings"):
+        yield False
+        return
+    lm.set_output_embeddings(_RowsHead(head, torch.tensor(list(rows), device=head.weight.device)))
+    try:
+        yield True
+    finally:
+        lm.set_output_embeddings(head)
 
 
 class LabelScorer:
