@@ -281,3 +281,24 @@ def test_label_head_scores_match_the_full_vocabulary_softmax(fp32_and_int8):
         copy.deepcopy(model), LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=["lm_head"])
     )
     assert label_head(peft, first) is None
+
+
+def test_head_rows_computes_only_the_asked_rows_and_restores_the_head(fp32_and_int8):
+    """The serving engine's label path: inside ``head_rows`` the logits are the given
+    vocabulary rows of the full logits, in that order; the head is back afterwards, also when
+    the block raises."""
+    from zimo.infer.label import head_rows
+
+    (model, _), tok = fp32_and_int8
+    ids = torch.tensor([tok("see you at 5")["input_ids"]])
+    head = model.get_output_embeddings()
+    rows = [17, 3, 40000]
+    with torch.inference_mode():
+        full = model(input_ids=ids, logits_to_keep=1).logits[0, -1]
+        with head_rows(model, rows) as only:
+            part = model(input_ids=ids, logits_to_keep=1).logits[0, -1]
+        assert only is True and part.shape == (3,)
+        torch.testing.assert_close(part, full[rows], rtol=1e-4, atol=1e-4)
+        with pytest.raises(RuntimeError), head_rows(model, rows):
+            raise RuntimeError("boom")
+    assert model.get_output_embeddings() is head
