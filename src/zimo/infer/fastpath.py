@@ -11,9 +11,10 @@ too (the head reads one row per label request).
 
 It is the default for label scoring where the CPU has no fast bf16 (``zimo.hw.
 cpu_prefers_int8``; ``ZIMO_INT8=0/1`` overrides): on the demo's 769 test rows the int8 labels
-agreed with fp32's on all but one, and batched label scoring ran 2.1x fp32's messages/s on the
-emulated AVX2 kind (benchmarks/results/cpu_infer.md). It pays only for many rows per matmul: a label prompt's ~25 tokens after the
-cached prefix, not a generation step's one token per sequence, where quantising the
+agreed with fp32's on all but one, and batched label scoring ran 1.5x fp32's messages/s on the
+emulated AVX2 kind (benchmarks/results/cpu_infer.md). It pays only for many rows per matmul: a
+label prompt's ~25-40 tokens after the cached prefix, not a generation step's one token per
+sequence, where quantising the
 activations costs more than the int8 GEMM saves (:func:`int8_probe`: 1 row at 2x fp32's time
 on the emulated AVX2 kind, 32 rows at 0.6x). So an engine that also generates keeps the float
 weights beside the int8 ones (``keep_float``) and decodes under :func:`float_weights`. torch's
