@@ -278,7 +278,8 @@ def test_label_head_scores_match_the_full_vocabulary_softmax(fp32_and_int8):
     sc._head = None  # the full-vocabulary path gives the same probabilities
     np.testing.assert_allclose(sc.predict_proba(TEXTS, batch_size=3), fast, atol=1e-4)
     peft = get_peft_model(
-        copy.deepcopy(model), LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=["lm_head"])
+        copy.deepcopy(model),
+        LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=["lm_head"]),
     )
     assert label_head(peft, first) is None
 

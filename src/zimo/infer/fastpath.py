@@ -222,7 +222,9 @@ def calibration_ids(tokenizer) -> list[list[int]]:
     return out
 
 
-def activation_absmax(model, samples: list[list[int]], groups: list | None = None) -> dict[int, Any]:
+def activation_absmax(
+    model, samples: list[list[int]], groups: list | None = None
+) -> dict[int, Any]:
     """Per-input-channel max |x| of every frozen base Linear over ``samples`` (one forward
     each), keyed by ``id(linear)``. The first position is left out: attention-sink tokens carry
     activations orders of magnitude above the rest and per-row scales handle them anyway.
