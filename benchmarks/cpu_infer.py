@@ -367,9 +367,12 @@ def child(args) -> dict:
     legs["zimo_serve"], preds["zimo_serve"] = leg_serve(train_dir, meta, texts, lat_n, cores)
     print(f"  zimo_serve {legs['zimo_serve']}", file=sys.stderr, flush=True)
     torch.set_num_threads(cores)
-    legs["llamacpp"], preds["llamacpp"] = leg_llamacpp(
-        project, train_dir, meta, texts, lat_n, cores
-    )
+    if args.no_llamacpp:
+        legs["llamacpp"], preds["llamacpp"] = {"skipped": "--no-llamacpp"}, None
+    else:
+        legs["llamacpp"], preds["llamacpp"] = leg_llamacpp(
+            project, train_dir, meta, texts, lat_n, cores
+        )
     print(f"  llamacpp {legs['llamacpp']}", file=sys.stderr, flush=True)
     torch.set_num_threads(cores)
     for name, p in preds.items():
@@ -462,6 +465,7 @@ def main() -> None:
         "--no-alt", action="store_true", help="skip the leg on the other weights (int8/fp32)"
     )
     ap.add_argument("--no-generate", action="store_true", help="skip the gecko-zh generation leg")
+    ap.add_argument("--no-llamacpp", action="store_true", help="skip the llama.cpp leg")
     ap.add_argument(
         "--out", default=None, help="JSON path (default results/cpu_infer[.quick].json)"
     )
@@ -478,7 +482,7 @@ def main() -> None:
     project = ensure_project(args.project)
     import importlib.util
 
-    if importlib.util.find_spec("llama_cpp") is not None:
+    if importlib.util.find_spec("llama_cpp") is not None and not args.no_llamacpp:
         export_gguf(project)  # once, outside the timed children
     out = Path(args.out or RESULTS / ("cpu_infer.quick.json" if args.quick else "cpu_infer.json"))
     result: dict = {
@@ -495,7 +499,7 @@ def main() -> None:
         env.update(forced)
         cmd = [sys.executable, __file__, "--child", "--project", str(project)]
         cmd += ["--quick"] * args.quick + ["--no-alt"] * args.no_alt
-        cmd += ["--no-generate"] * args.no_generate
+        cmd += ["--no-generate"] * args.no_generate + ["--no-llamacpp"] * args.no_llamacpp
         if args.rows:
             cmd += ["--rows", str(args.rows)]
         if args.threads:

@@ -228,3 +228,78 @@ def test_engine_labels_in_int8_and_generates_with_float_weights(monkeypatch):
     p8 = np.array([r.label_probs["spam"] for r in labels8])
     assert np.corrcoef(np.log(p32 / (1 - p32)), np.log(p8 / (1 - p8)))[0, 1] > 0.8
     assert np.abs(p32 - p8).max() > 1e-4  # the label path really ran int8
+
+
+def test_linears_reading_one_input_share_one_int8_gemm(fp32_and_int8):
+    """q/k/v and gate/up are stacked into one int8 GEMM each (the default); the result tracks
+    the unstacked int8 model and fp32, and the shared output is dropped once every part read
+    it (a batch must not keep a layer's activations alive)."""
+    (model, q), tok = fp32_and_int8
+    attn, mlp = q.model.layers[0].self_attn, q.model.layers[0].mlp
+    assert all(isinstance(m, fastpath.Int8Part) for m in (attn.q_proj, attn.k_proj, attn.v_proj))
+    assert attn.q_proj.shared is attn.k_proj.shared is attn.v_proj.shared
+    assert mlp.gate_proj.shared is mlp.up_proj.shared is not attn.q_proj.shared
+    assert type(attn.o_proj) is fastpath.Int8Linear and type(mlp.down_proj) is fastpath.Int8Linear
+    assert fastpath.is_int8(q)
+    single = copy.deepcopy(model)
+    fastpath.quantize_base_int8(single, tok, stack=False)
+    assert not any(isinstance(m, fastpath.Int8Part) for m in single.modules())
+    ids = torch.tensor([tok("Call now to claim your free prize, reply STOP to end")["input_ids"]])
+    with torch.inference_mode():
+        want, one, stacked = (m(input_ids=ids).logits[0, -1] for m in (model, single, q))
+    assert attn.q_proj.shared.memo is None and mlp.up_proj.shared.memo is None
+    err = lambda x: float((x - want).norm() / want.norm())  # noqa: E731
+    assert err(stacked) < 0.1 and err(stacked) < 3 * err(one) + 1e-3
+    # Float weights kept per part serve generation exactly.
+    kept = copy.deepcopy(model)
+    fastpath.quantize_base_int8(kept, tok, keep_float=True)
+    with torch.inference_mode(), fastpath.float_weights():
+        torch.testing.assert_close(kept(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_label_head_scores_match_the_full_vocabulary_softmax(fp32_and_int8):
+    """Label scores from the labels' head rows alone give the probabilities of the full
+    log-softmax over the vocabulary (the normaliser cancels), on the prefix-cached path and on
+    whole prompts; a wrapped head falls back to the full logits."""
+    from peft import LoraConfig, get_peft_model
+
+    from zimo.infer.label import label_head
+
+    (model, _), tok = fp32_and_int8
+    sc = LabelScorer(model, tok, ["ham", "spam"], autocast=False, frozen=True)
+    assert sc._head is not None
+    fast = sc.predict_proba(TEXTS, batch_size=3)
+    first = [a[0] for a in sc.prompt.label_ids]
+    with torch.inference_mode():
+        for i, text in enumerate(TEXTS[:3]):
+            lp = torch.log_softmax(model(torch.tensor([sc.prompt.prompt_ids(text)])).logits[0, -1], -1)  # fmt: skip
+            want = torch.softmax(lp[first], -1).numpy()
+            np.testing.assert_allclose(fast[i], want, atol=1e-4)
+    sc._head = None  # the full-vocabulary path gives the same probabilities
+    np.testing.assert_allclose(sc.predict_proba(TEXTS, batch_size=3), fast, atol=1e-4)
+    peft = get_peft_model(
+        copy.deepcopy(model),
+        LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=["lm_head"]),
+    )
+    assert label_head(peft, first) is None
+
+
+def test_head_rows_computes_only_the_asked_rows_and_restores_the_head(fp32_and_int8):
+    """The serving engine's label path: inside ``head_rows`` the logits are the given
+    vocabulary rows of the full logits, in that order; the head is back afterwards, also when
+    the block raises."""
+    from zimo.infer.label import head_rows
+
+    (model, _), tok = fp32_and_int8
+    ids = torch.tensor([tok("see you at 5")["input_ids"]])
+    head = model.get_output_embeddings()
+    rows = [17, 3, 40000]
+    with torch.inference_mode():
+        full = model(input_ids=ids, logits_to_keep=1).logits[0, -1]
+        with head_rows(model, rows) as only:
+            part = model(input_ids=ids, logits_to_keep=1).logits[0, -1]
+        assert only is True and part.shape == (3,)
+        torch.testing.assert_close(part, full[rows], rtol=1e-4, atol=1e-4)
+        with pytest.raises(RuntimeError), head_rows(model, rows):
+            raise RuntimeError("boom")
+    assert model.get_output_embeddings() is head

@@ -48,11 +48,11 @@ def cpu_prefers_int8() -> bool:
     """True where label inference should run the frozen base in int8 (``zimo.infer.fastpath``):
     CPUs without fast bf16, i.e. AVX2-only laptops and servers. ``ZIMO_INT8=0/1`` overrides.
 
-    Measured on the demo's sub-model, all 769 test rows, AVX2 kind emulated
-    (benchmarks/results/cpu_infer.md, load 7-13 from other jobs): int8 labels agreed with
-    fp32's on 768/769 rows (256/256 dev rows), batched scoring ran 2.1x fp32's messages/s and
-    the p50 at batch 1 was 272 ms against 320 ms. On bf16 CPUs the bf16 path is kept, so
-    nothing changes there unless asked for."""
+    Measured on the demo's sub-model, AVX2 kind emulated: int8 labels agreed with fp32's on
+    768/769 test rows (benchmarks/results/cpu_infer.md, all rows, a loaded machine; 256/256 dev
+    rows earlier), and on the idle machine the p50 at batch 1 was about half fp32's
+    (benchmarks/results/cpu_infer.quick.md). On bf16 CPUs the bf16 path is kept, so nothing
+    changes there unless asked for."""
     env = os.environ.get("ZIMO_INT8", "").strip()
     if env in ("0", "1"):
         return env == "1"

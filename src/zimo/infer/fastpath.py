@@ -11,9 +11,10 @@ too (the head reads one row per label request).
 
 It is the default for label scoring where the CPU has no fast bf16 (``zimo.hw.
 cpu_prefers_int8``; ``ZIMO_INT8=0/1`` overrides): on the demo's 769 test rows the int8 labels
-agreed with fp32's on all but one, and batched label scoring ran 2.1x fp32's messages/s on the
-emulated AVX2 kind (benchmarks/results/cpu_infer.md). It pays only for many rows per matmul: a label prompt's ~25 tokens after the
-cached prefix, not a generation step's one token per sequence, where quantising the
+agreed with fp32's on all but one, and batched label scoring ran 1.5x fp32's messages/s on the
+emulated AVX2 kind (benchmarks/results/cpu_infer.md). It pays only for many rows per matmul: a
+label prompt's ~25-40 tokens after the cached prefix, not a generation step's one token per
+sequence, where quantising the
 activations costs more than the int8 GEMM saves (:func:`int8_probe`: 1 row at 2x fp32's time
 on the emulated AVX2 kind, 32 rows at 0.6x). So an engine that also generates keeps the float
 weights beside the int8 ones (``keep_float``) and decodes under :func:`float_weights`. torch's
@@ -130,6 +131,51 @@ def float_weights():
         _MODE.float = before
 
 
+class Int8Part(torch.nn.Linear):
+    """One of several frozen Linears that read the same input (a layer's q/k/v projections, an
+    MLP's gate and up): their int8 weights are stacked into one :class:`Int8Linear`, which
+    quantises the input once and runs one GEMM; each part returns its columns of that output.
+
+    At a label prompt's ~36 rows per GEMM, a Linear's per-call work besides the GEMM (scaling,
+    quantising and rescaling the activations: ~10 small ops) cost about as much as the GEMM
+    itself on the emulated AVX2 kind; stacking 7 Linears a layer into 4 calls halves that.
+    The first part called with an input runs the shared GEMM and the others reuse its output
+    (matched by identity: the model passes the very same tensor to each); the output is
+    dropped once every part has read it, so a batch does not keep activations alive."""
+
+    def __init__(self, shared: Int8Linear, start: int, stop: int, n_parts: int, linear,
+                 keep_float: bool = False) -> None:  # fmt: skip
+        torch.nn.Module.__init__(self)
+        self.in_features, self.out_features = linear.in_features, stop - start
+        self.start, self.stop, self.n_parts = start, stop, n_parts
+        # Not a submodule: every part would list it again in named_modules().
+        self.__dict__["shared"] = shared
+        self.register_buffer("fweight", linear.weight.detach() if keep_float else None)
+        keep = keep_float and linear.bias is not None
+        self.register_buffer("fbias", linear.bias.detach() if keep else None)
+        self.weight = torch.nn.Parameter(torch.empty(0, dtype=torch.float32), requires_grad=False)
+        self.register_parameter("bias", None)
+
+    def _apply(self, fn, recurse=True):
+        self.shared._apply(fn, recurse)  # .to(device) reaches the shared weights too
+        return super()._apply(fn, recurse)
+
+    def forward(self, x):
+        if self.fweight is not None and getattr(_MODE, "float", False):
+            return torch.nn.functional.linear(x, self.fweight, self.fbias)
+        sh = self.shared
+        memo = sh.memo
+        if memo is None or memo[0] is not x:
+            memo = [x, sh(x), self.n_parts]
+        memo[2] -= 1
+        # One assignment, so a second thread sees either the old pair or the new one.
+        sh.memo = memo if memo[2] > 0 else None
+        return memo[1][..., self.start : self.stop]
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 part [{self.start}:{self.stop}] of {self.shared.out_features}"  # fmt: skip
+
+
 def _base_linears(model) -> list[tuple[Any, str, Any]]:
     """``(parent, attribute, linear)`` for every frozen base Linear: not LoRA's own A/B
     matrices, not the output head, not a PEFT ``modules_to_save`` copy."""
@@ -176,15 +222,22 @@ def calibration_ids(tokenizer) -> list[list[int]]:
     return out
 
 
-def activation_absmax(model, samples: list[list[int]]) -> dict[int, Any]:
+def activation_absmax(
+    model, samples: list[list[int]], groups: list | None = None
+) -> dict[int, Any]:
     """Per-input-channel max |x| of every frozen base Linear over ``samples`` (one forward
     each), keyed by ``id(linear)``. The first position is left out: attention-sink tokens carry
-    activations orders of magnitude above the rest and per-row scales handle them anyway."""
+    activations orders of magnitude above the rest and per-row scales handle them anyway.
+    ``groups``: if a list, filled with lists of ``id(linear)`` that read the very same input
+    tensor in the first forward (candidates for :class:`Int8Part`)."""
     stats: dict[int, Any] = {}
     hooks = []
+    seen: dict[int, list] = {}  # id(input) -> [input, linear ids]; the input kept alive
     for _, _, lin in _base_linears(model):
 
         def hook(mod, args, _out, key=id(lin)):
+            if groups is not None and not groups:
+                seen.setdefault(id(args[0]), [args[0]]).append(key)
             x = args[0].detach()
             x = x[:, 1:] if x.dim() == 3 and x.shape[1] > 1 else x
             m = x.reshape(-1, x.shape[-1]).abs().amax(dim=0).float()
@@ -196,25 +249,60 @@ def activation_absmax(model, samples: list[list[int]]) -> dict[int, Any]:
         with torch.inference_mode():
             for ids in samples:
                 model(input_ids=torch.tensor([ids], device=device), use_cache=False)
+                if groups is not None and not groups:
+                    groups += [v[1:] for v in seen.values()]
+                    seen.clear()
     finally:
         for h in hooks:
             h.remove()
     return stats
 
 
-def quantize_base_int8(model, tokenizer=None, keep_float: bool = False) -> int:
+def _stacked(lins: list) -> torch.nn.Linear:
+    """One Linear whose output is the ``lins``' outputs side by side (a missing bias is 0)."""
+    w = torch.cat([lin.weight.detach() for lin in lins], dim=0)
+    out = torch.nn.Linear(w.shape[1], w.shape[0], bias=False, device=w.device, dtype=w.dtype)
+    out.weight = torch.nn.Parameter(w, requires_grad=False)
+    if any(lin.bias is not None for lin in lins):
+        parts = [lin.bias if lin.bias is not None else w.new_zeros(lin.out_features) for lin in lins]  # fmt: skip
+        out.bias = torch.nn.Parameter(torch.cat([b.detach() for b in parts]), requires_grad=False)
+    return out
+
+
+def quantize_base_int8(model, tokenizer=None, keep_float: bool = False, stack: bool = True) -> int:
     """Replace the frozen base Linear layers of ``model`` (a causal LM or a ``PeftModel``)
     with :class:`Int8Linear`, in place, smoothed with activation statistics from
-    :data:`CALIBRATION_TEXTS` when ``tokenizer`` is given; returns how many were replaced."""
-    stats = activation_absmax(model, calibration_ids(tokenizer)) if tokenizer is not None else {}
+    :data:`CALIBRATION_TEXTS` when ``tokenizer`` is given; returns how many were replaced.
+    ``stack``: Linears that read the same input in a calibration forward share one stacked
+    int8 GEMM (:class:`Int8Part`; needs ``tokenizer``)."""
+    groups: list | None = [] if stack and tokenizer is not None else None
+    stats = activation_absmax(model, calibration_ids(tokenizer), groups) if tokenizer is not None else {}  # fmt: skip
     layers = _base_linears(model)
+    where = {id(lin): (parent, attr, lin) for parent, attr, lin in layers}
+    done: set[int] = set()
+    for ids in groups or []:
+        members = [where[i] for i in ids if i in where and i not in done]
+        # At least two, one input size and dtype (a LoRA layer's base Linears have different
+        # parents, the LoRA wrappers, and still read the same tensor).
+        if len(members) < 2 or len({(m.in_features, m.weight.dtype) for _, _, m in members}) != 1:  # fmt: skip
+            continue
+        lins = [m for _, _, m in members]
+        shared = Int8Linear(_stacked(lins), stats.get(id(lins[0])))
+        shared.memo = None
+        start = 0
+        for parent, attr, lin in members:
+            part = Int8Part(shared, start, start + lin.out_features, len(members), lin, keep_float)
+            setattr(parent, attr, part)
+            start += lin.out_features
+            done.add(id(lin))
     for parent, attr, lin in layers:
-        setattr(parent, attr, Int8Linear(lin, stats.get(id(lin)), keep_float=keep_float))
+        if id(lin) not in done:
+            setattr(parent, attr, Int8Linear(lin, stats.get(id(lin)), keep_float=keep_float))
     return len(layers)
 
 
 def is_int8(model) -> bool:
-    return any(isinstance(m, Int8Linear) for m in model.modules())
+    return any(isinstance(m, (Int8Linear, Int8Part)) for m in model.modules())
 
 
 @functools.lru_cache(maxsize=16)

@@ -40,12 +40,14 @@ class LabelPrefixCache:
         return p
 
     def first_token_scores(self, backend, model: str, aid: str, jobs: list, prompt) -> Any | None:
-        """Log-softmax over the vocabulary after each job's prompt, ``[len(jobs), vocab]``,
-        running only the tokens after the cached prefix; None when some prompt does not start
-        with the prefix (the caller runs whole prompts then)."""
+        """Scores of the labels' first tokens after each job's prompt, ``[len(jobs), labels]``
+        (log-probabilities up to a per-row constant, which a softmax over the labels cancels),
+        running only the tokens after the cached prefix and only the labels' rows of the output
+        head (``zimo.infer.label.head_rows``); None when some prompt does not start with the
+        prefix (the caller runs whole prompts then)."""
         import torch
 
-        from zimo.infer.label import expand_cache
+        from zimo.infer.label import expand_cache, head_rows
 
         p = self.prefix(model, prompt)
         n = len(p)
@@ -62,5 +64,8 @@ class LabelPrefixCache:
         ids, mask, pos = backend._pad([j.prompt_ids[n:] for j in jobs])
         full_mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, n), mask], dim=1)
         cache = expand_cache(kv, len(jobs))
-        out = backend._forward(ids, full_mask, pos + n, [aid] * len(jobs), past=cache, keep=1)
-        return torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+        first = [a[0] for a in prompt.label_ids]
+        with head_rows(backend.model, first) as rows_only:
+            out = backend._forward(ids, full_mask, pos + n, [aid] * len(jobs), past=cache, keep=1)
+        z = out.logits[:, -1, :].float()
+        return z if rows_only else torch.log_softmax(z, dim=-1)[:, first]

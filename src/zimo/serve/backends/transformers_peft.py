@@ -401,8 +401,7 @@ class PeftBackend(Backend):
                 uncached += group
                 continue
             for r, j in enumerate(group):
-                first = [a[0] for a in prompts[id(j)].label_ids]
-                per_job[jobs.index(j)] = lp[r, first].tolist()
+                per_job[jobs.index(j)] = lp[r].tolist()
         if uncached:
             ids, mask, pos = self._pad([j.prompt_ids for j in uncached])
             out = self._forward(ids, mask, pos, [names[j.model] for j in uncached], keep=1)
