@@ -22,9 +22,10 @@ Writes ``benchmarks/results/detect.json`` and ``detect.md`` (``--quick``: into t
   and N shorter ones, every score by length band, the shipped combined score (fitted on QA dev
   only), the hidden-state head, and combined models cross-fitted on the SI file; the speed
   section then also times this version's scorer against the previous one in the same rounds.
-- English (``--english N``, :mod:`detect_en`): N human English texts and as many GPT-4
-  answers, scored by gecko with the plain model (no English calibration ships), every
-  zero-shot score and a combined score cross-fitted on them.
+- English (``--english N``, :mod:`detect_en`): an English calibration of the shipped form
+  fitted on licensed human text and the embedded models' rewrites (:mod:`detect_en_dev`),
+  measured on N GPT-4 answers and N held-out news paragraphs plus the Self-Instruct seed
+  outputs; ``--write-en-calibration`` ships it only if it passes ``ship_decision``.
 - The calibration shipped with Zimo (``src/zimo/guard/calibrations/<model>.json``) is written
   from the full run (not ``--quick``, not ``--qa-sample``, unless ``--write-calibration``).
 

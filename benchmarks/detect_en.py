@@ -8,11 +8,14 @@ embedded models (SmolLM2-135M-Instruct, Gemma 3 270M). The combined score has th
 calibration's form: seven token features plus a hidden-state head as a second model, its
 threshold set on 5-fold out-of-fold scores of the fit human texts at 1% FPR.
 
-Measured on text never fitted on: GPT-4 answers (``alpaca_en_1k``, CC BY-NC: measured only)
-against human text of the same genre (Self-Instruct seed outputs) and news paragraphs from the
-held-out articles. Per score: AUROC and TPR at 1% FPR with the threshold read off the test set
-itself (how well the score ranks), and the calibrated threshold's own FPR on held-out human
-text and TPR on GPT-4 text (what the guard would do), per length band.
+Measured on text that the model scoring it was never fitted on: GPT-4 answers
+(``alpaca_en_1k``, CC BY-NC: measured only) against human text of the same genre
+(Self-Instruct seed outputs) and news paragraphs from the held-out articles. The seed outputs
+are the only licensed human text of the answers' genre, so they are cross-fitted in two halves
+by task (:func:`en_section`); the GPT-4 answers and held-out news are never fitted on. Per
+score: AUROC and TPR at 1% FPR with the threshold read off the test set itself (how well the
+score ranks), and the calibrated threshold's own FPR on held-out human text and TPR on GPT-4
+text (what the guard would do), per length band.
 
 The calibration ships as the English default only where :func:`ship_decision` says so: it must
 beat plain log-rank on the held-out GPT-4 set and keep its FPR on held-out human text near 1%.
@@ -20,6 +23,7 @@ beat plain log-rank on the held-out GPT-4 set and keep its FPR on held-out human
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import numpy as np
@@ -89,34 +93,63 @@ def ship_decision(test: dict) -> dict:
     }
 
 
-def en_section(
-    dev: list[dict], dev_stats, test: list[dict], test_stats, min_tokens: int, source: dict
-) -> tuple[dict, dict]:
-    """(results, the calibration fitted on ``dev``): every score on the dev set out of fold and
-    on the held-out set, by length band and by human source."""
-    y_dev = np.array([r["label"] for r in dev])
-    ntok_dev = np.array([s.n_tokens for s in dev_stats])
-    keep = ntok_dev >= min_tokens
-    cal = calibrate_from_stats(
-        dev_stats,
-        y_dev,
+SEED = "self-instruct seed output"
+
+
+def _fold(r: dict) -> int:
+    """Which half a held-out text belongs to (by its document: a seed task's outputs stay
+    together)."""
+    return int(hashlib.sha1(str(r["doc"]).encode()).hexdigest(), 16) % 2
+
+
+def _fit(stats, y: np.ndarray, min_tokens: int, head: bool, source: dict | None = None) -> dict:
+    return calibrate_from_stats(
+        stats,
+        y,
         model="gecko",
         token_budget=256,
         min_tokens=min_tokens,
         target_fpr=0.01,
         source=source,
-        hidden_head=True,
+        hidden_head=head,
     )
-    # The same form without the head, to show what the head adds on English.
-    feat = calibrate_from_stats(
-        dev_stats,
-        y_dev,
-        model="gecko",
-        token_budget=256,
-        min_tokens=min_tokens,
-        target_fpr=0.01,
-    )
-    models = {"combined": cal, "combined, features only": feat}
+
+
+def en_section(
+    dev: list[dict], dev_stats, test: list[dict], test_stats, min_tokens: int, source: dict
+) -> tuple[dict, dict]:
+    """(results, the shipped-form calibration): every score on the dev set out of fold and on
+    the held-out set, by length band and by human source.
+
+    The only licensed human text of the GPT-4 answers' genre is the Self-Instruct seed outputs,
+    and a threshold set on news, web pages and SMS alone does not hold on it (formulaic answers
+    are more predictable). So the seeds are cross-fitted in two halves by task: the model
+    fitted on the dev set plus one half scores the other half, and half of the other held-out
+    texts; the calibration that would ship is fitted on the dev set plus every seed."""
+    y_dev = np.array([r["label"] for r in dev])
+    keep = np.array([s.n_tokens for s in dev_stats]) >= min_tokens
+    seeds = [i for i, r in enumerate(test) if r["source"] == SEED]
+    fold = np.array([_fold(r) for r in test])
+    forms = {"combined": True, "combined, features only": False}
+    scores = {name: np.full(len(test), np.nan) for name in ["logrank", *forms]}
+    thr = {name: np.full(len(test), np.nan) for name in scores}
+    for k in (0, 1):
+        extra = [i for i in seeds if fold[i] == k]
+        stats_k = list(dev_stats) + [test_stats[i] for i in extra]
+        y_k = np.r_[y_dev, np.zeros(len(extra), int)]
+        on = fold != k  # scored by the model that never saw them
+        for name, head in forms.items():
+            cal = _fit(stats_k, y_k, min_tokens, head)
+            scores[name][on] = combined_from_stats(
+                [s for s, o in zip(test_stats, on, strict=True) if o],
+                cal["scores"]["combined"]["model"],
+            )
+            thr[name][on] = cal["scores"]["combined"]["threshold"]
+        thr["logrank"][on] = cal["scores"]["logrank"]["threshold"]
+    scores["logrank"] = np.array([simple_score("logrank", s) for s in test_stats])
+    all_stats = list(dev_stats) + [test_stats[i] for i in seeds]
+    y_all = np.r_[y_dev, np.zeros(len(seeds), int)]
+    cal = _fit(all_stats, y_all, min_tokens, True, source)
     # Out of fold on the dev set (what the fit looks like on its own kind of text).
     X = feature_matrix([s for s, k in zip(dev_stats, keep, strict=True) if k], FEATURES, True)
     yk = y_dev[keep]
@@ -127,11 +160,11 @@ def en_section(
         "combined": _m(out_of_fold_combined(X, yk, head=True), yk),
     }
     dev_by_gen = {}
-    src = np.array([r["source"] for r in dev])[keep]
+    src = np.array([r["source"] for r in dev])[keep].astype(str)
     for g in sorted({s.split()[0] for s in src[yk == 1]}):
-        m = (yk == 0) | np.char.startswith(src.astype(str), g)
+        m = (yk == 0) | np.char.startswith(src, g)
         dev_by_gen[g] = {"logrank": _auroc(lr_dev[m], yk[m])}
-    test_res = _test_section(test, test_stats, models, min_tokens)
+    test_res = _test_section(test, test_stats, scores, thr, min_tokens)
     result = {
         "model": "gecko",
         "min_tokens": min_tokens,
@@ -145,6 +178,12 @@ def en_section(
         },
         "test": test_res,
         "decision": ship_decision(test_res),
+        "shipped_form": {
+            "fit_on": "dev set + every seed output",
+            "n_human": cal["n_human"],
+            "n_machine": cal["n_machine"],
+            "oof_tpr_at_1fpr": cal["scores"]["combined"]["dev_tpr_at_target"],
+        },
     }
     return result, cal
 
@@ -157,22 +196,18 @@ def _counts(rows: list[dict], label: int) -> dict[str, int]:
     return out
 
 
-def _test_section(test: list[dict], stats, models: dict[str, dict], min_tokens: int) -> dict:
+def _test_section(
+    test: list[dict], stats, scores: dict[str, np.ndarray], thr: dict[str, np.ndarray], min_tokens
+) -> dict:
+    """Ranking (AUROC, TPR@1% read off these texts) and the operating point (each text against
+    the threshold of the model that scored it) on the held-out texts."""
     y = np.array([r["label"] for r in test])
     src = np.array([r["source"] for r in test])
     chars = np.array([len(r["text"]) for r in test])
-    ntok = np.array([s.n_tokens for s in stats])
-    trusted = ntok >= min_tokens
-    scores = {"logrank": np.array([simple_score("logrank", s) for s in stats])}
-    for name, cal in models.items():
-        scores[name] = combined_from_stats(stats, cal["scores"]["combined"]["model"])
-    thresholds = {
-        "logrank": models["combined"]["scores"]["logrank"]["threshold"],
-        **{name: cal["scores"]["combined"]["threshold"] for name, cal in models.items()},
-    }
+    trusted = np.array([s.n_tokens for s in stats]) >= min_tokens
     subsets = {
         "all": np.ones(len(y), bool),
-        "vs seed outputs": (y == 1) | (src == "self-instruct seed output"),
+        "vs seed outputs": (y == 1) | (src == SEED),
         "vs held-out news": (y == 1) | (src == "news article paragraph"),
     }
     out: dict = {
@@ -186,10 +221,10 @@ def _test_section(test: list[dict], stats, models: dict[str, dict], min_tokens: 
     }
     for name, s in scores.items():
         out["scores"][name] = {k: _m(s[m & trusted], y[m & trusted]) for k, m in subsets.items()}
-        flag = trusted & (s > thresholds[name])
+        flag = trusted & (s > thr[name])
         hum = trusted & (y == 0)
         out["operating_point"][name] = {
-            "threshold": thresholds[name],
+            "thresholds": sorted(set(thr[name].tolist())),
             "fpr_held_out_human": float(flag[hum].mean()),
             "fpr_by_source": {
                 k: float(flag[hum & (src == k)].mean()) for k in sorted(set(src[y == 0]))
@@ -202,7 +237,7 @@ def _test_section(test: list[dict], stats, models: dict[str, dict], min_tokens: 
         band = {"n": int(m.sum()), "machine": int(y[m].sum())}
         if len(set(y[m])) == 2:
             for name, s in scores.items():
-                flag = s[m] > thresholds[name]
+                flag = s[m] > thr[name][m]
                 band[name] = {
                     **_m(s[m], y[m]),
                     "fpr_at_threshold": float(flag[y[m] == 0].mean()),

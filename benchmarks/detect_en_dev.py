@@ -206,8 +206,10 @@ def _generate_one(llm, model: str, task: str, text: str, rng: random.Random) -> 
     if task == "continue":
         sents = _SENT_END.split(text)
         head = " ".join(sents[: max(1, len(sents) // 3)])
-        out = llm(head, max_tokens=120, stop=["\n\n"], **sampling)
-        return out["choices"][0]["text"].strip()
+        # No stop string: the base model often opens with a blank line, and a "\n\n" stop
+        # then returned nothing; its first paragraph is kept instead.
+        out = llm(head, max_tokens=120, **sampling)
+        return out["choices"][0]["text"].strip().split("\n\n")[0].strip()
     out = llm(BASE_SHOTS + f"Original: {text}\nRewritten:", max_tokens=140, stop=["\n"], **sampling)
     return out["choices"][0]["text"].strip()
 
