@@ -1061,6 +1061,8 @@ def markdown(r: dict) -> str:
     if sp is None:
         return "\n".join(lines) + "\n\n(speed not measured in this run)\n"
     ref = sp["reference_fp32_one_at_a_time"]
+    if sp.get("reused_from_cache"):  # --speed-docs 0: say that this run did not time anything
+        lines += ["", "(Speed not measured in this run: the last measured speed, reused.)"]
     lines += [
         "",
         f"Speed, side by side on the same {sp['docs']} docs ({sp['tokens']} tokens), the four "
