@@ -121,8 +121,11 @@ def shipped_path(model: str) -> Path:
 
 
 def load_calibration(model: str, path: Path | None = None) -> dict:
-    """The calibration at ``path``, else the shipped one for ``model``."""
+    """The calibration at ``path`` (a JSON file, or a folder holding ``<model>.json`` per
+    scorer model, as Zimo's shipped folder does), else the shipped one for ``model``."""
     p = Path(path) if path else shipped_path(model)
+    if p.is_dir():
+        p = p / f"{model}.json"
     if not p.is_file():
         raise ZimoError(
             f"no guard calibration for model {model!r} ({p} not found)",

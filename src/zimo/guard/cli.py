@@ -59,7 +59,9 @@ def register(app: typer.Typer) -> None:
         threshold: float | None = typer.Option(None, help="flag above this (default: calibrated)"),
         target_fpr: float | None = typer.Option(None, help="false-positive rate to calibrate for"),
         model: str | None = typer.Option(None, help="auto | gecko | gecko-zh | a model path"),
-        calibration: Path | None = typer.Option(None, help="a calibration JSON"),
+        calibration: Path | None = typer.Option(
+            None, help="a calibration JSON, or a folder of <model>.json files"
+        ),
         style_adapter: str | None = typer.Option(
             None, help="machine-style adapter: auto (shipped) | off | a folder"
         ),

@@ -44,7 +44,9 @@ class GuardConfig(BaseModel):
         0.01, gt=0, lt=1, description="false-positive rate the calibrated threshold aims at"
     )
     calibration: Path | None = Field(
-        None, description="a calibration JSON written by `calibrate`; None = Zimo's shipped one"
+        None,
+        description="a calibration JSON written by `calibrate`, or a folder of them named "
+        "<model>.json (one per language with model: auto); None = Zimo's shipped ones",
     )
     action: Literal["flag", "drop"] = Field(
         "flag", description="flag: keep and mark; drop: reject flagged records at curation"

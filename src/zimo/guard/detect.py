@@ -199,12 +199,24 @@ class Detector:
             return False
         if model not in self._cal:
             try:
-                cal = load_calibration(model, self.config.calibration)
+                cal = self._load(model)
             except ZimoError:
                 self.uncalibrated.add(model)
                 return False
             self._cal[model] = self._checked(cal, model)  # another adapter's: an error
         return True
+
+    def _load(self, model: str) -> dict:
+        """The calibration of ``model``: ``guard.calibration`` if it was fitted for that model,
+        else the shipped one. Why per model: with ``model: auto`` every record is routed by its
+        script (:func:`pick_model`), so a mixed file needs the Chinese and the English
+        calibration at once, and one fitted for gecko-zh says nothing about gecko's scores. A
+        calibration that names no model, or a model other than auto, is used as given."""
+        cal = load_calibration(model, self.config.calibration)
+        fitted_for = cal.get("model")
+        if self.config.model == "auto" and fitted_for and fitted_for != model:
+            return load_calibration(model)
+        return cal
 
     # ----------------------------------------------------------------- models and calibration
     def model_for(self, text: str) -> str:
@@ -228,8 +240,7 @@ class Detector:
             fixed = self.config.calibration is None and self.config.threshold is not None
             if fixed and self.config.score != "combined":
                 return None
-            cal = load_calibration(model, self.config.calibration)
-            self._cal[model] = self._checked(cal, model)
+            self._cal[model] = self._checked(self._load(model), model)
         return self._cal[model]
 
     def _checked(self, cal: dict, model: str) -> dict:
