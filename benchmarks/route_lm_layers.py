@@ -47,7 +47,6 @@ from zimo.route.metrics import evaluate_scores  # noqa: E402
 from zimo.route.outcomes import load_outcome_csvs  # noqa: E402
 from zimo.route.scorers import (  # noqa: E402
     ENSEMBLE_FOLDS,
-    ENSEMBLE_MEMBERS,
     EnsembleScorer,
     PromptFeatures,
     Scorer,
@@ -111,7 +110,11 @@ class _Features(PromptFeatures):
     def subset(self, idx):
         base = super().subset(idx)
         return _Features(
-            base.surface, base.emb, base.groups, None if self.lm is None else self.lm[idx]
+            base.surface,
+            base.emb,
+            base.groups,
+            base.form,
+            lm=None if self.lm is None else self.lm[idx],
         )
 
 
@@ -142,6 +145,8 @@ def _ensemble(kinds: list[str]) -> EnsembleScorer:
     return EnsembleScorer(members, folds=ENSEMBLE_FOLDS, seed=0)
 
 
+# The ensemble this layer sweep measured (before the gbm member joined the default).
+ENSEMBLE_MEMBERS = ("length", "logreg", "knn", "features")
 VARIANTS = {
     "plus": [*ENSEMBLE_MEMBERS, "logreg@lm", "knn@lm"],
     "swap": [k if k not in ("logreg", "knn") else f"{k}@lm" for k in ENSEMBLE_MEMBERS],
@@ -224,12 +229,16 @@ def main() -> None:
                 m = evaluate_scores(s, qw[te], qs[te])
                 per_fold.setdefault(name, []).append((m["apgr"], m["cpt50"]))
 
-            score("ensemble", list(ENSEMBLE_MEMBERS), _Features(f0.surface, f0.emb, f0.groups))
+            score(
+                "ensemble",
+                list(ENSEMBLE_MEMBERS),
+                _Features(f0.surface, f0.emb, f0.groups, f0.form),
+            )
             for j, layer in enumerate(a.layers):
                 h = hid[j].astype(np.float64)
                 h = (h - h[tr].mean(0)) / (h[tr].std(0) + 1e-6)  # training-fold statistics
                 h /= np.linalg.norm(h, axis=1, keepdims=True)
-                f = _Features(f0.surface, f0.emb, f0.groups, h)
+                f = _Features(f0.surface, f0.emb, f0.groups, f0.form, lm=h)
                 for name in a.variants:
                     score(f"{name}@{layer}", VARIANTS[name], f)
             partial.write_text(json.dumps({"key": run_key, "per_fold": per_fold}))

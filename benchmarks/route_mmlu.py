@@ -41,7 +41,7 @@ from zimo.route.metrics import (  # noqa: E402
     random_expected,
 )
 from zimo.route.outcomes import Outcomes, load_outcome_csvs  # noqa: E402
-from zimo.route.scorers import build_features, make_scorer  # noqa: E402
+from zimo.route.scorers import ENSEMBLE_MEMBERS, build_features, make_scorer  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = RESULTS / "cache" / "minilm.sqlite"
@@ -640,10 +640,12 @@ HOLDOUT_MEMBERS = (
     "knn-topic_removed",
     "logreg-C0.01",
     "logreg-pca32",
+    "gbm",
 )
 # Equal-weight means of the members' cross-fitted z-scores (the ensemble's own combination).
 HOLDOUT_COMBOS = {
-    "ensemble": ("length", "logreg", "knn", "features"),
+    "ensemble-previous": ("length", "logreg", "knn", "features"),
+    "ensemble": ENSEMBLE_MEMBERS,
     "ensemble+form": ("length", "logreg", "knn", "features", "form"),
     "ensemble-topic_removed": ("length", "logreg-topic_removed", "knn-topic_removed", "features"),
     "ensemble-topic_removed+form": (
@@ -667,16 +669,21 @@ HOLDOUT_DOC = {
     "logreg / knn": "the ensemble's MiniLM members",
     "logreg-topic_removed / knn-topic_removed": "the same members on MiniLM vectors with the top "
     "16 principal directions of the training subjects' mean vectors projected out",
-    "ensemble": "the default router (length, logreg, knn, features; cross-fitted z-scores, equal "
-    "weights), MiniLM",
-    "ensemble+form": "the default ensemble plus the form member",
-    "ensemble-topic_removed(+form)": "the ensemble with topic-removed logreg/knn (and the form "
+    "ensemble-previous": "the default router before gbm joined (length, logreg, knn, features; "
+    "cross-fitted z-scores, equal weights), MiniLM: the reference of every paired Δ",
+    "gbm": "LightGBM on surface + form statistics + the top 32 principal components of the "
+    "training prompts' MiniLM vectors (fixed settings: 200 trees, learning rate 0.03, 15 "
+    "leaves, at least 50 prompts per leaf)",
+    "ensemble": "the default router: length, logreg, knn, features, gbm (cross-fitted z-scores, "
+    "equal weights), MiniLM",
+    "ensemble+form": "the previous ensemble plus the form member",
+    "ensemble-topic_removed(+form)": "the previous ensemble with topic-removed logreg/knn (and the form "
     "member)",
     "topic_free": "length + features + form: no prompt vector at all",
     "logreg-C0.01": "the logreg member with 5x stronger regularisation (C 0.01 instead of 0.05)",
     "logreg-pca32": "the logreg member on the top 32 principal components of the training "
     "prompts' MiniLM vectors (fewer embedding dimensions), re-normalised",
-    "ensemble-no_logreg / ensemble-logreg_C0.01 / ensemble-logreg_pca32": "the default "
+    "ensemble-no_logreg / ensemble-logreg_C0.01 / ensemble-logreg_pca32": "the previous "
     "ensemble without its logreg member, or with it replaced by the variant",
     "form+knn": "the form member and the MiniLM kNN member",
     "sub:*": "the confidence subsample (a fixed --confidence-per-subject prompts per subject), "
@@ -827,7 +834,7 @@ def run_holdout(args, o: Outcomes, feats, progress) -> dict:
         zs = _member_scores(("length", "logreg", "knn", "features", "form"), gtr, gte, y[ctr])
         # The form member with the confidence columns added, standardised the same way.
         zc = _member_scores(("form",), with_conf(gtr, c_tr), with_conf(gte, c_te), y[ctr])["form"]
-        ens4 = [zs[k] for k in HOLDOUT_COMBOS["ensemble"]]
+        ens4 = [zs[k] for k in HOLDOUT_COMBOS["ensemble-previous"]]
         record("sub:ensemble", np.mean(ens4, 0), cte)
         record("sub:ensemble+form", np.mean(ens4 + [zs["form"]], 0), cte)
         record("sub:ensemble+form+conf", np.mean(ens4 + [zc], 0), cte)
@@ -845,7 +852,7 @@ def run_holdout(args, o: Outcomes, feats, progress) -> dict:
         record("sub:conf", g.fit(short[0], y[ctr]).predict(short[1]), cte)
 
     summary = {}
-    base = per_split["ensemble"]
+    base = per_split["ensemble-previous"]
     for name, ms in per_split.items():
         d = {
             k: summarize([m[k] for m in ms]) | {"per_split": [round(m[k], 4) for m in ms]}
@@ -853,7 +860,7 @@ def run_holdout(args, o: Outcomes, feats, progress) -> dict:
         }
         d["splits"] = len(ms)
         ref = per_split["sub:ensemble"] if name.startswith("sub:") else base
-        if name not in ("ensemble", "sub:ensemble", "random", "oracle") and len(ms) > 1:
+        if name not in ("ensemble-previous", "sub:ensemble", "random", "oracle") and len(ms) > 1:
             d["paired_vs_ensemble"] = {
                 k: {
                     "mean": float(np.mean([m[k] - r[k] for m, r in zip(ms, ref, strict=True)])),
@@ -891,10 +898,11 @@ def write_holdout_md(result: dict, path: Path) -> None:
         f"CPU: {result['cpu_info']['model']} x{result['cpu_info']['cores']}",
         "",
         "Worst split = the lowest APGR / highest CPT(50%) over the held-out subject groups. Paired "
-        "Δ = mean over splits of (row − ensemble) on the same held-out subjects, ± standard error.",
+        "Δ = mean over splits of (row − ensemble-previous, the default before gbm joined) on the "
+        "same held-out subjects, ± standard error.",
         "",
         "| router | APGR mean ± sd | APGR worst / best | CPT(50%) mean ± sd | CPT(50%) worst | "
-        "paired Δ vs ensemble: APGR / CPT(50%) | APGR per split |",
+        "paired Δ vs ensemble-previous: APGR / CPT(50%) | APGR per split |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, m in h["results"].items():

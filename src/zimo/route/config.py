@@ -23,7 +23,7 @@ from zimo.prices import read_per_1k_keys, token_cost
 # benchmarks/route_mmlu.py on unseen subjects and its decide() timing; docs/routing.md).
 EMBEDDER_DEFAULT = "auto"
 
-ROUTER_KINDS = ("logreg", "mlp", "knn", "length", "features", "ensemble")
+ROUTER_KINDS = ("logreg", "mlp", "knn", "gbm", "length", "features", "form", "ensemble")
 
 
 class TierConfig(BaseModel):
@@ -81,7 +81,9 @@ class RouterConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["logreg", "mlp", "knn", "length", "features", "form", "ensemble"] = "ensemble"
+    kind: Literal["logreg", "mlp", "knn", "gbm", "length", "features", "form", "ensemble"] = (
+        "ensemble"
+    )
     label: Literal["gain", "good_enough", "cheap_correct"] = Field(
         "gain",
         description="gain: P(cheap right) - P(strong right) from two models; good_enough: the "
