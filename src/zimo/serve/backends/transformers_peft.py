@@ -202,6 +202,8 @@ class PeftBackend(Backend):
     def _unload(self, aid: str) -> None:
         if self.peft is not None and aid in self.peft.peft_config:
             self.peft.delete_adapter(aid)
+            if self.peft.peft_config and self.peft.active_adapter not in self.peft.peft_config:
+                self.peft.set_adapter(next(iter(self.peft.peft_config)))
         self._loaded.pop(aid, None)
         self.evictions += 1
         self._restack()
@@ -248,6 +250,10 @@ class PeftBackend(Backend):
                 self.peft.eval()
             else:
                 self.peft.load_adapter(sub.adapter_dir, adapter_name=aid, is_trainable=False)
+                if self.peft.active_adapter not in self.peft.peft_config:
+                    # PEFT keeps naming a deleted adapter active when it was the last one; its
+                    # forward then fails on every request (a retrained sub-model's hot reload).
+                    self.peft.set_adapter(aid)
         except Exception as e:
             raise BackendError(
                 500,
