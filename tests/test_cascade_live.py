@@ -372,3 +372,33 @@ def test_a_keys_big_tier_budget_degrades_answers_and_rolls_over(built: Path, big
     r = run_zimo("keys", "list", "--db", db, "--json")
     row = next(k for k in json.loads(r.stdout) if k["name"] == "capped")
     assert row["big_budget_usd"] == 0.002 and row["big_calls"] == escalated
+
+
+def test_a_broken_local_tier_falls_through_to_the_big_tier(built: Path, big, tmp_path: Path,
+                                                           monkeypatch):  # fmt: skip
+    """A cheap tier that cannot answer (here its model file is corrupt, so the gateway cannot
+    load it) is passed over with the error in the trail: the big tier answers, never a 500."""
+    import shutil
+
+    from zimo.serve.cli import gateway_app, settings_from_projects
+
+    monkeypatch.setenv("FAKE_UP_KEY", big.api_key)
+    proj = tmp_path / "broken"
+    shutil.copytree(built, proj)
+    cascade_file = proj / ".zimo" / "route" / "cascade.json"
+    fitted = json.loads(cascade_file.read_text())
+    cascade_file.write_text(json.dumps(dict(fitted, thresholds=[0.0])))  # classical answers all
+    models = list((proj / ".zimo" / "artifacts").glob("train*/*/classical.joblib"))
+    assert models
+    for m in models:
+        m.write_bytes(b"not a model")
+    settings, roots = settings_from_projects([proj])
+    text = SMS.read_text().splitlines()[430].split("\t", 1)[1]
+    with LiveServer(gateway_app(settings, projects=roots)) as srv:
+        resp = httpx.post(srv.url + "/v1/chat/completions", timeout=60, json={
+            "model": "tiny-sms", "messages": [{"role": "user", "content": text}]})  # fmt: skip
+    assert resp.status_code == 200, resp.text
+    z = resp.json()["zimo"]
+    assert z["route"]["tier"] == "big" and resp.headers["x-zimo-tier"] == "big"
+    first = z["cascade"][0]
+    assert first["tier"] == "classical" and not first["answered"] and first["error"]

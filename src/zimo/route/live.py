@@ -443,8 +443,15 @@ def make_cascade_handler(live: LiveCascade):
         for i, tier in enumerate(live.tiers[:-1]):
             t0 = time.perf_counter()
             sub_req = req.model_copy(update={"model": tier.model})
-            ans = await (st.virtual[tier.model](sub_req, st) if tier.model in st.virtual
-                         else st.chat_local(tier.model, sub_req))  # fmt: skip
+            try:
+                ans = await (st.virtual[tier.model](sub_req, st) if tier.model in st.virtual
+                             else st.chat_local(tier.model, sub_req))  # fmt: skip
+            except Exception as e:  # a broken local tier: the next tier answers, never a 500
+                log.warning("cascade tier %s failed: %s: %s", tier.name, type(e).__name__, e)
+                trail.append({"tier": tier.name, "model": tier.model, "answered": False,
+                              "error": f"{type(e).__name__}: {str(e)[:200]}",
+                              "latency_ms": round((time.perf_counter() - t0) * 1000, 2)})  # fmt: skip
+                continue
             probs = np.array([[ans.label_probs.get(x, 0.0) for x in live.labels]])
             conf = float(_margin(probs)[0])
             thr = live.threshold(i)
@@ -460,14 +467,13 @@ def make_cascade_handler(live: LiveCascade):
             if ok:
                 _maybe_shadow(live, st, text, ans.text, tier)
                 return _final(ans, trail, tier, i, total_cost, degraded=None)
-        assert best is not None
         return await _escalate(st, live, text, trail, best, total_cost)
 
     return handler
 
 
 async def _escalate(st, live: LiveCascade, text: str, trail: list[dict[str, Any]],
-                    best: tuple[float, Any, int], total_cost: float):  # fmt: skip
+                    best: tuple[float, Any, int] | None, total_cost: float):  # fmt: skip
     """The big tier's answer, or, when the caller's budget is spent or the upstream fails,
     the most confident local tier's, marked degraded with the reason."""
     import zimo.serve.budget as budget
@@ -480,6 +486,9 @@ async def _escalate(st, live: LiveCascade, text: str, trail: list[dict[str, Any]
     def degrade(reason: str, message: str):
         trail.append({"tier": big.name, "model": big.model, "answered": False, "error": message,
                       "latency_ms": round((time.perf_counter() - t0) * 1000, 2)})  # fmt: skip
+        if best is None:  # every local tier failed as well
+            raise APIError(503, f"no tier of the cascade could answer: {message}",
+                           code="cascade_unavailable")  # fmt: skip
         _, ans, i = best
         trail[i]["answered"] = True
         return _final(ans, trail, live.tiers[i], i, total_cost, degraded=reason)
