@@ -154,8 +154,10 @@ def round_metrics(res: list[dict], all_big_cost: float) -> dict:
         "all_big_cost_per_1k": all_big_cost / max(len(ok), 1) * 1000,
         "latency_ms": lat,
         "lora_answered": sum(r["tier"] == "sub" for r in ok),
-        "accuracy_by_tier": {t: float(np.mean([r["gold"] == r["label"] for r in ok if r["tier"] == t]))
-                             for t in tiers},  # fmt: skip
+        "accuracy_by_tier": {
+            t: float(np.mean([r["gold"] == r["label"] for r in ok if r["tier"] == t]))
+            for t in tiers
+        },  # fmt: skip
     }
 
 
