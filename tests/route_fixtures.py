@@ -36,3 +36,21 @@ def small_outcome_dir(tmp: Path, per_subject: int = 40, max_chars: int = 400) ->
         with open(tmp / src.name, "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows([header, *body])
     return tmp
+
+
+def fit_small_router(tmp: Path, router: dict, out_dir: Path | None = None):
+    """(outcomes, router): ``fit_router`` with the ``router:`` settings given, on two priced
+    tiers and 15 prompts per subject of :func:`small_outcome_dir`, vectors cached under tmp."""
+    from zimo.route.outcomes import load_outcome_csvs
+    from zimo.route.router import fit_router
+
+    out = load_outcome_csvs(small_outcome_dir(tmp / "d", per_subject=15), ["weak", "strong"])
+    cfg = {
+        "tiers": [
+            {"name": "weak", "price_per_1k_tokens": 0.0006},
+            {"name": "strong", "price_per_1k_tokens": 0.01},
+        ],
+        "target": {"quality": 0.9},
+        "router": router,
+    }
+    return out, fit_router(out, cfg, out_dir, embed_cache_path=tmp / "e.sqlite")

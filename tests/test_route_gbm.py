@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from route_fixtures import small_outcome_dir
+from route_fixtures import fit_small_router
 from zimo.route.config import RouterConfig
 from zimo.route.metrics import evaluate_scores
 from zimo.route.scorers import (
@@ -82,19 +82,9 @@ def test_default_ensemble_carries_the_gbm_member():
 
 def test_default_router_fits_saves_loads_and_decides_with_gbm(tmp_path):
     """The default route config (no kind given) through fit_router, save, load and decide."""
-    from zimo.route.outcomes import load_outcome_csvs
-    from zimo.route.router import Router, fit_router
+    from zimo.route.router import Router
 
-    out = load_outcome_csvs(small_outcome_dir(tmp_path / "d", per_subject=15), ["weak", "strong"])
-    cfg = {
-        "tiers": [
-            {"name": "weak", "price_per_1k_tokens": 0.0006},
-            {"name": "strong", "price_per_1k_tokens": 0.01},
-        ],
-        "target": {"quality": 0.9},
-        "router": {"folds": 3, "embedder": "minilm"},
-    }
-    router = fit_router(out, cfg, tmp_path / "r", embed_cache_path=tmp_path / "e.sqlite")
+    out, router = fit_small_router(tmp_path, {"folds": 3, "embedder": "minilm"}, tmp_path / "r")
     assert router.meta["kind"] == "ensemble"
     gbm = [m for m in router.scorers[0].members if m.base == "gbm"]
     assert len(gbm) == 1 and hasattr(gbm[0].cheap, "model")  # fitted, not just listed

@@ -9,9 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from route_fixtures import small_outcome_dir
+from route_fixtures import fit_small_router
 from zimo.embeddings import Embedder
-from zimo.route.outcomes import load_outcome_csvs
 
 HEAVY = ("sklearn", "torch", "sentence_transformers", "transformers", "scipy")
 
@@ -82,18 +81,7 @@ def test_bf16_embeddings_match_float32():
 
 def _ensemble_router(tmp_path, embedder: str):
     """The default ensemble router, fitted on a few real MMLU outcomes with ``embedder``."""
-    from zimo.route.router import fit_router
-
-    out = load_outcome_csvs(small_outcome_dir(tmp_path / "d", per_subject=15), ["weak", "strong"])
-    cfg = {
-        "tiers": [
-            {"name": "weak", "price_per_1k_tokens": 0.0006},
-            {"name": "strong", "price_per_1k_tokens": 0.01},
-        ],
-        "target": {"quality": 0.9},
-        "router": {"kind": "ensemble", "folds": 3, "embedder": embedder},
-    }
-    return fit_router(out, cfg, None, embed_cache_path=tmp_path / "e.sqlite")
+    return fit_small_router(tmp_path, {"kind": "ensemble", "folds": 3, "embedder": embedder})[1]
 
 
 # A ~100-token prompt; "variant i" makes each one unseen.
