@@ -19,13 +19,21 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from route_mmlu import CACHE, DEFAULT_DATA, RESULTS, _ms, _timed, labels_for, subsample  # noqa: E402
+from route_mmlu import (  # noqa: E402
+    CACHE,
+    DEFAULT_DATA,
+    RESULTS,
+    _ms,
+    _timed,
+    labels_for,
+    latency_config,
+    subsample,
+    unseen_prompts,
+)
 from zimo.hw import cpu_has_fast_bf16, cpu_info, set_threads  # noqa: E402
 from zimo.route.outcomes import load_outcome_csvs  # noqa: E402
 from zimo.route.scorers import (  # noqa: E402
@@ -47,20 +55,11 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     threads = set_threads()
     from zimo.embeddings import Embedder
-    from zimo.route.config import RouteConfig
     from zimo.route.router import Router
 
     o = load_outcome_csvs(DEFAULT_DATA, ["weak", "strong"])
     sub = subsample(o, 40, seed=1)
-    cfg = RouteConfig.model_validate(
-        {
-            "tiers": [
-                {"name": "weak", "price_per_1m_tokens": 0.6},
-                {"name": "strong", "price_per_1m_tokens": 10},
-            ],
-            "router": {"embedder": "minilm"},
-        }
-    )
+    cfg = latency_config({"embedder": "minilm"})
     feats = build_features(sub.prompts, cache_path=CACHE, groups=sub.groups)
     y = labels_for(sub, "gain")
     t = time.perf_counter()
@@ -73,9 +72,8 @@ def main() -> None:
         fit_s[name] = round(time.perf_counter() - t, 2)
         routers[name].decide("warm-up prompt")  # the embedder loads once per process
     tok = Embedder().token_counts(o.prompts[:3000])
-    cands = [o.prompts[i] for i in np.flatnonzero((tok >= 90) & (tok <= 110))]
-    # Unique prompts, and a distinct suffix per router, so no cache answers either.
-    prompts = [f"{cands[i % len(cands)]} [{i}]" for i in range(args.prompts)]
+    # A distinct suffix per router as well, so no cache answers either.
+    prompts = unseen_prompts(o, tok, args.prompts)
     load0 = os.getloadavg()
     times = {k: ([], []) for k in routers}
     for p in prompts:

@@ -161,10 +161,12 @@ def summarize(values: list[float]) -> dict:
 def lm_features_for(f, raw: np.ndarray, tr: np.ndarray, spec: str):
     """``f`` with the LM vectors in place of MiniLM's, standardised on the rows ``tr`` (what
     ``fit_router`` does with its training prompts)."""
-    from zimo.route.lm_features import LMEmbedder
-    from zimo.route.scorers import PromptFeatures
+    from dataclasses import replace
 
-    return PromptFeatures(f.surface, LMEmbedder(spec).fit(raw[tr]).transform(raw), f.groups)
+    from zimo.route.lm_features import LMEmbedder
+
+    # replace(): only the vectors change; the form statistics stay (the gbm member reads them).
+    return replace(f, emb=LMEmbedder(spec).fit(raw[tr]).transform(raw))
 
 
 def grouped_cv(
@@ -293,14 +295,15 @@ def train_test(train, test, ftr, fte, routers, progress, lm_raw=None) -> tuple[d
         if kind in ("derived", "ensemble"):
             s = derived[name]
         elif kind == "ensemble-lm":
+            from dataclasses import replace
+
             from zimo.route.lm_features import LMEmbedder
-            from zimo.route.scorers import PromptFeatures
 
             # lm_raw: train rows then test rows; standardised on the training rows only.
             n, spec = len(train), name.removeprefix("ensemble-")
             emb = LMEmbedder(spec).fit(lm_raw[spec][:n]).transform(lm_raw[spec])
-            f_tr = PromptFeatures(ftr[256].surface, emb[:n], ftr[256].groups)
-            f_te = PromptFeatures(fte[256].surface, emb[n:])
+            f_tr = replace(ftr[256], emb=emb[:n])
+            f_te = replace(fte[256], emb=emb[n:], groups=None)
             s = make_scorer("ensemble", label).fit(f_tr, labels_for(train, label)).predict(f_te)
         else:
             s = make_scorer(kind, label).fit(ftr[msl], labels_for(train, label)).predict(fte[msl])
@@ -328,6 +331,28 @@ def _ms(xs: list[float], q: float) -> float:
     return round(1000 * float(np.percentile(xs, q)), 2)
 
 
+def latency_config(router: dict):
+    """The two priced tiers the decide() timings route between, with these router settings."""
+    from zimo.route.config import RouteConfig
+
+    return RouteConfig.model_validate(
+        {
+            "tiers": [
+                {"name": "weak", "price_per_1m_tokens": 0.6},
+                {"name": "strong", "price_per_1m_tokens": 10},
+            ],
+            "router": router,
+        }
+    )
+
+
+def unseen_prompts(o: Outcomes, tok: np.ndarray, n: int) -> list[str]:
+    """``n`` prompts of about 100 tokens (``tok``: token counts of ``o.prompts``' head), each
+    made unique so that neither cache answers them."""
+    cands = [o.prompts[i] for i in np.flatnonzero((tok >= 90) & (tok <= 110))]
+    return [f"{cands[i % len(cands)]} [{i}]" for i in range(n)]
+
+
 def decide_latency(o: Outcomes, lm_specs: list[str], n: int = 40) -> dict:
     """p50/p95 of Router.decide for ~100-token prompts not seen before (no cache hit).
 
@@ -337,37 +362,27 @@ def decide_latency(o: Outcomes, lm_specs: list[str], n: int = 40) -> dict:
     by side on the same prompts, interleaved, so their ratio holds whatever the load.
     """
     from zimo.embeddings import Embedder
-    from zimo.route.config import RouteConfig
     from zimo.route.router import Router
 
     sub = subsample(o, 40, seed=1)
-    cfg = RouteConfig.model_validate(
-        {
-            "tiers": [
-                {"name": "weak", "price_per_1m_tokens": 0.6},
-                {"name": "strong", "price_per_1m_tokens": 10},
-            ],
-            "router": {"kind": DEFAULT_KIND},
-        }
-    )
+    cfg = latency_config({"kind": DEFAULT_KIND})
     rc = cfg.router
     feats = build_features(sub.prompts, cache_path=CACHE, groups=sub.groups)
     scorers = [make_scorer(rc.kind, "gain").fit(feats, labels_for(sub, "gain"))]
     router = Router(cfg, scorers, 0.5)
     tok = Embedder().token_counts(o.prompts[:3000])
-    # Prompts of about 100 tokens, made unique so neither cache answers them.
-    cands = [o.prompts[i] for i in np.flatnonzero((tok >= 90) & (tok <= 110))]
-    prompts = [f"{cands[i % len(cands)]} [{i}]" for i in range(n)]
+    prompts = unseen_prompts(o, tok, n)
     router.decide("warm-up prompt")  # weights load once per process
     # The same ensemble on each LM hidden state (no MiniLM pass), fitted the same way.
+    from dataclasses import replace
+
     from zimo.route.lm_features import LMEmbedder
-    from zimo.route.scorers import PromptFeatures
 
     lm_routers = {}
     for spec in lm_specs:
         lm_emb = LMEmbedder(spec, cache_size=0)
         vecs = lm_emb.fit_transform(sub.prompts, cache_path=LM_CACHE)
-        lm_feats = PromptFeatures(feats.surface, vecs, feats.groups)
+        lm_feats = replace(feats, emb=vecs)
         lm_routers[spec] = Router(
             cfg,
             [make_scorer(rc.kind, "gain").fit(lm_feats, labels_for(sub, "gain"))],
