@@ -272,8 +272,8 @@ class GBMScorer(Scorer):
     (which neighbourhood of subjects, not which subject), and small, heavily-populated leaves
     (``min_child_samples``) keep a tree from memorising one training subject. Fixed settings,
     not tuned per data set. As an ensemble member it lifted APGR on 12 held-out MMLU subjects
-    from 0.601 to 0.623 (paired +0.022 ± 0.008 over 10 splits, benchmarks/route_mmlu.py
-    --holdout 12; docs/routing.md). Single-threaded: a request is one row, and a 2-core
+    from 0.601 to 0.619 (paired +0.018 ± 0.007 over 10 splits, benchmarks/route_mmlu.py
+    --holdout 12), and by +0.006 ± 0.003 on 10 fresh splits (docs/routing.md). Single-threaded: a request is one row, and a 2-core
     server's spinning OpenMP threads would cost more than the trees.
     """
 
