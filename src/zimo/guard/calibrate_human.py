@@ -51,7 +51,7 @@ def _band_fpr_too_high(flagged: int, n: int, fpr: float, confidence: float = 0.9
     ``n`` texts (a band of 100 texts may show 2 at a true 1% by chance; 6 it would not)."""
     from scipy.stats import binom
 
-    return n > 0 and flagged > binom.ppf(confidence, n, fpr)
+    return bool(n > 0 and flagged > binom.ppf(confidence, n, fpr))
 
 
 def choose_min_tokens(
