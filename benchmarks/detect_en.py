@@ -648,8 +648,11 @@ def main(argv: list[str] | None = None) -> dict:
             {n: sc([simple_score(n, s) for s, k in zip(m_s, mk, strict=True) if k]) for n in names},
             np.array([r["source"].split()[0] for r, k in zip(machines, mk, strict=True) if k]),
         )
-        console.print(json.dumps({"chosen": chosen, "table": table}, indent=1))
-        return {"chosen": chosen, "table": table}
+        out = {"chosen": chosen, "table": table}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "detect_en_choice.json").write_text(json.dumps(out, indent=1) + "\n")
+        console.print(json.dumps(out, indent=1))
+        return out
     gpt4 = _sample(gpt4_answers(), args.gpt4, 0)
     g_s = cached_stats(det, [r["text"] for r in gpt4], "gecko", tag, console)
     if args.stats_only:
