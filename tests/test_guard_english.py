@@ -105,3 +105,15 @@ def test_a_mixed_file_gets_verdicts_in_both_languages(tmp_path):
         "gecko": load_calibration("gecko")["default_score"],
     }
     assert set(report["detector"]["thresholds"]) == {"gecko-zh", "gecko"}
+
+
+def test_an_explicit_score_without_an_english_threshold_is_a_one_line_error():
+    """With the English scorer named explicitly, asking for `combined` (which the English
+    calibration does not have) fails with a fix, rather than judging with another score."""
+    from zimo.errors import ConfigError
+
+    det = Detector(GuardConfig(model="gecko", score="combined", style_adapter="off"))
+    with pytest.raises(ConfigError, match="has no score 'combined'"):
+        det.threshold("gecko")
+    assert Detector(GuardConfig(model="gecko")).score_name("gecko") == "logrank"
+    assert Detector(GuardConfig(model="gecko-zh")).score_name("gecko-zh") == "combined"
