@@ -25,7 +25,9 @@ Writes ``benchmarks/results/detect.json`` and ``detect.md`` (``--quick``: into t
 - English (``--english N``, :mod:`detect_en`): an English calibration of the shipped form
   fitted on licensed human text and the embedded models' rewrites (:mod:`detect_en_dev`),
   measured on N GPT-4 answers and N held-out news paragraphs plus the Self-Instruct seed
-  outputs; ``--write-en-calibration`` ships it only if it passes ``ship_decision``.
+  outputs; ``--write-en-calibration`` ships it only if it passes ``ship_decision`` (it did
+  not: it did not transfer to GPT-4 text). The English verdict that ships is a zero-shot score
+  calibrated on human text only: ``benchmarks/detect_en.py`` (its ``main``).
 - The calibration shipped with Zimo (``src/zimo/guard/calibrations/<model>.json``) is written
   from the full run (not ``--quick``, not ``--qa-sample``, unless ``--write-calibration``).
 

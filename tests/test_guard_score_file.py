@@ -144,8 +144,9 @@ def test_guard_records_drops_flagged_with_a_reason():
 
 
 def test_english_text_is_scored_but_said_to_be_unjudged(tmp_path, monkeypatch):
-    """gecko (English) has no calibration: its records get a score, never a flag, and the
-    command says so in one line instead of reporting them as checked and clean."""
+    """Asked for a score that gecko's (English) calibration has no threshold for (`combined`:
+    nothing was fitted on English machine text), its records get a score, never a flag, and
+    the command says so in one line instead of reporting them as checked and clean."""
     monkeypatch.setenv("ZIMO_BF16", "0")
     rows = [
         {"text": "The committee met on Tuesday to review the budget for the coming year."},
@@ -157,7 +158,7 @@ def test_english_text_is_scored_but_said_to_be_unjudged(tmp_path, monkeypatch):
     app.command()(lambda: None)
     register(app)
     res = CliRunner().invoke(
-        app, ["guard", "score", str(src), "-o", str(tmp_path / "o"), "--score", "logrank"]
+        app, ["guard", "score", str(src), "-o", str(tmp_path / "o"), "--score", "combined"]
     )
     assert res.exit_code == 0, res.output
     out = [json.loads(x) for x in (tmp_path / "o" / "en.guard.jsonl").read_text().splitlines()]

@@ -109,10 +109,14 @@ def save_calibration(calibration: dict, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(calibration, f, indent=1)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; a calibration is shared like any config file
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(calibration, f, indent=1)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a calibration is shared like any config file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)  # no half-written file left beside the real one
+        raise
     return path
 
 

@@ -55,7 +55,9 @@ def register(app: typer.Typer) -> None:
     def score_cmd(
         path: Path = typer.Argument(..., help="a .jsonl or .parquet file, or a project folder"),
         output: Path | None = typer.Option(None, "--output", "-o", help="output folder"),
-        score: str | None = typer.Option(None, help="combined | logrank | loglik | ..."),
+        score: str | None = typer.Option(
+            None, help="auto (each model's calibrated score) | combined | logrank | ..."
+        ),
         threshold: float | None = typer.Option(None, help="flag above this (default: calibrated)"),
         target_fpr: float | None = typer.Option(None, help="false-positive rate to calibrate for"),
         model: str | None = typer.Option(None, help="auto | gecko | gecko-zh | a model path"),
@@ -86,8 +88,8 @@ def register(app: typer.Typer) -> None:
         for name, k in s.get("unjudged_by_model", {}).items():
             Console().print(
                 f"  not judged: {k} records scored by {name}, which has no calibration "
-                f"(plain log-rank, never flagged); fit one with "
-                f"`zimo guard calibrate --model {name}`"
+                f"for this score (plain log-rank, never flagged); use --score auto, or fit "
+                f"one with `zimo guard calibrate --model {name}`"
             )
 
     @guard.command("calibrate")

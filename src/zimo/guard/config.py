@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 ScoreName = Literal[
+    "auto",
     "combined",
     "logrank",
     "loglik",
@@ -31,7 +32,12 @@ class GuardConfig(BaseModel):
         "auto",
         description="scorer LM: auto (gecko-zh for Chinese, gecko for English), a preset or a path",
     )
-    score: ScoreName = Field("combined", description="which score decides guard_flag")
+    score: ScoreName = Field(
+        "auto",
+        description="which score decides guard_flag: auto = the one each model's calibration "
+        "names (combined for gecko-zh; a zero-shot score for gecko, where no fitted one "
+        "transferred), or one score for every model",
+    )
     style_adapter: str = Field(
         "auto",
         description="machine-style LoRA merged into the scorer (zimo.guard.style): auto = the one "

@@ -8,7 +8,7 @@ and the threshold comes from a calibration for a target false-positive rate.
 Library use::
 
     from zimo.guard import Detector, GuardConfig
-    det = Detector(GuardConfig(score="combined"))
+    det = Detector(GuardConfig())  # score: auto = each model's calibrated default
     rows = det.score(["一段文字……", "Some text ..."])  # [{"guard_score", "guard_flag", ...}]
 """
 
@@ -188,6 +188,8 @@ class Detector:
         # are scored with a plain score but never flagged (a threshold from another language
         # or model would be meaningless).
         self.uncalibrated: set[str] = set()
+        # model -> the score that judges its records (``score: auto`` reads the calibration).
+        self._score: dict[str, str] = {}
         # model -> (adapter folder, its content id); the id hashes the weights, so once.
         self._style: dict[str, tuple[Path | None, str | None]] = {}
 
@@ -204,7 +206,32 @@ class Detector:
                 self.uncalibrated.add(model)
                 return False
             self._cal[model] = self._checked(cal, model)  # another adapter's: an error
+        if self.score_name(model) not in self._cal[model]["scores"]:
+            # An explicit score this model's calibration has no threshold for (the English one
+            # calibrates the zero-shot scores only, not `combined`): scored, not judged.
+            self.uncalibrated.add(model)
+            return False
         return True
+
+    def score_name(self, model: str) -> str:
+        """The score that judges ``model``'s records: ``guard.score``; with ``auto``, the one
+        its calibration names (``default_score``; calibrations without one: ``combined``), and
+        plain log-rank for a model that has no calibration (scored, never flagged)."""
+        if self.config.score != "auto":
+            return self.config.score
+        if model not in self._score:
+            cal = self._cal.get(model)
+            if cal is None and model not in self.uncalibrated:
+                try:
+                    cal = self._load(model)
+                except ConfigError:
+                    raise
+                except ZimoError:  # none found: the fallback below
+                    cal = None
+            self._score[model] = (
+                cal.get("default_score", "combined") if cal is not None else "logrank"
+            )
+        return self._score[model]
 
     def _load(self, model: str) -> dict:
         """The calibration of ``model``: ``guard.calibration`` if it was fitted for that model,
@@ -238,7 +265,7 @@ class Detector:
         if model not in self._cal:
             # With a fixed threshold only the combined score needs one (its weights live there).
             fixed = self.config.calibration is None and self.config.threshold is not None
-            if fixed and self.config.score != "combined":
+            if fixed and self.score_name(model) != "combined":
                 return None
             self._cal[model] = self._checked(self._load(model), model)
         return self._cal[model]
@@ -258,7 +285,9 @@ class Detector:
     def threshold(self, model: str) -> float:
         if self.config.threshold is not None:
             return float(self.config.threshold)
-        return threshold_from(self.calibration(model), self.config.score, self.config.target_fpr)
+        return threshold_from(
+            self.calibration(model), self.score_name(model), self.config.target_fpr
+        )
 
     def combined_model(self, model: str) -> dict:
         """The stored weights of the combined score for ``model`` (from its calibration)."""
@@ -269,7 +298,7 @@ class Detector:
         the calibration's own minimum (its thresholds were set on longer texts only; below
         it no threshold was measured, so a flag would be a guess)."""
         cal = self._cal.get(model)
-        if cal is None and (self.config.threshold is None or self.config.score == "combined"):
+        if cal is None and (self.config.threshold is None or self.score_name(model) == "combined"):
             cal = self.calibration(model)
         return max(self.config.min_tokens, int((cal or {}).get("min_tokens", 0)))
 
@@ -322,7 +351,7 @@ class Detector:
             stats = compute_token_stats(
                 model,
                 ids,
-                need=need or needs_for(self.config.score),
+                need=need or needs_for(self.score_name(model_name)),
                 batch_size=self.config.batch_size,
                 dtype=dtype,
                 progress=windows_done,
@@ -335,7 +364,7 @@ class Detector:
         self, stats: Sequence[TokenStats], model_name: str, score: str | None = None
     ) -> np.ndarray:
         """The configured score (or ``score``) for each document (NaN for empty ones)."""
-        name = score or self.config.score
+        name = score or self.score_name(model_name)
         if name == "combined":
             return combined_from_stats(stats, self.combined_model(model_name))
         return np.array([simple_score(name, s) for s in stats], dtype=np.float64)
@@ -352,7 +381,8 @@ class Detector:
         out: list[ScoredDoc | None] = [None] * len(texts)
         for name, idx in by_model.items():
             usable = self._usable(name)
-            score = self.config.score if usable or self.config.score != "combined" else "logrank"
+            score = self.score_name(name)
+            score = score if usable or score != "combined" else "logrank"
             hidden = score == "combined" and uses_hidden(self.combined_model(name))
             stats = self.token_stats(
                 [texts[i] for i in idx],
@@ -382,5 +412,7 @@ class Detector:
             "style_adapters": {m: self.style_id(m) for m in self._bf16},
             "threads_used": self.last_threads,
             "thresholds": {m: self.threshold(m) for m in self._bf16 if m not in self.uncalibrated},
+            # The score that judged each model's records (``score: auto`` picks it per model).
+            "scores": {m: self.score_name(m) for m in self._bf16},
             "uncalibrated_models": sorted(self.uncalibrated),
         }

@@ -20,7 +20,7 @@ td.t{text-align:left;max-width:640px}</style></head><body>
 <h1>Pollution guard: machine-written text</h1>
 <p>Input <code>{{ s.input }}</code>: {{ s.n }} records, {{ s.n_trusted }} long enough to score
 reliably (&ge; {{ s.detector.min_tokens }} tokens), <b>{{ s.n_flagged }} flagged
-({{ pct(s.flagged_share_of_trusted) }} of the scored)</b>. Score <code>{{ s.detector.score }}</code>
+({{ pct(s.flagged_share_of_trusted) }} of the scored)</b>. Score <code>{{ s.detector.score }}</code>{% if s.detector.scores %} ({{ s.detector.scores }}){% endif %}
 (higher = more likely written by a model); thresholds {{ s.detector.thresholds }} for a target
 false-positive rate of {{ pct(s.detector.target_fpr) }}; models {{ s.models }}.</p>
 {% if s.detector.uncalibrated_models %}<p><b>No calibration for

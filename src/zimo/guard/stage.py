@@ -28,6 +28,7 @@ def guard_records(
 
     cfg = config or GuardConfig()
     rows, summary = score_records(records, cfg, show_progress=show_progress)
+    used = summary["detector"].get("scores", {})  # score: auto picks one per scorer model
     kept, rejected = [], []
     for r in rows:
         meta = dict(r.get("meta") or {}) if isinstance(r.get("meta"), dict) else None
@@ -40,7 +41,7 @@ def guard_records(
                 | {
                     "reject_step": "guard",
                     "reject_reason": f"machine-written text (guard_score {r['guard_score']:.2f} "
-                    f"over the threshold, {cfg.score})",
+                    f"over the threshold, {used.get(r['guard_model'], cfg.score)})",
                 }
             )
         else:
