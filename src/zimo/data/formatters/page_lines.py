@@ -94,7 +94,8 @@ _DATELINE = re.compile(
     rf"\b\d{{1,2}}:\d{{2}}\b|\b{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b|"
     rf"\b\d{{1,2}}\s+{_MONTH},?\s+\d{{4}}\b|\b\d{{1,2}}/\d{{1,2}}/\d{{2,4}}\b|"
     r"\b\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\b|\d{4}年\d{1,2}月\d{1,2}日|"
-    r"\b\d+\s+(?:minutes?|hours?|days?|weeks?)\s+ago\b",
+    r"\b\d+\s+(?:minutes?|hours?|days?|weeks?)\s+ago\b|"
+    r"\d+\s*(?:秒|分钟|分鐘|小时|小時|天|日|周|週|星期|个月|個月)前",
     re.I,
 )
 DATELINE_WORDS = 8
@@ -105,6 +106,13 @@ _REFERENCES = re.compile(
     r"works cited|citations|external links)\s*(?:\[(?:编辑|編輯|edit)\])?\s*[:：]?$",
     re.I,
 )
+# An author's bio: a name (or a first name alone), "is a", a few words, a newsroom role.
+_AUTHOR_BIO = re.compile(
+    r"^(?:[A-Z][\w.'’-]*\s+){0,3}[A-Z][\w'’-]+\s+(?:is|was|has been)\s+(?:an?|the)\s+"
+    r"(?:[\w-]+\s+){0,4}(?:editor|reporter|writer|journalist|correspondent|contributor|"
+    r"columnist|producer|analyst|critic)s?\b"
+)
+BIO_CHARS = 600
 _TEASER = re.compile(r"(?:…|\.\.\.|。。。)\s*$")
 _PROSE_PUNCT = re.compile(r"[，。！？；]|[,.;!?](?=\s)")
 _PUNCT_IN = re.compile(r"[，,；;：:、。！？!?]")
@@ -115,9 +123,13 @@ _CTA = re.compile(
     r"(订阅|关注|下载|注册|购买|咨询|领取|加入|扫码|添加)(我们|本站|本号|公众号|微信|客户端|app|简报|"
     r"newsletter|通讯)|点击(这里|此处|订阅|关注|下载|注册|购买|咨询|领取|进入|查看|阅读)|"
     r"(立即|马上|免费)(订阅|下载|注册|领取|咨询|体验)|订阅(我们的)?(简报|周报|日报|通讯|邮件)|"
-    r"\b(subscribe|sign up|register)\b.{0,30}\b(newsletter|updates|inbox|free)\b|"
+    r"\b(subscribe|sign up|register)\b.{0,60}\b(newsletters?|updates|inbox|free)\b|"
     r"\b(click here|download (our|the) app|follow us on|join our)\b|"
-    r"^(advertisement|sponsored( content)?|广告|赞助|推广)\s*[:：]?",
+    # A newsletter sign-up box: its prompts, its consent line and its thank-you.
+    r"\b(explore|browse|see) (all |our )?newsletters\b|\bto your (subscription|inbox)\b|"
+    r"\bby (submitting|signing up|subscribing|entering|providing) (your|an?|this)\b|"
+    r"\bthanks? (you )?for (signing up|subscribing)\b|"
+    r"^(advertisement|sponsored( content)?|ad\s*[•·]|广告|廣告|赞助|贊助|推广|推廣)\s*[:：]?",
     re.I,
 )
 # Chinese function words. jieba segments; this list says which segments carry grammar rather
@@ -176,6 +188,23 @@ def stop_density(line: str, cjk: bool, stops: frozenset[str] | None = None) -> f
     words = [w.lower() for w in _LATIN_WORD.findall(line)]
     stops = stops if stops is not None else _stop_en()
     return sum(w in stops for w in words) / max(1, len(words))
+
+
+WIDGET_COPIES = 3
+TITLE_CASE_WORDS = 4  # content words a line needs before its capitals say "headline"
+TITLE_CASE_SHARE = 0.85
+
+
+def title_case(line: str, stops: frozenset[str] | None = None) -> bool:
+    """Whether a Latin-script line capitalises (nearly) every content word, as headlines do.
+    Function words (the page language's stop list) are left out: title case keeps "of", "the",
+    "and" in lower case."""
+    stops = stops if stops is not None else _stop_en()
+    content = [w for w in _LATIN_WORD.findall(line) if w.lower() not in stops and len(w) > 1]
+    if len(content) < TITLE_CASE_WORDS:
+        return False
+    caps = sum(1 for w in content if w[0].isupper())
+    return caps >= TITLE_CASE_SHARE * len(content)
 
 
 def _items(s: str) -> list[str]:
@@ -299,6 +328,20 @@ def classify(lines: list[str], extracted: bool = False) -> list[LineInfo | None]
                 li.cls = "near"
             elif li.words >= 6 and sd >= 0.2 and li.n >= 100:
                 li.cls = "near"
+        if li.cls != "short" and not cjk and title_case(s, stops):
+            # Every content word capitalised is a headline, not a sentence: a list of them after
+            # the text is a feed of other stories ("Most Read", "Recommended for You"), and a
+            # headline ending in "!" or "?" must not read as prose that continues the article.
+            # Prose capitalises names and, in German, nouns, never every word.
+            li.cls = "short"
+        if li.cls != "short" and counts[s] >= WIDGET_COPIES:
+            # The same sentence three times on one page is a widget's text (an ad-feedback box,
+            # a newsletter prompt under every teaser), not the article's prose.
+            li.cls, li.reason = "short", "repeated"
+        if li.cls != "short" and li.n <= BIO_CHARS and _AUTHOR_BIO.match(s):
+            # The author's bio box under an article ("Jane Doe is a senior editor at … covering
+            # …"): soft chrome like a teaser — cut after the text, kept inside it.
+            li.cls, li.reason = "short", "bio"
         if li.cls != "short" and _TEASER.search(s):
             # A paragraph cut off with an ellipsis is a teaser of another page (feeds, related
             # stories, search results): soft chrome, kept only inside the body.
@@ -330,10 +373,20 @@ def _heading_like(li: LineInfo) -> bool:
     return li.reason is None and not _tiny(li) and li.n <= 120
 
 
+# A data field: a short label, a colon, a value.
+_FIELD = re.compile(r"^[^:：]{1,12}[:：]\s*\S")
+
+
 def _chrome(li: LineInfo) -> bool:
     """Chrome for splitting the body: a bad line, or a repeated / digit line that is not code.
     A teaser is only doubtful: a quotation trailing off in "…" happens inside articles too."""
-    return li.cls == "bad" or (li.reason not in (None, "teaser") and not _CODEISH.search(li.text))
+    if li.cls == "bad":
+        return True
+    if li.reason in ("repeated", "digits") and _FIELD.match(li.text):
+        # A field of a listing ("成人票原价：60元", "Phone: 555-0100") repeats from item to
+        # item and carries digits: it is the article's data, not furniture between two parts.
+        return False
+    return li.reason not in (None, "teaser") and not _CODEISH.search(li.text)
 
 
 def _mark_rankings(infos: list[LineInfo | None]) -> None:
@@ -509,6 +562,80 @@ def _cut_menu_runs(
     close()
 
 
+FEED_ITEMS = 3  # lone dated paragraphs that make a feed
+FEED_LOOKBACK = 3  # lines above / below a teaser searched for its source / date line
+FEED_RUN = 2  # prose lines of one teaser
+FEED_CHARS = 600
+
+
+def _dated(li: LineInfo) -> bool:
+    """A short source or date line ("法新社·2 天前", "Reuters · 3 hours ago", "2024-05-20")."""
+    return (
+        li.cls != "bad"
+        and not li.ends
+        and li.words <= DATELINE_WORDS
+        and li.cjk <= 2 * DATELINE_WORDS
+        and bool(_DATELINE.search(li.text))
+    )
+
+
+# A cookie notice: cookies together with what they do to the reader's browser or data (a
+# recipe's "cookies" has no browser, consent or tracking beside it).
+_COOKIE = re.compile(r"\bcookies?\b|\bcookie", re.I)
+_COOKIE_CONTEXT = re.compile(
+    r"\b(?:browser|device|consent|track\w*|opt[- ]out|third[- ]part\w*|advertis\w*|"
+    r"personal (?:data|information)|privacy|preferences|analytics|website|services?)\b|"
+    r"浏览器|瀏覽器|隐私|隱私|个人信息|個人資料|同意",
+    re.I,
+)
+
+
+def _policy(text: str) -> bool:
+    return bool(_COOKIE.search(text) and _COOKIE_CONTEXT.search(text))
+
+
+def _crossable(li: LineInfo) -> bool:
+    """A line between a teaser and its date: a headline (short, or a one-line sentence that is
+    not closed by a full stop — a headline may end in "？" or "!"), or a byline / share line."""
+    if li.cls == "bad":
+        return li.reason in ("byline", "share")
+    return li.cls == "short" or (li.n <= 80 and not li.text.rstrip(_CLOSERS).endswith(("。", ".")))
+
+
+def _dated_near(infos: list[LineInfo | None], k: int, step: int) -> bool:
+    seen, j = 0, k + step
+    while 0 <= j < len(infos) and seen < FEED_LOOKBACK:
+        li = infos[j]
+        if li is not None:
+            if _dated(li):
+                return True
+            if not _crossable(li):
+                return False
+            seen += 1
+        j += step
+    return False
+
+
+def feed_items(infos: list[LineInfo | None], prose: list[int]) -> set[int]:
+    """Prose lines that are teasers of a feed of other stories: a run of at most two prose lines
+    (a dek, or a headline and its dek) with a source or date line just above or below it,
+    crossing only a headline or a byline. Three or more such runs on a page are a feed."""
+    runs: list[list[int]] = []
+    for k in prose:
+        if runs and all(infos[j] is None for j in range(runs[-1][-1] + 1, k)):
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    found = [
+        r
+        for r in runs
+        if len(r) <= FEED_RUN
+        and sum(infos[k].n for k in r) <= FEED_CHARS  # type: ignore[union-attr]
+        and (_dated_near(infos, r[0], -1) or _dated_near(infos, r[-1], 1))
+    ]
+    return {k for r in found for k in r} if len(found) >= FEED_ITEMS else set()
+
+
 def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[str | None]]:
     """For each line: keep it?, and the reason when it goes.
 
@@ -571,7 +698,16 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
         )
         return w * (0.5 if alone else 1.0) * li.n  # type: ignore[union-attr]
 
-    mass = [sum(weight(k) for k in g) for g in groups]
+    # A feed of other stories repeats one unit: a source or date line, a headline, a teaser
+    # paragraph. Its teasers do not count towards choosing the article, however many there are
+    # (a short article above thirty teasers is still the article), and a cluster of nothing
+    # but teasers does not join the body; teasers inside the body stay.
+    feed = feed_items(infos, prose)
+    # A cookie or privacy notice is the site's policy text, never the article, however long.
+    policy = {k for k in prose if _policy(infos[k].text)}  # type: ignore[union-attr]
+    mass = [sum(0.0 if k in feed or k in policy else weight(k) for k in g) for g in groups]
+    if not any(mass):
+        mass = [sum(weight(k) for k in g) for g in groups]
     # The body is the largest cluster, grown to its neighbours while they are substantial and
     # near: a cookie notice 200 menu lines above the article is not part of it.
     main = max(range(len(groups)), key=lambda k: mass[k])
@@ -582,7 +718,7 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
         # Only a split made by a run of short lines (an inner list, captions) is bridged; a
         # split made by chrome (menus, repeated teaser labels) stays.
         chrome = sum(1 for li in gap if _chrome(li))  # type: ignore[arg-type]
-        if chrome >= 3:
+        if chrome >= 3 or not mass[k]:
             return False
         if len(gap) <= 15 or (mass[k] >= 0.25 * mass[main] and len(gap) <= 40):
             return True
