@@ -373,20 +373,10 @@ def _heading_like(li: LineInfo) -> bool:
     return li.reason is None and not _tiny(li) and li.n <= 120
 
 
-# A data field: a short label, a colon, a value.
-_FIELD = re.compile(r"^[^:：]{1,12}[:：]\s*\S")
-
-
 def _chrome(li: LineInfo) -> bool:
     """Chrome for splitting the body: a bad line, or a repeated / digit line that is not code.
     A teaser is only doubtful: a quotation trailing off in "…" happens inside articles too."""
-    if li.cls == "bad":
-        return True
-    if li.reason in ("repeated", "digits") and _FIELD.match(li.text):
-        # A field of a listing ("成人票原价：60元", "Phone: 555-0100") repeats from item to
-        # item and carries digits: it is the article's data, not furniture between two parts.
-        return False
-    return li.reason not in (None, "teaser") and not _CODEISH.search(li.text)
+    return li.cls == "bad" or (li.reason not in (None, "teaser") and not _CODEISH.search(li.text))
 
 
 def _mark_rankings(infos: list[LineInfo | None]) -> None:
