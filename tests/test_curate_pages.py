@@ -530,3 +530,99 @@ def test_the_body_ends_at_a_reference_list():
     page = [EN_TITLE, *EN_BODIES[0], *sources]
     keep, why = decide(page)
     assert keep == [True] * (1 + len(EN_BODIES[0])) + [False, False], why
+
+
+def _kept(page: list[str]) -> tuple[list[str], list[str | None]]:
+    keep, why = decide(page)
+    return [ln for ln, k in zip(page, keep, strict=True) if k], why
+
+
+def test_a_feed_of_dated_teasers_does_not_outweigh_a_short_article():
+    # A portal's "others also read" block: source · relative time, headline, a long teaser
+    # paragraph, and an ad box between them; thirty teasers outweigh a four-paragraph report.
+    article = ZH_BODIES[0]
+    feed = ["其他人也在看"]
+    for i in range(6):
+        body = ZH_BODIES[1][i % len(ZH_BODIES[1])]
+        feed += [
+            f"新华网·{i + 2} 小時前",
+            f"相关新闻标题之{i}：产业链转移加速？",
+            body + body,
+            "為什麼顯示這個廣告？",
+            "謝謝你的意見與建議。我們會移除這個廣告，並按需要作出更改。",
+        ]
+    page = ["首页 | 新闻 | 财经", ZH_TITLE, "2024年5月20日週一 下午2:05", *article, *feed]
+    kept, why = _kept(page)
+    assert kept == [ZH_TITLE, *article], why
+
+
+def test_a_cookie_notice_longer_than_the_article_is_not_the_article():
+    notice = [
+        "Cookie Notice",
+        "This Cookie Notice explains how we and our affiliates use cookies and similar "
+        "technologies on our websites, apps and other services, and the choices you have.",
+        "Like many companies, we use cookies (small text files placed on your computer or "
+        "device) and other tracking technologies to recognise your browser and remember you.",
+        "First-party cookies are placed by us and third-party cookies are placed by our "
+        "advertising partners, who may use them to show you ads on other websites.",
+        "You may be able to disable and manage some cookies through your browser settings, "
+        "but some parts of the services may not work as intended if you do.",
+    ] * 2
+    page = ["Home | World | Sports", EN_TITLE, *EN_BODIES[0], "About | Contact | Help", *notice]
+    kept, why = _kept(page)
+    assert kept == [EN_TITLE, *EN_BODIES[0]], why
+    # A recipe's cookies are not a notice.
+    recipe = [
+        "These chocolate chip cookies are soft in the middle and crisp at the edges, and the "
+        "dough keeps in the fridge for up to three days before you bake it.",
+        "Bake the cookies for twelve minutes, until the edges turn golden, and let them cool "
+        "on the tray for five minutes before you move them to a rack.",
+    ]
+    kept, why = _kept(["Home | Recipes | Baking", "Chewy Chocolate Chip Cookies", *recipe])
+    assert kept == ["Chewy Chocolate Chip Cookies", *recipe], why
+
+
+def test_a_title_case_headline_feed_after_the_article_goes_and_the_title_stays():
+    feed = [
+        "Most Read",
+        "Hospitals Launch New Appointment System On Monday: Consent Now Required!",
+        "Voters Head To The Polls As Turnout Hits Record High In Key Districts",
+        "Why Everyone Is Talking About The New Budget Plan?",
+        "Champions Celebrate Historic Win With Fans In The City Centre!",
+        "Ten Decoration Ideas For Your Baby's Room Before The Big Day",
+    ]
+    title = "City Expands Bus Network To Three New Districts"
+    page = ["Home | World | Sports", title, *EN_BODIES[0], *feed]
+    kept, why = _kept(page)
+    assert kept == [title, *EN_BODIES[0]], why
+
+
+def test_an_author_bio_and_a_newsletter_box_are_cut_and_the_text_stays():
+    # A sign-up box inside the text: its prompt, consent line and thank-you are chrome.
+    signup = [
+        "Add Startups Weekly to your subscription choices",
+        "By submitting your email, you agree to our Terms and Privacy Notice.",
+        "Thanks for signing up!",
+    ]
+    page = [EN_TITLE, *EN_BODIES[0][:2], *signup, *EN_BODIES[0][2:]]
+    kept, why = _kept(page)
+    assert kept == [EN_TITLE, *EN_BODIES[0]], why
+    # The author's bio right under the text, on a saved page and in the HTML extractor's text.
+    bio = (
+        "Jane Doe is a senior transport reporter at the Daily Courier who covers city "
+        "politics, housing and infrastructure. Before joining the paper she wrote for local radio."
+    )
+    page = [EN_TITLE, *EN_BODIES[0], bio]
+    kept, why = _kept(page)
+    assert kept == [EN_TITLE, *EN_BODIES[0]], why
+    keep, why = decide(page, extracted=True)
+    assert keep == [True] * (len(page) - 1) + [False], why
+    # A sentence of the article about a reporter is the article's.
+    story = [
+        *EN_BODIES[1][:2],
+        "Maria Lopez is a reporter at the Gazette whose reporting on the budget won an award "
+        "this year, and she said the council had ignored the warnings for months.",
+        *EN_BODIES[1][2:],
+    ]
+    kept, why = _kept([EN_TITLE, *story])
+    assert kept == [EN_TITLE, *story], why

@@ -376,6 +376,10 @@ def _heading_like(li: LineInfo) -> bool:
 def _chrome(li: LineInfo) -> bool:
     """Chrome for splitting the body: a bad line, or a repeated / digit line that is not code.
     A teaser is only doubtful: a quotation trailing off in "…" happens inside articles too."""
+    if li.reason == "banner":
+        # An ad or a sign-up box is dropped into the middle of the text as often as after it:
+        # it is cut, but it does not say where the article ends (menus and footers do).
+        return False
     return li.cls == "bad" or (li.reason not in (None, "teaser") and not _CODEISH.search(li.text))
 
 
@@ -722,6 +726,10 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
     while hi < len(groups) - 1 and joins(hi + 1, groups[hi][-1], groups[hi + 1][0]):
         hi += 1
     start, end = groups[lo][0], groups[hi][-1]
+    # The body's first and last lines are the article's, not a teaser of the feed beside it.
+    inner = [k for k in prose if start <= k <= end and k not in feed and k not in policy]
+    if inner:
+        start, end = inner[0], inner[-1]
     # The body ends where a comment section or a reference list begins (a comment count under
     # the title, before any text, does not count).
     heads = [
