@@ -626,3 +626,20 @@ def test_an_author_bio_and_a_newsletter_box_are_cut_and_the_text_stays():
     ]
     kept, why = _kept([EN_TITLE, *story])
     assert kept == [EN_TITLE, *story], why
+
+
+def test_a_sentence_repeated_three_times_is_a_widget_not_the_article():
+    widget = (
+        "Thank you for your feedback. We will remove this ad and make changes as needed, and "
+        "you can change your ad preferences at any time from the settings page of your account."
+    )
+    boxes = []
+    for _ in range(4):
+        boxes += ["Why am I seeing this ad?", widget, "Other reason"]
+    page = [EN_TITLE, EN_BODIES[0][0], *boxes]
+    kept, why = _kept(page)
+    assert kept == [EN_TITLE, EN_BODIES[0][0]], why
+    # Twice is an echo the dedup handles (the first copy stays), not a widget.
+    page = [EN_TITLE, *EN_BODIES[0], EN_BODIES[0][0]]
+    kept, why = _kept(page)
+    assert kept == [EN_TITLE, *EN_BODIES[0]], why
