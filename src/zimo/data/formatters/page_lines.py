@@ -630,50 +630,8 @@ def feed_items(infos: list[LineInfo | None], prose: list[int]) -> set[int]:
     return {k for r in found for k in r} if len(found) >= FEED_ITEMS else set()
 
 
-def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[str | None]]:
-    """For each line: keep it?, and the reason when it goes.
-
-    ``extracted``: the text comes from an HTML extractor that already chose the article's
-    blocks; then only chrome lines and the tiny or doubtful lines at the two edges go.
-    """
-    infos = classify(lines, extracted)
-    if not extracted:
-        _mark_rankings(infos)
-    keep = [True] * len(lines)
-    why: list[str | None] = [None] * len(lines)
-
-    def cut(i: int, reason: str) -> None:
-        if infos[i] is not None:
-            keep[i], why[i] = False, reason
-
-    for i, li in enumerate(infos):
-        if li is not None and li.cls == "bad":
-            cut(i, li.reason or "bad")
-    # A title, caption or teaser echoed further down the page: keep its first copy. Code is
-    # left alone (a repeated `-e ENV=dev \` is the script, not the page).
-    seen: set[str] = set()
-    for i, li in enumerate(infos):
-        if li is not None and keep[i] and li.n >= 4 and not _CODEISH.search(li.text):
-            if li.text in seen:
-                cut(i, "repeated")
-            seen.add(li.text)
-    good = [i for i, li in enumerate(infos) if li is not None and li.cls == "good"]
-    if not good:
-        return keep, why
-    if extracted:
-        for order, reason in (
-            (range(len(lines)), "header"),
-            (range(len(lines) - 1, -1, -1), "footer"),
-        ):
-            for i in order:
-                li = infos[i]
-                if li is None or li.cls == "bad":
-                    continue
-                if li.cls == "short" and not li.heading and (_tiny(li) or li.reason):
-                    cut(i, reason)
-                    continue
-                break
-        return keep, why
+def _body_span(infos: list[LineInfo | None]) -> tuple[int, int, list[int]]:
+    """The article body's first and last line, and the page's prose lines."""
     # Short sentences (near) join the clusters: stories and interviews are made of them.
     prose = [i for i, li in enumerate(infos) if li is not None and li.cls in ("good", "near")]
     groups = _clusters(infos, prose)
@@ -730,6 +688,54 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
     inner = [k for k in prose if start <= k <= end and k not in feed and k not in policy]
     if inner:
         start, end = inner[0], inner[-1]
+    return start, end, prose
+
+
+def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[str | None]]:
+    """For each line: keep it?, and the reason when it goes.
+
+    ``extracted``: the text comes from an HTML extractor that already chose the article's
+    blocks; then only chrome lines and the tiny or doubtful lines at the two edges go.
+    """
+    infos = classify(lines, extracted)
+    if not extracted:
+        _mark_rankings(infos)
+    keep = [True] * len(lines)
+    why: list[str | None] = [None] * len(lines)
+
+    def cut(i: int, reason: str) -> None:
+        if infos[i] is not None:
+            keep[i], why[i] = False, reason
+
+    for i, li in enumerate(infos):
+        if li is not None and li.cls == "bad":
+            cut(i, li.reason or "bad")
+    # A title, caption or teaser echoed further down the page: keep its first copy. Code is
+    # left alone (a repeated `-e ENV=dev \` is the script, not the page).
+    seen: set[str] = set()
+    for i, li in enumerate(infos):
+        if li is not None and keep[i] and li.n >= 4 and not _CODEISH.search(li.text):
+            if li.text in seen:
+                cut(i, "repeated")
+            seen.add(li.text)
+    good = [i for i, li in enumerate(infos) if li is not None and li.cls == "good"]
+    if not good:
+        return keep, why
+    if extracted:
+        for order, reason in (
+            (range(len(lines)), "header"),
+            (range(len(lines) - 1, -1, -1), "footer"),
+        ):
+            for i in order:
+                li = infos[i]
+                if li is None or li.cls == "bad":
+                    continue
+                if li.cls == "short" and not li.heading and (_tiny(li) or li.reason):
+                    cut(i, reason)
+                    continue
+                break
+        return keep, why
+    start, end, prose = _body_span(infos)
     # The body ends where a comment section or a reference list begins (a comment count under
     # the title, before any text, does not count).
     heads = [
