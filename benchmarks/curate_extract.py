@@ -46,9 +46,15 @@ Metrics, per document then averaged (as the benchmark's own ``evaluate.py`` does
   ``whole_document_rejects`` says which rule). A page Zimo drops as a duplicate of another
   page is scored with the kept copy's text (``dedup_credited``).
 
-Writes ``benchmarks/results/curate_extract{,_quick}.{json,md}``.
+Every set is also scored on two fixed halves (``halves`` in the JSON, ``[dev]`` / ``[holdout]``
+rows in the table): a page is ``dev`` when the first byte of the SHA-1 of its id is even
+(``half_of``). Rules are designed looking at dev pages only and checked on holdout pages.
+
+Writes ``benchmarks/results/curate_extract{,_quick}.{json,md}``; a partial run (``--half``,
+``--sets``) writes ``curate_extract_<half>[_<sets>]`` and never overwrites the full run.
 
     .venv/bin/python benchmarks/curate_extract.py --quick   # 30 pages per set, ~1 minute
+    .venv/bin/python benchmarks/curate_extract.py --half dev --sets magic_zh,magic_en
 """
 
 from __future__ import annotations
