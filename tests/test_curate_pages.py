@@ -22,7 +22,7 @@ from zimo.data.curate import curate_path
 from zimo.data.curate_config import CurateConfig, build_steps
 from zimo.data.filters.spam import doc_spam, line_spam
 from zimo.data.formatters.page_artifacts import strip_pinyin
-from zimo.data.formatters.page_lines import decide
+from zimo.data.formatters.page_lines import classify, decide
 from zimo.data.pipeline import run_steps
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -537,25 +537,6 @@ def _kept(page: list[str]) -> tuple[list[str], list[str | None]]:
     return [ln for ln, k in zip(page, keep, strict=True) if k], why
 
 
-def test_a_feed_of_dated_teasers_does_not_outweigh_a_short_article():
-    # A portal's "others also read" block: source · relative time, headline, a long teaser
-    # paragraph, and an ad box between them; thirty teasers outweigh a four-paragraph report.
-    article = ZH_BODIES[0]
-    feed = ["其他人也在看"]
-    for i in range(6):
-        body = ZH_BODIES[1][i % len(ZH_BODIES[1])]
-        feed += [
-            f"新华网·{i + 2} 小時前",
-            f"相关新闻标题之{i}：产业链转移加速？",
-            body + body,
-            "為什麼顯示這個廣告？",
-            "謝謝你的意見與建議。我們會移除這個廣告，並按需要作出更改。",
-        ]
-    page = ["首页 | 新闻 | 财经", ZH_TITLE, "2024年5月20日週一 下午2:05", *article, *feed]
-    kept, why = _kept(page)
-    assert kept == [ZH_TITLE, *article], why
-
-
 def test_a_cookie_notice_longer_than_the_article_is_not_the_article():
     notice = [
         "Cookie Notice",
@@ -597,49 +578,33 @@ def test_a_title_case_headline_feed_after_the_article_goes_and_the_title_stays()
     assert kept == [title, *EN_BODIES[0]], why
 
 
-def test_an_author_bio_and_a_newsletter_box_are_cut_and_the_text_stays():
-    # A sign-up box inside the text: its prompt, consent line and thank-you are chrome.
-    signup = [
-        "Add Startups Weekly to your subscription choices",
-        "By submitting your email, you agree to our Terms and Privacy Notice.",
-        "Thanks for signing up!",
-    ]
-    page = [EN_TITLE, *EN_BODIES[0][:2], *signup, *EN_BODIES[0][2:]]
-    kept, why = _kept(page)
-    assert kept == [EN_TITLE, *EN_BODIES[0]], why
-    # The author's bio right under the text, on a saved page and in the HTML extractor's text.
-    bio = (
-        "Jane Doe is a senior transport reporter at the Daily Courier who covers city "
-        "politics, housing and infrastructure. Before joining the paper she wrote for local radio."
-    )
-    page = [EN_TITLE, *EN_BODIES[0], bio]
-    kept, why = _kept(page)
-    assert kept == [EN_TITLE, *EN_BODIES[0]], why
-    keep, why = decide(page, extracted=True)
-    assert keep == [True] * (len(page) - 1) + [False], why
-    # A sentence of the article about a reporter is the article's.
+def test_a_newsletter_sign_up_box_inside_the_text_is_cut_and_the_text_stays():
+    for signup in (
+        [
+            "Add Startups Weekly to your subscription choices",
+            "By submitting your email, you agree to our Terms and Privacy Notice.",
+        ],
+        ["Sign up for Mashable's weekly Light Speed newsletter.", "Thanks for signing up!"],
+        ["Explore all newsletters", "Sign up"],
+    ):
+        page = [EN_TITLE, *EN_BODIES[0][:2], *signup, *EN_BODIES[0][2:]]
+        kept, why = _kept(page)
+        assert kept == [EN_TITLE, *EN_BODIES[0]], (signup, why)
+    # A sentence that mentions a newsletter is not a sign-up box.
     story = [
         *EN_BODIES[1][:2],
-        "Maria Lopez is a reporter at the Gazette whose reporting on the budget won an award "
-        "this year, and she said the council had ignored the warnings for months.",
+        "The council said it would explain the new routes in its monthly newsletter, which is "
+        "posted to every household in the three districts.",
         *EN_BODIES[1][2:],
     ]
     kept, why = _kept([EN_TITLE, *story])
     assert kept == [EN_TITLE, *story], why
 
 
-def test_a_sentence_repeated_three_times_is_a_widget_not_the_article():
-    widget = (
-        "Thank you for your feedback. We will remove this ad and make changes as needed, and "
-        "you can change your ad preferences at any time from the settings page of your account."
-    )
-    boxes = []
-    for _ in range(4):
-        boxes += ["Why am I seeing this ad?", widget, "Other reason"]
-    page = [EN_TITLE, EN_BODIES[0][0], *boxes]
-    kept, why = _kept(page)
-    assert kept == [EN_TITLE, EN_BODIES[0][0]], why
-    # Twice is an echo the dedup handles (the first copy stays), not a widget.
-    page = [EN_TITLE, *EN_BODIES[0], EN_BODIES[0][0]]
-    kept, why = _kept(page)
-    assert kept == [EN_TITLE, *EN_BODIES[0]], why
+def test_relative_times_are_datelines_in_chinese_too():
+    for dateline in ("新华网·2 小時前", "3小时前", "法新社·2 天前", "Reuters · 3 hours ago"):
+        info = classify([dateline])[0]
+        assert info is not None and info.reason == "dateline", dateline
+    # A sentence about the past is not a dateline.
+    info = classify(["三天前，记者来到这座小镇。"])[0]
+    assert info is not None and info.reason != "dateline"

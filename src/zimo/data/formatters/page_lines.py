@@ -106,13 +106,6 @@ _REFERENCES = re.compile(
     r"works cited|citations|external links)\s*(?:\[(?:编辑|編輯|edit)\])?\s*[:：]?$",
     re.I,
 )
-# An author's bio: a name (or a first name alone), "is a", a few words, a newsroom role.
-_AUTHOR_BIO = re.compile(
-    r"^(?:[A-Z][\w.'’-]*\s+){0,3}[A-Z][\w'’-]+\s+(?:is|was|has been)\s+(?:an?|the)\s+"
-    r"(?:[\w-]+\s+){0,4}(?:editor|reporter|writer|journalist|correspondent|contributor|"
-    r"columnist|producer|analyst|critic)s?\b"
-)
-BIO_CHARS = 600
 _TEASER = re.compile(r"(?:…|\.\.\.|。。。)\s*$")
 _PROSE_PUNCT = re.compile(r"[，。！？；]|[,.;!?](?=\s)")
 _PUNCT_IN = re.compile(r"[，,；;：:、。！？!?]")
@@ -190,7 +183,6 @@ def stop_density(line: str, cjk: bool, stops: frozenset[str] | None = None) -> f
     return sum(w in stops for w in words) / max(1, len(words))
 
 
-WIDGET_COPIES = 3
 TITLE_CASE_WORDS = 4  # content words a line needs before its capitals say "headline"
 TITLE_CASE_SHARE = 0.85
 
@@ -334,14 +326,6 @@ def classify(lines: list[str], extracted: bool = False) -> list[LineInfo | None]
             # headline ending in "!" or "?" must not read as prose that continues the article.
             # Prose capitalises names and, in German, nouns, never every word.
             li.cls = "short"
-        if li.cls != "short" and counts[s] >= WIDGET_COPIES:
-            # The same sentence three times on one page is a widget's text (an ad-feedback box,
-            # a newsletter prompt under every teaser), not the article's prose.
-            li.cls, li.reason = "short", "repeated"
-        if li.cls != "short" and li.n <= BIO_CHARS and _AUTHOR_BIO.match(s):
-            # The author's bio box under an article ("Jane Doe is a senior editor at … covering
-            # …"): soft chrome like a teaser — cut after the text, kept inside it.
-            li.cls, li.reason = "short", "bio"
         if li.cls != "short" and _TEASER.search(s):
             # A paragraph cut off with an ellipsis is a teaser of another page (feeds, related
             # stories, search results): soft chrome, kept only inside the body.
@@ -376,10 +360,6 @@ def _heading_like(li: LineInfo) -> bool:
 def _chrome(li: LineInfo) -> bool:
     """Chrome for splitting the body: a bad line, or a repeated / digit line that is not code.
     A teaser is only doubtful: a quotation trailing off in "…" happens inside articles too."""
-    if li.reason == "banner":
-        # An ad or a sign-up box is dropped into the middle of the text as often as after it:
-        # it is cut, but it does not say where the article ends (menus and footers do).
-        return False
     return li.cls == "bad" or (li.reason not in (None, "teaser") and not _CODEISH.search(li.text))
 
 
@@ -556,23 +536,6 @@ def _cut_menu_runs(
     close()
 
 
-FEED_ITEMS = 3  # lone dated paragraphs that make a feed
-FEED_LOOKBACK = 3  # lines above / below a teaser searched for its source / date line
-FEED_RUN = 2  # prose lines of one teaser
-FEED_CHARS = 600
-
-
-def _dated(li: LineInfo) -> bool:
-    """A short source or date line ("法新社·2 天前", "Reuters · 3 hours ago", "2024-05-20")."""
-    return (
-        li.cls != "bad"
-        and not li.ends
-        and li.words <= DATELINE_WORDS
-        and li.cjk <= 2 * DATELINE_WORDS
-        and bool(_DATELINE.search(li.text))
-    )
-
-
 # A cookie notice: cookies together with what they do to the reader's browser or data (a
 # recipe's "cookies" has no browser, consent or tracking beside it).
 _COOKIE = re.compile(r"\bcookies?\b|\bcookie", re.I)
@@ -586,48 +549,6 @@ _COOKIE_CONTEXT = re.compile(
 
 def _policy(text: str) -> bool:
     return bool(_COOKIE.search(text) and _COOKIE_CONTEXT.search(text))
-
-
-def _crossable(li: LineInfo) -> bool:
-    """A line between a teaser and its date: a headline (short, or a one-line sentence that is
-    not closed by a full stop — a headline may end in "？" or "!"), or a byline / share line."""
-    if li.cls == "bad":
-        return li.reason in ("byline", "share")
-    return li.cls == "short" or (li.n <= 80 and not li.text.rstrip(_CLOSERS).endswith(("。", ".")))
-
-
-def _dated_near(infos: list[LineInfo | None], k: int, step: int) -> bool:
-    seen, j = 0, k + step
-    while 0 <= j < len(infos) and seen < FEED_LOOKBACK:
-        li = infos[j]
-        if li is not None:
-            if _dated(li):
-                return True
-            if not _crossable(li):
-                return False
-            seen += 1
-        j += step
-    return False
-
-
-def feed_items(infos: list[LineInfo | None], prose: list[int]) -> set[int]:
-    """Prose lines that are teasers of a feed of other stories: a run of at most two prose lines
-    (a dek, or a headline and its dek) with a source or date line just above or below it,
-    crossing only a headline or a byline. Three or more such runs on a page are a feed."""
-    runs: list[list[int]] = []
-    for k in prose:
-        if runs and all(infos[j] is None for j in range(runs[-1][-1] + 1, k)):
-            runs[-1].append(k)
-        else:
-            runs.append([k])
-    found = [
-        r
-        for r in runs
-        if len(r) <= FEED_RUN
-        and sum(infos[k].n for k in r) <= FEED_CHARS  # type: ignore[union-attr]
-        and (_dated_near(infos, r[0], -1) or _dated_near(infos, r[-1], 1))
-    ]
-    return {k for r in found for k in r} if len(found) >= FEED_ITEMS else set()
 
 
 def _body_span(infos: list[LineInfo | None]) -> tuple[int, int, list[int]]:
@@ -650,14 +571,9 @@ def _body_span(infos: list[LineInfo | None]) -> tuple[int, int, list[int]]:
         )
         return w * (0.5 if alone else 1.0) * li.n  # type: ignore[union-attr]
 
-    # A feed of other stories repeats one unit: a source or date line, a headline, a teaser
-    # paragraph. Its teasers do not count towards choosing the article, however many there are
-    # (a short article above thirty teasers is still the article), and a cluster of nothing
-    # but teasers does not join the body; teasers inside the body stay.
-    feed = feed_items(infos, prose)
-    # A cookie or privacy notice is the site's policy text, never the article, however long.
+    # A cookie notice is the site's policy text, never the article, however long.
     policy = {k for k in prose if _policy(infos[k].text)}  # type: ignore[union-attr]
-    mass = [sum(0.0 if k in feed or k in policy else weight(k) for k in g) for g in groups]
+    mass = [sum(0.0 if k in policy else weight(k) for k in g) for g in groups]
     if not any(mass):
         mass = [sum(weight(k) for k in g) for g in groups]
     # The body is the largest cluster, grown to its neighbours while they are substantial and
@@ -684,8 +600,9 @@ def _body_span(infos: list[LineInfo | None]) -> tuple[int, int, list[int]]:
     while hi < len(groups) - 1 and joins(hi + 1, groups[hi][-1], groups[hi + 1][0]):
         hi += 1
     start, end = groups[lo][0], groups[hi][-1]
-    # The body's first and last lines are the article's, not a teaser of the feed beside it.
-    inner = [k for k in prose if start <= k <= end and k not in feed and k not in policy]
+    # The body's first and last lines are the article's, not the notice beside it; a cluster of
+    # nothing but notice lines does not join the body (see joins).
+    inner = [k for k in prose if start <= k <= end and k not in policy]
     if inner:
         start, end = inner[0], inner[-1]
     return start, end, prose
