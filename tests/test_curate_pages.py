@@ -22,7 +22,7 @@ from zimo.data.curate import curate_path
 from zimo.data.curate_config import CurateConfig, build_steps
 from zimo.data.filters.spam import doc_spam, line_spam
 from zimo.data.formatters.page_artifacts import strip_pinyin
-from zimo.data.formatters.page_lines import decide
+from zimo.data.formatters.page_lines import classify, decide
 from zimo.data.pipeline import run_steps
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -530,3 +530,81 @@ def test_the_body_ends_at_a_reference_list():
     page = [EN_TITLE, *EN_BODIES[0], *sources]
     keep, why = decide(page)
     assert keep == [True] * (1 + len(EN_BODIES[0])) + [False, False], why
+
+
+def _kept(page: list[str]) -> tuple[list[str], list[str | None]]:
+    keep, why = decide(page)
+    return [ln for ln, k in zip(page, keep, strict=True) if k], why
+
+
+def test_a_cookie_notice_longer_than_the_article_is_not_the_article():
+    notice = [
+        "Cookie Notice",
+        "This Cookie Notice explains how we and our affiliates use cookies and similar "
+        "technologies on our websites, apps and other services, and the choices you have.",
+        "Like many companies, we use cookies (small text files placed on your computer or "
+        "device) and other tracking technologies to recognise your browser and remember you.",
+        "First-party cookies are placed by us and third-party cookies are placed by our "
+        "advertising partners, who may use them to show you ads on other websites.",
+        "You may be able to disable and manage some cookies through your browser settings, "
+        "but some parts of the services may not work as intended if you do.",
+    ] * 2
+    page = ["Home | World | Sports", EN_TITLE, *EN_BODIES[0], "About | Contact | Help", *notice]
+    kept, why = _kept(page)
+    assert kept == [EN_TITLE, *EN_BODIES[0]], why
+    # A recipe's cookies are not a notice.
+    recipe = [
+        "These chocolate chip cookies are soft in the middle and crisp at the edges, and the "
+        "dough keeps in the fridge for up to three days before you bake it.",
+        "Bake the cookies for twelve minutes, until the edges turn golden, and let them cool "
+        "on the tray for five minutes before you move them to a rack.",
+    ]
+    kept, why = _kept(["Home | Recipes | Baking", "Chewy Chocolate Chip Cookies", *recipe])
+    assert kept == ["Chewy Chocolate Chip Cookies", *recipe], why
+
+
+def test_a_title_case_headline_feed_after_the_article_goes_and_the_title_stays():
+    feed = [
+        "Most Read",
+        "Hospitals Launch New Appointment System On Monday: Consent Now Required!",
+        "Voters Head To The Polls As Turnout Hits Record High In Key Districts",
+        "Why Everyone Is Talking About The New Budget Plan?",
+        "Champions Celebrate Historic Win With Fans In The City Centre!",
+        "Ten Decoration Ideas For Your Baby's Room Before The Big Day",
+    ]
+    title = "City Expands Bus Network To Three New Districts"
+    page = ["Home | World | Sports", title, *EN_BODIES[0], *feed]
+    kept, why = _kept(page)
+    assert kept == [title, *EN_BODIES[0]], why
+
+
+def test_a_newsletter_sign_up_box_inside_the_text_is_cut_and_the_text_stays():
+    for signup in (
+        [
+            "Add Startups Weekly to your subscription choices",
+            "By submitting your email, you agree to our Terms and Privacy Notice.",
+        ],
+        ["Sign up for Mashable's weekly Light Speed newsletter.", "Thanks for signing up!"],
+        ["Explore all newsletters", "Sign up"],
+    ):
+        page = [EN_TITLE, *EN_BODIES[0][:2], *signup, *EN_BODIES[0][2:]]
+        kept, why = _kept(page)
+        assert kept == [EN_TITLE, *EN_BODIES[0]], (signup, why)
+    # A sentence that mentions a newsletter is not a sign-up box.
+    story = [
+        *EN_BODIES[1][:2],
+        "The council said it would explain the new routes in its monthly newsletter, which is "
+        "posted to every household in the three districts.",
+        *EN_BODIES[1][2:],
+    ]
+    kept, why = _kept([EN_TITLE, *story])
+    assert kept == [EN_TITLE, *story], why
+
+
+def test_relative_times_are_datelines_in_chinese_too():
+    for dateline in ("新华网·2 小時前", "3小时前", "法新社·2 天前", "Reuters · 3 hours ago"):
+        info = classify([dateline])[0]
+        assert info is not None and info.reason == "dateline", dateline
+    # A sentence about the past is not a dateline.
+    info = classify(["三天前，记者来到这座小镇。"])[0]
+    assert info is not None and info.reason != "dateline"

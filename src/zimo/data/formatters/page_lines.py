@@ -94,7 +94,8 @@ _DATELINE = re.compile(
     rf"\b\d{{1,2}}:\d{{2}}\b|\b{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b|"
     rf"\b\d{{1,2}}\s+{_MONTH},?\s+\d{{4}}\b|\b\d{{1,2}}/\d{{1,2}}/\d{{2,4}}\b|"
     r"\b\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\b|\d{4}年\d{1,2}月\d{1,2}日|"
-    r"\b\d+\s+(?:minutes?|hours?|days?|weeks?)\s+ago\b",
+    r"\b\d+\s+(?:minutes?|hours?|days?|weeks?)\s+ago\b|"
+    r"\d+\s*(?:秒|分钟|分鐘|小时|小時|天|日|周|週|星期|个月|個月)前",
     re.I,
 )
 DATELINE_WORDS = 8
@@ -115,9 +116,13 @@ _CTA = re.compile(
     r"(订阅|关注|下载|注册|购买|咨询|领取|加入|扫码|添加)(我们|本站|本号|公众号|微信|客户端|app|简报|"
     r"newsletter|通讯)|点击(这里|此处|订阅|关注|下载|注册|购买|咨询|领取|进入|查看|阅读)|"
     r"(立即|马上|免费)(订阅|下载|注册|领取|咨询|体验)|订阅(我们的)?(简报|周报|日报|通讯|邮件)|"
-    r"\b(subscribe|sign up|register)\b.{0,30}\b(newsletter|updates|inbox|free)\b|"
+    r"\b(subscribe|sign up|register)\b.{0,60}\b(newsletters?|updates|inbox|free)\b|"
     r"\b(click here|download (our|the) app|follow us on|join our)\b|"
-    r"^(advertisement|sponsored( content)?|广告|赞助|推广)\s*[:：]?",
+    # A newsletter sign-up box: its prompts, its consent line and its thank-you.
+    r"\b(explore|browse|see) (all |our )?newsletters\b|\bto your (subscription|inbox)\b|"
+    r"\bby (submitting|signing up|subscribing|entering|providing) (your|an?|this)\b|"
+    r"\bthanks? (you )?for (signing up|subscribing)\b|"
+    r"^(advertisement|sponsored( content)?|ad\s*[•·]|广告|廣告|赞助|贊助|推广|推廣)\s*[:：]?",
     re.I,
 )
 # Chinese function words. jieba segments; this list says which segments carry grammar rather
@@ -176,6 +181,22 @@ def stop_density(line: str, cjk: bool, stops: frozenset[str] | None = None) -> f
     words = [w.lower() for w in _LATIN_WORD.findall(line)]
     stops = stops if stops is not None else _stop_en()
     return sum(w in stops for w in words) / max(1, len(words))
+
+
+TITLE_CASE_WORDS = 4  # content words a line needs before its capitals say "headline"
+TITLE_CASE_SHARE = 0.85
+
+
+def title_case(line: str, stops: frozenset[str] | None = None) -> bool:
+    """Whether a Latin-script line capitalises (nearly) every content word, as headlines do.
+    Function words (the page language's stop list) are left out: title case keeps "of", "the",
+    "and" in lower case."""
+    stops = stops if stops is not None else _stop_en()
+    content = [w for w in _LATIN_WORD.findall(line) if w.lower() not in stops and len(w) > 1]
+    if len(content) < TITLE_CASE_WORDS:
+        return False
+    caps = sum(1 for w in content if w[0].isupper())
+    return caps >= TITLE_CASE_SHARE * len(content)
 
 
 def _items(s: str) -> list[str]:
@@ -299,6 +320,12 @@ def classify(lines: list[str], extracted: bool = False) -> list[LineInfo | None]
                 li.cls = "near"
             elif li.words >= 6 and sd >= 0.2 and li.n >= 100:
                 li.cls = "near"
+        if li.cls != "short" and not cjk and title_case(s, stops):
+            # Every content word capitalised is a headline, not a sentence: a list of them after
+            # the text is a feed of other stories ("Most Read", "Recommended for You"), and a
+            # headline ending in "!" or "?" must not read as prose that continues the article.
+            # Prose capitalises names and, in German, nouns, never every word.
+            li.cls = "short"
         if li.cls != "short" and _TEASER.search(s):
             # A paragraph cut off with an ellipsis is a teaser of another page (feeds, related
             # stories, search results): soft chrome, kept only inside the body.
@@ -509,6 +536,78 @@ def _cut_menu_runs(
     close()
 
 
+# A cookie notice: cookies together with what they do to the reader's browser or data (a
+# recipe's "cookies" has no browser, consent or tracking beside it).
+_COOKIE = re.compile(r"\bcookies?\b|\bcookie", re.I)
+_COOKIE_CONTEXT = re.compile(
+    r"\b(?:browser|device|consent|track\w*|opt[- ]out|third[- ]part\w*|advertis\w*|"
+    r"personal (?:data|information)|privacy|preferences|analytics|website|services?)\b|"
+    r"浏览器|瀏覽器|隐私|隱私|个人信息|個人資料|同意",
+    re.I,
+)
+
+
+def _policy(text: str) -> bool:
+    return bool(_COOKIE.search(text) and _COOKIE_CONTEXT.search(text))
+
+
+def _body_span(infos: list[LineInfo | None]) -> tuple[int, int, list[int]]:
+    """The article body's first and last line, and the page's prose lines."""
+    # Short sentences (near) join the clusters: stories and interviews are made of them.
+    prose = [i for i, li in enumerate(infos) if li is not None and li.cls in ("good", "near")]
+    groups = _clusters(infos, prose)
+    # A paragraph counts in full when a neighbouring line is prose too: an article's
+    # paragraphs follow each other, while a feed's teasers each sit alone between a headline
+    # and a date line.
+    pos = {k: n for n, k in enumerate(prose)}
+
+    def weight(k: int) -> float:
+        li = infos[k]
+        w = 1.0 if li.cls == "good" else 0.5  # type: ignore[union-attr]
+        n = pos[k]
+        near = [prose[m] for m in (n - 1, n + 1) if 0 <= m < len(prose)]
+        alone = all(
+            any(infos[j] is not None for j in range(min(k, m) + 1, max(k, m))) for m in near
+        )
+        return w * (0.5 if alone else 1.0) * li.n  # type: ignore[union-attr]
+
+    # A cookie notice is the site's policy text, never the article, however long.
+    policy = {k for k in prose if _policy(infos[k].text)}  # type: ignore[union-attr]
+    mass = [sum(0.0 if k in policy else weight(k) for k in g) for g in groups]
+    if not any(mass):
+        mass = [sum(weight(k) for k in g) for g in groups]
+    # The body is the largest cluster, grown to its neighbours while they are substantial and
+    # near: a cookie notice 200 menu lines above the article is not part of it.
+    main = max(range(len(groups)), key=lambda k: mass[k])
+    lo = hi = main
+
+    def joins(k: int, a: int, b: int) -> bool:
+        gap = [infos[j] for j in range(a + 1, b) if infos[j] is not None]
+        # Only a split made by a run of short lines (an inner list, captions) is bridged; a
+        # split made by chrome (menus, repeated teaser labels) stays.
+        chrome = sum(1 for li in gap if _chrome(li))  # type: ignore[arg-type]
+        if chrome >= 3 or not mass[k]:
+            return False
+        if len(gap) <= 15 or (mass[k] >= 0.25 * mass[main] and len(gap) <= 40):
+            return True
+        # A long list of the article's own (a table of contents, sixty attractions with their
+        # prices) holds no chrome and items with content; a menu's items are tiny.
+        items = sum(1 for li in gap if not _tiny(li))  # type: ignore[arg-type]
+        return chrome == 0 and items >= 0.8 * len(gap) and mass[k] >= 0.1 * mass[main]
+
+    while lo > 0 and joins(lo - 1, groups[lo - 1][-1], groups[lo][0]):
+        lo -= 1
+    while hi < len(groups) - 1 and joins(hi + 1, groups[hi][-1], groups[hi + 1][0]):
+        hi += 1
+    start, end = groups[lo][0], groups[hi][-1]
+    # The body's first and last lines are the article's, not the notice beside it; a cluster of
+    # nothing but notice lines does not join the body (see joins).
+    inner = [k for k in prose if start <= k <= end and k not in policy]
+    if inner:
+        start, end = inner[0], inner[-1]
+    return start, end, prose
+
+
 def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[str | None]]:
     """For each line: keep it?, and the reason when it goes.
 
@@ -553,49 +652,7 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
                     continue
                 break
         return keep, why
-    # Short sentences (near) join the clusters: stories and interviews are made of them.
-    prose = [i for i, li in enumerate(infos) if li is not None and li.cls in ("good", "near")]
-    groups = _clusters(infos, prose)
-    # A paragraph counts in full when a neighbouring line is prose too: an article's
-    # paragraphs follow each other, while a feed's teasers each sit alone between a headline
-    # and a date line.
-    pos = {k: n for n, k in enumerate(prose)}
-
-    def weight(k: int) -> float:
-        li = infos[k]
-        w = 1.0 if li.cls == "good" else 0.5  # type: ignore[union-attr]
-        n = pos[k]
-        near = [prose[m] for m in (n - 1, n + 1) if 0 <= m < len(prose)]
-        alone = all(
-            any(infos[j] is not None for j in range(min(k, m) + 1, max(k, m))) for m in near
-        )
-        return w * (0.5 if alone else 1.0) * li.n  # type: ignore[union-attr]
-
-    mass = [sum(weight(k) for k in g) for g in groups]
-    # The body is the largest cluster, grown to its neighbours while they are substantial and
-    # near: a cookie notice 200 menu lines above the article is not part of it.
-    main = max(range(len(groups)), key=lambda k: mass[k])
-    lo = hi = main
-
-    def joins(k: int, a: int, b: int) -> bool:
-        gap = [infos[j] for j in range(a + 1, b) if infos[j] is not None]
-        # Only a split made by a run of short lines (an inner list, captions) is bridged; a
-        # split made by chrome (menus, repeated teaser labels) stays.
-        chrome = sum(1 for li in gap if _chrome(li))  # type: ignore[arg-type]
-        if chrome >= 3:
-            return False
-        if len(gap) <= 15 or (mass[k] >= 0.25 * mass[main] and len(gap) <= 40):
-            return True
-        # A long list of the article's own (a table of contents, sixty attractions with their
-        # prices) holds no chrome and items with content; a menu's items are tiny.
-        items = sum(1 for li in gap if not _tiny(li))  # type: ignore[arg-type]
-        return chrome == 0 and items >= 0.8 * len(gap) and mass[k] >= 0.1 * mass[main]
-
-    while lo > 0 and joins(lo - 1, groups[lo - 1][-1], groups[lo][0]):
-        lo -= 1
-    while hi < len(groups) - 1 and joins(hi + 1, groups[hi][-1], groups[hi + 1][0]):
-        hi += 1
-    start, end = groups[lo][0], groups[hi][-1]
+    start, end, prose = _body_span(infos)
     # The body ends where a comment section or a reference list begins (a comment count under
     # the title, before any text, does not count).
     heads = [
