@@ -77,15 +77,6 @@ def _project_rows(project: Path) -> tuple[Path, list[dict], dict]:
     return train_dir, test, meta
 
 
-def _rss_mb() -> float:
-    """This process's resident memory now, MiB (Linux; 0 elsewhere)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError):
-        return 0.0
-
-
 def _tensors(module) -> dict[int, int]:
     """Storage pointer -> bytes of every tensor ``module`` reaches (an Int8Part's stacked
     weights included)."""
@@ -187,10 +178,8 @@ def leg_zimo(train_dir: Path, meta: dict, texts: list[str], lat_n: int, weights:
     if weights != "default":
         os.environ["ZIMO_INT8"] = "1" if weights == "int8" else "0"
     try:
-        rss0 = _rss_mb()
         base = model
         model, choice = fastpath.prepare_for_label_scoring(base, tok, merge=merge)
-        rss = _rss_mb() - rss0
     finally:
         os.environ.pop("ZIMO_INT8", None)
         if saved is not None:
@@ -217,9 +206,9 @@ def leg_zimo(train_dir: Path, meta: dict, texts: list[str], lat_n: int, weights:
     if choice["merged"]:
         # What the merged copy holds besides the shared base: its int8 layers (bytes of the
         # tensors only it references), the price of keeping the unmerged base for zero-shot.
+        # Tensor bytes, not RSS: the weights are memory-mapped, so RSS grows as they are read.
         res["merged_copy_mb"] = round(_own_bytes(model, base) / 2**20, 1)
         res["unmerged_int8_mb"] = round(sum(_tensors(base).values()) / 2**20, 1)
-    res["rss_delta_prepare_mb"] = round(rss, 1)
     return res, _decide(scores, meta["labels"], meta)
 
 
