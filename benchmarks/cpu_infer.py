@@ -248,6 +248,8 @@ def _engine_leg(be, sub, texts: list[str], lat_n: int) -> tuple[dict, list]:
         "mean_batch": round(stats["mean_batch"], 2),
         "max_batch": stats["max_batch"],
     }
+    if "merged_adapter" in stats:  # the transformers engine: label requests on a merged copy
+        res["adapter_merged"] = stats["merged_adapter"] is not None
     return res, [sub.labels.index(a.text) for a in answers]
 
 
