@@ -513,7 +513,7 @@ def prepare_for_label_scoring(
     adapter merged (``choice["merged"]`` True) and ``model`` itself stays quantised and
     unmerged (for the base with the adapter disabled, sharing every layer the adapter does
     not touch); else it is ``model``. Float weights are kept only until the merge read them."""
-    lora = merge and hasattr(model, "peft_config")
+    lora = merge and hasattr(model, "peft_config") and hasattr(model, "get_base_model")
     choice = prepare_for_cpu_inference(model, tokenizer, device, keep_float=lora)
     scoring = model
     if choice["int8"] and lora:
