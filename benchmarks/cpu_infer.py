@@ -8,7 +8,9 @@ the same test-split messages for every leg:
 (b) ``zimo``: ``zimo.infer.LabelScorer`` as ``zimo eval`` runs it (frozen weights: the shared
     prompt prefix's KV computed once and reused; base weights as chosen for this CPU kind:
     int8 without fast bf16, else fp32/bf16), ``zimo_fp32`` or ``zimo_int8``: the same on the
-    other weights (``ZIMO_INT8=0/1``), and ``zimo_serve``: the serving engine's own job queue
+    other weights (``ZIMO_INT8=0/1``; int8 with the adapter merged into the base before
+    quantising, as ``zimo eval`` does), ``zimo_int8_unmerged``: int8 with the LoRA on top of
+    the quantised base, and ``zimo_serve``: the serving engine's own job queue
     (label requests one at a time, then all at once so its micro-batcher groups them);
 (c) ``llamacpp``: the merged q8_0 GGUF (``zimo export -f gguf -q q8_0``) through the llama.cpp
     engine, when ``llama-cpp-python`` is importable (else skipped with the reason).
@@ -75,6 +77,27 @@ def _project_rows(project: Path) -> tuple[Path, list[dict], dict]:
     return train_dir, test, meta
 
 
+def _tensors(module) -> dict[int, int]:
+    """Storage pointer -> bytes of every tensor ``module`` reaches (an Int8Part's stacked
+    weights included)."""
+    from zimo.infer.fastpath import Int8Part
+
+    out = {}
+    mods = list(module.modules())
+    mods += [m.shared for m in mods if isinstance(m, Int8Part)]
+    for m in mods:
+        for t in list(m.parameters(recurse=False)) + list(m.buffers(recurse=False)):
+            if t is not None and t.numel():
+                out[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    return out
+
+
+def _own_bytes(model, base) -> int:
+    """Bytes of the tensors ``model`` holds that ``base`` does not share."""
+    shared = _tensors(base)
+    return sum(n for p, n in _tensors(model).items() if p not in shared)
+
+
 def label_scorer(model, tok, meta: dict):
     """The frozen-weights ``LabelScorer`` ``zimo eval`` builds, with the trained label prompt."""
     from zimo.infer.label import LabelScorer
@@ -137,10 +160,12 @@ def leg_plain(train_dir: Path, meta: dict, texts: list[str], lat_n: int) -> tupl
     return {**_pcts(lat), "msgs_per_s": round(len(texts) / wall, 2)}, _decide(scores, labels, meta)
 
 
-def leg_zimo(train_dir: Path, meta: dict, texts: list[str], lat_n: int, weights: str):
+def leg_zimo(train_dir: Path, meta: dict, texts: list[str], lat_n: int, weights: str,
+             merge: bool = True):  # fmt: skip
     """Zimo's eval path: LabelScorer with frozen weights (prefix KV reused), batched 16, on the
     base weights ``zimo eval`` picks for this CPU kind (``weights="default"``) or forced
-    (``"fp32"``/``"int8"``, as ``ZIMO_INT8=0/1`` does)."""
+    (``"fp32"``/``"int8"``, as ``ZIMO_INT8=0/1`` does); on int8 the adapter merged into the
+    base before quantising as ``zimo eval`` does (``merge=False``: LoRA on the int8 base)."""
     import torch
     from peft import PeftModel
 
@@ -153,7 +178,8 @@ def leg_zimo(train_dir: Path, meta: dict, texts: list[str], lat_n: int, weights:
     if weights != "default":
         os.environ["ZIMO_INT8"] = "1" if weights == "int8" else "0"
     try:
-        choice = fastpath.prepare_for_cpu_inference(model, tok)
+        base = model
+        model, choice = fastpath.prepare_for_label_scoring(base, tok, merge=merge)
     finally:
         os.environ.pop("ZIMO_INT8", None)
         if saved is not None:
@@ -174,8 +200,15 @@ def leg_zimo(train_dir: Path, meta: dict, texts: list[str], lat_n: int, weights:
         **_pcts(lat),
         "msgs_per_s": round(len(texts) / wall, 2),
         "weights": "int8" if choice["int8"] else ("bf16" if scorer.uses_bf16 else "fp32"),
+        "adapter_merged": choice["merged"],
         "weights_reason": choice["reason"],
     }
+    if choice["merged"]:
+        # What the merged copy holds besides the shared base: its int8 layers (bytes of the
+        # tensors only it references), the price of keeping the unmerged base for zero-shot.
+        # Tensor bytes, not RSS: the weights are memory-mapped, so RSS grows as they are read.
+        res["merged_copy_mb"] = round(_own_bytes(model, base) / 2**20, 1)
+        res["unmerged_int8_mb"] = round(sum(_tensors(base).values()) / 2**20, 1)
     return res, _decide(scores, meta["labels"], meta)
 
 
@@ -215,6 +248,8 @@ def _engine_leg(be, sub, texts: list[str], lat_n: int) -> tuple[dict, list]:
         "mean_batch": round(stats["mean_batch"], 2),
         "max_batch": stats["max_batch"],
     }
+    if "merged_adapter" in stats:  # the transformers engine: label requests on a merged copy
+        res["adapter_merged"] = stats["merged_adapter"] is not None
     return res, [sub.labels.index(a.text) for a in answers]
 
 
@@ -364,6 +399,11 @@ def child(args) -> dict:
     if not args.no_alt:
         legs[alt], preds[alt] = leg_zimo(train_dir, meta, texts, lat_n, alt.split("_")[1])
         print(f"  {alt} {legs[alt]}", file=sys.stderr, flush=True)
+        # int8 with the LoRA on top of the quantised base instead of merged: the evidence
+        # for merging (the serving engine's path whenever several adapters are loaded).
+        name = "zimo_int8_unmerged"
+        legs[name], preds[name] = leg_zimo(train_dir, meta, texts, lat_n, "int8", merge=False)
+        print(f"  {name} {legs[name]}", file=sys.stderr, flush=True)
     legs["zimo_serve"], preds["zimo_serve"] = leg_serve(train_dir, meta, texts, lat_n, cores)
     print(f"  zimo_serve {legs['zimo_serve']}", file=sys.stderr, flush=True)
     torch.set_num_threads(cores)
@@ -382,7 +422,7 @@ def child(args) -> dict:
         fp32, int8 = (preds["zimo"], preds[alt]) if alt == "zimo_int8" else (preds[alt], preds["zimo"])  # fmt: skip
         res["int8_agreement_with_fp32"] = round(sum(a == b for a, b in zip(fp32, int8, strict=True)) / len(fp32), 4)  # fmt: skip
     llama = legs["llamacpp"].get("p50_ms")
-    for name in ("zimo", alt, "zimo_serve", "llamacpp"):
+    for name in ("zimo", alt, "zimo_int8_unmerged", "zimo_serve", "llamacpp"):
         if name in legs and "p50_ms" in legs[name]:
             legs[name]["p50_speedup_vs_plain"] = round(
                 legs["plain"]["p50_ms"] / legs[name]["p50_ms"], 2
@@ -440,6 +480,9 @@ def to_markdown(r: dict) -> str:
         weights = res.get("legs", {}).get("zimo", {})
         if weights:
             lines += ["", f"`zimo`'s base weights here: {weights.get('weights')} ({weights.get('weights_reason')})."]  # fmt: skip
+        for name, leg in res.get("legs", {}).items():
+            if leg.get("merged_copy_mb") is not None:
+                lines += [f"`{name}`: adapter merged into the int8 base; the merged copy holds {leg['merged_copy_mb']} MB of its own besides the unmerged model's {leg['unmerged_int8_mb']} MB (shared embeddings, head and unadapted layers)."]  # fmt: skip
         if "int8_agreement_with_fp32" in res:
             lines += [f"int8 labels agreeing with fp32's: {res['int8_agreement_with_fp32']} (rule: >= 0.995)."]  # fmt: skip
         g = res.get("generate")

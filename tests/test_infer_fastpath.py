@@ -303,3 +303,65 @@ def test_head_rows_computes_only_the_asked_rows_and_restores_the_head(fp32_and_i
         with pytest.raises(RuntimeError), head_rows(model, rows):
             raise RuntimeError("boom")
     assert model.get_output_embeddings() is head
+
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@pytest.mark.parametrize("targets", [ALL_LINEAR, ["q_proj", "v_proj"]])
+def test_merged_int8_tracks_the_unmerged_path_and_shares_the_rest(
+    fp32_and_int8, targets, monkeypatch
+):
+    """A fixed adapter merged into the base before int8 quantisation: the same probabilities
+    as merging in float and quantising the whole model, tracking fp32 like LoRA on the int8
+    base; only the adapted layers are new (a partly adapted q/k/v group is requantised
+    whole), the rest is the unmerged model's own modules and tensors, which keeps working
+    with the adapter disabled."""
+    from peft import LoraConfig, get_peft_model
+
+    (model, _), tok = fp32_and_int8
+    torch.manual_seed(3)
+    top = model.config.num_hidden_layers - 2
+    cfg = LoraConfig(r=4, target_modules=targets, layers_to_transform=[top, top + 1],
+                     init_lora_weights=False)  # fmt: skip
+    fp32 = get_peft_model(copy.deepcopy(model), cfg)
+    with torch.no_grad():  # a trained adapter's size: outputs move, not explode
+        for n, p in fp32.named_parameters():
+            if "lora_B" in n:
+                p.mul_(0.1)
+    peft = copy.deepcopy(fp32)
+    monkeypatch.setenv("ZIMO_INT8", "1")  # the int8 path on any CPU kind
+    tuned, choice = fastpath.prepare_for_label_scoring(peft, tok, merge=True)
+    assert choice["int8"] and choice["merged"]
+    assert tuned is not None and not hasattr(tuned, "peft_config")
+    assert not any(hasattr(m, "lora_A") for m in tuned.modules())
+    assert all(m.fweight is None for m in peft.modules() if isinstance(m, fastpath.Int8Linear))
+    lm = peft.get_base_model()
+    # Shared: embeddings, head, the unadapted layers (the very same modules).
+    assert tuned.model.embed_tokens is lm.model.embed_tokens
+    assert tuned.get_output_embeddings() is lm.get_output_embeddings()
+    assert tuned.model.layers[0] is lm.model.layers[0]
+    attn = tuned.model.layers[top].self_attn
+    assert attn is not lm.model.layers[top].self_attn
+    assert all(isinstance(m, fastpath.Int8Part) for m in (attn.q_proj, attn.k_proj, attn.v_proj))
+    assert attn.q_proj.shared is attn.k_proj.shared is attn.v_proj.shared
+    mlp = tuned.model.layers[top].mlp
+    assert (mlp is lm.model.layers[top].mlp) == (targets != ALL_LINEAR)
+    labels = ["ham", "spam"]
+    kw = dict(autocast=False, frozen=True)
+    p_merged = LabelScorer(tuned, tok, labels, **kw).predict_proba(TEXTS)
+    p_lora = LabelScorer(peft, tok, labels, **kw).predict_proba(TEXTS)
+    p_fp32 = LabelScorer(fp32, tok, labels, **kw).predict_proba(TEXTS)
+    with peft.disable_adapter():
+        p_base = LabelScorer(peft, tok, labels, **kw).predict_proba(TEXTS)
+    # The copy is what merging in float and quantising the whole model gives.
+    full = copy.deepcopy(fp32).merge_and_unload()
+    fastpath.quantize_base_int8(full, tok)
+    p_full = LabelScorer(full, tok, labels, **kw).predict_proba(TEXTS)
+    np.testing.assert_allclose(p_merged, p_full, atol=5e-3)  # float order flips a rounding
+    # It tracks fp32 as the unmerged int8 path does (the untuned base's margins are small, so
+    # log-odds, not labels), and the adapter really is in it.
+    lo = lambda p: np.log(p[:, 1] / p[:, 0])  # noqa: E731
+    for p in (p_merged, p_lora):
+        assert np.corrcoef(lo(p), lo(p_fp32))[0, 1] > 0.8
+    assert np.abs(p_merged - p_base).max() > 0.01

@@ -43,20 +43,67 @@ def test_a_retrained_label_adapter_is_served_after_reload(tmp_path, monkeypatch,
     be.start()
 
     def spam_probs() -> np.ndarray:
-        async def run():
-            jobs = [be.submit(Job("cls", be.encode_chat("cls", [{"role": "user", "content": t}]),
-                                  SamplingParams(), kind="label")) for t in TEXTS]  # fmt: skip
-            return [await j.future for j in jobs]
+        async def run():  # one request at a time: int8 results move with a batch's padding
+            return [await be.submit(Job("cls", be.encode_chat("cls", [{"role": "user", "content": t}]),
+                                        SamplingParams(), kind="label")).future for t in TEXTS]  # fmt: skip
 
         return np.array([r.label_probs["spam"] for r in asyncio.run(run())])
 
+    merges = []  # on int8, label requests of the only adapter run on its merged copy
     try:
         be.add_model(SubModel(name="cls", adapter_dir=str(first), metadata=meta))
         before = spam_probs()
+        merges.append(be.stats()["adapter_merges"])
         be.add_model(SubModel(name="cls", adapter_dir=str(second), metadata=meta))
         after = spam_probs()  # raised KeyError in PEFT once the only adapter was replaced
-        assert np.abs(after - before).max() > 1e-3  # the new weights answer
+        # The new weights answer: a merged copy of the old adapter was dropped, not reused.
+        assert np.abs(after - before).max() > 1e-3
+        merges.append(be.stats()["adapter_merges"])
         be.add_model(SubModel(name="cls", adapter_dir=str(first), metadata=meta))
         np.testing.assert_allclose(spam_probs(), before, atol=2e-3)
+        merges.append(be.stats()["adapter_merges"])
+        assert be.stats()["merged_adapter"] == ("cls" if int8 == "1" else None)
     finally:
         be.close()
+    assert merges == ([1, 2, 3] if int8 == "1" else [0, 0, 0])
+
+
+def test_merged_copy_only_while_one_adapter_is_loaded(tmp_path, monkeypatch):
+    """The engine's rule: label requests of the only loaded adapter run on a copy with it
+    merged into the int8 base (tracking LoRA on the int8 base, which runs when the copy is
+    off); with a second adapter loaded the copy is dropped and both run unmerged."""
+    from zimo.serve.backends.base import Job, SamplingParams
+    from zimo.serve.backends.factory import make_backend
+    from zimo.serve.config import BackendConfig, SubModel
+
+    monkeypatch.setenv("ZIMO_INT8", "1")
+    first, second = _adapter(tmp_path, 1), _adapter(tmp_path, 2)
+    meta = {"task": "label", "labels": ["ham", "spam"]}
+
+    def spam_probs(be, model: str) -> np.ndarray:
+        async def run():  # one request at a time: int8 results move with a batch's padding
+            return [await be.submit(Job(model, be.encode_chat(model, [{"role": "user", "content": t}]),
+                                        SamplingParams(), kind="label")).future for t in TEXTS]  # fmt: skip
+
+        return np.array([r.label_probs["spam"] for r in asyncio.run(run())])
+
+    out = {}
+    for merge in (True, False):
+        cfg = BackendConfig(kind="transformers", base="gecko", threads=1, merge_single_adapter=merge)  # fmt: skip
+        be = make_backend(cfg)
+        be.start()
+        try:
+            be.add_model(SubModel(name="a", adapter_dir=str(first), metadata=meta))
+            out[merge] = spam_probs(be, "a")
+            assert be.stats()["merged_adapter"] == ("a" if merge else None)
+            if merge:
+                be.add_model(SubModel(name="b", adapter_dir=str(second), metadata=meta))
+                spam_probs(be, "b")
+                assert be.stats()["merged_adapter"] is None  # two adapters: no copy
+                out["two"] = spam_probs(be, "a")
+        finally:
+            be.close()
+    assert np.abs(out[True] - out[False]).max() > 1e-6  # the copy really answered
+    lo = lambda p: np.log(p / (1 - p))  # noqa: E731
+    assert np.corrcoef(lo(out[True]), lo(out[False]))[0, 1] > 0.8
+    np.testing.assert_allclose(out["two"], out[False], atol=1e-5)  # unmerged again

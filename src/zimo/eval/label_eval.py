@@ -110,10 +110,17 @@ def _lm_systems(project, train_dir: Path, texts_of: dict[str, list[str]], consol
     if meta.adapter:
         model = PeftModel.from_pretrained(model, str(meta.adapter_dir(train_dir)))
     model.eval()
-    from zimo.infer.fastpath import prepare_for_cpu_inference
+    from zimo.infer import fastpath
 
     # int8 base weights where the CPU has no fast bf16 (zimo.hw.cpu_prefers_int8, ZIMO_INT8).
-    weights = prepare_for_cpu_inference(model, tok, str(next(model.parameters()).device))
+    # The fine-tuned system runs a copy with the (fixed) adapter merged into its layers before
+    # quantising (fastpath.merged_int8: one int8 GEMM per layer instead of GEMM + LoRA); the
+    # zero-shot system needs the unmerged base, so both are kept, sharing every layer the
+    # adapter does not touch. The float weights are kept only until the merge has read them.
+    device = str(next(model.parameters()).device)
+    merge = bool(meta.adapter) and "finetuned" in texts_of
+    tuned, weights = fastpath.prepare_for_label_scoring(model, tok, device, merge=merge)
+    merged = tuned if weights["merged"] else None
     bs = cfg.eval.batch_size
     out: dict[str, tuple[np.ndarray, dict]] = {}
     order = [s for s in ("finetuned", "base_zero_shot") if s in texts_of]
@@ -129,7 +136,7 @@ def _lm_systems(project, train_dir: Path, texts_of: dict[str, list[str]], consol
             texts = texts_of[name]
             task = trained_label_task(train_dir, cfg)
             scorer = LabelScorer(
-                model,
+                merged if name == "finetuned" and merged is not None else model,
                 tok,
                 cfg.labels,
                 task.instruction,
@@ -164,7 +171,7 @@ def _lm_systems(project, train_dir: Path, texts_of: dict[str, list[str]], consol
                 {
                     "batch_s": batch_s,
                     "single_s": single,
-                    "weights": "int8"
+                    "weights": ("int8, adapter merged" if scorer.model is merged else "int8")
                     if weights["int8"]
                     else ("bf16" if scorer.uses_bf16 else "fp32"),
                 },

@@ -17,10 +17,17 @@ label prompt's ~25-40 tokens after the cached prefix, not a generation step's on
 sequence, where quantising the
 activations costs more than the int8 GEMM saves (:func:`int8_probe`: 1 row at 2x fp32's time
 on the emulated AVX2 kind, 32 rows at 0.6x). So an engine that also generates keeps the float
-weights beside the int8 ones (``keep_float``) and decodes under :func:`float_weights`. torch's
+weights beside the int8 ones (``keep_float``) and decodes under :func:`float_weights`. Where
+one fixed adapter is scored alone (evaluation, a sub-model served by itself), it is merged into
+the base before quantising (:func:`merged_int8`, a copy of just the adapted layers). torch's
 own dynamic quantisation (``torch.ao``, one activation scale per call) was measured first and
-was worse: see :class:`Int8Linear`. The guard's scorer and the router's LM features do not use
-this path (fp32/bf16 as before).
+was worse: see :class:`Int8Linear`. Its fbgemm GEMM is faster (a label prompt's 25 x 576 x 960
+q/k/v GEMM: 178 us against ``torch._int_mm``'s 205 us with fbgemm held to AVX2, 72 us with its
+AVX512-VNNI kernels), and rows scaled to one absmax before it would give per-row activation
+scales; not taken: it needs torch's quantized tensors (torch 2.13 warns they will be removed),
+and on AVX2 7-bit activations (``reduce_range``). Emulating the AVX2 kind for it takes
+``FBGEMM_ENABLE_INSTRUCTIONS=AVX2`` besides the oneDNN/MKL caps. The guard's scorer and the
+router's LM features do not use this path (fp32/bf16 as before).
 """
 
 from __future__ import annotations
@@ -176,9 +183,10 @@ class Int8Part(torch.nn.Linear):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 part [{self.start}:{self.stop}] of {self.shared.out_features}"  # fmt: skip
 
 
-def _base_linears(model) -> list[tuple[Any, str, Any]]:
+def _base_linears(model, only: set[int] | None = None) -> list[tuple[Any, str, Any]]:
     """``(parent, attribute, linear)`` for every frozen base Linear: not LoRA's own A/B
-    matrices, not the output head, not a PEFT ``modules_to_save`` copy."""
+    matrices, not the output head, not a PEFT ``modules_to_save`` copy; with ``only``, just
+    the Linears whose ``id`` is in it."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     out = []
     for name, parent in model.named_modules():
@@ -187,7 +195,7 @@ def _base_linears(model) -> list[tuple[Any, str, Any]]:
         for attr, child in parent.named_children():
             if attr in ("lora_A", "lora_B", "lm_head") or child is head:
                 continue
-            if type(child) is torch.nn.Linear:
+            if type(child) is torch.nn.Linear and (only is None or id(child) in only):
                 out.append((parent, attr, child))
     return out
 
@@ -223,7 +231,7 @@ def calibration_ids(tokenizer) -> list[list[int]]:
 
 
 def activation_absmax(
-    model, samples: list[list[int]], groups: list | None = None
+    model, samples: list[list[int]], groups: list | None = None, only: set[int] | None = None
 ) -> dict[int, Any]:
     """Per-input-channel max |x| of every frozen base Linear over ``samples`` (one forward
     each), keyed by ``id(linear)``. The first position is left out: attention-sink tokens carry
@@ -233,7 +241,7 @@ def activation_absmax(
     stats: dict[int, Any] = {}
     hooks = []
     seen: dict[int, list] = {}  # id(input) -> [input, linear ids]; the input kept alive
-    for _, _, lin in _base_linears(model):
+    for _, _, lin in _base_linears(model, only):
 
         def hook(mod, args, _out, key=id(lin)):
             if groups is not None and not groups:
@@ -269,15 +277,22 @@ def _stacked(lins: list) -> torch.nn.Linear:
     return out
 
 
-def quantize_base_int8(model, tokenizer=None, keep_float: bool = False, stack: bool = True) -> int:
+def quantize_base_int8(
+    model,
+    tokenizer=None,
+    keep_float: bool = False,
+    stack: bool = True,
+    only: set[int] | None = None,
+) -> int:
     """Replace the frozen base Linear layers of ``model`` (a causal LM or a ``PeftModel``)
     with :class:`Int8Linear`, in place, smoothed with activation statistics from
     :data:`CALIBRATION_TEXTS` when ``tokenizer`` is given; returns how many were replaced.
     ``stack``: Linears that read the same input in a calibration forward share one stacked
-    int8 GEMM (:class:`Int8Part`; needs ``tokenizer``)."""
+    int8 GEMM (:class:`Int8Part`; needs ``tokenizer``). ``only``: just the Linears whose ``id``
+    is in this set (the others are left as they are)."""
     groups: list | None = [] if stack and tokenizer is not None else None
-    stats = activation_absmax(model, calibration_ids(tokenizer), groups) if tokenizer is not None else {}  # fmt: skip
-    layers = _base_linears(model)
+    stats = activation_absmax(model, calibration_ids(tokenizer), groups, only) if tokenizer is not None else {}  # fmt: skip
+    layers = _base_linears(model, only)
     where = {id(lin): (parent, attr, lin) for parent, attr, lin in layers}
     done: set[int] = set()
     for ids in groups or []:
@@ -370,3 +385,144 @@ def prepare_for_cpu_inference(
         choice["layers"] = quantize_base_int8(model, tokenizer, keep_float=keep_float)
         log.info("int8 base: %d Linear layers (%s)", choice["layers"], choice["reason"])
     return choice
+
+
+def drop_float_weights(model) -> int:
+    """Free the float weights that :class:`Int8Linear`/:class:`Int8Part` layers kept
+    (``keep_float``) once nothing will run them; returns how many layers held one."""
+    n = 0
+    for m in model.modules():
+        if isinstance(m, (Int8Linear, Int8Part)) and m.fweight is not None:
+            m.fweight, m.fbias = None, None
+            n += 1
+    return n
+
+
+def _float_base(base) -> tuple[Any, Any] | None:
+    """``(weight, bias)`` in float of a LoRA layer's base: a plain Linear, or an int8 one that
+    kept its float weight; None where the float weight is gone."""
+    if type(base) is torch.nn.Linear:
+        return base.weight, base.bias
+    if isinstance(base, Int8Part) and base.fweight is not None:
+        qb = base.shared.qbias
+        return base.fweight, None if qb is None else qb[base.start : base.stop]
+    if isinstance(base, Int8Linear) and base.fweight is not None:
+        return base.fweight, base.qbias
+    return None
+
+
+def mergeable(peft_model, adapter: str) -> bool:
+    """Whether :func:`merged_int8` can fold ``adapter`` into the base: plain LoRA on Linear
+    layers (no DoRA or other variant, no LoRA bias, no ``modules_to_save``, no embedding
+    LoRA), each on a base whose float weight is at hand."""
+    from peft.tuners.lora import Linear as LoraLinear
+
+    cfg = getattr(peft_model, "peft_config", {}).get(adapter)
+    if cfg is None or getattr(cfg, "use_dora", False) or getattr(cfg, "lora_bias", False):
+        return False
+    if getattr(cfg, "modules_to_save", None):
+        return False
+    found = False
+    for _, mod in peft_model.named_modules():
+        if adapter in getattr(mod, "lora_embedding_A", {}):
+            return False
+        if adapter not in getattr(mod, "lora_A", {}):
+            continue
+        if not isinstance(mod, LoraLinear) or adapter in getattr(mod, "lora_variant", {}):
+            return False
+        if _float_base(mod.get_base_layer()) is None:
+            return False
+        found = True
+    return found
+
+
+def merged_int8(peft_model, tokenizer, adapter: str | None = None):
+    """A causal LM that computes ``peft_model`` with ``adapter`` (default: the active one)
+    merged into the base weights before int8 quantisation: a LoRA layer then costs one int8
+    GEMM instead of the base GEMM plus the adapter's two small matmuls, scaling and add (and
+    PEFT's Python dispatch), which at batch 1 cost more than their arithmetic. For a fixed
+    adapter served alone (evaluation, a sub-model served by itself); ``peft_model`` is left
+    as it is and stays usable (zero-shot with the adapter disabled, other adapters).
+
+    Only the adapted layers are new (int8, smoothed with their own calibration statistics,
+    q/k/v and gate/up stacked as in :func:`quantize_base_int8`); everything else is shared
+    with ``peft_model``, no copy: embeddings, norms, the head and the base's layers that the
+    adapter does not touch. Needs the adapted layers' float weights: ``peft_model`` in float,
+    or quantised with ``keep_float``. None where :func:`mergeable` says no."""
+    import copy
+
+    adapter = adapter or peft_model.active_adapter
+    if not mergeable(peft_model, adapter):
+        return None
+    lm = peft_model.get_base_model()
+    lora = {name: mod for name, mod in lm.named_modules() if adapter in getattr(mod, "lora_A", {})}
+    # An unadapted part of a stacked group whose other parts are adapted (LoRA on q and v,
+    # not k) is requantised with them: left on the shared GEMM it would run all the parts'
+    # columns for its own.
+    touched = {id(m.get_base_layer().shared) for m in lora.values() if isinstance(m.get_base_layer(), Int8Part)}  # fmt: skip
+    plain = {}  # name -> the Int8Part (bare, or the base of another adapter's LoRA layer)
+    for name, m in lm.named_modules():
+        base = m.get_base_layer() if hasattr(m, "lora_A") else m
+        if name in lora or name.endswith("base_layer") or not isinstance(base, Int8Part):
+            continue
+        if id(base.shared) in touched:
+            if base.fweight is None:
+                return None
+            plain[name] = base
+    # The modules on the way to an adapted layer are copied (cheap: no tensors), every other
+    # module and every tensor is shared through deepcopy's memo.
+    path = {""}
+    for name in list(lora) + list(plain):
+        parts = name.split(".")
+        path.update(".".join(parts[:i]) for i in range(1, len(parts)))
+    memo: dict[int, Any] = {}
+    for name, mod in lm.named_modules():
+        if name not in path:
+            memo[id(mod)] = mod
+    for t in list(lm.parameters()) + list(lm.buffers()):
+        memo[id(t)] = t
+    for m in lm.modules():  # an Int8Part's stacked weights are not a submodule
+        if isinstance(m, Int8Part):
+            memo[id(m.shared)] = m.shared
+    out = copy.deepcopy(lm, memo)
+    out.__dict__.pop("peft_config", None)  # PEFT's note on the wrapped model: no adapter here
+    new: set[int] = set()
+    with torch.no_grad():
+        for name, mod in {**lora, **plain}.items():
+            w, b = _float_base(mod.get_base_layer() if name in lora else plain[name])
+            merged = w.float()
+            if name in lora:
+                merged = merged + mod.get_delta_weight(adapter).float()
+            lin = torch.nn.Linear(merged.shape[1], merged.shape[0], bias=b is not None)
+            lin.weight = torch.nn.Parameter(merged.to(w.dtype), requires_grad=False)
+            if b is not None:
+                lin.bias = torch.nn.Parameter(b.detach().clone(), requires_grad=False)
+            parent_name, _, attr = name.rpartition(".")
+            setattr(out.get_submodule(parent_name), attr, lin)
+            new.add(id(lin))
+    # Calibrated on float activations where the shared layers kept their float weights, as a
+    # full quantisation is: statistics read through the int8 lower layers made the smoothing
+    # worse (twice the label log-odds error against fp32 on a test adapter).
+    with float_weights():
+        quantize_base_int8(out, tokenizer, only=new)
+    out.eval()
+    return out
+
+
+def prepare_for_label_scoring(
+    model, tokenizer, device: str = "cpu", merge: bool = True
+) -> tuple[Any, dict]:
+    """:func:`prepare_for_cpu_inference` for scoring with a fixed adapter (``model``: a
+    ``PeftModel``, or a plain causal LM): returns ``(scoring model, choice)``. On the int8
+    path with ``merge``, the scoring model is :func:`merged_int8`'s copy with the active
+    adapter merged (``choice["merged"]`` True) and ``model`` itself stays quantised and
+    unmerged (for the base with the adapter disabled, sharing every layer the adapter does
+    not touch); else it is ``model``. Float weights are kept only until the merge read them."""
+    lora = merge and hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+    choice = prepare_for_cpu_inference(model, tokenizer, device, keep_float=lora)
+    scoring = model
+    if choice["int8"] and lora:
+        scoring = merged_int8(model, tokenizer) or model
+    drop_float_weights(model)
+    choice["merged"] = scoring is not model
+    return scoring, choice

@@ -156,6 +156,11 @@ class BackendConfig(_Strict):
     stacked_lora: bool = Field(
         True, description="batch mixed adapters with stacked weights (False = PEFT adapter_names)"
     )
+    merge_single_adapter: bool = Field(
+        True,
+        description="on an int8 base, label requests of the only loaded adapter run on a copy "
+        "with it merged into the int8 weights (faster; costs an int8 copy of its layers)",
+    )
     batching: BatchingConfig = BatchingConfig()
     # llama.cpp only
     n_ctx: int = Field(4096, ge=256)

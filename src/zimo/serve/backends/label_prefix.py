@@ -59,13 +59,16 @@ class LabelPrefixCache:
             ones = torch.ones_like(ids)
             pos = torch.arange(n, device=backend.device)[None, :]
             kv = backend.new_cache()
-            backend._forward(ids, ones, pos, [aid], past=kv, keep=1)
+            backend._forward(ids, ones, pos, [aid], past=kv, keep=1, label=True)
             self._kv[(model, aid)] = kv
         ids, mask, pos = backend._pad([j.prompt_ids[n:] for j in jobs])
         full_mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, n), mask], dim=1)
         cache = expand_cache(kv, len(jobs))
         first = [a[0] for a in prompt.label_ids]
-        with head_rows(backend.model, first) as rows_only:
-            out = backend._forward(ids, full_mask, pos + n, [aid] * len(jobs), past=cache, keep=1)
+        # The model that runs this batch (the merged copy of its adapter, if any) owns the head.
+        lm = backend._label_model([aid]) or backend.model
+        with head_rows(lm, first) as rows_only:
+            out = backend._forward(ids, full_mask, pos + n, [aid] * len(jobs), past=cache, keep=1,
+                                   label=True)  # fmt: skip
         z = out.logits[:, -1, :].float()
         return z if rows_only else torch.log_softmax(z, dim=-1)[:, first]

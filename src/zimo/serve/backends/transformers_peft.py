@@ -126,6 +126,10 @@ class PeftBackend(Backend):
 
         self._label_prefix = LabelPrefixCache()
         self.weights: dict[str, Any] = {}  # the int8 choice (zimo.infer.fastpath)
+        # (adapter, model): the only loaded adapter merged into an int8 copy of its layers,
+        # for label batches that use just it (see _remerge); None otherwise.
+        self.merged: tuple[str, Any] | None = None
+        self.merges = 0
 
     # ------------------------------------------------------------------ lifecycle
     def load(self) -> None:
@@ -269,11 +273,45 @@ class PeftBackend(Backend):
         log.info("loaded adapter %s in %.2fs", sub.name, time.perf_counter() - t0)
         return aid
 
+    def _remerge(self) -> None:
+        """Keep a merged int8 copy of the only loaded adapter (``fastpath.merged_int8``), for
+        label batches that use just it; drop it when that adapter goes or a second loads.
+
+        The rule: a merged copy pays where one adapter is served alone (the common deployment
+        of one sub-model): a label request then runs one int8 GEMM per layer instead of GEMM
+        plus LoRA. With several adapters loaded, batches mix them on the shared base (stacked
+        LoRA), and a copy per adapter would cost an int8 copy of its layers each; so none is
+        kept. Generation never uses it (its one-token steps run the kept float weights)."""
+        loaded = list(self._loaded)
+        want = loaded[0] if len(loaded) == 1 else None
+        if self.merged is not None and self.merged[0] == want:
+            return
+        self.merged = None
+        if want is None or not self.config.merge_single_adapter or not self.weights.get("int8"):
+            return
+        from zimo.infer.fastpath import merged_int8
+
+        t0 = time.perf_counter()
+        model = merged_int8(self.peft, self.tok, want)
+        if model is not None:
+            self.merged = (want, model)
+            self.merges += 1
+            log.info(
+                "merged adapter %s for label requests in %.2fs", want, time.perf_counter() - t0
+            )
+
+    def _label_model(self, adapters: list[str]):
+        """The merged copy where every row of a label batch uses its adapter, else None."""
+        if self.merged is not None and all(a == self.merged[0] for a in adapters):
+            return self.merged[1]
+        return None
+
     def _restack(self) -> None:
         """Use stacked LoRA batches when all loaded adapters allow it, else PEFT's own path."""
         self._label_prefix.clear()  # a prefix's KV depends on the adapters
         if self.peft is None:
             return
+        self._remerge()
         from zimo.serve.backends.stacked_lora import StackedLoRA
 
         loaded = list(self._loaded)
@@ -355,7 +393,10 @@ class PeftBackend(Backend):
                     self._generate(gens, names)
         self._last_batch_s = time.perf_counter() - t0
 
-    def _forward(self, ids, mask, pos, adapters: list[str], past=None, keep: int = 1):
+    def _forward(self, ids, mask, pos, adapters: list[str], past=None, keep: int = 1,
+                 label: bool = False):  # fmt: skip
+        """One forward; ``label``: a label batch, which runs on the merged copy of its adapter
+        where there is one (:meth:`_remerge`)."""
         kwargs: dict[str, Any] = dict(
             input_ids=ids,
             attention_mask=mask,
@@ -365,6 +406,9 @@ class PeftBackend(Backend):
         )
         if past is not None:
             kwargs[self._cache_kw] = past
+        merged = self._label_model(adapters) if label else None
+        if merged is not None:
+            return merged(**kwargs)
         if self.stack is not None:
             self.stack.set_rows(adapters, self.device)
             return self.peft(**kwargs)
@@ -410,7 +454,8 @@ class PeftBackend(Backend):
                 per_job[jobs.index(j)] = lp[r].tolist()
         if uncached:
             ids, mask, pos = self._pad([j.prompt_ids for j in uncached])
-            out = self._forward(ids, mask, pos, [names[j.model] for j in uncached], keep=1)
+            adapters = [names[j.model] for j in uncached]
+            out = self._forward(ids, mask, pos, adapters, keep=1, label=True)
             lp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
             for r, j in enumerate(uncached):
                 first = [a[0] for a in prompts[id(j)].label_ids]
@@ -422,7 +467,7 @@ class PeftBackend(Backend):
             seqs = [j.prompt_ids + a[:-1] for a in answers]
             # Right-align answers of different lengths by left padding the whole sequence.
             ids, mask, pos = self._pad(seqs)
-            out = self._forward(ids, mask, pos, [names[j.model]] * len(seqs), keep=k)
+            out = self._forward(ids, mask, pos, [names[j.model]] * len(seqs), keep=k, label=True)
             lp = torch.log_softmax(out.logits.float(), dim=-1)
             scores = []
             for r, a in enumerate(answers):
@@ -618,6 +663,8 @@ class PeftBackend(Backend):
             adapter_loads=self.loads,
             adapter_evictions=self.evictions,
             stacked_lora=self.stack is not None,
+            merged_adapter=self.loaded_adapters()[0] if self.merged is not None else None,
+            adapter_merges=self.merges,
             threads=_torch_threads(),
             int8=bool(self.weights.get("int8")),
         )
