@@ -402,6 +402,8 @@ def markdown(result: dict) -> str:
                f"benchmark clients + stand-in {result['cpu_s']['benchmark']}. Load average "
                f"(1 min) at the start and the end: {result['load_avg']}; the wall times and "
                "latencies move with other jobs on the machine, the CPU seconds hardly do."]  # fmt: skip
+    if result.get("note"):  # added by hand to a saved run, e.g. which code it measured
+        md += ["", f"Note: {result['note']}"]
     md += ["", "Targets after the last round: " + ", ".join(
         f"{k}: {'met' if v else 'NOT met'}" for k, v in result["targets"].items())]  # fmt: skip
     return "\n".join(md) + "\n"
