@@ -90,8 +90,10 @@ def test_cascade_config_errors_are_one_line(tmp_path: Path, big, monkeypatch):
 def test_cascade_serves_degrades_and_the_flywheel_closes_the_loop(tmp_path: Path, big, monkeypatch):
     from openai import OpenAI
 
+    from zimo.dataset_io import read_records
     from zimo.logs.requests import query
     from zimo.serve.cli import gateway_app, settings_from_projects
+    from zimo.stages.dag import artifact_path
 
     monkeypatch.setenv("FAKE_UP_KEY", big.api_key)
     proj = _project(tmp_path, big.base_url, shadow=0.0)
@@ -164,6 +166,10 @@ def test_cascade_serves_degrades_and_the_flywheel_closes_the_loop(tmp_path: Path
         )
         train_after = sorted(p.name for p in (proj / ".zimo" / "artifacts" / "train").iterdir())
         assert set(train_after) > set(train_before)
+        # The teacher rows joined the train split; the calibration counts each row once.
+        split_train = read_records(artifact_path(proj, "split") / "train.parquet")
+        cal = json.loads(cascade_file.read_text())["meta"]["calibration_rows"]
+        assert cal["train_out_of_fold"] == min(len(split_train), 2000)  # 2000: the row cap
         r = run_zimo("flywheel", proj)  # no traffic since: nothing to learn, nothing changes
         assert r.returncode != 0 and "nothing changed" in r.stderr
         new_thr = json.loads(cascade_file.read_text())["thresholds"][0]

@@ -176,9 +176,10 @@ def calibrate_cascade(
 
     ``quality`` may be NaN where a non-final tier was not run on a calibration row (e.g. rows
     added only to calibrate the cheapest tier's threshold on more data): that tier then never
-    answers such a row (its confidence counts as −inf). The best tier and the final tier must
-    be measured on every row. Such rows escalate past that tier and tell nothing about its
-    threshold, so the target must also hold on the rows where every tier ran.
+    answers such a row (its confidence counts as −inf). The final tier must be measured on
+    every row; the target is a share of the best tier among those measured on every row. Rows
+    a tier did not run on escalate past it and tell nothing about its threshold, so the target
+    must also hold on the rows where every tier ran.
 
     ``slack_z``: the dev quality must clear the target by ``z`` standard errors of its paired
     difference to the best tier, so thresholds tuned on a few hundred dev examples still meet
@@ -200,14 +201,13 @@ def calibrate_cascade(
     if costs.ndim == 1:
         costs = np.broadcast_to(costs, (n, t))
     cands = _candidates(conf, missing, grid)
+    # The target is a share of the best tier's quality, so that quality must be known on every
+    # row: the reference is the best of the tiers that ran on all rows (the final tier always
+    # did). A tier run on a few rows only (a language-model tier answers the dev rows alone) can
+    # beat the final tier there by chance; it was taken as the reference and the calibration
+    # stopped with an error, which broke a flywheel round.
     measured = np.nanmean(quality, axis=0)
-    best_tier = int(np.nanargmax(measured))
-    if missing[:, best_tier].any():
-        # The target is a share of the best tier's quality: it must be known on every row.
-        raise ZimoError(
-            f"tier {tiers[best_tier]!r} is the best but was not run on every calibration row",
-            "run the best tier on all calibration rows (or drop the rows it was not run on)",
-        )
+    best_tier = int(np.argmax(np.where(missing.any(0), -np.inf, measured)))
     rows = np.arange(n)
     cum = np.cumsum(costs, axis=1)
     quality = np.where(missing, 0.0, quality)  # never chosen: those rows' confidence is −inf

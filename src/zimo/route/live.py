@@ -278,7 +278,12 @@ def fit_live_cascade(project, *, upstream_url: str | None = None, max_train_rows
     lab = {x: i for i, x in enumerate(labels)}
     dev = [r for r in read_records(split / "dev.parquet") if r.get("label") in lab]
     train = [r for r in read_records(split / "train.parquet") if r.get("label") in lab]
-    train += _flywheel_rows(project)
+    # The split already holds the flywheel's teacher rows (they join the train split); only
+    # those it lacks (a split built before the last round) are added. A row counted twice sat in
+    # two cross-validation folds, so its out-of-fold answer came from a model that had learned
+    # its twin: the cheap tier looked right on exactly the hard rows the big tier had taught.
+    seen = {r["text"] for r in dev + train}
+    train += [r for r in _flywheel_rows(project) if r["text"] not in seen and r.get("label") in lab]
     rng = np.random.default_rng(0)
     if len(train) > max_train_rows:
         train = [train[i] for i in sorted(rng.choice(len(train), max_train_rows, replace=False))]
