@@ -144,3 +144,38 @@ def test_models_cli_json():
     res = CliRunner().invoke(app, ["models", "--json"])
     assert res.exit_code == 0
     assert [r["name"] for r in json.loads(res.output)][:2] == ["gecko", "gecko-zh"]
+
+
+def _cached_conversion(target: Path, source: str, size: int) -> None:
+    target.mkdir(parents=True)
+    (target / "zimo_model.json").write_text("{}")
+    (target / "weights.bin").write_bytes(b"123")
+    (target / "zimo_source.json").write_text(json.dumps({"source_gguf": source, "source_size": size}))  # fmt: skip
+
+
+def test_a_cached_conversion_follows_its_gguf_to_a_new_environment(tmp_path):
+    # A re-created virtualenv installs the same GGUF elsewhere; the old path is gone.
+    gguf = tmp_path / "new-venv" / "m.gguf"
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"GGUF" + b"\0" * 60)
+    target = tmp_path / "models" / "m"
+    _cached_conversion(target, str(tmp_path / "old-venv" / "m.gguf"), gguf.stat().st_size)
+    assert models._embedded_dir(target, gguf) == target
+    rec = json.loads((target / "zimo_source.json").read_text())
+    assert rec["source_gguf"] == str(gguf)
+    assert (target / "weights.bin").read_bytes() == b"123"  # re-pointed, not converted again
+    from zimo.export.gguf_writer import source_gguf
+
+    assert source_gguf(target) == gguf
+
+
+def test_a_cached_conversion_of_other_weights_is_not_served(tmp_path):
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"not a real gguf")
+    target = tmp_path / "models" / "m"
+    _cached_conversion(target, str(tmp_path / "gone.gguf"), 12345)
+    with pytest.raises(
+        (ValueError, OSError, RuntimeError)
+    ):  # converting again from this bogus file fails...
+        models._embedded_dir(target, gguf)
+    assert not (target / "weights.bin").exists()  # ...and the stale conversion is gone

@@ -238,6 +238,33 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     (out / "zimo_source.json").write_text(json.dumps(src_info, indent=1), encoding="utf-8")
 
 
+def _embedded_dir(target: Path, gguf: Path) -> Path:
+    """The converted folder of an embedded preset, its record pointing at ``gguf``.
+
+    The cache outlives the environment that filled it: a re-created virtualenv installs the
+    same GGUF at a new path, and the old one may be gone. GGUF export reads the source's own
+    vocabulary through the record, so a stale path is re-pointed when the file has the
+    recorded size (the same weights), and a different size (other weights) converts again.
+    """
+    from zimo.fileio import read_json_optional, write_json_atomic
+
+    out = _build_once(target, lambda tmp: _convert_gguf(gguf, tmp))
+    if read_json_optional(out / "zimo_source.json").get("source_gguf") == str(gguf):
+        return out
+
+    def refresh() -> None:
+        rec = read_json_optional(out / "zimo_source.json")
+        if rec.get("source_gguf") == str(gguf):
+            return
+        if rec.get("source_size") == gguf.stat().st_size:
+            write_json_atomic(out / "zimo_source.json", {**rec, "source_gguf": str(gguf)})
+        else:
+            (out / _MARKER).unlink(missing_ok=True)  # _build_once rebuilds an unmarked folder
+
+    _with_lock(target, refresh)
+    return _build_once(target, lambda tmp: _convert_gguf(gguf, tmp))
+
+
 def _ensure_template_in_config(out: Path, template: str | None) -> None:
     if not template:
         return
@@ -293,7 +320,7 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
         preset = PRESETS[spec]
         if preset.embedded:
             gguf = _EMBEDDED_GGUF[spec]()
-            return _build_once(cache_dir() / "models" / spec, lambda tmp: _convert_gguf(gguf, tmp))
+            return _embedded_dir(cache_dir() / "models" / spec, gguf)
         return _resolve_external_preset(preset)
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".gguf":
