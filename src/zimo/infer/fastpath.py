@@ -60,6 +60,26 @@ def int8_available() -> bool:
         return False
 
 
+@functools.cache
+def weight_qmax() -> int:
+    """The largest int8 weight magnitude the CPU's int8 GEMM adds up exactly: 127, or 63
+    where it saturates. Without VNNI (AVX2-only CPUs) oneDNN multiplies u8 x s8 pairs into
+    int16 with saturation (``vpmaddubsw``), shifting s8 activations by 128 first, so two
+    products of 255 x 127 overflow: a row of large activations came out as 8160 instead of
+    1032256. Weights held to 7 bits (255 x 63 x 2 < 32768) keep every sum exact, at about
+    1.6x the weight rounding error. Probed, not read from the CPU flags, because the kernel
+    picked also depends on oneDNN's ISA cap (``ONEDNN_MAX_CPU_ISA``) and torch's build."""
+    a = torch.full((2, 64), 127, dtype=torch.int8)
+    a[1] = -127
+    b = torch.full((8, 64), 127, dtype=torch.int8).T  # the [out, in] layout forward() uses
+    exact = 127 * 127 * 64
+    out = torch._int_mm(a, b)
+    ok = bool((out[0] == exact).all() and (out[1] == -exact).all())
+    if not ok:
+        log.info("int8 GEMM saturates on this CPU (no VNNI): weights held to 7 bits")
+    return 127 if ok else 63
+
+
 class Int8Linear(torch.nn.Linear):
     """A frozen ``nn.Linear`` whose matmul runs in int8: weights quantised per output channel,
     activations per row (token) at each call, int32 accumulation (``torch._int_mm``).
@@ -87,11 +107,12 @@ class Int8Linear(torch.nn.Linear):
             self.register_buffer("inv_s", 1.0 / s)
         else:
             self.inv_s = None
-        sw = w.abs().amax(dim=1).clamp(min=1e-8) / 127.0
+        qmax = weight_qmax()
+        sw = w.abs().amax(dim=1).clamp(min=1e-8) / qmax
         # Stored [out, in] and used through its transpose: torch's CPU int8 GEMM measured
         # 1.6-2.5x faster on that layout than on a contiguous [in, out] copy.
         self.register_buffer(
-            "qweight", torch.round(w / sw[:, None]).clamp(-127, 127).to(torch.int8)
+            "qweight", torch.round(w / sw[:, None]).clamp(-qmax, qmax).to(torch.int8)
         )
         self.register_buffer("wscale", sw[None, :])
         bias = None if linear.bias is None else linear.bias.detach().float()
