@@ -283,7 +283,7 @@ def test_a_middle_tier_right_on_9_of_10_seen_rows_is_not_trusted_with_the_stream
     """Only 10 dev rows get past the cheapest tier; the middle tier is right on 9 of them and
     its confidence says nothing about which. 9 of 10 is no evidence of 99%: whichever of the
     10 it got wrong, the calibration must not let it answer what reaches it (the mean-based
-    rule let it answer all 10, and on the stream it answered 92% right)."""
+    rule let it answer all 10 here; in a live stream such a tier answered 92% right)."""
     n_dev, n_oof = 400, 2000
     n = n_dev + n_oof
     answered = []

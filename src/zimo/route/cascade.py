@@ -198,11 +198,12 @@ def calibrate_cascade(
     it was seen to reach; the reference tier's own rows count as measured. A threshold is
     accepted only if the target holds on these bounds. The bound widens as a tier answers
     fewer rows, so a tier seen on a handful of rows must escalate more, not less: the mean
-    over a few rows says little (a LoRA tier right on the 9 of 10 dev rows past the classical
-    tier had its threshold lowered round after round and then answered the stream at 92%).
-    With many rows per tier the bound sits close to the mean, and the cascade changes little.
-    The level was chosen before the stream results it is checked on; for scores rather than
-    0/1 correctness the Wilson bound of their mean is an approximation.
+    over a few rows says little (a LoRA tier judged on the few dev rows past the classical
+    tier had its threshold lowered round after round and then answered a live stream 92%
+    right). With many rows per tier the bound sits close to the mean, and the cascade changes
+    little. The level is per tier, not a joint guarantee over tiers; it was fixed before the
+    stream results it is checked on. For scores rather than 0/1 correctness the Wilson bound
+    of their mean is an approximation.
     """
     conf = np.array(np.atleast_2d(conf), dtype=np.float64)  # a copy: NaN rows are masked below
     quality = np.asarray(quality, dtype=np.float64)
