@@ -169,6 +169,36 @@ def _wilson_lower(k: np.ndarray, m: np.ndarray, z: float) -> np.ndarray:
     return np.where(m > 0, (centre - spread) / (1 + z2 / m1), 0.0)
 
 
+def _bounded_quality(conf: np.ndarray, quality: np.ndarray, cum: np.ndarray, best_tier: int,
+                     subsets: list[np.ndarray], confidence_level: float):  # fmt: skip
+    """``evaluate(thresholds) -> (quality ratio, cost)``: the sum over tiers of the share each
+    answers times a lower bound of its quality there, as a share of the best tier's, on the
+    worse of the row subsets; and the mean cost paid."""
+    n, t = quality.shape
+    rows = np.arange(n)
+    z = NormalDist().inv_cdf(confidence_level)
+    exact = np.arange(t) == best_tier  # the reference's rows: compared with itself, no bound
+
+    def evaluate(th: np.ndarray) -> tuple[float, float]:
+        a = _answered_by(conf, th)
+        # Each tier's bound rests on all the rows it answers (a tier not run on a row never
+        # answers it); the subsets differ in how many rows reach each tier, not in what a tier
+        # is known to be worth, so the bound of a tier measured on many rows is not widened
+        # to the few complete ones.
+        k = np.bincount(a, weights=quality[rows, a], minlength=t)
+        lower = _wilson_lower(k, np.bincount(a, minlength=t).astype(np.float64), z)
+        ratios = []
+        for sub in subsets:
+            best = quality[sub, best_tier].mean()
+            m = np.bincount(a[sub], minlength=t).astype(np.float64)
+            own = quality[sub, best_tier][a[sub] == best_tier].sum()
+            q = (np.where(exact, 0.0, m * lower).sum() + own) / len(sub)
+            ratios.append(q / best if best > 0 else 0.0)
+        return min(ratios), cum[rows, a].mean()
+
+    return evaluate
+
+
 def calibrate_cascade(
     conf: np.ndarray,
     quality: np.ndarray,
@@ -239,28 +269,7 @@ def calibrate_cascade(
 
     if not 0.5 <= confidence_level < 1:
         raise ZimoError(f"confidence_level {confidence_level} must be in [0.5, 1)")
-    z = NormalDist().inv_cdf(confidence_level)
-    exact = np.arange(t) == best_tier  # the reference's rows: compared with itself, no bound
-
-    def evaluate(th: np.ndarray) -> tuple[float, float]:
-        """(sum over tiers of the share each answers times a lower bound of its quality
-        there, as a share of the best tier's, on the worse of all rows and the complete rows;
-        cost)."""
-        a = _answered_by(conf, th)
-        # Each tier's bound rests on all the rows it answers (a tier not run on a row never
-        # answers it); the subsets differ in how many rows reach each tier, not in what a tier
-        # is known to be worth, so the bound of a tier measured on many rows is not widened
-        # to the few complete ones.
-        k = np.bincount(a, weights=quality[rows, a], minlength=t)
-        lower = _wilson_lower(k, np.bincount(a, minlength=t).astype(np.float64), z)
-        ratios = []
-        for sub in subsets:
-            best = quality[sub, best_tier].mean()
-            m = np.bincount(a[sub], minlength=t).astype(np.float64)
-            own = quality[sub, best_tier][a[sub] == best_tier].sum()
-            q = (np.where(exact, 0.0, m * lower).sum() + own) / len(sub)
-            ratios.append(q / best if best > 0 else 0.0)
-        return min(ratios), cum[rows, a].mean()
+    evaluate = _bounded_quality(conf, quality, cum, best_tier, subsets, confidence_level)
 
     feasible: list[tuple[float, float, tuple]] = []
     best_seen = (-1.0, np.inf, None)
