@@ -277,3 +277,34 @@ def test_a_middle_tier_better_on_its_few_rows_does_not_stop_the_calibration():
     # The reference is the final tier over all rows: the reported ratio is against it.
     best = np.nanmean(q[:, 2])
     assert cas.meta["dev"]["quality"] / best >= 0.99
+
+
+def test_a_middle_tier_right_on_9_of_10_seen_rows_is_not_trusted_with_the_stream():
+    """Only 10 dev rows get past the cheapest tier; the middle tier is right on 9 of them and
+    its confidence says nothing about which. 9 of 10 is no evidence of 99%: whichever of the
+    10 it got wrong, the calibration must not let it answer what reaches it (the mean-based
+    rule let it answer all 10 here; in a live stream such a tier answered 92% right)."""
+    n_dev, n_oof = 400, 2000
+    n = n_dev + n_oof
+    answered = []
+    for wrong in range(10):
+        rng = np.random.default_rng(7)
+        conf, q = np.zeros((n, 2)), np.ones((n, 3))
+        conf[:, 0] = 0.6 + 0.4 * rng.random(n)
+        q[:, 0] = rng.random(n) >= 0.003  # the cheapest tier: a few errors when sure
+        past = rng.choice(n_dev, 10, replace=False)  # unsure and wrong: these go past tier 0
+        conf[past, 0], q[past, 0] = 0.1 * rng.random(10), 0.0
+        oof_past = n_dev + rng.choice(n_oof, 50, replace=False)
+        conf[oof_past, 0], q[oof_past, 0] = 0.1 * rng.random(50), 0.0
+        q[n_dev:, 1] = np.nan  # the middle tier ran on the dev rows only
+        conf[:, 1] = rng.random(n)
+        conf[past, 1] = np.linspace(0.5, 0.95, 10)
+        q[past[wrong], 1] = 0.0
+        cas = calibrate_cascade(conf, q, [0.0, 1.0, 10.0], ["tfidf", "lora", "upstream"],
+                                quality_target=0.99)  # fmt: skip
+        answered.append(int((conf[past, 1] >= cas.thresholds[1]).sum()))
+    assert max(answered) < 10, answered
+    assert np.mean(answered) <= 5, answered  # at most half of what reaches it, on average
+    assert cas.meta["confidence_level"] == 0.9
+    with pytest.raises(ZimoError, match="confidence_level"):
+        calibrate_cascade(conf, q, [0.0, 1.0, 10.0], ["a", "b", "c"], confidence_level=1.0)
