@@ -242,6 +242,23 @@ def _usable(orig: str, gen: str) -> tuple[bool, float]:
     return len(gen) >= MIN_CHARS and _latin(gen) and ratio < 0.8, ratio
 
 
+def _rewrite_record(row: dict, gen: str, model: str, task: str, **extra) -> dict:
+    """One cached machine text: the generation, what it rewrote and whether it is usable."""
+    ok, ratio = _usable(row["text"], gen)
+    return {
+        "text": gen,
+        "label": 1,
+        "source": f"{model} {task}",
+        **extra,
+        "orig": row["text"],
+        "orig_source": row["source"],
+        "orig_doc": _pid(row),
+        "task": task,
+        "copy_ratio": round(ratio, 3),
+        "usable": ok,
+    }
+
+
 def generate(model: str, n: int, part: int, threads: int) -> Path:
     """Generate up to ``n`` attempts for part ``part`` of the pool (resumable, cached)."""
     from llama_cpp import Llama
@@ -263,19 +280,8 @@ def generate(model: str, n: int, part: int, threads: int) -> Path:
             if _pid(row) + task in seen:
                 continue
             gen = _generate_one(llm, model, task, row["text"], rng)
-            ok, ratio = _usable(row["text"], gen)
             toks += len(gen) // 4
-            rec = {
-                "text": gen,
-                "label": 1,
-                "source": f"{model} {task}",
-                "orig": row["text"],
-                "orig_source": row["source"],
-                "orig_doc": _pid(row),
-                "task": task,
-                "copy_ratio": round(ratio, 3),
-                "usable": ok,
-            }
+            rec = _rewrite_record(row, gen, model, task)
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
             f.flush()
     dt = time.time() - t0
@@ -353,19 +359,7 @@ def generate_hf(model: str, n: int, part: int, threads: int, batch: int = 8) -> 
                 chunk = rows[i : i + batch]
                 gens = _hf_generate(llm, model, task, [r["text"] for r in chunk], 1000 * part + i)
                 for row, gen in zip(chunk, gens, strict=True):
-                    ok, ratio = _usable(row["text"], gen)
-                    rec = {
-                        "text": gen,
-                        "label": 1,
-                        "source": f"{model} {task}",
-                        "backend": "transformers",
-                        "orig": row["text"],
-                        "orig_source": row["source"],
-                        "orig_doc": _pid(row),
-                        "task": task,
-                        "copy_ratio": round(ratio, 3),
-                        "usable": ok,
-                    }
+                    rec = _rewrite_record(row, gen, model, task, backend="transformers")
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 f.flush()
                 print(f"{model} {task}: {i + len(chunk)}/{len(rows)} ({time.time() - t0:.0f}s)")
