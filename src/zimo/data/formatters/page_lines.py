@@ -796,7 +796,8 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
             cut(i, li.reason or "bad")
     # A title, caption or teaser echoed further down the page: keep its first copy. Code is
     # left alone (a repeated `-e ENV=dev \` is the script, not the page), and so are a
-    # listing's fields ("成人票原价：60元" under two attractions).
+    # listing's fields ("成人票原价：60元" under two attractions). A repeated list item is not:
+    # an extractor writes a kept menu's items as "- " lines too.
     seen: set[str] = set()
     for i, li in enumerate(infos):
         if (
@@ -804,7 +805,7 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
             and keep[i]
             and li.n >= 4
             and not _CODEISH.search(li.text)
-            and not _structured(li)
+            and not (_structured(li) and _FIELD.match(li.text))
         ):
             if li.text in seen:
                 cut(i, "repeated")
