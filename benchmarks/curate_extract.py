@@ -364,7 +364,7 @@ def lost_sentences(
 POLICY_KINDS = ("credit_line", "banner")
 
 
-def lost_kind(sentence: str) -> str:
+def lost_kind(sentence: str, page: str = "") -> str:
     """Why a lost sentence may be policy rather than error: a credit / source / editor line
     (``来源：…``, ``责任编辑：…``, ``（记者 …）``) or a copyright notice is cut as chrome by
     design, and so is a subscription or follow banner (``欢迎关注微信公众号…``), which the
@@ -377,7 +377,11 @@ def lost_kind(sentence: str) -> str:
         kind = "byline"
     if kind in ("byline", "footer", "navigation"):
         return "credit_line"
-    return "banner" if _CTA.search(sentence) else "article_text"
+    # A banner's prompt and its pitch can be two pieces of one line ("欢迎关注微信公众号：…，
+    # 第一时间掌握…！"): the page's line that holds the piece is what was cut.
+    key = _norm(sentence)
+    lines = [ln for ln in page.split("\n") if key and key in _norm(ln)][:1] or [sentence]
+    return "banner" if len(lines[0]) <= 160 and _CTA.search(lines[0]) else "article_text"
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -443,10 +447,16 @@ def score(
             row["lost_segments_without_sentence_end"] = sum(len(x) for x in segs) - sum(
                 len(x) for x in lost
             )
-            kinds = Counter(lost_kind(x) for doc in lost for x in doc)
+            kinds = Counter(
+                lost_kind(x, s) for (s, _, _), doc in zip(trip, lost, strict=True) for x in doc
+            )
             row["lost_sentences_by_kind"] = dict(kinds)
             row["docs_no_article_text_lost"] = round(
-                sum(all(lost_kind(x) in POLICY_KINDS for x in doc) for doc in lost) / len(pages),
+                sum(
+                    all(lost_kind(x, s) in POLICY_KINDS for x in doc)
+                    for (s, _, _), doc in zip(trip, lost, strict=True)
+                )
+                / len(pages),
                 4,
             )
             row["lost_examples"] = [x[0][:80] for x in lost if x][:8]
