@@ -729,3 +729,24 @@ def test_a_tutorial_split_by_long_scripts_keeps_every_paragraph():
     kept, why = _kept(page)
     assert all(p in kept for p in paras) and "暂未发现其必要性，待补充。" in kept, why
     assert "docker run -d --name kafka \\" in kept and "+加关注" not in kept
+
+
+def test_posted_and_updated_lines_are_furniture_not_listing_fields():
+    # "Posted: 18 Nov 2019 8:11 pm" has a label, a colon and a figure like a price field, but
+    # it is a dateline: it still parts the article from a legal notice above it.
+    notice = (
+        "©1996-2019 Example Media, LLC. This site and its logo are registered trademarks of "
+        "Example Media and may only be used with its written permission."
+    )
+    page = [
+        "Home | Reviews | Deals",
+        notice,
+        "Sign In",
+        EN_TITLE,
+        "By Jane Smith, Staff",
+        "Updated: 18 Nov 2019 9:38 pm",
+        "Posted: 18 Nov 2019 8:11 pm",
+        *EN_BODIES[0],
+    ]
+    kept, why = _kept(page)
+    assert notice not in kept and kept[-4:] == EN_BODIES[0], why
