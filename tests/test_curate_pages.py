@@ -750,3 +750,26 @@ def test_posted_and_updated_lines_are_furniture_not_listing_fields():
     ]
     kept, why = _kept(page)
     assert notice not in kept and kept[-4:] == EN_BODIES[0], why
+
+
+def test_pictures_with_their_credit_and_caption_do_not_split_the_article():
+    # A news page's pictures: a credit, the agency (repeated), a caption label and the caption
+    # between two paragraphs. Three such lines used to read as a run of chrome.
+    def picture(caption: str) -> list[str]:
+        return ["Image copyright", "Getty Images", "Image caption", caption]
+
+    body = EN_BODIES[0] + EN_BODIES[1]
+    page = ["Home | News | Sport", EN_TITLE, body[0], body[1]]
+    page += picture("The new routes will run through three districts")
+    page += body[2:5] + picture("A bus stop in the city centre") + body[5:]
+    page += ["Related Topics", "Buses", "City council", "© 2024 Example News"]
+    kept, why = _kept(page)
+    assert all(p in kept for p in body), why
+    assert "Image copyright" not in kept and "Image caption" not in kept, why
+    zh = ["首页 | 新闻 | 财经", ZH_TITLE, *ZH_BODIES[0][:2]]
+    zh += ["图片来源：视觉中国", "视觉中国", "图片说明", "工人在生产线上装配新能源汽车"]
+    zh += [*ZH_BODIES[0][2:], "图片来源：视觉中国", "视觉中国", "图片说明", "新建的停车场"]
+    zh += [*ZH_BODIES[1], "相关阅读", "锂价回落 电池企业利润承压", "版权所有 © 某某网"]
+    kept, why = _kept(zh)
+    assert all(p in kept for p in ZH_BODIES[0] + ZH_BODIES[1]), why
+    assert "图片来源：视觉中国" not in kept, why

@@ -377,11 +377,27 @@ def _structured(li: LineInfo) -> bool:
 def _chrome(li: LineInfo) -> bool:
     """Chrome for splitting the body: a bad line, or a repeated / digit line that is not code.
     A teaser is only doubtful: a quotation trailing off in "…" happens inside articles too."""
+    if _photo_credit(li):
+        return False  # a picture's credit and caption sit inside the text
     if li.cls == "bad":
         return True
     if _structured(li):
         return False
     return li.reason not in (None, "teaser") and not _CODEISH.search(li.text)
+
+
+# The credit line of a picture inside an article ("Image copyright Getty Images", "图片来源：
+# 视觉中国", "Photo: Reuters"): it goes, but it does not part the text around the picture.
+_PHOTO_CREDIT = re.compile(
+    r"^(?:image|photo|picture|pic)s?\s*(?:copyright|credit|source|caption|by)?\b|"
+    r"^(?:图片|照片|图像|配图|图)\s*(?:来源|来自|版权|提供|说明)|(?:供图|摄影)\s*[:：]?",
+    re.I,
+)
+PHOTO_CREDIT_CHARS = 40
+
+
+def _photo_credit(li: LineInfo) -> bool:
+    return li.n <= PHOTO_CREDIT_CHARS and bool(_PHOTO_CREDIT.search(li.text))
 
 
 def _mark_rankings(infos: list[LineInfo | None]) -> None:
@@ -841,6 +857,10 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
         end = max(k for k in prose if start <= k < heads[0])
     _cut_header(infos, start, keep, why)
     _cut_menu_runs(infos, start, end, keep, why)
+    for i in range(start, end + 1):
+        li = infos[i]
+        if li is not None and li.cls not in ("good", "near") and _photo_credit(li):
+            cut(i, "photo_credit")
     # Footer: sentences that continue the body stay until the first chrome line.
     stop = False
     for i in range(end + 1, len(lines)):
