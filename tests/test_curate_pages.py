@@ -608,3 +608,168 @@ def test_relative_times_are_datelines_in_chinese_too():
     # A sentence about the past is not a dateline.
     info = classify(["三天前，记者来到这座小镇。"])[0]
     assert info is not None and info.reason != "dateline"
+
+
+_ZH_MENU = "首页 新闻 财经 体育 娱乐 科技 汽车 房产 旅游 健康 视频 专题 评论".split()
+_ZH_HOT = [
+    "热点搜索",
+    "东部战区开展联合演习",
+    "地铁辟谣扶梯事故",
+    "储能超级工厂开工",
+    "楼市新政落地",
+    "刮刮乐大面积缺货",
+    "版权声明",
+]
+
+
+def test_a_price_list_of_fields_and_numbered_items_between_short_notes_stays():
+    # A holiday notice: the lead, then sixty attractions, each a numbered name and its fields
+    # (price, phone: repeated labels and digits), some with a note. None of it is chrome.
+    rng = random.Random(3)
+    names = [a + b for a in "东南西北青白红黄金银" for b in ("山公园", "湖景区", "古镇", "博物馆")]
+    items = []
+    for n, name in enumerate(names[:24], 1):
+        items += [f"{n}、上海{name}", f"成人票原价：{rng.randint(2, 30) * 10}元"]
+        if n % 3 == 0:
+            items.append(f"儿童票原价：{rng.randint(1, 9) * 10}元")
+        items.append(f"游客咨询电话：5{rng.randint(1000000, 9999999)}")
+        if n % 4 == 0:
+            items.append(f"备注：仅限成人票实行半价优惠，乘{n}路公交可直达景区门口。")
+    lead = (
+        "本报讯 5月19日是第14个中国旅游日，作为每年中国旅游日的重要内容，本市文化和旅游局动员、"
+        "组织有关景区开展门票半价优惠活动，具体名单如下。"
+    )
+    tail = "特别提示：景区门票半价优惠活动仅限5月17日至19日，游客应提前预约，错峰出行。"
+    page = [*_ZH_MENU, ZH_TITLE, "2024-05-13 12:03:10", lead, "门票半价优惠景点", *items, tail]
+    page += _ZH_HOT
+    kept, why = _kept(page)
+    assert kept == [ZH_TITLE, lead, "门票半价优惠景点", *items, tail], why
+
+
+def test_a_feed_of_dated_whole_sentence_teasers_does_not_outweigh_a_short_article():
+    article = [
+        "（本报记者罗马19日电）网球好手今天以6比4、7比5击败对手，拿下他受伤以来最重要的冠军。",
+        "世界排名第5的他，今天是继2017年后再度在这项赛事封王，为下周的大满贯做好暖身。",
+        "他今天在赛后说，「这座城市对我来说意义非凡。」",
+    ]
+    feed = ["其他人也在看"]
+    for i, body in enumerate([*ZH_BODIES[0], *ZH_BODIES[1]]):
+        # Each teaser is a whole paragraph of another story under its source and time.
+        feed += [f"新华网·{i + 2} 小时前", f"其他新闻标题之{i}", body + body]
+    page = [*_ZH_MENU, ZH_TITLE, "2024年5月20日 下午2:05", *article, *feed, *_ZH_HOT]
+    kept, why = _kept(page)
+    assert kept == [ZH_TITLE, *article], why
+    # Teasers a site cut off mid-word count for little even without their time stamps.
+    clipped = ["更多阅读", "广告", "分享到微博"]
+    for i, body in enumerate([*ZH_BODIES[0], *ZH_BODIES[1]]):
+        clipped += [f"其他新闻标题之{i}", (body + body)[:70], "查看全文"]
+    kept, why = _kept([*_ZH_MENU, ZH_TITLE, *article, *clipped, *_ZH_HOT])
+    assert kept == [ZH_TITLE, *article], why
+
+
+def test_a_wiki_lead_above_its_fact_box_and_contents_stays_and_the_fact_box_goes():
+    lead = (
+        "河北雄安高新技术产业开发区，隶属河北省雄安新区，简称雄安高新区，为省级高新技术产业"
+        "开发区。规划用地总面积952.7463公顷，以核心区南北为两翼，布局五大产业园区。 [1] [5]"
+    )
+    facts = ["中文名", "河北雄安高新技术产业开发区", "所属地区", "河北省雄安新区"]
+    facts += ["批准时间", "2023年12月27日", "核准面积", "952.7463公顷", "启动时间", "2024年5月9日"]
+    toc = ["目录", "1历史沿革", "2区域规划", "3体系格局"]
+    sections = [
+        "历史沿革",
+        "播报",
+        "编辑",
+        "2023年12月，河北省政府批复设立省级河北雄安高新技术产业开发区。 [2] [5]",
+        "2024年5月9日，雄安高新区正式揭牌启动，标志着雄安高新区管委会组织机构正式运行。 [3-4]",
+        "区域规划",
+        "播报",
+        "编辑",
+        "雄安高新区以核心区南北为两翼，布局空天园、信息园、生物技术园、新材料园、未来科技园等"
+        "五大产业园区，围绕卫星互联网、北斗等产业，打造站产城融合的高新技术产业开发区。",
+        "体系格局",
+        "播报",
+        "编辑",
+        "雄安高新区将着力构建“一核两翼三支撑”的空间格局，以雄安高铁站为中心，率先开发建设"
+        "核心区，发挥交通枢纽带动优势，更好支撑保障高新技术产业开发区的产业发展。",
+    ]
+    refs = ["参考资料", "1", "规划用地超952公顷．金台资讯 [引用日期2024-01-12]"]
+    page = ["登录", "注册", "首页", "雄安高新区", lead, *facts, *toc, *sections, *refs]
+    kept, why = _kept(page)
+    assert lead in kept and all(s in kept for s in sections if len(s) > 20), why
+    assert not any(f in kept for f in facts[2:]), why
+    # A sentence followed by its citation marks ends like a sentence.
+    info = classify(["2023年12月，河北省政府批复设立省级高新区。 [2] [5]"])[0]
+    assert info is not None and info.ends
+
+
+def test_a_tutorial_split_by_long_scripts_keeps_every_paragraph():
+    script = ["#!/bin/bash", "# 使用which命令判断命令是否存在", "if which docker >/dev/null; then"]
+    script += ['echo "use docker"', "else", 'echo "use podman"', "fi"]
+    for svc in ("zookeeper", "kafka", "grafana", "prometheus", "alertmanager", "exporter"):
+        script += [
+            f"docker stop {svc} && docker rm {svc}",
+            f"# https://hub.docker.com/r/bitnami/{svc}",
+            f"docker run -d --name {svc} \\",
+            "--network=common_container_network \\",
+            "-e TZ=CST-8 \\",
+            f"bitnami/{svc}:3.4",
+            "sleep 5s",
+        ]
+    paras = [
+        "前言：本文会以多个实际的线上例子，分享自己对于Docker和Podman的一点使用经验及踩过的坑，"
+        "希望对读者有一点帮助。",
+        "注意bitnami的镜像都是rootless，在mac下挂载目录会报没有权限，建议直接放弃挂载，"
+        "linux可以正常挂载。",
+        "多个容器可以在同一个pod，由pod统一管理端口映射，pod里面的容器共享网络，"
+        "容器之间可以直接通过localhost加端口来互相访问。",
+    ]
+    page = [*_ZH_MENU, "Docker和Podman的使用经验", paras[0], "一、部署kafka", *script]
+    page += [paras[1], "二、部署监控", *script, paras[2], "暂未发现其必要性，待补充。"]
+    page += ["粉丝 - 1", "关注 - 0", "+加关注", "posted @ 2024-05-09 14:45", *_ZH_HOT]
+    kept, why = _kept(page)
+    assert all(p in kept for p in paras) and "暂未发现其必要性，待补充。" in kept, why
+    assert "docker run -d --name kafka \\" in kept and "+加关注" not in kept
+
+
+def test_posted_and_updated_lines_are_furniture_not_listing_fields():
+    # "Posted: 18 Nov 2019 8:11 pm" has a label, a colon and a figure like a price field, but
+    # it is a dateline: it still parts the article from a legal notice above it.
+    notice = (
+        "©1996-2019 Example Media, LLC. This site and its logo are registered trademarks of "
+        "Example Media and may only be used with its written permission."
+    )
+    page = [
+        "Home | Reviews | Deals",
+        notice,
+        "Sign In",
+        EN_TITLE,
+        "By Jane Smith, Staff",
+        "Updated: 18 Nov 2019 9:38 pm",
+        "Posted: 18 Nov 2019 8:11 pm",
+        *EN_BODIES[0],
+    ]
+    kept, why = _kept(page)
+    assert notice not in kept and kept[-4:] == EN_BODIES[0], why
+
+
+def test_pictures_with_their_credit_and_caption_do_not_split_the_article():
+    # A news page's pictures: a credit, the agency (repeated), a caption label and the caption
+    # between two paragraphs. Three such lines used to read as a run of chrome.
+    def picture(caption: str) -> list[str]:
+        return ["Image copyright", "Getty Images", "Image caption", caption]
+
+    body = EN_BODIES[0] + EN_BODIES[1]
+    page = ["Home | News | Sport", EN_TITLE, body[0], body[1]]
+    page += picture("The new routes will run through three districts")
+    page += body[2:5] + picture("A bus stop in the city centre") + body[5:]
+    page += ["Related Topics", "Buses", "City council", "© 2024 Example News"]
+    kept, why = _kept(page)
+    assert all(p in kept for p in body), why
+    assert "Image copyright" not in kept and "Image caption" not in kept, why
+    zh = ["首页 | 新闻 | 财经", ZH_TITLE, *ZH_BODIES[0][:2]]
+    zh += ["图片来源：视觉中国", "视觉中国", "图片说明", "工人在生产线上装配新能源汽车"]
+    zh += [*ZH_BODIES[0][2:], "图片来源：视觉中国", "视觉中国", "图片说明", "新建的停车场"]
+    zh += [*ZH_BODIES[1], "相关阅读", "锂价回落 电池企业利润承压", "版权所有 © 某某网"]
+    kept, why = _kept(zh)
+    assert all(p in kept for p in ZH_BODIES[0] + ZH_BODIES[1]), why
+    assert "图片来源：视觉中国" not in kept, why

@@ -55,6 +55,9 @@ _LATIN_WORD = re.compile(rf"{_LETTER}+(?:['’-]{_LETTER}+)*")
 # Sentence ends of CJK, Latin, Arabic-script (۔ ؟) and Indic (। ॥) text.
 _SENT_END = tuple("。！？!?.…；;۔؟।॥")
 _CLOSERS = "”’\"'）)】」』》 "
+# Citation marks after a wiki sentence ("…正式揭牌启动。 [3] [5]", "…in 1990.[12]"): the
+# sentence ends before them.
+_CITES = re.compile(r"(?:\s*\[\d{1,3}(?:[-–,]\d{1,3})*\])+\s*$")
 # Separators of menus, breadcrumbs, tag clouds and keyword headers.
 # A slash, backslash or underscore separates only next to Han characters or after a space:
 # between Latin letters it is a path, an identifier or a command-line flag
@@ -237,7 +240,7 @@ class LineInfo:
         self.words = len(_LATIN_WORD.findall(text))
         self.cls = "short"
         self.reason: str | None = None
-        self.ends = text.rstrip(_CLOSERS).endswith(_SENT_END)
+        self.ends = _CITES.sub("", text).rstrip(_CLOSERS).endswith(_SENT_END)
         self.heading = False
 
 
@@ -357,10 +360,44 @@ def _heading_like(li: LineInfo) -> bool:
     return li.reason is None and not _tiny(li) and li.n <= 120
 
 
+# A field of the article's own listing: a short label, a colon, a value with a figure
+# ("成人票原价：60元", "Phone: 555-0100"). A credit ("Photo: Jane Doe") is furniture.
+_FIELD = re.compile(r"^[^:：]{1,12}[:：]\s*\S*\d")
+
+
+def _structured(li: LineInfo) -> bool:
+    """A short line of the article's own list: a field, or an item with its mark ("5、上海欢乐谷",
+    "(2) ..."). Listings repeat their labels and carry numbers, so the soft reasons (repeated,
+    digits) mark these lines without making them chrome."""
+    if li.cls == "bad" or _tiny(li) or li.reason == "dateline" or _stamp(li):
+        return False  # "Posted: 18 Nov 2019 8:11 pm" is the page's furniture
+    return bool(_FIELD.match(li.text) or _LIST_MARK.match(li.text))
+
+
 def _chrome(li: LineInfo) -> bool:
     """Chrome for splitting the body: a bad line, or a repeated / digit line that is not code.
     A teaser is only doubtful: a quotation trailing off in "…" happens inside articles too."""
-    return li.cls == "bad" or (li.reason not in (None, "teaser") and not _CODEISH.search(li.text))
+    if _photo_credit(li):
+        return False  # a picture's credit and caption sit inside the text
+    if li.cls == "bad":
+        return True
+    if _structured(li):
+        return False
+    return li.reason not in (None, "teaser") and not _CODEISH.search(li.text)
+
+
+# The credit line of a picture inside an article ("Image copyright Getty Images", "图片来源：
+# 视觉中国", "Photo: Reuters"): it goes, but it does not part the text around the picture.
+_PHOTO_CREDIT = re.compile(
+    r"^(?:image|photo|picture|pic)s?\s*(?:copyright|credit|source|caption|by)?\b|"
+    r"^(?:图片|照片|图像|配图|图)\s*(?:来源|来自|版权|提供|说明)|(?:供图|摄影)\s*[:：]?",
+    re.I,
+)
+PHOTO_CREDIT_CHARS = 40
+
+
+def _photo_credit(li: LineInfo) -> bool:
+    return li.n <= PHOTO_CREDIT_CHARS and bool(_PHOTO_CREDIT.search(li.text))
 
 
 def _mark_rankings(infos: list[LineInfo | None]) -> None:
@@ -408,12 +445,13 @@ def _clusters(infos: list[LineInfo | None], good: list[int]) -> list[list[int]]:
     lines split them: a menu, a comment box or a list of headlines separates the article from
     a cookie notice or a footer disclaimer, while an article's own short list rarely runs that
     long (and if it does, both halves are large and both stay body)."""
+    feed = _is_feed(infos)
     groups = [[good[0]]]
     for a, b in zip(good, good[1:], strict=False):
         between = [infos[k] for k in range(a + 1, b) if infos[k] is not None]
         chrome = sum(1 for li in between if _chrome(li))  # type: ignore[arg-type]
-        other = sum(1 for li in between if li.cls == "short")  # type: ignore[union-attr]
-        if chrome >= 3 or other >= 6:
+        other = sum(1 for li in between if li.cls == "short" and not _structured(li))  # type: ignore[arg-type]
+        if chrome >= 3 or other >= 6 or (feed and any(_stamp(li) for li in between)):
             groups.append([b])
         else:
             groups[-1].append(b)
@@ -551,8 +589,96 @@ def _policy(text: str) -> bool:
     return bool(_COOKIE.search(text) and _COOKIE_CONTEXT.search(text))
 
 
-def _body_span(infos: list[LineInfo | None]) -> tuple[int, int, list[int]]:
-    """The article body's first and last line, and the page's prose lines."""
+# A paragraph broken across lines ends its line on a comma or a colon; one clipped by a feed
+# ends mid-word.
+_CONTINUES = tuple("，,：:；;、—-（(")
+CLIPPED_CJK = 50
+CLIPPED_WORDS = 30
+
+
+def _clipped(li: LineInfo) -> bool:
+    """A long paragraph that ends neither like a sentence nor on a continuing mark."""
+    long = li.cjk >= CLIPPED_CJK if _is_cjk(li) else li.words >= CLIPPED_WORDS
+    return long and not li.ends and not li.text.endswith(_CONTINUES)
+
+
+# A line of a shell script or program: code punctuation, a comment or a flag at its start, or a
+# lower-case command with no Han text and no sentence end ("docker logs grafana", "fi").
+_CODE_START = re.compile(r"^(?:#[\s!]|//|--?[A-Za-z]|\$\s|[a-z][\w.-]*(?:\s|$))")
+
+
+def _code_line(li: LineInfo) -> bool:
+    if _CODEISH.search(li.text):
+        return True
+    return bool(_CODE_START.match(li.text)) and not li.ends and (li.cjk == 0 or li.text[0] == "#")
+
+
+CODE_GAP_SHARE = 0.5  # of a gap's lines that are code for it to be the article's code block
+_PAIR_TOKEN = re.compile(rf"[{_HAN_CLASS}]|{_LETTER}+")
+TOPIC_GAP = 40  # lines between a cluster and the body that a shared topic may bridge
+TOPIC_MIN = 20  # word pairs a cluster needs before its topic is judged
+TOPIC_SHARE = 0.3  # of its pairs found in the body
+# Chrome lines that an article's own table of contents or fact box also makes: numbered
+# headings glued to their numbers, a list of short items.
+_SOFT_BAD = ("ranking", "list")
+
+
+def _pairs(texts: Iterable[str]) -> set[tuple[str, str]]:
+    """Pairs of neighbouring tokens (Han characters, words) of some lines."""
+    out: set[tuple[str, str]] = set()
+    for t in texts:
+        toks = [x.lower() for x in _PAIR_TOKEN.findall(t)]
+        out.update(zip(toks, toks[1:], strict=False))
+    return out
+
+
+def _lone(infos: list[LineInfo | None], group: list[int]) -> bool:
+    """Whether no two prose lines of a cluster follow each other directly."""
+    for a, b in zip(group, group[1:], strict=False):
+        if all(infos[j] is None for j in range(a + 1, b)):
+            return False
+    return True
+
+
+FEED_STAMPS = 3  # dated items that make a page carry a feed
+
+
+def _is_feed(infos: list[LineInfo | None]) -> bool:
+    """Whether the page lists dated items (a feed of other stories under or beside the text):
+    then each time stamp starts a new item, which is not the article's continuation."""
+    items = 0
+    for i, li in enumerate(infos):
+        if _stamp(li):
+            near = [x for x in infos[max(0, i - 3) : i + 4] if x is not None and x is not li]
+            items += any(x.cls in ("good", "near") for x in near)
+    return items >= FEED_STAMPS
+
+
+def _stamp(li: LineInfo | None) -> bool:
+    """A short line that dates an item: "法新社·2 天前", "May 3, 2024 10:02". An embedded
+    post's signature ("— Jane Doe (@jdoe) May 3, 2024") dates a quotation inside the text."""
+    return (
+        li is not None
+        and li.cls not in ("good", "near")
+        and "@" not in li.text
+        and not li.text.startswith(("—", "–", "-"))
+        and li.words <= DATELINE_WORDS
+        and li.cjk <= 2 * DATELINE_WORDS
+        and bool(_DATELINE.search(li.text))
+    )
+
+
+def _prose_at(infos: list[LineInfo | None], k: int) -> bool:
+    """Whether the first non-blank line from ``k`` on is prose."""
+    for li in infos[k:]:
+        if li is not None:
+            return li.cls in ("good", "near")
+    return False
+
+
+def _body_span(infos: list[LineInfo | None]) -> tuple[int, int, list[int], list[int]]:
+    """The article body's first and last line, the page's prose lines, and the lines of
+    furniture between two parts of the body that only their shared topic joined."""
     # Short sentences (near) join the clusters: stories and interviews are made of them.
     prose = [i for i, li in enumerate(infos) if li is not None and li.cls in ("good", "near")]
     groups = _clusters(infos, prose)
@@ -569,6 +695,10 @@ def _body_span(infos: list[LineInfo | None]) -> tuple[int, int, list[int]]:
         alone = all(
             any(infos[j] is not None for j in range(min(k, m) + 1, max(k, m))) for m in near
         )
+        if _clipped(li) and (k + 1 >= len(infos) or not _prose_at(infos, k + 1)):  # type: ignore[arg-type]
+            # A paragraph cut off mid-word with no text after it is a feed's teaser, clipped to
+            # a length by the site: a page of them outweighs a short article only by its count.
+            w *= 0.2
         return w * (0.5 if alone else 1.0) * li.n  # type: ignore[union-attr]
 
     # A cookie notice is the site's policy text, never the article, however long.
@@ -581,12 +711,29 @@ def _body_span(infos: list[LineInfo | None]) -> tuple[int, int, list[int]]:
     main = max(range(len(groups)), key=lambda k: mass[k])
     lo = hi = main
 
+    feed = _is_feed(infos)
+
     def joins(k: int, a: int, b: int) -> bool:
         gap = [infos[j] for j in range(a + 1, b) if infos[j] is not None]
+        if feed and any(_stamp(li) for li in gap) and _lone(infos, groups[k]):
+            # The next dated item of a feed: a paragraph or two, each on its own between a
+            # headline and a time stamp. Text that runs on in paragraphs after a date (an
+            # update, an embedded post) is the article's.
+            return False
         # Only a split made by a run of short lines (an inner list, captions) is bridged; a
         # split made by chrome (menus, repeated teaser labels) stays.
         chrome = sum(1 for li in gap if _chrome(li))  # type: ignore[arg-type]
-        if chrome >= 3 or not mass[k]:
+        if not mass[k]:
+            return False
+        code = sum(1 for li in gap if _code_line(li))  # type: ignore[arg-type]
+        if code >= CODE_GAP_SHARE * len(gap) and not any(
+            li.cls == "bad" and li.reason not in (*_SOFT_BAD, "links")  # type: ignore[union-attr]
+            for li in gap
+        ):
+            # A tutorial's code blocks between its paragraphs: commands repeat and carry URLs,
+            # but no menu, footer or banner stands between the two parts.
+            return True
+        if chrome >= 3:
             return False
         if len(gap) <= 15 or (mass[k] >= 0.25 * mass[main] and len(gap) <= 40):
             return True
@@ -595,9 +742,45 @@ def _body_span(infos: list[LineInfo | None]) -> tuple[int, int, list[int]]:
         items = sum(1 for li in gap if not _tiny(li))  # type: ignore[arg-type]
         return chrome == 0 and items >= 0.8 * len(gap) and mass[k] >= 0.1 * mass[main]
 
-    while lo > 0 and joins(lo - 1, groups[lo - 1][-1], groups[lo][0]):
+    body_pairs = _pairs(infos[j].text for j in groups[main])  # type: ignore[union-attr]
+
+    def same_topic(k: int, a: int, b: int) -> bool:
+        # A lead paragraph above a wiki's infobox and table of contents, or a section after a
+        # run of dates and figures, is cut off from the body by lines that look like furniture
+        # but speaks of what the body speaks of: most of its word pairs are the body's. A
+        # cookie notice, a disclaimer or a feed of other stories is not.
+        # Code of a tutorial is the article's too (a URL in a command line reads as link text).
+        gap = [
+            li
+            for li in (infos[j] for j in range(a + 1, b))
+            if li is not None and not _CODEISH.search(li.text)
+        ]
+        if len(gap) > TOPIC_GAP or any(
+            (li.cls == "bad" and li.reason not in _SOFT_BAD) or (feed and _stamp(li))  # type: ignore[union-attr]
+            for li in gap
+        ):
+            return False
+        pairs = _pairs(infos[j].text for j in groups[k] if infos[j].cls == "good")  # type: ignore[union-attr]
+        return len(pairs) >= TOPIC_MIN and len(pairs & body_pairs) >= TOPIC_SHARE * len(pairs)
+
+    bridged: list[int] = []
+
+    def joins_or_topic(k: int, a: int, b: int) -> bool:
+        if joins(k, a, b):
+            return True
+        if same_topic(k, a, b):
+            # The furniture between goes (an infobox, a byline, buttons), the two parts stay.
+            bridged.extend(
+                j
+                for j in range(a + 1, b)
+                if infos[j] is not None and not _CODEISH.search(infos[j].text)  # type: ignore[union-attr]
+            )
+            return True
+        return False
+
+    while lo > 0 and joins_or_topic(lo - 1, groups[lo - 1][-1], groups[lo][0]):
         lo -= 1
-    while hi < len(groups) - 1 and joins(hi + 1, groups[hi][-1], groups[hi + 1][0]):
+    while hi < len(groups) - 1 and joins_or_topic(hi + 1, groups[hi][-1], groups[hi + 1][0]):
         hi += 1
     start, end = groups[lo][0], groups[hi][-1]
     # The body's first and last lines are the article's, not the notice beside it; a cluster of
@@ -605,7 +788,7 @@ def _body_span(infos: list[LineInfo | None]) -> tuple[int, int, list[int]]:
     inner = [k for k in prose if start <= k <= end and k not in policy]
     if inner:
         start, end = inner[0], inner[-1]
-    return start, end, prose
+    return start, end, prose, [j for j in bridged if start < j < end]
 
 
 def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[str | None]]:
@@ -628,10 +811,18 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
         if li is not None and li.cls == "bad":
             cut(i, li.reason or "bad")
     # A title, caption or teaser echoed further down the page: keep its first copy. Code is
-    # left alone (a repeated `-e ENV=dev \` is the script, not the page).
+    # left alone (a repeated `-e ENV=dev \` is the script, not the page), and so are a
+    # listing's fields ("成人票原价：60元" under two attractions). A repeated list item is not:
+    # an extractor writes a kept menu's items as "- " lines too.
     seen: set[str] = set()
     for i, li in enumerate(infos):
-        if li is not None and keep[i] and li.n >= 4 and not _CODEISH.search(li.text):
+        if (
+            li is not None
+            and keep[i]
+            and li.n >= 4
+            and not _CODEISH.search(li.text)
+            and not (_structured(li) and _FIELD.match(li.text))
+        ):
             if li.text in seen:
                 cut(i, "repeated")
             seen.add(li.text)
@@ -652,7 +843,9 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
                     continue
                 break
         return keep, why
-    start, end, prose = _body_span(infos)
+    start, end, prose, bridged = _body_span(infos)
+    for i in bridged:
+        cut(i, "furniture")
     # The body ends where a comment section or a reference list begins (a comment count under
     # the title, before any text, does not count).
     heads = [
@@ -664,6 +857,10 @@ def decide(lines: list[str], extracted: bool = False) -> tuple[list[bool], list[
         end = max(k for k in prose if start <= k < heads[0])
     _cut_header(infos, start, keep, why)
     _cut_menu_runs(infos, start, end, keep, why)
+    for i in range(start, end + 1):
+        li = infos[i]
+        if li is not None and li.cls not in ("good", "near") and _photo_credit(li):
+            cut(i, "photo_credit")
     # Footer: sentences that continue the body stay until the first chrome line.
     stop = False
     for i in range(end + 1, len(lines)):
