@@ -259,7 +259,7 @@ def main() -> None:
         f.write("label\ttext\n" + "".join(f"{lab}\t{t}\n" for lab, t in seed))
     result: dict = {"benchmark": "cascade_stream", "cpu": cpu_info(), "quick": args.quick,
                     "stream": args.stream.name, "seed_rows": args.seed_rows, "round_size": size,
-                    "clients": args.clients, "upstream": "stand-in: answers the gold label at "
+                    "clients": args.clients, "project": str(project), "upstream": "stand-in: answers the gold label at "
                     f"{PRICE_PER_1M} USD per 1M tokens (not a real big model)",
                     "lora_tier": ("gecko-zh LoRA, label task, 1,000 rows, 1 epoch, " + (
                         f"continued each round on the new teacher rows + {REPLAY_ROWS} replayed "
