@@ -70,7 +70,11 @@ def run_lm(ctx: StageContext, tcfg) -> StageResult:
                 ctx.console.print(f"  warm start: {warm['warm_start']}")
             summary = train_label(rows, dev, cfg.labels, tcfg, ctx.work, progress=progress,
                                   positive_label=positive, init_adapter=init)  # fmt: skip
-            summary.update(warm)
+            if warm:  # train_summary.json is written by train_label: it says how, too
+                from zimo.train.setup import write_json
+
+                summary.update(warm)
+                write_json(ctx.work / "train_summary.json", summary)
             warm_start.record(ctx.work, tcfg, train)
         else:
             from zimo.train.chat import train_chat
