@@ -76,11 +76,15 @@ def main() -> None:
             t0 = time.perf_counter()
             pred = score(folder, texts, labels)
             s = json.loads((folder / "train_summary.json").read_text())
+            # The stage's summary (in the manifest) says how it trained even where the trainer's
+            # own train_summary.json predates the warm_start entry.
+            staged = json.loads((folder / "manifest.json").read_text()).get("summary", {})
+            warm = s.get("warm_start") or staged.get("warm_start")
             out.append({"round": k, "artifact": folder.name,
                         "dev_accuracy": float(np.mean(pred == gold)),
                         "dev_spam_f1": float(f1_score(gold, pred, pos_label=1)),
                         "train_rows": s.get("train_rows"), "steps": s.get("steps"),
-                        "train_wall_s": s.get("wall_seconds"), "warm_start": s.get("warm_start"),
+                        "train_wall_s": s.get("wall_seconds"), "warm_start": warm,
                         "score_s": round(time.perf_counter() - t0, 1)})  # fmt: skip
             print(name, out[-1], flush=True)
         result["runs"][name] = out
