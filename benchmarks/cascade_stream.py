@@ -79,9 +79,12 @@ serve:
 # recipe sized for 2 cores (a row cap, the top layers, a short schedule): it is asked only what
 # the classical tier is unsure of, so it must be good on the hard cases, not fast to train.
 LORA_TRAIN = (
-    "  - {name: sub, base: gecko-zh, method: lora, task: label, lr: 2.0e-3, "
-    "max_train_rows: 1000, epochs: 1}\n"
+    "  - {{name: sub, base: gecko-zh, method: lora, task: label, lr: 2.0e-3, "
+    "max_train_rows: 1000, epochs: 1{warm}}}\n"
 )
+# --warm-start: each flywheel round continues the LoRA tier's adapter on the new teacher rows
+# plus this many replayed earlier rows, instead of retraining it from scratch.
+REPLAY_ROWS = 300
 LORA_TIER = "    - {name: sub, model: zh-sms@sub}\n"
 TIERS = ("classical", "sub", "big")
 
@@ -198,6 +201,9 @@ def main() -> None:
         action="store_true",
         help="add a gecko-zh LoRA tier between the classical and the big tier",
     )
+    ap.add_argument("--warm-start", action="store_true",
+                    help=f"with --lora: flywheel rounds continue the LoRA adapter on the new "
+                    f"teacher rows + {REPLAY_ROWS} replayed rows instead of retraining it")  # fmt: skip
     ap.add_argument("--md-from", type=Path, default=None,
                     help="rewrite the markdown report of a saved JSON result and exit")  # fmt: skip
     args = ap.parse_args()
@@ -208,6 +214,8 @@ def main() -> None:
     if not args.stream.is_file():
         raise SystemExit(f"no stream at {args.stream}: pass --stream TSV (label<TAB>text)")
     size = args.round_size or (1500 if args.quick else 5000)
+    if args.warm_start and not args.lora:
+        raise SystemExit("--warm-start is for the LoRA tier: add --lora")
     if not 1 <= args.clients <= 64 or args.rounds < 1:
         raise SystemExit("--clients must be 1-64 and --rounds at least 1")
     from fake_openai import FakeOpenAI, count_tokens
@@ -251,17 +259,21 @@ def main() -> None:
         f.write("label\ttext\n" + "".join(f"{lab}\t{t}\n" for lab, t in seed))
     result: dict = {"benchmark": "cascade_stream", "cpu": cpu_info(), "quick": args.quick,
                     "stream": args.stream.name, "seed_rows": args.seed_rows, "round_size": size,
-                    "clients": args.clients, "upstream": "stand-in: answers the gold label at "
+                    "clients": args.clients, "project": str(project), "upstream": "stand-in: answers the gold label at "
                     f"{PRICE_PER_1M} USD per 1M tokens (not a real big model)",
-                    "lora_tier": "gecko-zh LoRA, label task, 1,000 rows, 1 epoch, retrained "
-                    "each round" if args.lora else "not configured (run with --lora): the "
-                    "cascade measured is classical + big",
+                    "lora_tier": ("gecko-zh LoRA, label task, 1,000 rows, 1 epoch, " + (
+                        f"continued each round on the new teacher rows + {REPLAY_ROWS} replayed "
+                        "rows (warm start)" if args.warm_start else "retrained each round"))
+                    if args.lora else "not configured (run with --lora): the cascade measured "
+                    "is classical + big", "warm_start": args.warm_start,
                     "rounds": []}  # fmt: skip
     with FakeOpenAI(answer, models=("big-model",)) as up:
         env = {**os.environ, "ZIMO_BENCH_UPSTREAM_KEY": up.api_key}
         (project / "zimo.yaml").write_text(YAML.format(
             url=up.base_url, price=PRICE_PER_1M, instruction=INSTRUCTION,
-            lora_train=LORA_TRAIN if args.lora else "", lora_tier=LORA_TIER if args.lora else "",
+            lora_train=LORA_TRAIN.format(warm=f", warm_start: {{replay_rows: {REPLAY_ROWS}}}"
+                                         if args.warm_start else "") if args.lora else "",
+            lora_tier=LORA_TIER if args.lora else "",
         ), encoding="utf-8")  # fmt: skip
         t0 = time.perf_counter()
         b = zimo("build", project, env=env)
@@ -294,6 +306,8 @@ def main() -> None:
                 m["server_cpu_s"] = round(process_cpu_s(server.pid) - c1, 1)
                 thr = json.loads((project / ".zimo" / "route" / "cascade.json").read_text())
                 m["thresholds"] = thr["thresholds"]
+                # Each local tier's accuracy on the dev split, as the calibration measured it.
+                m["tier_dev_quality"] = thr["meta"].get("tier_quality")
                 result["rounds"].append(m)
                 print(f"round {k + 1}: accuracy {m['accuracy_vs_big']:.4f}, spam F1 "
                       f"{m['spam_f1']:.4f}, LoRA {m['share']['sub']:.3f}, "
@@ -317,6 +331,7 @@ def main() -> None:
                     _wait_reloaded(url, project, msgs[0][1])
                     if args.lora:
                         m["lora_reload"] = _wait_lora_reloaded(url, project, msgs[0][1])
+                        m["lora_train"] = _lora_train_summary(project)
                     m["reload_s"] = round(time.perf_counter() - t3, 1)
         finally:
             server.terminate()
@@ -336,7 +351,12 @@ def main() -> None:
         "big_share<=0.10": last["share"]["big"] <= 0.10,
         "cost_vs_big<=0.15": last["cost_vs_big"] <= 0.15,
     }
-    name = "cascade_stream" + (".lora" if args.lora else "") + (".quick" if args.quick else "")
+    name = (
+        "cascade_stream"
+        + (".lora" if args.lora else "")
+        + (".warm" if args.warm_start else "")
+        + (".quick" if args.quick else "")
+    )
     out = args.out or RESULTS / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, ensure_ascii=False))
@@ -393,6 +413,14 @@ def markdown(result: dict) -> str:
                      f"(stages {m.get('flywheel_stages_s')})")  # fmt: skip
         if "lora_reload" in m:
             extra += f"; LoRA tier reloaded ({m['lora_reload']['adapter']}) and answering"
+        if m.get("lora_train"):
+            lt = m["lora_train"]
+            extra += (f"; LoRA trained on {lt['train_rows']} rows in {lt['steps']} steps "
+                      f"({lt['wall_seconds']} s; warm start: {lt.get('warm_start') or 'off'})")  # fmt: skip
+        if m.get("tier_dev_quality"):
+            extra += ("; accuracy per tier on the calibration rows of this round's thresholds "
+                      "(LoRA: dev; classical: dev + out-of-fold train): "
+                      + ", ".join(f"{t} {q:.3f}" for t, q in m["tier_dev_quality"].items()))  # fmt: skip
         md.append(f"- round {m['round']}: {by}; {m['errors']} errors, {m['degraded']} degraded; "
                   f"streamed in {m['seconds']} s. Flywheel: {fw}{extra}")  # fmt: skip
     if "cpu_s" in result:
@@ -437,6 +465,15 @@ def _wait_reloaded(url: str, project: Path, text: str) -> None:
             return
         time.sleep(1.0)
     raise SystemExit("the gateway did not pick up the flywheel's new thresholds in 300 s")
+
+
+def _lora_train_summary(project: Path) -> dict:
+    """How the flywheel's newest LoRA adapter was trained: rows, steps, seconds, warm start."""
+    from zimo.serve.project_models import train_artifacts
+
+    newest = next(p for s, p in train_artifacts(project) if s.endswith("sub"))
+    s = json.loads((newest / "train_summary.json").read_text())
+    return {k: s.get(k) for k in ("train_rows", "steps", "wall_seconds", "warm_start")}
 
 
 def _wait_lora_reloaded(url: str, project: Path, text: str) -> dict:

@@ -258,9 +258,15 @@ def local_tier_answers(project, tier: Tier, texts: list[str]) -> tuple[np.ndarra
 
 def fit_live_cascade(project, *, upstream_url: str | None = None, max_train_rows: int = 2000,
                      console=None) -> dict[str, Any]:  # fmt: skip
-    """Calibrate the cascade's thresholds and save them to ``.zimo/route/cascade.json``."""
-    from sklearn.model_selection import cross_val_predict
+    """Calibrate the cascade's thresholds and save them to ``.zimo/route/cascade.json``.
 
+    The calibration rows are the dev split and the human-labelled train rows (their
+    out-of-fold answers). Teacher rows (the flywheel's, the big tier's answers to exactly the
+    requests the cascade escalated) and other machine-made rows train every fold but are never
+    scored: they are the hard tail of the traffic, selected by the cascade itself, and scoring
+    them made the cheap tier look worse at every threshold than it is on the stream, so each
+    flywheel round raised its threshold and sent more to the big tier (see
+    :func:`calibration_split`)."""
     from zimo.classical.config import ClassicalTrainConfig
     from zimo.dataset_io import read_records
     from zimo.route.calibrate import TargetUnreachable
@@ -284,6 +290,7 @@ def fit_live_cascade(project, *, upstream_url: str | None = None, max_train_rows
     # its twin: the cheap tier looked right on exactly the hard rows the big tier had taught.
     seen = {r["text"] for r in dev + train}
     train += [r for r in _flywheel_rows(project) if r["text"] not in seen and r.get("label") in lab]
+    train, selected = calibration_split(train)
     rng = np.random.default_rng(0)
     if len(train) > max_train_rows:
         train = [train[i] for i in sorted(rng.choice(len(train), max_train_rows, replace=False))]
@@ -321,18 +328,12 @@ def fit_live_cascade(project, *, upstream_url: str | None = None, max_train_rows
         quality[:n_dev, j] = (pred_dev == gold[:n_dev]).astype(float)
         ccfg = _tier_submodel(project, tier)[2]
         if isinstance(ccfg, ClassicalTrainConfig) and len(train) >= 30:
-            from zimo.classical.model import make_pipeline, normalise
+            from zimo.classical.model import ClassicalPredictor
 
-            folds = (
-                int(min(5, np.bincount(gold[n_dev:]).min())) if len(set(gold[n_dev:])) > 1 else 0
-            )
-            if folds >= 2:
-                # The served recipe itself (calibrated probabilities included): a margin
-                # from another recipe would set a threshold the served model does not meet.
-                p_oof = cross_val_predict(make_pipeline(ccfg), normalise(texts[n_dev:]),
-                                          gold[n_dev:], cv=folds, method="predict_proba")  # fmt: skip
-                from zimo.classical.model import ClassicalPredictor
-
+            p_oof = out_of_fold_proba(ccfg, texts[n_dev:], gold[n_dev:],
+                                      [r["text"] for r in selected],
+                                      np.array([lab[r["label"]] for r in selected]))  # fmt: skip
+            if p_oof is not None:
                 served = ClassicalPredictor(_tier_folder(project, tier))  # its decision rule
                 conf[n_dev:, j] = _margin(p_oof)
                 quality[n_dev:, j] = (served.decide(p_oof) == gold[n_dev:]).astype(float)
@@ -354,13 +355,63 @@ def fit_live_cascade(project, *, upstream_url: str | None = None, max_train_rows
     cascade.meta.update({
         "models": {t.name: t.model for t in tiers},
         "labels": labels,
-        "calibration_rows": {"dev": n_dev, "train_out_of_fold": len(rows) - n_dev},
+        "calibration_rows": {"dev": n_dev, "train_out_of_fold": len(rows) - n_dev,
+                             "trained_not_scored": len(selected)},
         "tier_quality": {t.name: float(np.nanmean(quality[:, j])) for j, t in enumerate(tiers)},
         "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })  # fmt: skip
     cascade.save(Layout(project.root).cascade)
     return {"thresholds": dict(zip([t.name for t in tiers[:-1]], cascade.thresholds, strict=True)),
             **cascade.meta}  # fmt: skip
+
+
+def calibration_split(train: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(rows to score, rows to train on only) of a train split, for the calibration.
+
+    Human-labelled rows are a sample of the traffic the cascade serves, so their out-of-fold
+    answers estimate how the cheap tier does on it. The others are not: the flywheel's teacher
+    rows are the requests the cascade escalated because the cheap tier was unsure (selected by
+    the cascade itself, the hardest few percent), and synthetic or distilled rows come from
+    elsewhere. Scored, they over-represent hard traffic, more with every flywheel round. They
+    could be re-weighted by their selection probability instead, but that probability changes
+    with each round's thresholds and the escalated rows carry no shadow sample of what was not
+    escalated, so the weights would not be known; they train every fold instead."""
+    from zimo.guard.mix import origin_of
+    from zimo.records import SYNTHETIC_ORIGINS
+
+    scored = [r for r in train if origin_of(r) not in SYNTHETIC_ORIGINS]
+    return scored, [r for r in train if origin_of(r) in SYNTHETIC_ORIGINS]
+
+
+def out_of_fold_proba(ccfg, texts: list[str], gold: np.ndarray, extra_texts: list[str],
+                      extra_gold: np.ndarray, max_folds: int = 5) -> np.ndarray | None:  # fmt: skip
+    """Out-of-fold probabilities of the classical recipe ``ccfg`` on ``texts``: each fold's
+    model learns the other folds and every ``extra`` row (rows to train on, never to score),
+    as the served model learned them all. None when a label has fewer than 2 rows.
+
+    The served recipe itself (calibrated probabilities included): a margin from another recipe
+    would set a threshold the served model does not meet. Stratified folds without shuffling,
+    as ``cross_val_predict`` makes them, so a pool without extra rows gets the answers it got
+    before extra rows were kept out of scoring."""
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold
+
+    from zimo.classical.model import make_pipeline, normalise
+
+    if len(set(gold.tolist())) < 2:
+        return None
+    folds = int(min(max_folds, np.bincount(gold).min()))
+    if folds < 2:
+        return None
+    x, x_extra = normalise(texts), normalise(extra_texts)
+    recipe = make_pipeline(ccfg)
+    out = np.zeros((len(texts), int(max(gold.max(), extra_gold.max(initial=0))) + 1))
+    for fit_idx, score_idx in StratifiedKFold(folds).split(np.zeros(len(gold)), gold):
+        model = clone(recipe).fit([x[i] for i in fit_idx] + x_extra,
+                                  np.concatenate([gold[fit_idx], extra_gold]).astype(int))  # fmt: skip
+        p = model.predict_proba([x[i] for i in score_idx])
+        out[np.ix_(score_idx, model.classes_)] = p
+    return out
 
 
 def _keep_answers(cache: UpstreamAnswers, texts: list[str], answers: list[str | None]) -> None:

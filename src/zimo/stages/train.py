@@ -59,12 +59,23 @@ def run_lm(ctx: StageContext, tcfg) -> StageResult:
         tcfg = tcfg.model_copy(update={"instruction": cfg.instruction})
     with _progress_bar(ctx) as progress:
         if cfg.task == "label":
+            from zimo.train import warm_start
             from zimo.train.label import train_label
 
             positive = cfg.positive_label if cfg.eval.decision == "dev_threshold" else None
-            summary = train_label(
-                train, dev, cfg.labels, tcfg, ctx.work, progress=progress, positive_label=positive
-            )
+            earlier = [ctx.workspace.artifact_dir(ctx.stage, a)
+                       for a in ctx.workspace.artifacts(ctx.stage) if a != ctx.artifact]  # fmt: skip
+            init, rows, warm = warm_start.plan(tcfg, train, earlier)
+            if warm:
+                ctx.console.print(f"  warm start: {warm['warm_start']}")
+            summary = train_label(rows, dev, cfg.labels, tcfg, ctx.work, progress=progress,
+                                  positive_label=positive, init_adapter=init)  # fmt: skip
+            if warm:  # train_summary.json is written by train_label: it says how, too
+                from zimo.train.setup import write_json
+
+                summary.update(warm)
+                write_json(ctx.work / "train_summary.json", summary)
+            warm_start.record(ctx.work, tcfg, train)
         else:
             from zimo.train.chat import train_chat
 

@@ -38,6 +38,16 @@ class EarlyStopping(BaseModel):
     min_delta: float = Field(0.0, ge=0.0)
 
 
+class WarmStart(BaseModel):
+    """Flywheel rounds continue the previous adapter on the rows new since it, plus
+    ``replay_rows`` of the rows it learned, instead of retraining from scratch (LoRA label
+    tasks; see ``zimo.train.warm_start``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    replay_rows: int = Field(300, ge=0, description="earlier rows trained on again")
+
+
 class TrainConfig(BaseModel):
     """Settings for ``zimo train``; every field has a default that works for the gecko demo."""
 
@@ -91,6 +101,10 @@ class TrainConfig(BaseModel):
     threads: int | None = Field(None, ge=1)
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto = the process's CUDA GPU when there is one, else the CPU"
+    )
+
+    warm_start: WarmStart | None = Field(
+        None, description="continue the previous adapter when only teacher rows were added"
     )
 
     seed: int = 0

@@ -36,10 +36,16 @@ def make_fitter(
     *,
     progress: ProgressFn | None,
     run_key: str,
+    init_adapter: Path | None = None,
 ) -> tuple[Fitter, Any, dict[str, Any]]:
     """The model made trainable and its :class:`Fitter`, with bf16 and the frozen-layer cache
-    decided here. Returns ``(fitter, model, info)``; ``info`` goes into the training summary."""
+    decided here. Returns ``(fitter, model, info)``; ``info`` goes into the training summary.
+    ``init_adapter``: LoRA weights to start from instead of the fresh init (a warm start)."""
     model, parts, first, minfo = prepare_model(cfg, base_dir)
+    if init_adapter is not None:
+        from zimo.train.warm_start import load_adapter_weights
+
+        load_adapter_weights(model, init_adapter)
     fitter = Fitter(
         model, parts, first, train, dev, cfg, out_dir, pad_id,
         bf16=False, cache_frozen=False, progress=progress, run_key=run_key,

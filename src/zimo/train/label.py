@@ -115,6 +115,7 @@ def train_label(
     out_dir: str | Path,
     progress: ProgressFn | None = None,
     positive_label: str | None = None,
+    init_adapter: Path | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``cfg.base`` to answer one of ``labels`` for each record's ``text``.
 
@@ -122,7 +123,8 @@ def train_label(
     dict (also written to ``out_dir/train_summary.json``). Rerunning with the same arguments after
     an interruption resumes from the newest checkpoint. With ``positive_label``, the decision
     threshold on P(positive) that maximises its F1 on ``dev_records`` (all of them) is stored in
-    ``label_task.json`` and used by evaluation and serving.
+    ``label_task.json`` and used by evaluation and serving. ``init_adapter``: a saved adapter
+    of the same shape to continue instead of a fresh LoRA init (``zimo.train.warm_start``).
     """
     from zimo.models import load_tokenizer, resolve_model_dir
 
@@ -149,7 +151,9 @@ def train_label(
 
     fitter, model, info = make_fitter(
         cfg, base_dir, train_ex, dev_ex, out_dir, tok.pad_token_id, progress=progress,
-        run_key=f"label:{labels}:{prompt.instruction}:{system}:{len(train_ex)}:{len(dev_ex)}",
+        run_key=f"label:{labels}:{prompt.instruction}:{system}:{len(train_ex)}:{len(dev_ex)}"
+                f":{init_adapter}",
+        init_adapter=init_adapter,
     )  # fmt: skip
 
     summary = fitter.fit()
