@@ -8,7 +8,8 @@ thread, best of 5 runs of ``--n`` calls each:
 - ``fp32``: ``nn.Linear`` (MKL);
 - ``int_mm``: :class:`zimo.infer.fastpath.Int8Linear` on ``torch._int_mm`` (oneDNN), the whole
   layer call (activation scaling and quantising included), ``ZIMO_FBGEMM=0``;
-- ``fbgemm``: the same layer on fbgemm's dynamic int8 linear (the default where torch has it);
+- ``fbgemm``: the same layer on fbgemm's dynamic int8 linear (``ZIMO_FBGEMM=1``; the default
+  where ``_int_mm`` saturates, the AVX2 kind);
 - ``int_mm_gemm_only`` / ``fbgemm_gemm_only``: the bare kernels (int8 activations given for
   ``_int_mm``; fbgemm's call still quantises its float input), for the GOP/s column.
 
@@ -56,6 +57,8 @@ def child(rows_list: list[int], n: int) -> dict:
     from zimo.infer import fastpath
 
     torch.set_num_threads(1)
+    os.environ["ZIMO_FBGEMM"] = "1"  # fbgemm's column on every kind, not only where it is picked
+    fastpath.fbgemm_dynamic.cache_clear()
     fb = fastpath.fbgemm_dynamic()
     out = {
         "capability": torch.backends.cpu.get_cpu_capability(),
@@ -76,7 +79,7 @@ def child(rows_list: list[int], n: int) -> dict:
                 os.environ["ZIMO_FBGEMM"] = "0"
                 fastpath.fbgemm_dynamic.cache_clear()
                 q_mm = fastpath.Int8Linear(lin, act)
-                os.environ.pop("ZIMO_FBGEMM")
+                os.environ["ZIMO_FBGEMM"] = "1"
                 fastpath.fbgemm_dynamic.cache_clear()
                 q_fb = fastpath.Int8Linear(lin, act)
                 xq = torch.randint(-127, 128, (rows, k), dtype=torch.int8, generator=gen)

@@ -393,11 +393,20 @@ def test_int8_weights_fit_the_gemm_the_cpu_has():
     assert int(fastpath.Int8Linear(lin).int8_weight().abs().max()) == (fb["qmax"] if fb else qmax)
 
 
-def test_fbgemm_weights_fit_its_gemm():
-    """fbgemm's dynamic int8 linear (the layer's GEMM where torch has it) adds up a worst-case
+@pytest.fixture
+def fbgemm_forced(monkeypatch):
+    """fbgemm on any CPU kind (by default only where ``_int_mm`` saturates)."""
+    monkeypatch.setenv("ZIMO_FBGEMM", "1")
+    fastpath.fbgemm_dynamic.cache_clear()
+    yield fastpath.fbgemm_dynamic()
+    fastpath.fbgemm_dynamic.cache_clear()
+
+
+def test_fbgemm_weights_fit_its_gemm(fbgemm_forced):
+    """fbgemm's dynamic int8 linear (the layer's GEMM on the AVX2 kind) adds up a worst-case
     row exactly with the weights' bits the probe picked, and the layer tracks fp32 like the
     ``_int_mm`` one."""
-    fb = fastpath.fbgemm_dynamic()
+    fb = fbgemm_forced
     if fb is None:
         pytest.skip("no fbgemm in this torch build")
     torch.manual_seed(0)

@@ -21,11 +21,12 @@ weights beside the int8 ones (``keep_float``) and decodes under :func:`float_wei
 one fixed adapter is scored alone (evaluation, a sub-model served by itself), it is merged into
 the base before quantising (:func:`merged_int8`, a copy of just the adapted layers). torch's
 own dynamic quantisation (``torch.ao``, one activation scale per call) was measured first and
-was worse: see :class:`Int8Linear`. The GEMM itself runs on fbgemm's dynamic int8 linear
-where torch has it (:func:`fbgemm_dynamic`), with each row scaled to one absmax first so its
-one activation scale per call is a scale per row: a label prompt's four GEMMs per layer took
-1.3 ms there against ``torch._int_mm``'s 2.2 ms on the emulated AVX2 kind, and a label request
-about a fifth less time (benchmarks/results/int8_gemm.md, cpu_infer.rows300.xeon.fbgemm.md);
+was worse: see :class:`Int8Linear`. On the AVX2 kind (no VNNI) the GEMM itself runs on
+fbgemm's dynamic int8 linear where torch has it (:func:`fbgemm_dynamic`), with each row scaled to one absmax first so its
+one activation scale per call is a scale per row: a layer's four Linears at a label prompt's
+25 rows took 1.34 ms there against 1.66 ms on ``torch._int_mm`` on the emulated AVX2 kind (even
+natively on an AVX512-VNNI Xeon), 0.22 against 0.55 ms at a generation step's one row, and a
+label request about a fifth less time (benchmarks/results/int8_gemm.md, cpu_infer.rows300.xeon.fbgemm.md);
 ``torch._int_mm`` (oneDNN) stays the fallback. It needs torch's quantized tensors for packing
 the weights (torch 2.13 warns they will be removed; the probe then finds no fbgemm).
 Emulating the AVX2 kind for it takes ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2`` besides the
@@ -90,16 +91,22 @@ def fbgemm_dynamic() -> dict | None:
     its result is wrong: ``{"qmax": weight magnitude that adds up exactly}``.
 
     fbgemm is built for this case, a few rows against a prepacked weight: at a label prompt's
-    ~25 rows it ran a layer's four GEMMs in 1.3 ms against ``torch._int_mm``'s 2.2 ms on the
-    emulated AVX2 kind (benchmarks/int8_gemm.py). Its activations are uint8 with a zero point,
+    ~25 rows a layer's four Linears took 1.34 ms against 1.66 ms on ``torch._int_mm`` on the
+    emulated AVX2 kind (benchmarks/results/int8_gemm.md). Its activations are uint8 with a zero point,
     one scale per call; :class:`Int8Linear` divides each row by its own absmax first (and
     multiplies the output back), so the scale is per row, as on the ``_int_mm`` path. Its
     AVX2 kernel, like oneDNN's, sums u8 x s8 pairs into saturating int16 (``vpmaddubsw``):
     probed as :func:`weight_qmax` is, and weights then get 7 bits with 8-bit activations, the
     numbers the label agreement was measured with (``reduce_range``, 7-bit activations, would
     be the other way). ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2`` holds it to its AVX2 kernels on a
-    newer CPU (measured: 2-5x slower than its AVX512-VNNI ones there)."""
-    if os.environ.get("ZIMO_FBGEMM", "").strip() == "0":
+    newer CPU (measured: 2-5x slower than its AVX512-VNNI ones there).
+
+    Used where ``torch._int_mm`` saturates (:func:`weight_qmax`: no VNNI, the AVX2 kind),
+    where it measured faster; where oneDNN has VNNI the two measured even at 25 rows (0.78 vs
+    0.80 ms a layer) and that CPU's int8 label path was timed on ``_int_mm``, so it stays.
+    ``ZIMO_FBGEMM=0/1`` overrides."""
+    env = os.environ.get("ZIMO_FBGEMM", "").strip()
+    if env == "0" or (env != "1" and weight_qmax() == 127):
         return None
     engines = getattr(torch.backends.quantized, "supported_engines", [])
     if "fbgemm" not in engines:
