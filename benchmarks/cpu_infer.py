@@ -20,8 +20,9 @@ rule for all: the sub-model's stored threshold). Plus a chat generation leg on g
 at batch 1 and 8, HF ``generate`` vs the serving engine.
 
 Each CPU kind runs in its own child process: ``native`` and ``avx2`` (``ATEN_CPU_CAPABILITY=avx2
-ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ZIMO_BF16=0``: the AVX2-only kind emulated
-on this CPU; llama.cpp runs the code its wheel was built with in both). Run it on a quiet
+ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 ZIMO_BF16=0``:
+the AVX2-only kind emulated on this CPU; llama.cpp runs the code its wheel was built with in
+both). Run it on a quiet
 machine and read the ratios; the JSON records the CPU, the load average and what was forced.
 
     python benchmarks/cpu_infer.py --quick --project /tmp/sms-built
@@ -49,6 +50,9 @@ AVX2_ENV = {
     "ATEN_CPU_CAPABILITY": "avx2",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    # fbgemm (Zimo's int8 GEMM where torch has it) reads its own cap; without it the emulated
+    # kind would run fbgemm's AVX512-VNNI kernels, 2-5x faster than its AVX2 ones here.
+    "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
     "ZIMO_BF16": "0",
 }
 
@@ -79,13 +83,15 @@ def _project_rows(project: Path) -> tuple[Path, list[dict], dict]:
 
 def _tensors(module) -> dict[int, int]:
     """Storage pointer -> bytes of every tensor ``module`` reaches (an Int8Part's stacked
-    weights included)."""
-    from zimo.infer.fastpath import Int8Part
+    weights included; fbgemm's packed int8 weights, which are not tensors, by their id)."""
+    from zimo.infer.fastpath import Int8Linear, Int8Part
 
     out = {}
     mods = list(module.modules())
     mods += [m.shared for m in mods if isinstance(m, Int8Part)]
     for m in mods:
+        if isinstance(m, Int8Linear) and m.packed is not None:
+            out[id(m.packed)] = m.int8_nbytes()
         for t in list(m.parameters(recurse=False)) + list(m.buffers(recurse=False)):
             if t is not None and t.numel():
                 out[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()

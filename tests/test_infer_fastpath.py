@@ -244,12 +244,18 @@ def test_linears_reading_one_input_share_one_int8_gemm(fp32_and_int8):
     single = copy.deepcopy(model)
     fastpath.quantize_base_int8(single, tok, stack=False)
     assert not any(isinstance(m, fastpath.Int8Part) for m in single.modules())
-    ids = torch.tensor([tok("Call now to claim your free prize, reply STOP to end")["input_ids"]])
+    # The median over several messages: one message's logit error moves by half between two
+    # int8 kernels that round differently (0.09 vs 0.15 on one 13-token message).
+    errs: dict[str, list[float]] = {"one": [], "stacked": []}
     with torch.inference_mode():
-        want, one, stacked = (m(input_ids=ids).logits[0, -1] for m in (model, single, q))
+        for text in TEXTS:
+            ids = torch.tensor([tok(text)["input_ids"]])
+            want, one, stacked = (m(input_ids=ids).logits[0, -1] for m in (model, single, q))
+            errs["one"].append(float((one - want).norm() / want.norm()))
+            errs["stacked"].append(float((stacked - want).norm() / want.norm()))
     assert attn.q_proj.shared.memo is None and mlp.up_proj.shared.memo is None
-    err = lambda x: float((x - want).norm() / want.norm())  # noqa: E731
-    assert err(stacked) < 0.1 and err(stacked) < 3 * err(one) + 1e-3
+    err = {k: float(np.median(v)) for k, v in errs.items()}
+    assert err["stacked"] < 0.3 and err["stacked"] < 2 * err["one"] + 1e-3
     # Float weights kept per part serve generation exactly.
     kept = copy.deepcopy(model)
     fastpath.quantize_base_int8(kept, tok, keep_float=True)
@@ -361,7 +367,9 @@ def test_merged_int8_tracks_the_unmerged_path_and_shares_the_rest(
     # Float order flips a rounding here and there. Where the int8 GEMM saturates (no VNNI)
     # weights have 7 bits, so each flip moves twice as far: 0.023 at most on the emulated
     # AVX2 kind, where int8 itself sits 0.21 from fp32 on these near-even untuned margins.
-    atol = 5e-3 if fastpath.weight_qmax() == 127 else 0.03
+    # With 8-bit weights 0.008 at most on fbgemm's GEMM (natively on an AVX512-VNNI Xeon).
+    fb = fastpath.fbgemm_dynamic()
+    atol = 0.01 if (fb["qmax"] if fb else fastpath.weight_qmax()) == 127 else 0.03
     np.testing.assert_allclose(p_merged, p_full, atol=atol)
     # It tracks fp32 as the unmerged int8 path does (the untuned base's margins are small, so
     # log-odds, not labels), and the adapter really is in it.
@@ -381,4 +389,41 @@ def test_int8_weights_fit_the_gemm_the_cpu_has():
     b = torch.full((16, 576), qmax, dtype=torch.int8).T
     assert (torch._int_mm(a, b)[:2] == torch.tensor([[127 * qmax * 576], [-127 * qmax * 576]])).all()  # fmt: skip
     lin = torch.nn.Linear(576, 16)
-    assert int(fastpath.Int8Linear(lin).qweight.abs().max()) == qmax
+    fb = fastpath.fbgemm_dynamic()
+    assert int(fastpath.Int8Linear(lin).int8_weight().abs().max()) == (fb["qmax"] if fb else qmax)
+
+
+@pytest.fixture
+def fbgemm_forced(monkeypatch):
+    """fbgemm on any CPU kind (by default only where ``_int_mm`` saturates)."""
+    monkeypatch.setenv("ZIMO_FBGEMM", "1")
+    fastpath.fbgemm_dynamic.cache_clear()
+    yield fastpath.fbgemm_dynamic()
+    fastpath.fbgemm_dynamic.cache_clear()
+
+
+def test_fbgemm_weights_fit_its_gemm(fbgemm_forced):
+    """fbgemm's dynamic int8 linear (the layer's GEMM on the AVX2 kind) adds up a worst-case
+    row exactly with the weights' bits the probe picked, and the layer tracks fp32 like the
+    ``_int_mm`` one."""
+    fb = fbgemm_forced
+    if fb is None:
+        pytest.skip("no fbgemm in this torch build")
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(576, 64, bias=True)
+    with torch.no_grad():
+        lin.weight.fill_(0.5)
+    q = fastpath.Int8Linear(lin)
+    assert q.packed is not None and not hasattr(q, "qweight")
+    assert int(q.int8_weight().abs().max()) == fb["qmax"]
+    x = torch.ones(3, 576)
+    x[1] = -1.0  # uint8 activations at both ends of their range: the pair sums that saturate
+    with torch.inference_mode():
+        y, want = q(x), lin(x)
+    torch.testing.assert_close(y, want, rtol=0.01, atol=0.5)
+    lin = torch.nn.Linear(576, 64, bias=True)
+    q = fastpath.Int8Linear(lin)
+    x = torch.randn(25, 576) * torch.rand(25, 1) * 10  # rows of very different magnitudes
+    with torch.inference_mode():
+        rel = (q(x) - lin(x)).norm(dim=1) / lin(x).norm(dim=1)
+    assert float(rel.max()) < 0.05  # per-row scales: small rows lose no precision

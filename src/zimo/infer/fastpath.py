@@ -21,12 +21,16 @@ weights beside the int8 ones (``keep_float``) and decodes under :func:`float_wei
 one fixed adapter is scored alone (evaluation, a sub-model served by itself), it is merged into
 the base before quantising (:func:`merged_int8`, a copy of just the adapted layers). torch's
 own dynamic quantisation (``torch.ao``, one activation scale per call) was measured first and
-was worse: see :class:`Int8Linear`. Its fbgemm GEMM is faster (a label prompt's 25 x 576 x 960
-q/k/v GEMM: 178 us against ``torch._int_mm``'s 205 us with fbgemm held to AVX2, 72 us with its
-AVX512-VNNI kernels), and rows scaled to one absmax before it would give per-row activation
-scales; not taken: it needs torch's quantized tensors (torch 2.13 warns they will be removed),
-and on AVX2 7-bit activations (``reduce_range``). Emulating the AVX2 kind for it takes
-``FBGEMM_ENABLE_INSTRUCTIONS=AVX2`` besides the oneDNN/MKL caps. The guard's scorer and the
+was worse: see :class:`Int8Linear`. On the AVX2 kind (no VNNI) the GEMM itself runs on
+fbgemm's dynamic int8 linear where torch has it (:func:`fbgemm_dynamic`), with each row scaled to one absmax first so its
+one activation scale per call is a scale per row: a layer's four Linears at a label prompt's
+25 rows took 1.34 ms there against 1.66 ms on ``torch._int_mm`` on the emulated AVX2 kind (even
+natively on an AVX512-VNNI Xeon), 0.22 against 0.55 ms at a generation step's one row, and a
+label request about a fifth less time (benchmarks/results/int8_gemm.md, cpu_infer.rows300.xeon.fbgemm.md);
+``torch._int_mm`` (oneDNN) stays the fallback. It needs torch's quantized tensors for packing
+the weights (torch 2.13 warns they will be removed; the probe then finds no fbgemm).
+Emulating the AVX2 kind for it takes ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2`` besides the
+oneDNN/MKL caps. The guard's scorer and the
 router's LM features do not use this path (fp32/bf16 as before).
 """
 
@@ -80,6 +84,68 @@ def weight_qmax() -> int:
     return 127 if ok else 63
 
 
+@functools.cache
+def fbgemm_dynamic() -> dict | None:
+    """How :class:`Int8Linear` can run its GEMM on fbgemm's dynamic int8 linear
+    (``torch.ops.quantized.linear_dynamic``), or None where this torch build has no fbgemm or
+    its result is wrong: ``{"qmax": weight magnitude that adds up exactly}``.
+
+    fbgemm is built for this case, a few rows against a prepacked weight: at a label prompt's
+    ~25 rows a layer's four Linears took 1.34 ms against 1.66 ms on ``torch._int_mm`` on the
+    emulated AVX2 kind (benchmarks/results/int8_gemm.md). Its activations are uint8 with a zero point,
+    one scale per call; :class:`Int8Linear` divides each row by its own absmax first (and
+    multiplies the output back), so the scale is per row, as on the ``_int_mm`` path. Its
+    AVX2 kernel, like oneDNN's, sums u8 x s8 pairs into saturating int16 (``vpmaddubsw``):
+    probed as :func:`weight_qmax` is, and weights then get 7 bits with 8-bit activations, the
+    numbers the label agreement was measured with (``reduce_range``, 7-bit activations, would
+    be the other way). ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2`` holds it to its AVX2 kernels on a
+    newer CPU (measured: 2-5x slower than its AVX512-VNNI ones there).
+
+    Used where ``torch._int_mm`` saturates (:func:`weight_qmax`: no VNNI, the AVX2 kind),
+    where it measured faster; where oneDNN has VNNI the two measured even at 25 rows (0.78 vs
+    0.80 ms a layer) and that CPU's int8 label path was timed on ``_int_mm``, so it stays.
+    ``ZIMO_FBGEMM=0/1`` overrides."""
+    env = os.environ.get("ZIMO_FBGEMM", "").strip()
+    if env == "0" or (env != "1" and weight_qmax() == 127):
+        return None
+    engines = getattr(torch.backends.quantized, "supported_engines", [])
+    if "fbgemm" not in engines:
+        return None
+    try:
+        for qmax in (127, 63):
+            w = torch.full((8, 64), float(qmax))
+            w[4:] = -qmax
+            packed = _prepack(w.to(torch.int8), torch.ones(8))
+            x = torch.ones(2, 64)
+            x[1] = -1.0
+            y = torch.ops.quantized.linear_dynamic(x, packed, False)
+            want = torch.tensor([[64.0 * qmax] * 4 + [-64.0 * qmax] * 4])
+            want = torch.cat([want, -want])
+            if torch.allclose(y, want, rtol=0.02):
+                if qmax != 127:
+                    log.info("fbgemm's int8 GEMM saturates on this CPU (no VNNI): 7-bit weights")
+                return {"qmax": qmax}
+    except (RuntimeError, AttributeError, NotImplementedError) as e:
+        log.info("fbgemm dynamic int8 linear unavailable: %s", e)
+    return None
+
+
+def _prepack(qweight, scale):
+    """fbgemm's packed form of int8 ``qweight`` [out, in] with per-output-channel ``scale``."""
+    import warnings
+
+    before = torch.backends.quantized.engine
+    try:
+        torch.backends.quantized.engine = "fbgemm"
+        with warnings.catch_warnings():  # torch's notice that quantized tensors will go
+            warnings.simplefilter("ignore")
+            zero = torch.zeros(scale.numel(), dtype=torch.long)
+            q = torch._make_per_channel_quantized_tensor(qweight, scale.double(), zero, 0)
+            return torch.ops.quantized.linear_prepack(q, None)
+    finally:
+        torch.backends.quantized.engine = before
+
+
 class Int8Linear(torch.nn.Linear):
     """A frozen ``nn.Linear`` whose matmul runs in int8: weights quantised per output channel,
     activations per row (token) at each call, int32 accumulation (``torch._int_mm``).
@@ -107,14 +173,19 @@ class Int8Linear(torch.nn.Linear):
             self.register_buffer("inv_s", 1.0 / s)
         else:
             self.inv_s = None
-        qmax = weight_qmax()
+        fb = fbgemm_dynamic() if w.device.type == "cpu" else None
+        qmax = fb["qmax"] if fb else weight_qmax()
         sw = w.abs().amax(dim=1).clamp(min=1e-8) / qmax
-        # Stored [out, in] and used through its transpose: torch's CPU int8 GEMM measured
-        # 1.6-2.5x faster on that layout than on a contiguous [in, out] copy.
-        self.register_buffer(
-            "qweight", torch.round(w / sw[:, None]).clamp(-qmax, qmax).to(torch.int8)
-        )
-        self.register_buffer("wscale", sw[None, :])
+        qw = torch.round(w / sw[:, None]).clamp(-qmax, qmax).to(torch.int8)
+        # fbgemm keeps its own packed copy, so the plain int8 weight is not kept beside it;
+        # nor is a ``qweight`` attribute left: PEFT takes a layer that has one for a GPTQ layer
+        # and reads its device from it.
+        self.packed = _prepack(qw, sw) if fb else None
+        if not fb:
+            # Stored [out, in] and used through its transpose: torch's CPU int8 GEMM measured
+            # 1.6-2.5x faster on that layout than on a contiguous [in, out] copy.
+            self.register_buffer("qweight", qw)
+            self.register_buffer("wscale", sw[None, :])
         bias = None if linear.bias is None else linear.bias.detach().float()
         self.register_buffer("qbias", bias)
         keep = keep_float and linear.bias is not None
@@ -131,6 +202,14 @@ class Int8Linear(torch.nn.Linear):
         x2 = x.reshape(-1, shape[-1]).float()
         if self.inv_s is not None:
             x2 = x2 * self.inv_s
+        if self.packed is not None:
+            # abs + amax, not linalg.vector_norm(inf): that one measured 93 us a call against
+            # ~17 us at a label prompt's size on the emulated AVX2 kind (not vectorised there).
+            r = x2.abs().amax(dim=1, keepdim=True).clamp_(min=1e-8)
+            y = torch.ops.quantized.linear_dynamic(x2 / r, self.packed, False).mul_(r)
+            if self.qbias is not None:
+                y = y.add_(self.qbias)
+            return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
         sx = x2.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / 127.0
         xq = torch.round(x2 / sx).to(torch.int8)
         acc = torch._int_mm(xq, self.qweight.T)
@@ -138,6 +217,16 @@ class Int8Linear(torch.nn.Linear):
         if self.qbias is not None:
             y = y + self.qbias
         return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+
+    def int8_weight(self) -> torch.Tensor:
+        """The int8 weight, ``[out, in]`` (unpacked from fbgemm's form where it is packed)."""
+        if self.packed is None:
+            return self.qweight
+        return torch.ops.quantized.linear_unpack(self.packed)[0].int_repr()
+
+    def int8_nbytes(self) -> int:
+        """Bytes of the int8 weight, packed or not (fbgemm's packed form is not a buffer)."""
+        return self.in_features * self.out_features
 
     def extra_repr(self) -> str:
         smooth = ", smoothed" if self.inv_s is not None else ""
