@@ -57,6 +57,19 @@ AVX2_ENV = {
 }
 
 
+def run_kind(cmd: list[str], kind: str) -> tuple[dict, dict]:
+    """(the environment forced for ``kind``, the result) of a benchmark's child process run on
+    that CPU kind: ``avx2`` is the AVX2-only kind emulated, anything else the CPU as detected.
+    The child prints its result as JSON on its last stdout line; a child that failed gives
+    ``{"error": …}`` so that one kind's crash does not lose the others' results."""
+    forced = AVX2_ENV if kind == "avx2" else {}
+    p = subprocess.run(cmd, env={**os.environ, **forced}, stdout=subprocess.PIPE, text=True)
+    try:
+        return forced, json.loads(p.stdout.strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError):
+        return forced, {"error": f"child exited {p.returncode}"}
+
+
 def _pcts(times: list[float]) -> dict:
     import numpy as np
 
@@ -543,9 +556,6 @@ def main() -> None:
         "forced": {},
     }
     for kind in [k.strip() for k in args.kinds.split(",") if k.strip()]:
-        env = dict(os.environ)
-        forced = AVX2_ENV if kind == "avx2" else {}
-        env.update(forced)
         cmd = [sys.executable, __file__, "--child", "--project", str(project)]
         cmd += ["--quick"] * args.quick + ["--no-alt"] * args.no_alt
         cmd += ["--no-generate"] * args.no_generate + ["--no-llamacpp"] * args.no_llamacpp
@@ -554,12 +564,7 @@ def main() -> None:
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         print(f"{kind}: running", file=sys.stderr, flush=True)
-        p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
-        result["forced"][kind] = forced
-        try:
-            result["kinds"][kind] = json.loads(p.stdout.strip().splitlines()[-1])
-        except (json.JSONDecodeError, IndexError):
-            result["kinds"][kind] = {"error": f"child exited {p.returncode}"}
+        result["forced"][kind], result["kinds"][kind] = run_kind(cmd, kind)
     result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     from zimo.fileio import write_bytes_atomic, write_json_atomic
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from functools import partial
@@ -176,14 +175,8 @@ def main() -> None:
     res: dict = {"cpu": cpu_info(), "n": args.n, "loadavg_start": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
     res["kinds"], res["forced"] = {}, {}
     for kind in [k.strip() for k in args.kinds.split(",") if k.strip()]:
-        forced = ci.AVX2_ENV if kind == "avx2" else {}
         cmd = [sys.executable, __file__, "--child", "--rows", args.rows, "--n", str(args.n)]
-        p = subprocess.run(cmd, env={**os.environ, **forced}, stdout=subprocess.PIPE, text=True)
-        res["forced"][kind] = forced
-        try:
-            res["kinds"][kind] = json.loads(p.stdout.strip().splitlines()[-1])
-        except (json.JSONDecodeError, IndexError):
-            res["kinds"][kind] = {"error": f"child exited {p.returncode}"}
+        res["forced"][kind], res["kinds"][kind] = ci.run_kind(cmd, kind)
     res["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     out = Path(args.out)
     write_json_atomic(out, res)

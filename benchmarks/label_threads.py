@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from cpu_infer import AVX2_ENV, _pcts, _project_rows, label_scorer  # noqa: E402
+from cpu_infer import _pcts, _project_rows, label_scorer, run_kind  # noqa: E402
 
 
 def child(args) -> dict:
@@ -129,15 +128,9 @@ def main() -> None:
         "kinds": {},
     }
     for kind in [k.strip() for k in args.kinds.split(",") if k.strip()]:
-        forced = AVX2_ENV if kind == "avx2" else {}
         cmd = [sys.executable, __file__, "--child", "--project", args.project]
         cmd += ["--rows", str(args.rows), "--threads", args.threads]
-        p = subprocess.run(cmd, env={**os.environ, **forced}, stdout=subprocess.PIPE, text=True)
-        result["forced"][kind] = forced
-        try:
-            result["kinds"][kind] = json.loads(p.stdout.strip().splitlines()[-1])
-        except (json.JSONDecodeError, IndexError):
-            result["kinds"][kind] = {"error": f"child exited {p.returncode}"}
+        result["forced"][kind], result["kinds"][kind] = run_kind(cmd, kind)
         print(kind, json.dumps(result["kinds"][kind], indent=1), file=sys.stderr)
     result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     write_json_atomic(Path(args.out), result)
