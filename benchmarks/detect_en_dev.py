@@ -259,18 +259,25 @@ def _rewrite_record(row: dict, gen: str, model: str, task: str, **extra) -> dict
     }
 
 
+def _resume_part(path: Path, model: str, offset: int, n: int) -> tuple[list, set, list, list]:
+    """(rows already generated in ``path``, their paragraph+task keys, the pool slice
+    ``[offset, offset + n)``, the tasks asked of ``model``) for a resumable generation part."""
+    GEN.mkdir(parents=True, exist_ok=True)
+    done = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+    seen = {d["orig_doc"] + d["task"] for d in done}
+    tasks = ["rewrite", "summary", "explain"] if model == "smollm2" else ["rewrite", "continue"]
+    return done, seen, generation_pool()[offset : offset + n], tasks
+
+
 def generate(model: str, n: int, part: int, threads: int) -> Path:
     """Generate up to ``n`` attempts for part ``part`` of the pool (resumable, cached)."""
     from llama_cpp import Llama
 
-    GEN.mkdir(parents=True, exist_ok=True)
     path = GEN / f"{model}_part{part}.jsonl"
-    done = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
-    seen = {d["orig_doc"] + d["task"] for d in done}
     # Each model takes its own slice of the pool: no paragraph is rewritten by both.
-    offset = (0 if model == "smollm2" else 1000) + part * n
-    pool = generation_pool()[offset : offset + n]
-    tasks = ["rewrite", "summary", "explain"] if model == "smollm2" else ["rewrite", "continue"]
+    done, seen, pool, tasks = _resume_part(
+        path, model, (0 if model == "smollm2" else 1000) + part * n, n
+    )
     llm = Llama(model_path=_gguf(model), n_ctx=1024, n_threads=threads, verbose=False)
     rng = random.Random(1000 * part + len(model))
     t0, toks = time.time(), 0
@@ -341,14 +348,11 @@ def generate_hf(model: str, n: int, part: int, threads: int, batch: int = 8) -> 
     from zimo.models import load_causal_lm
 
     torch.set_num_threads(threads)
-    GEN.mkdir(parents=True, exist_ok=True)
     path = GEN / f"{model}_hf_part{part}.jsonl"
-    done = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
-    seen = {d["orig_doc"] + d["task"] for d in done}
     # Its own slice of the pool, apart from the llama.cpp parts' slices (offsets 0 and 1000).
-    offset = (2000 if model == "smollm2" else 2300) + part * n
-    pool = generation_pool()[offset : offset + n]
-    tasks = ["rewrite", "summary", "explain"] if model == "smollm2" else ["rewrite", "continue"]
+    done, seen, pool, tasks = _resume_part(
+        path, model, (2000 if model == "smollm2" else 2300) + part * n, n
+    )
     llm = load_causal_lm("gecko" if model == "smollm2" else "gecko-zh")
     t0 = time.time()
     todo = [(k, r) for k, r in enumerate(pool) if _pid(r) + tasks[k % len(tasks)] not in seen]
