@@ -440,12 +440,12 @@ def _mark_rankings(infos: list[LineInfo | None]) -> None:
     close()
 
 
-def _clusters(infos: list[LineInfo | None], good: list[int]) -> list[list[int]]:
+def _clusters(infos: list[LineInfo | None], good: list[int], feed: bool) -> list[list[int]]:
     """Group good lines. Three chrome lines, or six lines that are not prose, between two good
     lines split them: a menu, a comment box or a list of headlines separates the article from
     a cookie notice or a footer disclaimer, while an article's own short list rarely runs that
-    long (and if it does, both halves are large and both stay body)."""
-    feed = _is_feed(infos)
+    long (and if it does, both halves are large and both stay body). On a ``feed`` page (see
+    :func:`_is_feed`) a time stamp between them splits them too."""
     groups = [[good[0]]]
     for a, b in zip(good, good[1:], strict=False):
         between = [infos[k] for k in range(a + 1, b) if infos[k] is not None]
@@ -681,7 +681,8 @@ def _body_span(infos: list[LineInfo | None]) -> tuple[int, int, list[int], list[
     furniture between two parts of the body that only their shared topic joined."""
     # Short sentences (near) join the clusters: stories and interviews are made of them.
     prose = [i for i, li in enumerate(infos) if li is not None and li.cls in ("good", "near")]
-    groups = _clusters(infos, prose)
+    feed = _is_feed(infos)
+    groups = _clusters(infos, prose, feed)
     # A paragraph counts in full when a neighbouring line is prose too: an article's
     # paragraphs follow each other, while a feed's teasers each sit alone between a headline
     # and a date line.
@@ -710,8 +711,6 @@ def _body_span(infos: list[LineInfo | None]) -> tuple[int, int, list[int], list[
     # near: a cookie notice 200 menu lines above the article is not part of it.
     main = max(range(len(groups)), key=lambda k: mass[k])
     lo = hi = main
-
-    feed = _is_feed(infos)
 
     def joins(k: int, a: int, b: int) -> bool:
         gap = [infos[j] for j in range(a + 1, b) if infos[j] is not None]
