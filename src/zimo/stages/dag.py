@@ -35,9 +35,8 @@ def _train_stages(project: Project, deps: list[str]) -> list[Stage]:
             sections = [project.config.task] + ([] if len(subs) > 1 else ["train"])
         cfg_key = tcfg.model_dump(mode="json") if len(subs) > 1 else None
         if cfg_key is not None and cfg_key.get("warm_start") is None:
-            cfg_key.pop(
-                "warm_start", None
-            )  # unset: the ids of existing artifacts stay as they were
+            # Unset, it is left out of the key: the ids of existing artifacts stay as they were.
+            cfg_key.pop("warm_start")
         stages.append(Stage(name, deps, sections, "1", run, f"train {submodel_name(tcfg)}",
                             config=cfg_key))  # fmt: skip
     return stages
