@@ -36,7 +36,7 @@ def _train_stages(project: Project, deps: list[str]) -> list[Stage]:
         cfg_key = tcfg.model_dump(mode="json") if len(subs) > 1 else None
         if cfg_key is not None and cfg_key.get("warm_start") is None:
             # Unset, it is left out of the key: the ids of existing artifacts stay as they were.
-            cfg_key.pop("warm_start")
+            cfg_key.pop("warm_start", None)  # a classical or tabular config has no such key
         stages.append(Stage(name, deps, sections, "1", run, f"train {submodel_name(tcfg)}",
                             config=cfg_key))  # fmt: skip
     return stages
